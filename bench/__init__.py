@@ -1,0 +1,4 @@
+"""LLM-for-recommendation benchmarking harness: one data pipeline, one split, one set of metrics for every method."""
+
+__version__ = "0.1.0"
+SCHEMA_VERSION = 1

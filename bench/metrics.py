@@ -1,0 +1,104 @@
+"""Full-ranking metrics (Recall, NDCG, Hit, MRR at 10 and 20) per user, overall and per segment.
+
+Per-user values come from RecBole's own metric classes (`metric_info`), so numbers match RecBole's
+evaluator; the harness keeps the per-user vectors (a sidecar for paired tests) and the segment breakdowns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+KS = (10, 20)
+METRICS = ("recall", "ndcg", "hit", "mrr")
+
+
+def _metric_objects():
+    from bench import recbole_compat
+
+    recbole_compat.apply()
+    from recbole.evaluator.metrics import MRR, NDCG, Hit, Recall
+
+    config = {"topk": list(KS), "metric_decimal_place": 6}
+    return {"recall": Recall(config), "ndcg": NDCG(config), "hit": Hit(config), "mrr": MRR(config)}
+
+
+def per_user_metrics(pos_index: np.ndarray, pos_len: np.ndarray) -> dict[str, np.ndarray]:
+    """From a [users, max_k] hit matrix of the ranked top items and the number of positives per user."""
+    objects = _metric_objects()
+    out = {}
+    for name, obj in objects.items():
+        values = obj.metric_info(pos_index, pos_len) if name in ("recall", "ndcg") else obj.metric_info(pos_index)
+        for k in KS:
+            out[f"{name}@{k}"] = values[:, k - 1].astype(np.float64)
+    return out
+
+
+def rank_users(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    users: np.ndarray,
+    item_ids: np.ndarray,
+    positives: dict[str, np.ndarray],
+    exclude: dict[str, np.ndarray],
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Top-max(KS) catalogue indices per user, after masking each user's `exclude` items (-inf)."""
+    import torch
+
+    max_k = max(KS)
+    top = np.empty((len(users), max_k), dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        scores = torch.as_tensor(np.asarray(score_fn(batch), dtype=np.float32))
+        if scores.shape != (len(batch), len(item_ids)):
+            raise ValueError(f"method returned scores of shape {tuple(scores.shape)}, "
+                             f"expected {(len(batch), len(item_ids))}")
+        for row, user in enumerate(batch):
+            seen = exclude.get(user)
+            if seen is not None and len(seen):
+                scores[row, torch.as_tensor(seen)] = -torch.inf
+        top[start:start + len(batch)] = torch.topk(scores, max_k, dim=1).indices.numpy()
+    return top
+
+
+def evaluate(
+    top: np.ndarray,
+    users: np.ndarray,
+    positives: dict[str, np.ndarray],
+    user_segment: pd.Series,
+    item_segment_of: np.ndarray,
+) -> tuple[dict, pd.DataFrame]:
+    """Summary (overall, per user segment, per item segment) and the per-user table.
+
+    `item_segment_of[j]` is the segment label of catalogue item j. An item segment's metric for a user
+    counts only that user's positives in the segment; users with none are left out of that segment.
+    """
+    table = pd.DataFrame({"user": users})
+    table["user_segment"] = user_segment.reindex(users).fillna("cold").to_numpy()
+    summary: dict = {}
+
+    def score(mask_fn) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        pos_sets = [mask_fn(positives[u]) for u in users]
+        pos_len = np.array([len(p) for p in pos_sets], dtype=np.int64)
+        pos_index = np.array([np.isin(top[i], p) for i, p in enumerate(pos_sets)], dtype=bool)
+        values = per_user_metrics(pos_index, np.maximum(pos_len, 1))
+        return values, pos_len > 0
+
+    overall, has = score(lambda p: p)
+    for key, vals in overall.items():
+        table[key] = np.where(has, vals, np.nan)
+    summary["overall"] = {k: float(np.nanmean(table[k])) for k in overall} | {"n_users": int(has.sum())}
+    for label in sorted(table["user_segment"].unique()):
+        rows = table[table["user_segment"] == label]
+        summary[f"user:{label}"] = {k: float(np.nanmean(rows[k])) for k in overall} | {"n_users": len(rows)}
+    for label in sorted(set(item_segment_of)):
+        members = np.flatnonzero(item_segment_of == label)
+        values, has = score(lambda p, m=members: np.intersect1d(p, m))
+        for key, vals in values.items():
+            table[f"{label}:{key}"] = np.where(has, vals, np.nan)
+        if has.any():
+            summary[f"item:{label}"] = {k: float(vals[has].mean()) for k, vals in values.items()} | {
+                "n_users": int(has.sum())}
+    return summary, table

@@ -1,0 +1,134 @@
+"""Make RecBole 1.2.1 run on today's stack (torch 2.13, numpy 2, pandas 3, scipy 1.17).
+
+Every patch names the version that broke RecBole and what broke, so each can be dropped when RecBole
+releases a fix. `apply()` is idempotent and must run before any RecBole Config / Dataset / model is built.
+Each patch is tested in tests/test_recbole_compat.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import textwrap
+import types
+
+_APPLIED = False
+
+
+def _patch_source(cls, method_name: str, replacements: list[tuple[str, str]]) -> None:
+    """Recompile one method of `cls` with literal text replacements; fail loudly if a target is absent."""
+    module = inspect.getmodule(cls)
+    src = textwrap.dedent(inspect.getsource(getattr(cls, method_name)))
+    for old, new in replacements:
+        if old not in src:
+            raise RuntimeError(f"recbole_compat: {cls.__name__}.{method_name} no longer contains {old!r}")
+        src = src.replace(old, new)
+    namespace: dict = {}
+    exec(compile(src, f"<recbole_compat {cls.__name__}.{method_name}>", "exec"), module.__dict__, namespace)
+    setattr(cls, method_name, namespace[method_name])
+
+
+def _set_numpy_aliases() -> None:
+    import numpy as np
+
+    for alias, target in {
+        "bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
+        "object": np.object_, "str": np.str_, "long": np.int_, "unicode": np.str_,
+    }.items():
+        setattr(np, alias, target)
+
+
+def _numpy2_aliases(config_cls) -> None:
+    # numpy 2.0 removed np.float_, np.complex_, np.unicode_: Config.compatibility_settings raises
+    # AttributeError. RecBole code (MRR.metric_info, Dataset._fill_nan, ...) still uses np.float /
+    # np.int / np.long, also outside Config, so the names are set at apply() time too.
+    _set_numpy_aliases()
+    config_cls.compatibility_settings = lambda self: _set_numpy_aliases()
+
+
+def _no_argv(config_cls) -> None:
+    # Config._load_cmd_line reads sys.argv and takes any --key=value as an override, so the harness's
+    # own CLI flags would leak into RecBole. The library never reads argv: everything is passed explicitly.
+    config_cls._load_cmd_line = lambda self: {}
+
+
+def _pandas3_fillna(dataset_cls) -> None:
+    # pandas 3 copy-on-write: chained `feat[field].fillna(..., inplace=True)` is a silent no-op, so NaNs
+    # survive into the data (silent corruption in _fill_nan; a crash for token_seq fields in _load_feat).
+    _patch_source(dataset_cls, "_fill_nan", [
+        ("feat[field].fillna(value=0, inplace=True)", "feat[field] = feat[field].fillna(value=0)"),
+        ("feat[field].fillna(value=feat[field].mean(), inplace=True)",
+         "feat[field] = feat[field].fillna(value=feat[field].mean())"),
+    ])
+    _patch_source(dataset_cls, "_load_feat", [
+        ('df[field].fillna(value="", inplace=True)', 'df[field] = df[field].fillna(value="")'),
+    ])
+
+
+def _scipy_dok_update() -> None:
+    # scipy 1.15 removed the private dok_matrix._update that LightGCN / NGCF / NCL use to fill their
+    # adjacency: AttributeError at model construction. Restore it as a bulk dict update.
+    import scipy.sparse as sp
+
+    for cls in (sp.dok_matrix, getattr(sp, "dok_array", None)):
+        if cls is None or hasattr(cls, "_update"):
+            continue
+
+        def _update(self, data):
+            store = getattr(self, "_dict", None)
+            if store is not None:
+                store.update(data)
+            else:  # pragma: no cover - older layouts
+                for key, value in data.items():
+                    self[key] = value
+
+        cls._update = _update
+
+
+def _torch_load_trusted(trainer_module) -> None:
+    # torch 2.6 made torch.load default to weights_only=True; RecBole's checkpoints pickle the Config,
+    # so reloading the best model raises UnpicklingError. Only RecBole's trainer module gets a torch whose
+    # load allows full unpickling: it only ever loads checkpoints the harness itself wrote in the run folder.
+    import torch
+
+    shim = types.ModuleType("torch_trusted_load")
+    shim.__dict__.update({k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
+
+    def load(f, *args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return torch.load(f, *args, **kwargs)
+
+    shim.load = load
+    trainer_module.torch = shim
+
+
+def _tensorboard_in_run_dir(trainer_module) -> None:
+    # RecBole writes ./log_tensorboard/ into the current directory; put it next to the run's log file
+    # (the FileHandler the harness attaches on the root logger), i.e. inside the run folder.
+    from torch.utils.tensorboard import SummaryWriter
+
+    def get_tensorboard(logger):
+        for handler in logger.handlers:
+            if hasattr(handler, "baseFilename"):
+                return SummaryWriter(os.path.join(os.path.dirname(handler.baseFilename), "tensorboard"))
+        raise RuntimeError("RecBole trainer used without a run log file (bench.backbones attaches one)")
+
+    trainer_module.get_tensorboard = get_tensorboard
+
+
+def apply() -> None:
+    """Apply all patches once (safe to call many times)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    import recbole.config.configurator as configurator
+    import recbole.data.dataset.dataset as dataset_module
+    import recbole.trainer.trainer as trainer_module
+
+    _numpy2_aliases(configurator.Config)
+    _no_argv(configurator.Config)
+    _pandas3_fillna(dataset_module.Dataset)
+    _scipy_dok_update()
+    _torch_load_trusted(trainer_module)
+    _tensorboard_in_run_dir(trainer_module)
+    _APPLIED = True

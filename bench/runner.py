@@ -1,0 +1,212 @@
+"""Execute RunSpecs: prepare shared artifacts once, fit, evaluate, time, and write one record per run.
+
+A finished run (record.json present) is skipped; anything else is redone from scratch, so an
+interrupted suite resumes where it stopped. Runs fan out over a local process pool (default one
+process) after the shared, cached artifacts (dataset, split, text embeddings) are prepared once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.records import ResultStore, git_state, machine, package_versions
+from bench.spec import RunSpec
+from bench.types import FitContext
+
+
+def _dataset(spec: RunSpec, cache_dir: Path):
+    from bench.data import DatasetCard, load_dataset
+
+    return load_dataset(DatasetCard.model_validate(spec.dataset_settings), cache_dir)
+
+
+def _split(spec: RunSpec, dataset, cache_dir: Path):
+    from bench.splits import load_or_make_split
+
+    return load_or_make_split(dataset, spec.split, spec.split_settings, cache_dir)
+
+
+def _encoder(spec: RunSpec, device: str, cache_dir: Path):
+    from bench.encoders import get_encoder
+
+    return get_encoder(spec.encoder, spec.encoder_settings, device, cache_dir)
+
+
+def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress: bool = True) -> None:
+    """Build every dataset, split and item-embedding cache the runs need, once, in this process."""
+    from bench.encoders import encode_items
+
+    seen: set[str] = set()
+    for spec in specs:
+        key = (spec.model_dump_json(include={"dataset_settings", "split", "split_settings", "encoder",
+                                              "encoder_settings"}))
+        if key in seen:
+            continue
+        seen.add(key)
+        dataset = _dataset(spec, cache_dir)
+        _split(spec, dataset, cache_dir)
+        if spec.encoder:
+            encoder = _encoder(spec, device, cache_dir)
+            encode_items(encoder, dataset.item_text, dataset.meta.get("card", {}).get("text_template", ""),
+                         cache_dir, progress=progress)
+
+
+def _latency(method, users: np.ndarray, n: int = 30) -> dict[str, float]:
+    """Milliseconds to score one user against every item (after one warm-up call)."""
+    sample = users[:n]
+    method.score(sample[:1])
+    times = []
+    for user in sample:
+        start = time.perf_counter()
+        method.score(np.array([user]))
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "n_users": len(times)}
+
+
+def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str = "cpu",
+            requested: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one spec to a record (skipped if already complete)."""
+    from bench.catalog import METHODS
+    from bench.encoders import encode_items
+    from bench.metrics import evaluate, rank_users
+
+    run_id = spec.run_id
+    if store.has(run_id):
+        return store.load(run_id)
+    run_dir = store.run_dir(run_id)
+    if (run_dir / "work").exists():  # leftovers of an interrupted attempt
+        shutil.rmtree(run_dir / "work")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat()
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    dataset = _dataset(spec, cache_dir)
+    split = _split(spec, dataset, cache_dir)
+    timings["prepare"] = time.perf_counter() - t0
+
+    encoder, embedding_info = None, {}
+    if spec.encoder:
+        encoder = _encoder(spec, device, cache_dir)
+
+    def embed_items() -> np.ndarray:
+        start = time.perf_counter()
+        matrix, info = encode_items(encoder, dataset.item_text, dataset.meta["card"]["text_template"],
+                                    cache_dir, progress=False)
+        timings["encode"] = time.perf_counter() - start
+        embedding_info.update(info)
+        return matrix
+
+    cls = METHODS.get(spec.method)
+    method = cls(cls.Settings.model_validate(spec.method_settings))
+    ctx = FitContext(dataset=dataset, split=split, seed=spec.seed, device=device, run_dir=run_dir,
+                     cache_dir=Path(cache_dir), backbone=spec.backbone, backbone_config=dict(spec.backbone_settings),
+                     encoder=encoder, embed_items=embed_items if encoder is not None else None)
+    t0 = time.perf_counter()
+    method.fit(ctx)
+    timings["fit_total"] = time.perf_counter() - t0
+    timings.update(ctx.timings)
+
+    t0 = time.perf_counter()
+    item_ids = dataset.item_ids
+    position = {item: i for i, item in enumerate(item_ids)}
+    users = np.sort(split.test["user"].unique())
+    positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
+    seen = pd.concat([split.train, split.valid])
+    exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    top = rank_users(method.score, users, item_ids, positives, exclude)
+    item_segment_of = split.item_segment.reindex(item_ids).fillna("tail").to_numpy()
+    summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of)
+    timings["evaluate"] = time.perf_counter() - t0
+    latency = _latency(method, users)
+
+    record = {
+        "status": "complete",
+        "run_id": run_id,
+        "spec": spec.model_dump(mode="json"),
+        "requested": requested or {},
+        "provenance": {
+            "git": git_state(), "packages": package_versions(), "machine": machine(device),
+            "dataset_hash": dataset.content_hash, "split_hash": split.content_hash,
+            "split_path": str(split.path) if split.path else None,
+            "encoder_fingerprint": encoder.fingerprint() if encoder is not None else None,
+            "embeddings": embedding_info, "seed": spec.seed,
+            "started": started, "finished": datetime.now(timezone.utc).isoformat(),
+        },
+        "metrics": summary,
+        "evaluation": {"protocol": "full ranking over the catalogue; each user's train and valid items "
+                                   "masked", "n_items": int(len(item_ids)), "n_test_users": int(len(users))},
+        "params": method.parameter_counts().as_dict(),
+        "timings": timings,
+        "latency": latency,
+        "method_info": ctx.extra,
+    }
+    store.write(run_id, record, per_user)
+    return record
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _execute_safely(spec: RunSpec, root: str, cache_dir: str, device: str, requested: dict) -> tuple[str, str | None]:
+    try:
+        execute(spec, ResultStore(Path(root)), Path(cache_dir), device, requested)
+        return spec.run_id, None
+    except Exception:  # reported per run; the suite goes on, and a rerun retries it
+        error = traceback.format_exc()
+        path = ResultStore(Path(root)).run_dir(spec.run_id) / "error.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(error)
+        return spec.run_id, error
+
+
+def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, device: str = "cpu",
+              workers: int = 1, requested: dict | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run every pending spec; returns counts and failures. Completed runs are skipped."""
+    from tqdm.auto import tqdm
+
+    pending = [s for s in specs if not store.has(s.run_id)]
+    summary = {"total": len(specs), "skipped": len(specs) - len(pending), "done": 0, "failed": {}}
+    if not pending:
+        return summary
+    prepare_shared(pending, cache_dir, device, progress)
+    cpus = os.cpu_count() or 1
+    bar = tqdm(total=len(pending), desc="runs", disable=not progress)
+    labels = {s.run_id: s.label for s in pending}
+    if workers <= 1:
+        for spec in pending:
+            bar.set_postfix_str(spec.label)
+            run_id, error = _execute_safely(spec, str(store.root), str(cache_dir), device, requested or {})
+            summary["done" if error is None else "failed"] = (
+                summary["done"] + 1 if error is None else {**summary["failed"], labels[run_id]: error})
+            bar.update()
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        threads = max(1, cpus // workers)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = [pool.submit(_execute_safely, s, str(store.root), str(cache_dir), device, requested or {})
+                       for s in pending]
+            for future in as_completed(futures):
+                run_id, error = future.result()
+                if error is None:
+                    summary["done"] += 1
+                else:
+                    summary["failed"][labels[run_id]] = error
+                bar.update()
+    bar.close()
+    return summary

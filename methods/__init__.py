@@ -1,0 +1,1 @@
+"""One module per paradigm; each defines Method classes registered in bench/catalog.py."""

@@ -1,0 +1,70 @@
+"""CF backbones trained through RecBole, and the hook LLM-initialised variants override."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from bench.backbones import BACKBONES, RecBoleCF
+from bench.errors import BenchError
+from bench.types import FitContext, ParamCounts
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecBoleMethod:
+    """A RecBole general recommender on the split; subclasses may supply initial embeddings."""
+
+    name = "random"
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    backbones: ClassVar[tuple[str, ...]] = tuple(BACKBONES)
+    needs_encoder: ClassVar[bool] = False
+
+    def __init__(self, settings: BaseModel | None = None):
+        self.settings = settings or self.Settings()
+        self.cf: RecBoleCF | None = None
+        self._item_ids: np.ndarray | None = None
+
+    def embedding_size(self, ctx: FitContext) -> int:
+        """CF embedding size; LLMInit-Full overrides it with the encoder's dimension."""
+        return int(ctx.backbone_config["embedding_size"])
+
+    def initial_embeddings(self, ctx: FitContext, cf: RecBoleCF) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(user matrix over ctx.dataset.user_ids, item matrix over ctx.dataset.item_ids) or Nones."""
+        return None, None
+
+    def fit(self, ctx: FitContext) -> None:
+        if ctx.backbone not in self.backbones:
+            raise BenchError(f"method {self.name!r} does not run on backbone {ctx.backbone!r}; valid "
+                             f"backbones: {', '.join(self.backbones)}")
+        config = dict(ctx.backbone_config, embedding_size=self.embedding_size(ctx))
+        ctx.extra["effective_embedding_size"] = config["embedding_size"]
+        self.cf = RecBoleCF(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
+        start = time.perf_counter()
+        self.cf.prepare(ctx.split)
+        self.cf.build_model()
+        ctx.timings["recbole_prepare"] = time.perf_counter() - start
+        users, items = self.initial_embeddings(ctx, self.cf)
+        if users is not None or items is not None:
+            self.cf.set_embeddings(ctx.dataset.user_ids, users, ctx.dataset.item_ids, items)
+        info = self.cf.train()
+        ctx.timings["train"] = info["train_seconds"]
+        ctx.extra["training"] = info
+        self._item_ids = ctx.dataset.item_ids
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        return self.cf.score(users, self._item_ids if items is None else items)
+
+    def parameter_counts(self) -> ParamCounts:
+        return ParamCounts(trainable=self.cf.parameter_count())
+
+
+class RandomInit(RecBoleMethod):
+    """The backbone as RecBole builds it (Xavier-initialised embeddings)."""
+
+    name = "random"

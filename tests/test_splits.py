@@ -1,0 +1,90 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.errors import BenchError, UnknownChoiceError
+from bench.splits import SPLITTERS, load_or_make_split, make_split, resolve_split_params
+
+
+def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(frame["user"], frame["item"]))
+
+
+@pytest.mark.parametrize("name", sorted(SPLITTERS))
+def test_no_test_or_valid_interaction_in_training(tiny_dataset, name):
+    split = make_split(tiny_dataset, name, resolve_split_params(name, {}))
+    train = _pairs(split.train)
+    assert len(split.test) > 0 and len(split.valid) > 0
+    assert not (_pairs(split.test) & train), "test interaction leaked into training"
+    assert not (_pairs(split.valid) & train), "valid interaction leaked into training"
+    assert not (_pairs(split.valid) & _pairs(split.test))
+    # every interaction is used at most once; no interaction is invented
+    everything = _pairs(tiny_dataset.interactions)
+    assert _pairs(split.train) | _pairs(split.valid) | _pairs(split.test) <= everything
+
+
+def test_temporal_loo_holds_out_latest(tiny_dataset):
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    inter = tiny_dataset.interactions
+    for user, row in split.test.set_index("user").iterrows():
+        assert row["timestamp"] == inter[inter["user"] == user]["timestamp"].max()
+    for user, row in split.valid.set_index("user").iterrows():
+        assert row["timestamp"] < split.test.set_index("user").loc[user, "timestamp"]
+        assert row["timestamp"] > split.train[split.train["user"] == user]["timestamp"].max()
+    assert len(split.train) + len(split.valid) + len(split.test) == len(inter)
+
+
+def test_random_loo_differs_from_temporal_and_is_seeded(tiny_dataset):
+    params = resolve_split_params("random_loo", {})
+    a, b = make_split(tiny_dataset, "random_loo", params), make_split(tiny_dataset, "random_loo", params)
+    assert a.content_hash == b.content_hash
+    temporal = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    assert _pairs(a.test) != _pairs(temporal.test)
+
+
+def test_half_history_removes_half_keeps_one(tiny_dataset):
+    base = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    half = make_split(tiny_dataset, "half_history", resolve_split_params("half_history", {}))
+    before = base.train.groupby("user").size()
+    after = half.train.groupby("user").size().reindex(before.index)
+    expected = np.maximum(1, before - np.floor(before * 0.5)).astype(int)
+    assert (after == expected).all()
+    assert _pairs(half.train) <= _pairs(base.train)
+    assert _pairs(half.test) == _pairs(base.test)  # same evaluation targets as the base split
+
+
+def test_cold_users_holds_out_newest_users(tiny_dataset):
+    params = resolve_split_params("cold_users", {"valid_fraction": 0.2, "test_fraction": 0.2})
+    split = make_split(tiny_dataset, "cold_users", params)
+    last = tiny_dataset.interactions.groupby("user")["timestamp"].max()
+    test_users, valid_users = set(split.test["user"]), set(split.valid["user"])
+    assert not test_users & valid_users
+    warm = set(last.index) - test_users - valid_users
+    assert last[list(test_users)].min() > last[list(warm)].max()
+    kept = split.train[split.train["user"].isin(test_users)].groupby("user").size()
+    assert (kept == params["keep_history"]).all()
+    assert (split.user_segment[list(test_users)] == "cold").all()
+
+
+def test_segments_head_is_top_fifth_of_items(tiny_dataset):
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    counts = split.train.groupby("item").size()
+    head = split.item_segment[split.item_segment == "head"].index
+    assert len(head) == int(np.ceil(len(counts) * 0.2))
+    assert counts[head].min() >= counts.drop(head).max()
+
+
+def test_saved_split_round_trips_with_hash(tiny_dataset, tmp_path):
+    params = resolve_split_params("half_history", {})
+    first = load_or_make_split(tiny_dataset, "half_history", params, tmp_path)
+    second = load_or_make_split(tiny_dataset, "half_history", params, tmp_path)
+    assert first.path == second.path and (first.path / "split.json").exists()
+    assert first.content_hash == make_split(tiny_dataset, "half_history", params).content_hash
+    pd.testing.assert_frame_equal(first.test.reset_index(drop=True), second.test.reset_index(drop=True))
+
+
+def test_bad_split_settings_are_errors():
+    with pytest.raises(UnknownChoiceError, match="valid choices: cold_users, half_history"):
+        resolve_split_params("nope", {})
+    with pytest.raises(BenchError, match="drop_fraction"):
+        resolve_split_params("half_history", {"drop_fractoin": 0.3})
