@@ -1,0 +1,108 @@
+"""Contract every CF method inherits: fit on tiny data, score shape, no training item recommended,
+same seed same result, settings round-trip, unknown settings rejected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from bench.backbones import resolve_backbone_config
+from bench.catalog import METHODS
+from bench.metrics import rank_users
+from bench.splits import make_split, resolve_split_params
+from bench.types import FitContext
+
+
+class FakeEncoder:
+    """Deterministic pseudo text embeddings (no model): enough to exercise the init path."""
+
+    name, dim = "fake", 48
+
+    def fingerprint(self) -> str:
+        return "fake"
+
+    def parameter_count(self) -> int:
+        return 1234
+
+
+def _fit(method_name, backbone, dataset, tmp_path, seed=0):
+    split = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
+                                                "stopping_step": 1})
+    cls = METHODS.get(method_name)
+    method = cls(cls.Settings())
+    rng = np.random.default_rng(7)
+    text = rng.normal(size=(len(dataset.item_ids), FakeEncoder.dim)).astype(np.float32)
+    ctx = FitContext(dataset=dataset, split=split, seed=seed, device="cpu", run_dir=tmp_path / method_name,
+                     cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=FakeEncoder(),
+                     embed_items=lambda: text)
+    method.fit(ctx)
+    return method, split, ctx
+
+
+@pytest.mark.parametrize("method_name,backbone", [
+    ("random", "mf"), ("random", "lightgcn"), ("random", "sgl"), ("random", "sgcl"),
+    ("llminit-var", "lightgcn"), ("llminit-full", "mf"), ("llminit-pca", "sgcl"),
+])
+def test_fit_score_contract(tiny_dataset, tmp_path, method_name, backbone):
+    method, split, ctx = _fit(method_name, backbone, tiny_dataset, tmp_path)
+    users = np.sort(split.test["user"].unique())
+    scores = method.score(users)
+    assert scores.shape == (len(users), len(tiny_dataset.item_ids))
+    assert np.isfinite(scores).all()
+    position = {item: i for i, item in enumerate(tiny_dataset.item_ids)}
+    seen = pd.concat([split.train, split.valid])
+    exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    top = rank_users(method.score, users, tiny_dataset.item_ids, {}, exclude)
+    for row, user in enumerate(users):
+        assert not set(top[row]) & set(exclude[user]), "a training item was recommended"
+    counts = method.parameter_counts()
+    assert counts.trainable > 0
+    if method_name.startswith("llminit"):
+        assert counts.frozen_offline == 1234
+        size = FakeEncoder.dim if method_name == "llminit-full" else 16
+        assert ctx.extra["effective_embedding_size"] == size
+
+
+def test_same_seed_same_scores(tiny_dataset, tmp_path):
+    a, split, _ = _fit("llminit-var", "lightgcn", tiny_dataset, tmp_path / "a")
+    b, _, _ = _fit("llminit-var", "lightgcn", tiny_dataset, tmp_path / "b")
+    users = np.sort(split.test["user"].unique())
+    np.testing.assert_array_equal(a.score(users), b.score(users))
+
+
+def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
+    """Before training, item rows equal the selected text dimensions (mapped through RecBole ids)."""
+    from methods.llminit import LLMInitUni
+
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    config = resolve_backbone_config("mf", {"epochs": 1, "embedding_size": 16})
+    text = np.random.default_rng(1).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
+    method = LLMInitUni()
+    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+                     backbone="mf", backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
+    from bench.backbones import RecBoleCF
+
+    cf = RecBoleCF("mf", config, 0, "cpu", tmp_path / "work")
+    cf.prepare(split)
+    cf.build_model()
+    users, items = method.initial_embeddings(ctx, cf)
+    cf.set_embeddings(tiny_dataset.user_ids, users, tiny_dataset.item_ids, items)
+    rows = cf.token_index("item_id", tiny_dataset.item_ids)
+    weight = cf.model.item_embedding.weight.detach().numpy()
+    np.testing.assert_allclose(weight[rows], text[:, ::3][:, :16], rtol=1e-6)
+
+
+def test_settings_round_trip_and_unknown_rejected():
+    cls = METHODS.get("llminit-var")
+    settings = cls.Settings(user_init="max")
+    assert cls.Settings.model_validate(settings.model_dump()) == settings
+    with pytest.raises(ValidationError, match="opt"):
+        cls.Settings.model_validate({"opt": "var"})  # LLMInit's ignored README flag must be an error
+
+
+def test_every_registered_method_resolves():
+    for name in METHODS.names():
+        assert METHODS.get(name).name == name

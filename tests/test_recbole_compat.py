@@ -1,0 +1,65 @@
+"""Each compatibility patch, tested against the failure it fixes (../shared/RECBOLE-NOTES.md)."""
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import recbole_compat
+
+recbole_compat.apply()
+
+
+def _config(tmp_path, extra=None):
+    from recbole.config import Config
+
+    folder = tmp_path / "toy"
+    folder.mkdir(exist_ok=True)
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\tprice:float\n"
+                                      "1\t1\t1.0\n1\t2\t\n2\t1\t3.0\n2\t3\t2.0\n")
+    cfg = {"data_path": str(tmp_path), "checkpoint_dir": str(tmp_path / "ckpt"), "show_progress": False,
+           "load_col": {"inter": ["user_id", "item_id", "price"]}, "USER_ID_FIELD": "user_id",
+           "ITEM_ID_FIELD": "item_id", "eval_args": {"split": {"RS": [0.5, 0.25, 0.25]}, "order": "RO",
+                                                     "group_by": None, "mode": "full"},
+           **(extra or {})}
+    return Config(model="BPR", dataset="toy", config_dict=cfg)
+
+
+def test_config_builds_under_numpy2(tmp_path):
+    config = _config(tmp_path)
+    assert config["model"] == "BPR" and np.float is np.float64
+
+
+def test_config_ignores_sys_argv(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench", "--learning_rate=0.5", "--suite=coldstart"])
+    assert _config(tmp_path)["learning_rate"] != 0.5
+
+
+def test_missing_float_value_is_filled_not_left_nan(tmp_path):
+    # pandas 3 copy-on-write made RecBole's chained fillna(inplace=True) a silent no-op
+    from recbole.data import create_dataset
+
+    dataset = create_dataset(_config(tmp_path))
+    price = np.asarray(dataset.inter_feat["price"], dtype=float)
+    assert not np.isnan(price).any()
+    assert sorted(price.tolist()) == pytest.approx([1.0, 2.0, 2.0, 3.0])  # NaN -> mean of the others
+
+
+def test_dok_update_restored_for_lightgcn_adjacency():
+    import scipy.sparse as sp
+
+    matrix = sp.dok_matrix((3, 3), dtype=np.float32)
+    matrix._update({(0, 1): 1.0, (2, 0): 2.0})
+    assert matrix.toarray()[0, 1] == 1.0 and matrix.toarray()[2, 0] == 2.0
+
+
+def test_trainer_reloads_pickled_checkpoint(tmp_path):
+    import recbole.trainer.trainer as trainer_module
+    import torch
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"config": pd.DataFrame({"a": [1]}), "state_dict": {}}, path)
+    with pytest.raises(Exception):
+        torch.load(path)  # torch >= 2.6 default refuses pickled objects
+    assert trainer_module.torch.load(path)["config"]["a"][0] == 1
