@@ -158,13 +158,13 @@ class RecBoleCF:
         """Overwrite initial embedding rows for the given raw ids (before training)."""
         import torch
 
-        for ids, matrix, field, table in (
+        for ids, matrix, id_field, table in (
             (user_ids, user_matrix, "user_id", "user_embedding"),
             (item_ids, item_matrix, "item_id", "item_embedding"),
         ):
             if matrix is None:
                 continue
-            index = self.token_index(field, ids)
+            index = self.token_index(id_field, ids)
             known = index >= 0
             weight = getattr(self.model, table).weight
             if matrix.shape[1] != weight.shape[1]:

@@ -107,7 +107,7 @@ def _cmd_run(args) -> int:
     for label, error in summary["failed"].items():
         print(f"FAILED {label}:\n{error.strip().splitlines()[-1]}", file=sys.stderr)
     if not args.no_table and suite.name != "adhoc":
-        for name, path in write_tables(suite, specs, store, args.results).items():
+        for path in write_tables(suite, specs, store, args.results).values():
             print(f"wrote {path}")
     return 1 if summary["failed"] else 0
 

@@ -6,9 +6,9 @@ fit on a split's training data, score users against items, report parameter coun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Each compatibility patch, tested against the failure it fixes (../shared/RECBOLE-NOTES.md)."""
 
+import pickle
 import sys
 
 import numpy as np
@@ -60,6 +61,6 @@ def test_trainer_reloads_pickled_checkpoint(tmp_path):
 
     path = tmp_path / "ckpt.pth"
     torch.save({"config": pd.DataFrame({"a": [1]}), "state_dict": {}}, path)
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path)  # torch >= 2.6 default refuses pickled objects
     assert trainer_module.torch.load(path)["config"]["a"][0] == 1

