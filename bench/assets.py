@@ -113,7 +113,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if not tokenizer.chat_template:
             raise BenchError(f"{gguf}: the GGUF tokenizer carries no chat template")
-        model.float().save_pretrained(tmp)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
     return _build_once(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert)

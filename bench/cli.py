@@ -124,8 +124,9 @@ def _cmd_table(args) -> int:
         raise BenchError(f"no run records of suite {suite.name!r} under {args.results}; run it first: "
                          f"python -m bench run --suite {args.suite}")
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}[args.format]
-    for name in ("main", "segments"):
-        print(written[f"{name}.{ext}"].read_text())
+    for name in ("main", "segments", "significance"):
+        if f"{name}.{ext}" in written:
+            print(written[f"{name}.{ext}"].read_text())
     return 0
 
 

@@ -77,6 +77,39 @@ def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
+                       correction: str = "holm") -> pd.DataFrame:
+    """Each method vs `random` on the same dataset/split/backbone: per-user paired Wilcoxon (users x
+    seeds) and paired t over seeds, corrected for the number of comparisons in the table."""
+    from bench.stats import compare, correct
+
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault((spec.dataset, spec.split, spec.backbone, spec.method), []).append(spec)
+    rows = []
+    for (dataset, split, backbone, method), runs in groups.items():
+        base = groups.get((dataset, split, backbone, "random"))
+        if method == "random" or not base:
+            continue
+        result = compare(store, runs, base, metric)
+        if not result["n_seeds"]:
+            continue
+        rows.append({"Dataset": dataset, "Split": split, "Backbone": backbone, "Method": method,
+                     f"{metric} method": result["mean_a"], f"{metric} random": result["mean_b"],
+                     "Gain %": 100 * result["relative"], "Wilcoxon p": result["wilcoxon_p"],
+                     "t-test p (seeds)": result["ttest_p"], "Users x seeds": result["n_pairs"]})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["Wilcoxon p (corr.)"] = correct(table["Wilcoxon p"].tolist(), correction)
+    table["t p (corr.)"] = correct(table["t-test p (seeds)"].tolist(), correction)
+    table["Significant"] = np.where(table["Wilcoxon p (corr.)"] < 0.05, "yes", "no")
+    for column in table.columns:
+        if table[column].dtype.kind == "f":
+            table[column] = table[column].map(lambda v: f"{v:.4g}")
+    return table
+
+
 def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "markdown":
         return table.to_markdown(index=False)
@@ -113,6 +146,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         return {}
     target = Path(out_dir) / suite.name
     main, segments = main_table(frame), segment_table(frame)
+    significance = significance_table(specs, store)
     used = sorted(frame["run_id"].unique())
     missing = [s.label for s in specs if not store.has(s.run_id)]
     note = settings_note(suite, specs)
@@ -121,7 +155,9 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     written = {}
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}
     for fmt in formats:
-        for name, table in (("main", main), ("segments", segments)):
+        for name, table in (("main", main), ("segments", segments), ("significance", significance)):
+            if table.empty:
+                continue
             path = target / f"{name}.{ext[fmt]}"
             body = render(table, fmt)
             if fmt == "markdown":
