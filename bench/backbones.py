@@ -37,6 +37,10 @@ class BackboneSpec:
     info: str
     defaults: dict[str, Any] = field(default_factory=dict)
     negative_sampling: bool = True
+    sequential: bool = False
+
+
+SEQUENTIAL_DEFAULTS = {"max_len": 10, "valid_metric": "Recall@20", "weight_decay": 1e-4}
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -49,7 +53,18 @@ BACKBONES: dict[str, BackboneSpec] = {
     "sgcl": BackboneSpec("bench.sgcl:SGCL", "SGCL: LightGCN encoder + supervised graph contrastive loss", {
         "n_layers": 2, "sgcl_tau": 0.2, "reg_weight": 1e-5, "require_pow": False},
         negative_sampling=False),
+    # LLM2Rec code: 2 layers, 2 heads, dropout 0.3, max length 10, CE over all items, lr 1e-3 (GRU4Rec
+    # 1e-4), wd 1e-4, model selection on validation Recall@20
+    "sasrec": BackboneSpec("SASRec", "SASRec (RecBole), 2 layers, 2 heads, CE over all items", {
+        **SEQUENTIAL_DEFAULTS, "loss_type": "CE", "n_layers": 2, "n_heads": 2, "inner_size": 256,
+        "hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+        "initializer_range": 0.02}, negative_sampling=False, sequential=True),
+    "gru4rec": BackboneSpec("GRU4Rec", "GRU4Rec (RecBole), CE over all items, lr 1e-4", {
+        **SEQUENTIAL_DEFAULTS, "loss_type": "CE", "num_layers": 1, "hidden_size": 128, "dropout_prob": 0.3,
+        "learning_rate": 1e-4}, negative_sampling=False, sequential=True),
 }
+CF_BACKBONES = tuple(k for k, v in BACKBONES.items() if not v.sequential)
+SEQUENTIAL_BACKBONES = tuple(k for k, v in BACKBONES.items() if v.sequential)
 
 
 def resolve_backbone_config(name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -116,7 +131,8 @@ class RecBoleCF:
             "train_neg_sample_args": ({"distribution": "uniform", "sample_num": s["neg_samples"]}
                                       if self.spec.negative_sampling else None),
             "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},
-            "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": [10, 20], "valid_metric": "NDCG@10",
+            "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": [10, 20],
+            "valid_metric": s.get("valid_metric", "NDCG@10"),
             "seed": self.seed, "reproducibility": True, "show_progress": False, "worker": 0,
             "use_gpu": self.device.startswith("cuda"), "log_wandb": False, "save_dataset": False,
             "save_dataloaders": False,
@@ -198,7 +214,7 @@ class RecBoleCF:
             if hasattr(self.model, cached):
                 setattr(self.model, cached, None)
         self.train_info = {
-            "best_valid_ndcg@10": float(best_valid),
+            "valid_metric": self.config["valid_metric"], "best_valid_score": float(best_valid),
             "best_valid": {k: float(v) for k, v in best_valid_result.items()},
             "epochs_run": len(trainer.train_loss_dict),
             "best_epoch": int(checkpoint["epoch"]) + 1,

@@ -13,6 +13,8 @@ METHODS.register("llminit-rand", "methods.llminit:LLMInitRand", "LLMInit: random
 METHODS.register("llminit-uni", "methods.llminit:LLMInitUni", "LLMInit: uniform stride s=N//K dims")
 METHODS.register("llminit-var", "methods.llminit:LLMInitVar", "LLMInit: top-K variance dims (popular items)")
 METHODS.register("llminit-full", "methods.llminit:LLMInitFull", "LLMInit: all N dims (embedding size = N)")
+METHODS.register("seq-text", "methods.sequential:SeqText",
+                 "frozen text-encoder item embeddings -> linear adapter in SASRec / GRU4Rec")
 METHODS.register("llminit-pca", "methods.llminit:LLMInitPCA", "PCA to K dims (PtE's 'LLMInit' baseline)")
 
 

@@ -13,12 +13,18 @@ import textwrap
 import types
 
 _APPLIED = False
+_PATCHED_SOURCES: dict[tuple[type, str], str] = {}  # methods recompiled here have no file source
+
+
+def _source(cls, method_name: str) -> str:
+    return _PATCHED_SOURCES.get((cls, method_name)) or textwrap.dedent(
+        inspect.getsource(getattr(cls, method_name)))
 
 
 def _patch_source(cls, method_name: str, replacements: list[tuple[str, str]]) -> None:
     """Recompile one method of `cls` with literal text replacements; fail loudly if a target is absent."""
     module = inspect.getmodule(cls)
-    src = textwrap.dedent(inspect.getsource(getattr(cls, method_name)))
+    src = _source(cls, method_name)
     for old, new in replacements:
         if old not in src:
             raise RuntimeError(f"recbole_compat: {cls.__name__}.{method_name} no longer contains {old!r}")
@@ -26,6 +32,7 @@ def _patch_source(cls, method_name: str, replacements: list[tuple[str, str]]) ->
     namespace: dict = {}
     exec(compile(src, f"<recbole_compat {cls.__name__}.{method_name}>", "exec"), module.__dict__, namespace)
     setattr(cls, method_name, namespace[method_name])
+    _PATCHED_SOURCES[(cls, method_name)] = src
 
 
 def _set_numpy_aliases() -> None:
@@ -63,6 +70,16 @@ def _pandas3_fillna(dataset_cls) -> None:
     _patch_source(dataset_cls, "_load_feat", [
         ('df[field].fillna(value="", inplace=True)', 'df[field] = df[field].fillna(value="")'),
     ])
+
+
+def _pandas3_agg_len(*classes) -> None:
+    # pandas 3: `Series.agg(len)` returns the length of the whole Series, not per element, so RecBole's
+    # token_seq remapping (`np.cumsum(feat[field].agg(len))`) splits id lists wrongly (a crash, or wrong
+    # sequences) and SequentialDataset's benchmark item_length becomes one scalar. Use `.map(len)`.
+    for cls in classes:
+        for name, member in list(vars(cls).items()):
+            if inspect.isfunction(member) and ".agg(len)" in _source(cls, name):
+                _patch_source(cls, name, [(".agg(len)", ".map(len)")])
 
 
 def _scipy_dok_update() -> None:
@@ -123,11 +140,13 @@ def apply() -> None:
         return
     import recbole.config.configurator as configurator
     import recbole.data.dataset.dataset as dataset_module
+    import recbole.data.dataset.sequential_dataset as sequential_module
     import recbole.trainer.trainer as trainer_module
 
     _numpy2_aliases(configurator.Config)
     _no_argv(configurator.Config)
     _pandas3_fillna(dataset_module.Dataset)
+    _pandas3_agg_len(dataset_module.Dataset, sequential_module.SequentialDataset)
     _scipy_dok_update()
     _torch_load_trusted(trainer_module)
     _tensorboard_in_run_dir(trainer_module)

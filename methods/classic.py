@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from bench.backbones import BACKBONES, RecBoleCF
+from bench.backbones import BACKBONES, CF_BACKBONES, RecBoleCF
 from bench.errors import BenchError
 from bench.types import FitContext, ParamCounts
 
@@ -22,7 +22,7 @@ class RecBoleMethod:
 
     name = "random"
     Settings: ClassVar[type[BaseModel]] = NoSettings
-    backbones: ClassVar[tuple[str, ...]] = tuple(BACKBONES)
+    backbones: ClassVar[tuple[str, ...]] = CF_BACKBONES
     needs_encoder: ClassVar[bool] = False
 
     def __init__(self, settings: BaseModel | None = None):
@@ -38,20 +38,28 @@ class RecBoleMethod:
         """(user matrix over ctx.dataset.user_ids, item matrix over ctx.dataset.item_ids) or Nones."""
         return None, None
 
+    def customise(self, ctx: FitContext, cf: RecBoleCF) -> None:
+        """After the model is built, before training: by default, apply `initial_embeddings`."""
+        users, items = self.initial_embeddings(ctx, cf)
+        if users is not None or items is not None:
+            cf.set_embeddings(ctx.dataset.user_ids, users, ctx.dataset.item_ids, items)
+
     def fit(self, ctx: FitContext) -> None:
         if ctx.backbone not in self.backbones:
             raise BenchError(f"method {self.name!r} does not run on backbone {ctx.backbone!r}; valid "
                              f"backbones: {', '.join(self.backbones)}")
         config = dict(ctx.backbone_config, embedding_size=self.embedding_size(ctx))
         ctx.extra["effective_embedding_size"] = config["embedding_size"]
-        self.cf = RecBoleCF(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
+        if BACKBONES[ctx.backbone].sequential:
+            from bench.sequential import RecBoleSeq as backbone_cls
+        else:
+            backbone_cls = RecBoleCF
+        self.cf = backbone_cls(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
         start = time.perf_counter()
         self.cf.prepare(ctx.split)
         self.cf.build_model()
         ctx.timings["recbole_prepare"] = time.perf_counter() - start
-        users, items = self.initial_embeddings(ctx, self.cf)
-        if users is not None or items is not None:
-            self.cf.set_embeddings(ctx.dataset.user_ids, users, ctx.dataset.item_ids, items)
+        self.customise(ctx, self.cf)
         info = self.cf.train()
         ctx.timings["train"] = info["train_seconds"]
         ctx.extra["training"] = info
@@ -65,6 +73,7 @@ class RecBoleMethod:
 
 
 class RandomInit(RecBoleMethod):
-    """The backbone as RecBole builds it (Xavier-initialised embeddings)."""
+    """The backbone as RecBole builds it (random initialisation); CF and sequential backbones."""
 
     name = "random"
+    backbones = tuple(BACKBONES)

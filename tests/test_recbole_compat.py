@@ -64,3 +64,27 @@ def test_trainer_reloads_pickled_checkpoint(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path)  # torch >= 2.6 default refuses pickled objects
     assert trainer_module.torch.load(path)["config"]["a"][0] == 1
+
+
+def test_token_seq_lengths_are_per_row(tmp_path):
+    # pandas 3 made Series.agg(len) the length of the whole Series: sequences were split wrongly
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    (folder / "seq.train.inter").write_text(header + "1\ta b c\td\n2\ta\tb\n3\tb c\ta\n")
+    (folder / "seq.valid.inter").write_text(header + "1\tb c d\ta\n")
+    (folder / "seq.test.inter").write_text(header + "2\ta b\tc\n")
+    config = Config(model="SASRec", dataset="seq", config_dict={
+        "data_path": str(tmp_path), "benchmark_filename": ["train", "valid", "test"],
+        "load_col": {"inter": ["user_id", "item_id_list", "item_id"]}, "TIME_FIELD": None,
+        "ITEM_LIST_LENGTH_FIELD": "item_length", "LIST_SUFFIX": "_list", "MAX_ITEM_LIST_LENGTH": 5,
+        "train_neg_sample_args": None, "loss_type": "CE", "show_progress": False,
+        "alias_of_item_id": ["item_id_list"]})
+    dataset = create_dataset(config)
+    assert dataset.inter_feat["item_length"].tolist() == [3, 1, 2, 3, 2]
+    tokens = dataset.field2id_token["item_id"]
+    first = [tokens[i] for i in dataset.inter_feat["item_id_list"].iloc[0]]
+    assert first == ["a", "b", "c"] and tokens[dataset.inter_feat["item_id"].iloc[0]] == "d"

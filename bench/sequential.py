@@ -1,0 +1,157 @@
+"""Sequential backbones through RecBole (SASRec, GRU4Rec) on the harness's split files.
+
+RecBole's SequentialDataset takes pre-built sequences when `benchmark_filename` is set, so the split is
+written as (user, item_id_list, item_id) rows: every training position with its previous `max_len`
+training items; valid rows with the user's training history; test rows with train + valid history.
+Any item-embedding matrix can replace the ID table through a trained linear adapter (frozen embeddings
+-> hidden size, as LLM2Rec's code), or initialise it (LLMInit-style).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.backbones import RecBoleCF
+from bench.errors import BenchError
+
+
+def user_sequences(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
+    """Each user's items in time order over the given interaction frames."""
+    inter = pd.concat(frames).sort_values(["user", "timestamp", "item"], kind="mergesort")
+    return {u: g.tolist() for u, g in inter.groupby("user")["item"]}
+
+
+def write_sequence_split(split, folder: Path, max_len: int, name: str = "bench") -> None:
+    """(user, history, target) rows for train / valid / test, histories truncated to max_len."""
+    target = folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+    train_seq = user_sequences([split.train])
+    before_test = user_sequences([split.train, split.valid])
+    rows = {"train": [], "valid": [], "test": []}
+    for user, items in train_seq.items():
+        for t in range(1, len(items)):
+            rows["train"].append((user, items[max(0, t - max_len):t], items[t]))
+    for part, history in (("valid", train_seq), ("test", before_test)):
+        for user, item in zip(getattr(split, part)["user"], getattr(split, part)["item"]):
+            past = history.get(user, [])
+            if past:  # a sequence model needs at least one earlier item
+                rows[part].append((user, past[-max_len:], item))
+    for part, part_rows in rows.items():
+        with open(target / f"{name}.{part}.inter", "w", encoding="utf-8") as fh:
+            fh.write(header)
+            for user, history, item in part_rows:
+                fh.write(f"{user}\t{' '.join(history)}\t{item}\n")
+
+
+class AdaptedItemEmbedding:
+    """Frozen item matrix -> trained Linear -> hidden size; row 0 (RecBole's padding) stays zero.
+
+    Exposes `forward(ids)` and `.weight` like nn.Embedding, which is all SASRec / GRU4Rec use.
+    """
+
+    def __new__(cls, frozen, hidden: int):
+        import torch
+        from torch import nn
+
+        class _Adapted(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("frozen", torch.as_tensor(frozen, dtype=torch.float32))
+                self.adapter = nn.Linear(self.frozen.shape[1], hidden)
+
+            @property
+            def weight(self):
+                out = self.adapter(self.frozen)
+                return torch.cat([torch.zeros_like(out[:1]), out[1:]], dim=0)
+
+            def forward(self, ids):
+                return nn.functional.embedding(ids, self.weight)
+
+        return _Adapted()
+
+
+class RecBoleSeq(RecBoleCF):
+    """A RecBole sequential recommender; `score` builds each user's train+valid history."""
+
+    def recbole_config_dict(self) -> dict[str, Any]:
+        cfg = super().recbole_config_dict()
+        s = self.settings
+        cfg.pop("max_len", None)
+        cfg.update({
+            "MAX_ITEM_LIST_LENGTH": s["max_len"], "ITEM_LIST_LENGTH_FIELD": "item_length",
+            "LIST_SUFFIX": "_list", "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+            # one vocabulary for history lists and targets (RecBole remaps each field separately otherwise)
+            "alias_of_item_id": ["item_id_list"],
+            "TIME_FIELD": None, "valid_metric": s["valid_metric"], "train_neg_sample_args": None,
+            "hidden_size": cfg.get("hidden_size", s["embedding_size"]),
+        })
+        return cfg
+
+    def prepare(self, split) -> None:
+        from bench import recbole_compat
+
+        recbole_compat.apply()
+        from recbole.config import Config
+        from recbole.data import create_dataset, data_preparation
+
+        from bench.backbones import _model_class
+
+        write_sequence_split(split, self.work_dir / "data", self.settings["max_len"])
+        self.model_cls = _model_class(self.spec)
+        with self._log_to_run_dir():
+            self.config = Config(model=self.model_cls, dataset="bench", config_dict=self.recbole_config_dict())
+            self.dataset = create_dataset(self.config)
+            self.train_data, self.valid_data, self.test_data = data_preparation(self.config, self.dataset)
+        self.history = user_sequences([split.train, split.valid])
+
+    def replace_item_embeddings(self, item_ids, matrix: np.ndarray, mode: str) -> None:
+        """mode 'adapter': frozen matrix + trained Linear; 'init': copy (same width) and train as usual."""
+        index = self.token_index("item_id", item_ids)
+        n_rows = self.model.item_embedding.weight.shape[0]
+        full = np.zeros((n_rows, matrix.shape[1]), dtype=np.float32)
+        known = index >= 0
+        full[index[known]] = matrix[known]
+        if mode == "adapter":
+            hidden = self.model.item_embedding.weight.shape[1]
+            self.model.item_embedding = AdaptedItemEmbedding(full, hidden).to(self.config["device"])
+        elif mode == "init":
+            if matrix.shape[1] != self.model.item_embedding.weight.shape[1]:
+                raise BenchError(f"embedding init needs width {self.model.item_embedding.weight.shape[1]}, "
+                                 f"got {matrix.shape[1]}: use mode 'adapter' or set embedding_size")
+            import torch
+
+            with torch.no_grad():
+                self.model.item_embedding.weight[1:] = torch.as_tensor(full[1:])
+        else:
+            raise BenchError(f"unknown item embedding mode {mode!r}; valid choices: adapter, init")
+
+    def score(self, user_ids, item_ids) -> np.ndarray:
+        import torch
+        from recbole.data.interaction import Interaction
+
+        max_len = self.settings["max_len"]
+        seqs = np.zeros((len(user_ids), max_len), dtype=np.int64)
+        lengths = np.zeros(len(user_ids), dtype=np.int64)
+        for row, user in enumerate(user_ids):
+            past = self.token_index("item_id", self.history.get(user, [])[-max_len:])
+            past = past[past >= 0]
+            if len(past) == 0:
+                raise BenchError(f"user {user!r} has no history for the sequential backbone")
+            seqs[row, :len(past)], lengths[row] = past, len(past)
+        device = self.config["device"]
+        inter = Interaction({"item_id_list": torch.as_tensor(seqs, device=device),
+                             "item_length": torch.as_tensor(lengths, device=device)})
+        with torch.no_grad():
+            scores = self.model.full_sort_predict(inter).float().cpu().numpy()
+        columns = self.token_index("item_id", item_ids)
+        out = np.full((len(user_ids), len(columns)), -np.inf, dtype=np.float32)
+        known = columns >= 0
+        out[:, known] = scores[:, columns[known]]
+        out[:, known & (columns == 0)] = -np.inf
+        return out
+

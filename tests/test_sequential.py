@@ -1,0 +1,65 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.backbones import resolve_backbone_config
+from bench.catalog import METHODS
+from bench.metrics import rank_users
+from bench.sequential import user_sequences, write_sequence_split
+from bench.splits import make_split, resolve_split_params
+from bench.types import FitContext
+from tests.test_method_contract import FakeEncoder
+
+
+def test_sequence_files_use_only_earlier_items(tiny_dataset, tmp_path):
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    write_sequence_split(split, tmp_path, max_len=4)
+    test = pd.read_csv(tmp_path / "bench" / "bench.test.inter", sep="\t", dtype=str)
+    train = pd.read_csv(tmp_path / "bench" / "bench.train.inter", sep="\t", dtype=str)
+    history = user_sequences([split.train, split.valid])
+    for _, row in test.iterrows():
+        past = row["item_id_list:token_seq"].split(" ")
+        assert past == history[row["user_id:token"]][-4:]
+        assert row["item_id:token"] not in past
+    # training rows: targets are training interactions only (no valid/test target leaks into training)
+    held = set(zip(split.test["user"], split.test["item"])) | set(zip(split.valid["user"], split.valid["item"]))
+    assert not held & set(zip(train["user_id:token"], train["item_id:token"]))
+    assert len(train) == sum(len(s) - 1 for s in user_sequences([split.train]).values())
+
+
+@pytest.mark.parametrize("method_name,backbone", [("random", "sasrec"), ("random", "gru4rec"),
+                                                  ("seq-text", "sasrec")])
+def test_sequential_contract(tiny_dataset, tmp_path, method_name, backbone):
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
+    cls = METHODS.get(method_name)
+    method = cls(cls.Settings())
+    text = np.random.default_rng(3).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
+    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+                     backbone=backbone, backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
+    method.fit(ctx)
+    users = np.sort(split.test["user"].unique())
+    scores = method.score(users)
+    assert scores.shape == (len(users), len(tiny_dataset.item_ids)) and np.isfinite(scores).all()
+    position = {item: i for i, item in enumerate(tiny_dataset.item_ids)}
+    seen = pd.concat([split.train, split.valid])
+    exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    top = rank_users(method.score, users, tiny_dataset.item_ids, {}, exclude)
+    assert all(not set(top[r]) & set(exclude[u]) for r, u in enumerate(users))
+    if method_name == "seq-text":
+        embedding = method.cf.model.item_embedding
+        assert embedding.weight.shape == (len(tiny_dataset.item_ids) + 1, 16)
+        assert float(embedding.weight[0].abs().sum()) == 0.0  # padding row stays zero
+        assert not any(p is embedding.frozen for p in method.cf.model.parameters())  # frozen, not trained
+        assert method.parameter_counts().frozen_offline == 1234
+
+
+def test_cf_method_rejects_sequential_backbone(tiny_dataset, tmp_path):
+    from bench.errors import BenchError
+
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    cls = METHODS.get("llminit-var")
+    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+                     backbone="sasrec", backbone_config=resolve_backbone_config("sasrec", {}))
+    with pytest.raises(BenchError, match="valid backbones: mf, lightgcn, sgl, sgcl"):
+        cls(cls.Settings()).fit(ctx)
