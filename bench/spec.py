@@ -59,7 +59,7 @@ class Suite(BaseModel):
     backbones: list[str]
     methods: list[str]
     seeds: list[int] = [0, 1, 2]
-    encoder: str = "minilm"
+    encoder: str | list[str] = "minilm"  # a list runs every encoder-using method once per encoder
     encoder_settings: dict[str, Any] = Field(default_factory=dict)
     dataset_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)  # dataset -> settings
     split_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)  # split -> settings
@@ -124,8 +124,10 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
     from bench.splits import resolve_split_params
 
     overrides = overrides or {}
-    if suite.encoder not in ENCODER_NAMES:
-        raise UnknownChoiceError("encoder", suite.encoder, ENCODER_NAMES)
+    encoders = [suite.encoder] if isinstance(suite.encoder, str) else list(suite.encoder)
+    for encoder in encoders:
+        if encoder not in ENCODER_NAMES:
+            raise UnknownChoiceError("encoder", encoder, ENCODER_NAMES)
     for layer, names in (("split", suite.split_settings), ("backbone", suite.backbone_overrides),
                          ("method", suite.method_settings), ("dataset", suite.dataset_settings)):
         listed = {"split": suite.splits, "backbone": suite.backbones, "method": suite.methods,
@@ -153,14 +155,16 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                     except ValidationError as exc:
                         raise BenchError(f"settings of method {method!r}: {exc}") from exc
                     uses_encoder = cls.needs_encoder
-                    for seed in suite.seeds:
-                        specs.append(RunSpec(
-                            dataset=dataset, dataset_settings=card.model_dump(mode="json"),
-                            split=split, split_settings=split_params,
-                            backbone=backbone, backbone_settings=backbone_config,
-                            method=method, method_settings=settings.model_dump(mode="json"),
-                            encoder=suite.encoder if uses_encoder else None,
-                            encoder_settings={**suite.encoder_settings, **overrides.get("encoder", {})}
-                            if uses_encoder else {},
-                            seed=seed))
-    return specs
+                    for encoder in encoders if uses_encoder else [None]:
+                        for seed in suite.seeds:
+                            specs.append(RunSpec(
+                                dataset=dataset, dataset_settings=card.model_dump(mode="json"),
+                                split=split, split_settings=split_params,
+                                backbone=backbone, backbone_settings=backbone_config,
+                                method=method, method_settings=settings.model_dump(mode="json"),
+                                encoder=encoder,
+                                encoder_settings={**suite.encoder_settings, **overrides.get("encoder", {})}
+                                if uses_encoder else {},
+                                seed=seed))
+    unique = {spec.run_id: spec for spec in specs}
+    return list(unique.values())

@@ -25,13 +25,18 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
             continue
         record = store.load(spec.run_id)
         base = {"run_id": spec.run_id, "dataset": spec.dataset, "split": spec.split,
-                "backbone": spec.backbone, "method": spec.method, "seed": spec.seed,
+                "backbone": spec.backbone, "method": _label(spec), "seed": spec.seed,
                 "trainable": record["params"]["trainable"], "latency_ms": record["latency"]["median_ms"],
                 "train_s": record["timings"].get("train", np.nan),
                 "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
     return pd.DataFrame(rows)
+
+
+def _label(spec: RunSpec) -> str:
+    """Method name, with the encoder when the method uses one chosen by the suite (seq-text [mpnet])."""
+    return f"{spec.method} [{spec.encoder}]" if spec.encoder and spec.method.startswith("seq-") else spec.method
 
 
 def _cell(values: pd.Series) -> str:
@@ -85,7 +90,7 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
 
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
-        groups.setdefault((spec.dataset, spec.split, spec.backbone, spec.method), []).append(spec)
+        groups.setdefault((spec.dataset, spec.split, spec.backbone, _label(spec)), []).append(spec)
     rows = []
     for (dataset, split, backbone, method), runs in groups.items():
         base = groups.get((dataset, split, backbone, "random"))
