@@ -61,6 +61,7 @@ def _build_once(target: Path, build: Callable[[Path], Path | None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         source = build(tmp) or tmp
+        source.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             os.rename(source, target)
         except OSError:
@@ -109,7 +110,14 @@ def smollm2_dir(cache_dir: Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:  # transformers >= 5 keeps GGUF weights packed (and unsaveable) unless told to dequantise
+            from transformers import GgufConfig
+
+            options = {"quantization_config": GgufConfig(dequantize=True)}
+        except ImportError:  # older versions always dequantise
+            options = {}
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                     **options)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if not tokenizer.chat_template:
             raise BenchError(f"{gguf}: the GGUF tokenizer carries no chat template")

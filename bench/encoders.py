@@ -1,9 +1,6 @@
-"""Text encoders behind one interface, and the on-disk item-embedding cache.
+"""Text encoders behind one interface, and the on-disk cache of item text embeddings.
 
-Encoders: all-MiniLM-L6-v2 (default, 384-d), all-mpnet-base-v2 (LLMInit's default, 768-d), a decoder
-LLM's mean-pooled last hidden states (SmolLM2-135M), or any local sentence-transformers / transformers
-folder. Item embeddings are cached keyed by (encoder file hash + settings, text template, item texts):
-a second run encodes nothing.
+`ENCODER_NAMES` and `get_encoder` are importable without torch: models load lazily on first use.
 """
 
 from __future__ import annotations
@@ -14,175 +11,307 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, UnknownChoiceError
 
-ENCODER_NAMES = {
-    "minilm": "all-MiniLM-L6-v2 sentence encoder, 384-d (default; fast)",
-    "mpnet": "all-mpnet-base-v2 sentence encoder, 768-d (LLMInit's default)",
-    "smollm2": "SmolLM2-135M-Instruct decoder, mean-pooled last hidden states, 576-d",
+ENCODER_NAMES: dict[str, str] = {
+    "minilm": "all-MiniLM-L6-v2 sentence-transformers, 384-d, unit norm (default)",
+    "mpnet": "all-mpnet-base-v2 sentence-transformers, 768-d, unit norm (unpacked once into the cache)",
+    "smollm2": "SmolLM2-135M-Instruct, mean of last hidden states, 576-d (GGUF converted once)",
     "st-path": "any local sentence-transformers folder (setting: path)",
-    "hf-path": "any local transformers model folder, mean-pooled last hidden states (setting: path)",
+    "hf-path": "any local transformers LM folder, mean of last hidden states (setting: path)",
 }
-SETTINGS = {"path", "batch_size", "max_length", "normalize"}
+ENCODER_SETTINGS = ("path", "batch_size", "max_length", "normalize")
+DEFAULT_BATCH_SIZE = 64
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+
+
+def _model_folder(path: Path | str) -> Path:
+    """A local model folder (never a hub id: nothing is downloaded at run time)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise BenchError(f"model folder {str(folder)!r} does not exist (encoders load local folders only)")
+    return folder
 
 
 class Encoder:
-    """Base: `encode(texts) -> float32 [n, dim]`, `fingerprint()`, `parameter_count()`."""
+    """Maps texts to float32 vectors. Subclasses implement `_load`, `_encode`, `dim` and `settings`.
 
-    name: str = ""
-    dim: int = 0
+    `batch_size` is a speed setting only (not part of the fingerprint): 64 for sentence encoders, 16 for LMs.
+    """
 
-    def __init__(self, path: Path, device: str, cache_dir: Path | None, batch_size: int = 64):
-        self.path, self.device, self.cache_dir, self.batch_size = Path(path), device, cache_dir, batch_size
+    def __init__(self, path: Path | str, device: str = "cpu", name: str | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, cache_dir: Path | None = None):
+        self.path = _model_folder(path)
+        self.device = device
+        self.name = name or self.path.name
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir  # memo for the model files' hashes (None: hash every time)
+        self._model: Any = None
         self._fingerprint: str | None = None
 
-    def settings(self) -> dict:
-        return {"class": type(self).__name__, "batch_size_independent": True}
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            _check_device(self.device)
+            self._load()
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the model files that changes the vectors (part of the fingerprint)."""
+        raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """sha256 of the model files and the pooling settings."""
+        """sha256 of the model folder's files and the pooling settings."""
         if self._fingerprint is None:
             from bench.assets import files_fingerprint
 
-            files = files_fingerprint(self.path, self.cache_dir)
-            self._fingerprint = hashlib.sha256(
-                (files + json.dumps(self.settings(), sort_keys=True)).encode()).hexdigest()
+            parts = {"files": files_fingerprint(self.path, self.cache_dir), "class": type(self).__name__,
+                     "settings": self.settings()}
+            self._fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         return self._fingerprint
 
     def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = True) -> np.ndarray:
-        raise NotImplementedError
+        """float32 [len(texts), dim]; `batch_size` defaults to the encoder's own setting."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._encode(texts, batch_size or self.batch_size, progress)
+        return np.ascontiguousarray(out, dtype=np.float32)
 
     def parameter_count(self) -> int:
-        raise NotImplementedError
+        """Number of model parameters (frozen, offline)."""
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, path={str(self.path)!r}, device={self.device!r})"
 
 
 class SentenceTransformerEncoder(Encoder):
-    """A sentence-transformers folder (MiniLM, MPNet, or the user's own)."""
+    """A local sentence-transformers folder, pooled as its modules say; optionally L2-normalised."""
 
-    def __init__(self, path, device, cache_dir=None, batch_size=64, normalize=True, name="st-path"):
-        super().__init__(path, device, cache_dir, batch_size)
+    def __init__(self, path: Path | str, device: str = "cpu", normalize: bool = True,
+                 max_length: int | None = None, **kwargs):
+        super().__init__(path, device, **kwargs)
+        self.normalize = normalize
+        self.max_length = max_length
+
+    def _load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        if not (self.path / "modules.json").exists() and not (self.path / "config.json").exists():
-            raise BenchError(f"encoder {name!r}: {self.path} is not a sentence-transformers folder")
-        self.model = SentenceTransformer(str(self.path), device=device)
-        self.name, self.normalize = name, normalize
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        if self.max_length is not None:
+            model.max_seq_length = self.max_length
+        model.eval()
+        self._model = model
 
-    def settings(self) -> dict:
-        return {"class": "SentenceTransformerEncoder", "normalize": self.normalize}
+    @property
+    def dim(self) -> int:
+        model = self.model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get_dim())
 
-    def encode(self, texts, batch_size=None, progress=True):
-        out = self.model.encode(list(texts), batch_size=batch_size or self.batch_size, show_progress_bar=progress,
-                                convert_to_numpy=True, normalize_embeddings=self.normalize)
-        return np.asarray(out, dtype=np.float32)
+    def settings(self) -> dict[str, Any]:
+        return {"normalize": self.normalize, "max_length": self.max_length}
 
-    def parameter_count(self) -> int:
-        return int(sum(p.numel() for p in self.model.parameters()))
+    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+        return self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
+                                 convert_to_numpy=True, normalize_embeddings=self.normalize)
 
 
 class DecoderMeanPoolEncoder(Encoder):
-    """A causal LM's last hidden states averaged over the non-padding tokens of each text."""
+    """A local (causal) LM folder: mean of the last hidden states over non-padding tokens.
 
-    def __init__(self, path, device, cache_dir=None, batch_size=16, max_length=64, name="hf-path"):
-        super().__init__(path, device, cache_dir, batch_size)
+    Texts are truncated to `max_length` tokens, sorted by length and padded on the right to each batch's
+    longest, so a text's vector does not depend on its batch.
+    """
+
+    def __init__(self, path: Path | str, device: str = "cpu", max_length: int = 64, normalize: bool = False,
+                 batch_size: int = 16, **kwargs):
+        super().__init__(path, device, batch_size=batch_size, **kwargs)
+        self.max_length = max_length
+        self.normalize = normalize
+        self._tokenizer: Any = None
+
+    def _load(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if not (self.path / "config.json").exists():
-            raise BenchError(f"encoder {name!r}: {self.path} has no config.json (not a transformers folder)")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokenizer.padding_side = "right"
-        self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).to(device).eval()
-        self.name, self.max_length = name, max_length
-        self.dim = int(self.model.config.hidden_size)
+        tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        if tokenizer.pad_token is None:
+            fallback = tokenizer.eos_token or tokenizer.unk_token
+            if fallback is None:
+                raise BenchError(f"encoder {self.name!r}: tokenizer has no pad, eos or unk token to pad with")
+            tokenizer.pad_token = fallback  # masked out in the pooling, so any id will do
+        tokenizer.padding_side = "right"  # keeps real tokens at positions 0..n-1
+        model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=torch.float32)
+        self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
 
-    def settings(self) -> dict:
-        return {"class": "DecoderMeanPoolEncoder", "pooling": "mean", "max_length": self.max_length}
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            _ = self.model  # loads both
+        return self._tokenizer
 
-    def encode(self, texts, batch_size=None, progress=True):
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def settings(self) -> dict[str, Any]:
+        return {"pooling": "mean", "max_length": self.max_length, "normalize": self.normalize}
+
+    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
         import torch
         from tqdm.auto import tqdm
 
-        texts, size = list(texts), batch_size or self.batch_size
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), size), desc=f"encode {self.name}", disable=not progress):
-            batch = self.tokenizer(texts[start:start + size], padding="longest", truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
-            with torch.no_grad():
+        starts = range(0, len(texts), batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc=f"encode {self.name}", unit="batch", disable=not progress):
+                rows = order[start:start + batch_size]
+                if not len(ids[rows[0]]):  # only texts with no tokens left (sorted longest first)
+                    out[rows] = 0.0
+                    continue
+                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
                 hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            out[start:start + size] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy()
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[rows] = pooled.float().cpu().numpy()
         return out
 
-    def parameter_count(self) -> int:
-        return int(sum(p.numel() for p in self.model.parameters()))
 
-
-def get_encoder(name: str, settings: dict | None, device: str, cache_dir: Path) -> Encoder:
-    """Build a named encoder; `settings` may set path, batch_size, max_length, normalize."""
+def _default_path(name: str, cache_dir: Path) -> Path:
     from bench import assets
 
-    settings = dict(settings or {})
+    if name == "minilm":
+        return assets.minilm_dir()
+    if name == "mpnet":
+        return assets.mpnet_dir(cache_dir)
+    if name == "smollm2":
+        return assets.smollm2_dir(cache_dir)
+    raise BenchError(f"encoder {name!r} needs a model folder: set encoder.path (e.g. --set encoder.path=/models/x)")
+
+
+def _positive_int(name: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"encoder {name!r}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def get_encoder(name: str, settings: dict[str, Any] | None, device: str, cache_dir: Path) -> Encoder:
+    """Build encoder `name` with `settings` (path, batch_size, max_length, normalize); models load lazily."""
     if name not in ENCODER_NAMES:
         raise UnknownChoiceError("encoder", name, ENCODER_NAMES)
-    unknown = set(settings) - SETTINGS
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(ENCODER_SETTINGS))
     if unknown:
-        raise BenchError(f"unknown encoder setting(s) {', '.join(sorted(unknown))}; valid settings: "
-                         f"{', '.join(sorted(SETTINGS))}")
-    path = settings.get("path")
-    if path is None:
-        if name in ("st-path", "hf-path"):
-            raise BenchError(f"encoder {name!r} needs a model folder: --set encoder.path=/path/to/model")
-        path = {"minilm": lambda: assets.minilm_dir(), "mpnet": lambda: assets.mpnet_dir(cache_dir),
-                "smollm2": lambda: assets.smollm2_dir(cache_dir)}[name]()
-    if not Path(path).is_dir():
-        raise BenchError(f"encoder {name!r}: model folder {path} does not exist")
-    batch = int(settings.get("batch_size", 64 if name in ("minilm", "mpnet", "st-path") else 16))
-    if name in ("smollm2", "hf-path"):
-        return DecoderMeanPoolEncoder(path, device, cache_dir, batch, int(settings.get("max_length", 64)), name)
-    return SentenceTransformerEncoder(path, device, cache_dir, batch, bool(settings.get("normalize", True)), name)
+        raise BenchError(f"encoder {name!r}: unknown setting(s) {', '.join(unknown)}; "
+                         f"valid settings: {', '.join(ENCODER_SETTINGS)}")
+    options: dict[str, Any] = {"name": name, "cache_dir": Path(cache_dir)}
+    if settings.get("batch_size") is not None:
+        options["batch_size"] = _positive_int(name, "batch_size", settings["batch_size"])
+    if settings.get("max_length") is not None:
+        options["max_length"] = _positive_int(name, "max_length", settings["max_length"])
+    if "normalize" in settings:
+        if not isinstance(settings["normalize"], bool):
+            raise BenchError(f"encoder {name!r}: normalize must be true or false, got {settings['normalize']!r}")
+        options["normalize"] = settings["normalize"]
+    path = settings.get("path") or _default_path(name, Path(cache_dir))
+    cls = DecoderMeanPoolEncoder if name in ("smollm2", "hf-path") else SentenceTransformerEncoder
+    return cls(path, device, **options)
 
 
-def _texts_hash(item_text: pd.Series) -> str:
-    digest = hashlib.sha256()
-    for item, text in item_text.items():
-        digest.update(f"{item}\0{text}\n".encode())
-    return digest.hexdigest()
+def _atomic_write(path: Path, write) -> None:
+    """Write through `write(file)` to a temp file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def embedding_key(encoder: Encoder, template: str, ids: list[str], texts: list[str]) -> tuple[str, dict]:
+    """Cache key (sha256) of encoder fingerprint, text template and the item ids + texts; and its parts."""
+    items = hashlib.sha256(json.dumps([ids, texts], ensure_ascii=False).encode()).hexdigest()
+    parts = {"encoder": encoder.fingerprint(), "template": template, "items": items}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
+
+
+def _load_cached(path: Path, meta_path: Path, ids: list[str]) -> tuple[np.ndarray | None, dict]:
+    """The cached matrix and its metadata, or (None, {}) when absent, unreadable or for other items."""
+    if not (path.exists() and meta_path.exists()):
+        return None, {}
+    try:
+        matrix = np.load(path)
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None, {}
+    if meta.get("item_ids") != ids or matrix.ndim != 2 or matrix.shape[0] != len(ids):
+        return None, {}
+    return matrix, meta
 
 
 def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_dir: Path,
-                 progress: bool = True) -> tuple[np.ndarray, dict]:
-    """Embeddings of `item_text` (in its order), from `cache_dir/embeddings/<key>.npy` when present."""
-    key = hashlib.sha256("\n".join([encoder.fingerprint(), template, _texts_hash(item_text)]).encode()).hexdigest()
-    folder = Path(cache_dir) / "embeddings"
-    path = folder / f"{key[:32]}.npy"
-    info = {"key": key, "path": str(path), "encoder": encoder.name, "dim": int(encoder.dim)}
+                 progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings [n_items, dim] of `item_text` (indexed by item id) in its order, cached on disk.
+
+    Cached at `cache_dir/embeddings/<key>.npy` with a JSON beside it (item ids, key parts); a repeated call
+    with the same encoder, template and texts encodes nothing. Raises BenchError on NaN/Inf vectors.
+    info: cache_hit, seconds (this call), first_encode_seconds (the encode that filled the cache), key,
+    path, encoder, dim.
+    """
     start = time.perf_counter()
-    meta_path = folder / f"{key[:32]}.json"
-    if path.exists():
-        matrix = np.load(path)
-        first = json.loads(meta_path.read_text()).get("encode_seconds") if meta_path.exists() else None
-        return matrix, {**info, "cache_hit": True, "seconds": time.perf_counter() - start,
-                        "first_encode_seconds": first}
-    matrix = encoder.encode(item_text.tolist(), progress=progress).astype(np.float32)
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        raise BenchError(f"encoder {encoder.name!r} produced NaN/Inf for {int(bad.sum())} item(s), first: item "
-                         f"{item_text.index[np.flatnonzero(bad)[0]]!r}")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy")
-    os.close(fd)
-    np.save(tmp, matrix)
-    seconds = time.perf_counter() - start
-    meta = {"key": key, "encoder": encoder.name, "fingerprint": encoder.fingerprint(), "template": template,
-            "n_items": len(item_text), "dim": int(matrix.shape[1]), "encode_seconds": seconds}
-    meta_path.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, path)
-    return matrix, {**info, "cache_hit": False, "seconds": seconds, "first_encode_seconds": seconds}
+    ids = [str(i) for i in item_text.index]
+    texts = item_text.tolist()
+    for item, text in zip(ids, texts):
+        if not isinstance(text, str):
+            raise BenchError(f"item {item!r}: text is {text!r}, not a string (check the card's text_template)")
+    key, parts = embedding_key(encoder, template, ids, texts)
+    folder = Path(cache_dir) / "embeddings"
+    path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    matrix, meta = _load_cached(path, meta_path, ids)
+    hit = matrix is not None
+    if not hit:
+        matrix = encoder.encode(texts, progress=progress)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            bad = ids[int(np.flatnonzero(~finite)[0])]
+            raise BenchError(f"encoder {encoder.name!r} produced NaN/Inf for item {bad!r} "
+                             f"({int((~finite).sum())} of {len(ids)} items)")
+        meta = {"key": key, "parts": parts, "encoder": encoder.name, "shape": list(matrix.shape),
+                "encode_seconds": time.perf_counter() - start, "item_ids": ids}
+        _atomic_write(path, lambda f: np.save(f, matrix))
+        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    info = {"cache_hit": hit, "seconds": time.perf_counter() - start,
+            "first_encode_seconds": meta.get("encode_seconds"), "key": key, "path": str(path),
+            "encoder": encoder.name, "dim": int(matrix.shape[1])}
+    return matrix, info
