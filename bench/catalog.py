@@ -15,6 +15,11 @@ METHODS.register("llminit-var", "methods.llminit:LLMInitVar", "LLMInit: top-K va
 METHODS.register("llminit-full", "methods.llminit:LLMInitFull", "LLMInit: all N dims (embedding size = N)")
 METHODS.register("seq-text", "methods.sequential:SeqText",
                  "frozen text-encoder item embeddings -> linear adapter in SASRec / GRU4Rec")
+METHODS.register("llm-causal", "methods.llm2rec:LLMCausal", "untrained decoder LLM, causal, last-token state")
+METHODS.register("llm-bidir", "methods.llm2rec:LLMBidirectional", "untrained decoder LLM, bidirectional, mean pool")
+METHODS.register("llm2rec-csft", "methods.llm2rec:LLM2RecCSFT", "LLM2Rec after CSFT only")
+METHODS.register("llm2rec-mntp", "methods.llm2rec:LLM2RecMNTP", "LLM2Rec after CSFT + MNTP")
+METHODS.register("llm2rec", "methods.llm2rec:LLM2Rec", "LLM2Rec: CSFT + MNTP + item-level contrastive")
 METHODS.register("llminit-pca", "methods.llminit:LLMInitPCA", "PCA to K dims (PtE's 'LLMInit' baseline)")
 
 
@@ -22,6 +27,7 @@ def method_families() -> dict[str, list[str]]:
     """Method family -> method names (one tox env per family)."""
     families: dict[str, list[str]] = {}
     for name in METHODS.names():
-        family = "classic" if name == "random" else name.split("-")[0]
+        family = {"random": "classic", "seq-text": "classic", "llm-causal": "llm2rec",
+                  "llm-bidir": "llm2rec"}.get(name, name.split("-")[0])
         families.setdefault(family, []).append(name)
     return families

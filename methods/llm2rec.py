@@ -1,0 +1,145 @@
+"""LLM2Rec (paper 003) as harness methods: a decoder LLM trained into an item-embedding model
+(CSFT -> MNTP -> IC, see methods/llm2rec_stages.py), whose frozen item embeddings feed SASRec / GRU4Rec
+through a trained linear adapter. The untrained LLM rows (causal last token; bidirectional mean) and each
+stage alone are the paper's ablation rows.
+
+The LLM is trained on the split's *training* interactions only (or, for cross-dataset transfer, on
+another prepared data set's temporal-leave-one-out training part, named by `train_dataset`). Stage
+outputs are cached by base-model hash, training-data hash and stage settings, so backbones and seeds
+reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.types import FitContext, ParamCounts
+from methods.sequential import SeqText
+
+
+class LLM2RecSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = "smollm2"  # "smollm2" (embedded asset) or a local causal-LM folder
+    pooling: Literal["default", "causal_last", "bidirectional_mean"] = "default"
+    max_length: int = 64  # title tokens for embedding
+    item_embedding: Literal["adapter", "init"] = "adapter"
+    train_dataset: str | None = None  # None: the split's training data; else a dataset card (transfer)
+    csft: dict[str, Any] = Field(default_factory=dict)
+    mntp: dict[str, Any] = Field(default_factory=dict)
+    ic: dict[str, Any] = Field(default_factory=dict)
+
+
+def training_sequences(train: pd.DataFrame, titles: pd.Series) -> list[list[str]]:
+    """Each user's training items, in time order, as titles (the CSFT data; training split only)."""
+    ordered = train.sort_values(["user", "timestamp", "item"], kind="mergesort")
+    return [titles.reindex(g).fillna("").tolist() for _, g in ordered.groupby("user")["item"]]
+
+
+def item_titles(dataset) -> pd.Series:
+    """Item id -> title (the LLM sees titles, as in the paper); falls back to the item text."""
+    if "title" in dataset.items.columns:
+        titles = dataset.items["title"].astype(str)
+        return titles.where(titles.str.strip() != "", dataset.item_text)
+    return dataset.item_text
+
+
+class LLM2RecBase(SeqText):
+    """Shared machinery; subclasses fix which stages run and the default pooling."""
+
+    stages: ClassVar[tuple[str, ...]] = ("csft", "mntp", "ic")
+    default_pooling: ClassVar[str] = "bidirectional_mean"
+    Settings: ClassVar[type[BaseModel]] = LLM2RecSettings
+    needs_encoder: ClassVar[bool] = False  # the method builds its own encoder from the LLM
+
+    def _base_dir(self, ctx: FitContext) -> Path:
+        from bench import assets
+
+        if self.settings.base_model == "smollm2":
+            return assets.smollm2_dir(ctx.cache_dir)
+        return Path(self.settings.base_model)
+
+    def _training_data(self, ctx: FitContext) -> tuple[list[list[str]], list[str], dict]:
+        if self.settings.train_dataset is None:
+            titles = item_titles(ctx.dataset)
+            return training_sequences(ctx.split.train, titles), titles.tolist(), {
+                "source": "split training interactions", "dataset_hash": ctx.dataset.content_hash,
+                "split_hash": ctx.split.content_hash}
+        from bench.data import load_card, load_dataset
+        from bench.splits import load_or_make_split, resolve_split_params
+
+        other = load_dataset(load_card(self.settings.train_dataset), ctx.cache_dir)
+        split = load_or_make_split(other, "temporal_loo", resolve_split_params("temporal_loo", {}), ctx.cache_dir)
+        titles = item_titles(other)
+        return training_sequences(split.train, titles), titles.tolist(), {
+            "source": f"{self.settings.train_dataset} temporal_loo training interactions (transfer)",
+            "dataset_hash": other.content_hash, "split_hash": split.content_hash}
+
+    def item_matrix(self, ctx: FitContext) -> np.ndarray:
+        from bench.encoders import encode_items
+        from methods.llm2rec_stages import LLMItemEncoder, pipeline, read_stage
+
+        base = self._base_dir(ctx)
+        folder, stage_info = base, {}
+        start = time.perf_counter()
+        if self.stages:
+            sequences, titles, source = self._training_data(ctx)
+            settings = {"csft": self.settings.csft, "mntp": self.settings.mntp, "ic": self.settings.ic}
+            folders = pipeline(base, sequences, titles, {k: settings[k] for k in self.stages}, ctx.cache_dir,
+                               self.stages)
+            folder = folders[self.stages[-1]]
+            stage_info = {stage: {k: v for k, v in read_stage(path).items() if k not in ("loss_curve", "key_parts",
+                                                                                        "step_tokens", "step_seconds")}
+                          | {"folder": str(path)} for stage, path in folders.items()}
+            stage_info["training_data"] = source
+        ctx.timings["llm_stages"] = time.perf_counter() - start  # ~0 when every stage came from the cache
+        pooling = self.default_pooling if self.settings.pooling == "default" else self.settings.pooling
+        encoder = LLMItemEncoder(folder, ctx.device, mode=pooling, max_length=self.settings.max_length,
+                                 name=f"{self.name}:{pooling}", cache_dir=ctx.cache_dir)
+        titles = item_titles(ctx.dataset)
+        start = time.perf_counter()
+        matrix, info = encode_items(encoder, titles, f"title|{pooling}", ctx.cache_dir, progress=False)
+        ctx.timings["encode"] = time.perf_counter() - start
+        self._frozen = encoder.parameter_count()
+        llm_train_seconds = sum(v.get("seconds", 0.0) for k, v in stage_info.items() if k in self.stages)
+        ctx.extra["llm2rec"] = {"stages": list(self.stages), "pooling": pooling, "base_model": str(base),
+                                "embeddings": info, "stage_outputs": json.loads(json.dumps(stage_info, default=str)),
+                                "llm_train_seconds": llm_train_seconds,
+                                "llm_tokens_seen": sum(v.get("tokens", 0) for k, v in stage_info.items()
+                                                       if k in self.stages)}
+        return matrix
+
+    def parameter_counts(self) -> ParamCounts:
+        return ParamCounts(trainable=self.cf.parameter_count(), frozen_online=0,
+                           frozen_offline=getattr(self, "_frozen", 0))
+
+
+class LLMCausal(LLM2RecBase):
+    """The untrained LLM, causal attention, last (EOS) token state: the paper's 'Causal' row."""
+
+    name, stages, default_pooling = "llm-causal", (), "causal_last"
+
+
+class LLMBidirectional(LLM2RecBase):
+    """The untrained LLM with the causal mask removed, mean pooling (LLM2Vec-style, without training)."""
+
+    name, stages, default_pooling = "llm-bidir", (), "bidirectional_mean"
+
+
+class LLM2RecCSFT(LLM2RecBase):
+    name, stages, default_pooling = "llm2rec-csft", ("csft",), "causal_last"
+
+
+class LLM2RecMNTP(LLM2RecBase):
+    name, stages, default_pooling = "llm2rec-mntp", ("csft", "mntp"), "bidirectional_mean"
+
+
+class LLM2Rec(LLM2RecBase):
+    name, stages, default_pooling = "llm2rec", ("csft", "mntp", "ic"), "bidirectional_mean"

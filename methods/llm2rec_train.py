@@ -1,0 +1,238 @@
+"""LLM2Rec (paper 003) stage settings and the shared training loop (plain torch, one process).
+
+The device is chosen at run time (`device: auto` -> cuda when torch sees a GPU, else cpu); weights stay
+float32 and `precision: auto` turns on bf16 autocast on GPUs that support it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.errors import BenchError, UnknownChoiceError
+from methods.llm2rec_model import load_causal_lm, load_tokenizer, resolve_device, save_model_atomic
+
+STAGES = ("csft", "mntp", "ic")
+LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+
+
+class StageSettings(BaseModel):
+    """Shared by all stages. Effective batch = batch_size * grad_accum (IC negatives: batch_size only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: float = Field(3e-4, gt=0)
+    max_steps: int = Field(1000, ge=1)  # optimizer steps
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=2)  # tokens per sequence (longer ones truncated)
+    seed: int = 0
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"  # after the warmup; HF Trainer's default
+    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
+    lora: bool = False  # peft LoRA r 8, alpha 16 on q_proj, v_proj; merged into the saved weights
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a bf16-capable GPU
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # auto: cuda if torch sees a GPU, else cpu (not part of the cache key)
+    progress: bool = True
+
+
+class CSFTSettings(StageSettings):
+    # code: lr 3e-4, batch 128 (micro 4 x accumulation), 10000 steps, 200 warmup steps, cutoff 1024
+    lr: float = Field(3e-4, gt=0)
+    max_steps: int = Field(10000, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(8, ge=1)
+    max_length: int = Field(1024, ge=2)
+    warmup_steps: int = Field(200, ge=0)
+    max_history: int = Field(10, ge=1)  # used by `pipeline` to build the examples
+
+
+class MNTPSettings(StageSettings):
+    # code (LLM2Vec recipe): batch 32, 1000 steps, 20% masking, "blank" mask token "_", max length 512;
+    # no learning rate given there, so HF Trainer's default 5e-5
+    lr: float = Field(5e-5, gt=0)
+    max_steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    mask_probability: float = Field(0.2, gt=0, lt=1)
+    mask_token: str = "_"  # a decoder has no mask token; this one stands in (its id is recorded)
+    texts: Literal["titles", "sequences", "both"] = "titles"  # what `pipeline` feeds: item titles (paper)
+
+
+class ICSettings(StageSettings):
+    # code: lr 2e-4, batch 256, 1000 steps, 300 warmup steps, dropout 0.2, loss scale 10 (= temperature 0.1;
+    # the paper says 0.2)
+    lr: float = Field(2e-4, gt=0)
+    max_steps: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    warmup_steps: int = Field(300, ge=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    temperature: float = Field(0.1, gt=0)
+
+
+SETTINGS: dict[str, type[StageSettings]] = {"csft": CSFTSettings, "mntp": MNTPSettings, "ic": ICSettings}
+
+
+def resolve_settings(stage: str, settings: dict[str, Any] | StageSettings | None) -> StageSettings:
+    """Validated settings of `stage` (defaults filled in); BenchError names unknown keys and valid ones."""
+    if stage not in SETTINGS:
+        raise UnknownChoiceError("LLM2Rec stage", stage, SETTINGS)
+    cls = SETTINGS[stage]
+    if isinstance(settings, cls):
+        return settings
+    if isinstance(settings, BaseModel):
+        settings = settings.model_dump()
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(cls.model_fields))
+    if unknown:
+        raise BenchError(f"llm2rec {stage}: unknown setting(s) {', '.join(unknown)}; "
+                         f"valid settings: {', '.join(sorted(cls.model_fields))}")
+    try:
+        return cls(**settings)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in err.errors())
+        raise BenchError(f"llm2rec {stage}: invalid settings: {problems}") from None
+
+
+def _sampler(n: int, batch_size: int, seed: int):
+    """Endless micro-batches of indices: shuffled epochs, no index twice in one batch."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        if n <= batch_size:
+            yield order
+            continue
+        for start in range(0, n - batch_size + 1, batch_size):  # drops the ragged tail of each epoch
+            yield order[start:start + batch_size]
+
+
+def _schedule(step: int, settings: StageSettings) -> float:
+    if step < settings.warmup_steps:
+        return (step + 1) / (settings.warmup_steps + 1)
+    if settings.scheduler == "constant":
+        return 1.0
+    progress = (step - settings.warmup_steps) / max(1, settings.max_steps - settings.warmup_steps)
+    if settings.scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+def _use_bf16(settings: StageSettings, device: str) -> bool:
+    import torch
+
+    if settings.precision == "fp32":
+        return False
+    cuda_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    if settings.precision == "bf16":
+        return cuda_bf16 or device == "cpu"
+    return cuda_bf16
+
+
+def prepare_model(model_dir: Path | str, settings: StageSettings):
+    """(model, peft wrapper or None, tokenizer, device) ready to train."""
+    import torch
+
+    device = resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir, device, settings.attn_implementation)
+    if settings.gradient_checkpointing:
+        # transformers >= 5 renamed gradient_checkpointing_* to activation_checkpointing_*
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    wrapper = None
+    if settings.lora:
+        from peft import LoraConfig, get_peft_model
+
+        wrapper = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", bias="none", **LORA))
+    model.train()
+    return model, wrapper, tokenizer, device
+
+
+def train_loop(model, settings: StageSettings, n: int, step_fn: Callable, desc: str, device: str) -> dict:
+    """Optimise `model` for settings.max_steps steps of `grad_accum` micro-batches.
+
+    `step_fn(indices) -> (loss, tokens)` computes one micro-batch's loss (the model's forward pass inside)
+    and the number of non-pad input tokens it processed. Returns steps, tokens, seconds, losses.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, settings))
+    batches = _sampler(n, settings.batch_size, settings.seed)
+    bf16 = _use_bf16(settings, device)
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    losses, step_seconds, step_tokens = [], [], []
+    bar = tqdm(range(settings.max_steps), desc=desc, unit="step", disable=not settings.progress)
+    start = time.perf_counter()
+    for _ in bar:
+        t0 = time.perf_counter()
+        total, tokens = 0.0, 0
+        for _ in range(settings.grad_accum):
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+                loss, n_tokens = step_fn(next(batches))
+            if not torch.isfinite(loss):
+                raise BenchError(f"{desc}: loss is {float(loss)} at step {len(losses)}; "
+                                 "lower lr or use precision=fp32")
+            (loss / settings.grad_accum).backward()
+            total += float(loss.detach()) / settings.grad_accum
+            tokens += int(n_tokens)
+        if settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+        losses.append(total)
+        step_seconds.append(time.perf_counter() - t0)
+        step_tokens.append(tokens)
+        bar.set_postfix(loss=f"{total:.4f}")
+    return {"steps": settings.max_steps, "tokens": sum(step_tokens), "seconds": time.perf_counter() - start,
+            "losses": losses, "step_seconds": step_seconds, "step_tokens": step_tokens,
+            "device": device, "bf16": bf16}
+
+
+def finish(model, wrapper, tokenizer, out_dir: Path | str, settings: StageSettings) -> Path:
+    """Merge LoRA (if any) and save the plain HF folder atomically."""
+    if wrapper is not None:
+        model = wrapper.merge_and_unload()
+    if settings.gradient_checkpointing:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+    model.config.use_cache = True
+    return save_model_atomic(model.cpu(), tokenizer, out_dir)
+
+
+def set_dropout(model, p: float) -> dict:
+    """Set attention/hidden dropout wherever it exists (config fields, modules; Llama/Qwen2 only have
+    attention dropout); returns the old config values so the saved config can keep them."""
+    import torch
+
+    old = {}
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if isinstance(getattr(model.config, key, None), float | int) and not isinstance(
+                getattr(model.config, key), bool):
+            old[key] = getattr(model.config, key)
+            setattr(model.config, key, p)
+    for name, module in model.named_modules():
+        if "lora_" in name:  # LoRA keeps its own dropout
+            continue
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        if isinstance(getattr(module, "attention_dropout", None), float | int):
+            module.attention_dropout = p
+    return old
