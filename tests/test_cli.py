@@ -23,7 +23,7 @@ def test_list_names_everything(capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["run", "--dataset", "ml-100k", "--split", "temporal_loo", "--backbone", "lightgcn",
-      "--method", "llminit-vra"], "unknown method 'llminit-vra'; valid choices: llminit-full"),
+      "--method", "llminit-vra"], "unknown method 'llminit-vra'; valid choices: llm-bidir, llm-causal"),
     (["run", "--dataset", "ml-100k", "--split", "temporal_lo", "--backbone", "lightgcn",
       "--method", "random"], "unknown split 'temporal_lo'"),
     (["run", "--dataset", "ml-10k", "--split", "temporal_loo", "--backbone", "lightgcn",
