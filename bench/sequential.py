@@ -25,8 +25,15 @@ def user_sequences(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
     return {u: g.tolist() for u, g in inter.groupby("user")["item"]}
 
 
-def write_sequence_split(split, folder: Path, max_len: int, name: str = "bench") -> None:
-    """(user, history, target) rows for train / valid / test, histories truncated to max_len."""
+def write_sequence_split(split, folder: Path, max_len: int, name: str = "bench",
+                         train_targets_per_user: int | None = None) -> None:
+    """(user, history, target) rows for train / valid / test, histories truncated to max_len.
+
+    train_targets_per_user=K keeps only each user's last K training positions as targets (histories
+    still reach back max_len items); None keeps every position."""
+    if train_targets_per_user is not None and train_targets_per_user < 1:
+        raise BenchError(f"backbone setting train_targets_per_user must be >= 1 or null, got "
+                         f"{train_targets_per_user}")
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
     header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -34,7 +41,8 @@ def write_sequence_split(split, folder: Path, max_len: int, name: str = "bench")
     before_test = user_sequences([split.train, split.valid])
     rows = {"train": [], "valid": [], "test": []}
     for user, items in train_seq.items():
-        for t in range(1, len(items)):
+        first = 1 if train_targets_per_user is None else max(1, len(items) - train_targets_per_user)
+        for t in range(first, len(items)):
             rows["train"].append((user, items[max(0, t - max_len):t], items[t]))
     for part, history in (("valid", train_seq), ("test", before_test)):
         for user, item in zip(getattr(split, part)["user"], getattr(split, part)["item"]):
@@ -82,6 +90,7 @@ class RecBoleSeq(RecBoleCF):
         cfg = super().recbole_config_dict()
         s = self.settings
         cfg.pop("max_len", None)
+        cfg.pop("train_targets_per_user", None)
         cfg.update({
             "MAX_ITEM_LIST_LENGTH": s["max_len"], "ITEM_LIST_LENGTH_FIELD": "item_length",
             "LIST_SUFFIX": "_list", "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
@@ -101,7 +110,8 @@ class RecBoleSeq(RecBoleCF):
 
         from bench.backbones import _model_class
 
-        write_sequence_split(split, self.work_dir / "data", self.settings["max_len"])
+        write_sequence_split(split, self.work_dir / "data", self.settings["max_len"],
+                             train_targets_per_user=self.settings["train_targets_per_user"])
         self.model_cls = _model_class(self.spec)
         with self._log_to_run_dir():
             self.config = Config(model=self.model_cls, dataset="bench", config_dict=self.recbole_config_dict())

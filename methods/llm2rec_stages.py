@@ -197,9 +197,22 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
     target = cache_dir / CACHE_SUBDIR / f"{stage_name}-{key}"
     if (target / STAGE_FILE).is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    # one process trains a stage; parallel runs needing the same stage wait for it, then reuse it
+    locks = cache_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"llm2rec-{target.name}.lock")):
+        if (target / STAGE_FILE).is_file():
+            return target
+        return _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target, fn)
+
+
+def _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target: Path,
+                   fn: Callable[[Path], dict | None]) -> Path:
     if target.exists():  # no stage.json: not made by run_stage (it renames complete folders only)
         shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         out_dir = staging / "out"

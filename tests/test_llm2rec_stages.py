@@ -298,6 +298,30 @@ def test_run_stage_caches_and_keys_on_settings(tiny_dir, tmp_path):
     assert not [p for p in (cache / "llm2rec").iterdir() if p.name.startswith(".")]
 
 
+def test_run_stage_trains_once_when_two_workers_need_it(tiny_dir, tmp_path):
+    """Parallel runs needing the same stage: one trains it, the other waits and reuses the folder."""
+    import threading
+    import time
+
+    calls = []
+
+    def fn(out_dir):
+        calls.append(out_dir)
+        time.sleep(0.5)
+        out_dir.mkdir()
+        return {"steps": 1}
+
+    cache = tmp_path / "cache"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        st.run_stage("csft", tiny_dir, "data1", {"max_steps": 5}, cache, fn))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(results) == 2 and results[0] == results[1]
+
+
 def test_pipeline_chains_and_reuses(tiny_dir, tmp_path):
     settings = {stage: dict(FAST) for stage in st.STAGES}
     cache = tmp_path / "cache"

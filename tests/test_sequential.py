@@ -27,6 +27,23 @@ def test_sequence_files_use_only_earlier_items(tiny_dataset, tmp_path):
     assert len(train) == sum(len(s) - 1 for s in user_sequences([split.train]).values())
 
 
+def test_train_targets_per_user_keeps_each_users_last_positions(tiny_dataset, tmp_path):
+    from bench.errors import BenchError
+
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    write_sequence_split(split, tmp_path, max_len=4, train_targets_per_user=2)
+    train = pd.read_csv(tmp_path / "bench" / "bench.train.inter", sep="\t", dtype=str)
+    sequences = user_sequences([split.train])
+    assert len(train) == sum(min(2, len(s) - 1) for s in sequences.values())
+    for user, rows in train.groupby("user_id:token"):
+        items = sequences[user]
+        assert rows["item_id:token"].tolist() == items[-len(rows):]  # the latest targets
+        # histories still reach back max_len items before each kept target
+        assert rows["item_id_list:token_seq"].iloc[-1].split(" ") == items[-5:-1]
+    with pytest.raises(BenchError, match="train_targets_per_user"):
+        write_sequence_split(split, tmp_path, max_len=4, train_targets_per_user=0)
+
+
 @pytest.mark.parametrize("method_name,backbone", [("random", "sasrec"), ("random", "gru4rec"),
                                                   ("seq-text", "sasrec")])
 def test_sequential_contract(tiny_dataset, tmp_path, method_name, backbone):

@@ -1,0 +1,60 @@
+"""Suite files: parts (extra sub-grids), shared run ids across suites, labels of swept method settings."""
+
+import pytest
+import yaml
+
+from bench.errors import BenchError
+from bench.spec import expand, load_suite
+from bench.tables import method_labels
+
+
+def _write(tmp_path, body: dict):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return str(path)
+
+
+BASE = {"name": "t", "datasets": ["ml-100k"], "splits": ["temporal_loo"], "backbones": ["lightgcn"],
+        "methods": ["random", "llminit-var"], "seeds": [0], "encoder": "minilm",
+        "backbone_settings": {"epochs": 2},
+        "method_settings": {"llminit-var": {"variance_items": "all"}}}
+
+
+def test_parts_add_their_own_subgrid(tmp_path):
+    body = {**BASE, "parts": [{"splits": ["cold_users"], "backbones": ["sasrec"], "methods": ["random"]}]}
+    specs = expand(load_suite(_write(tmp_path, body)))
+    labels = sorted(s.label for s in specs)
+    assert labels == ["ml-100k/cold_users/sasrec/random/seed0", "ml-100k/temporal_loo/lightgcn/llminit-var/seed0",
+                      "ml-100k/temporal_loo/lightgcn/random/seed0"]
+    part = [s for s in specs if s.backbone == "sasrec"][0]
+    assert part.backbone_settings["epochs"] == 2  # inherited from the suite
+    assert part.backbone_settings["max_len"] == 10  # sequential defaults resolved
+
+
+def test_part_with_unknown_field_is_an_error(tmp_path):
+    body = {**BASE, "parts": [{"splitz": ["cold_users"]}]}
+    with pytest.raises(BenchError, match=r"parts\[0\].*splitz.*valid fields"):
+        expand(load_suite(_write(tmp_path, body)))
+
+
+def test_coldstart_default_fits_its_budget_and_profile_adds_llm2rec():
+    default = expand(load_suite("coldstart"))
+    full = expand(load_suite("coldstart", "llm2rec"))
+    assert len(default) == 72 and not any(s.method == "llm2rec" for s in default)
+    extra = [s for s in full if s.run_id not in {d.run_id for d in default}]
+    assert {(s.split, s.backbone, s.method) for s in extra} == {("cold_users", "sasrec", "random"),
+                                                                 ("cold_users", "sasrec", "llm2rec")}
+    assert len(extra) == 6
+
+
+def test_transfer_suite_reuses_in_domain_runs_of_sequential_suite():
+    sequential = {s.run_id for s in expand(load_suite("sequential"))}
+    transfer = expand(load_suite("transfer"))
+    shared = [s for s in transfer if s.run_id in sequential]
+    assert len(transfer) == 12 and len(shared) == 6
+    assert all(s.method_settings["train_dataset"] is None for s in shared)
+    labels = method_labels(transfer)
+    assert {labels[s.run_id] for s in transfer} == {"llm2rec [train_dataset=None]",
+                                                   "llm2rec [train_dataset=ml-1m]"}
+    # outside a sweep, labels stay the plain method name
+    assert set(method_labels(expand(load_suite("smoke"))).values()) == {"random", "llminit-var"}
