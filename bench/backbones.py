@@ -38,9 +38,13 @@ class BackboneSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     negative_sampling: bool = True
     sequential: bool = False
+    recbole: bool = True  # False: no RecBole model; the method brings its own (the pointwise ctr suite)
 
 
-SEQUENTIAL_DEFAULTS = {"max_len": 10, "valid_metric": "Recall@20", "weight_decay": 1e-4}
+# train_targets_per_user: None = every training position is a target (the papers); K = each user's
+# last K training positions only (a CPU cap, recorded in the resolved settings of every run)
+SEQUENTIAL_DEFAULTS = {"max_len": 10, "valid_metric": "Recall@20", "weight_decay": 1e-4,
+                       "train_targets_per_user": None}
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -62,8 +66,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     "gru4rec": BackboneSpec("GRU4Rec", "GRU4Rec (RecBole), CE over all items, lr 1e-4", {
         **SEQUENTIAL_DEFAULTS, "loss_type": "CE", "num_layers": 1, "hidden_size": 128, "dropout_prob": 0.3,
         "learning_rate": 1e-4}, negative_sampling=False, sequential=True),
+    # the ctr suite: methods train their own pointwise CF models / LLMs (methods/ctr_backbones.py, collm.py)
+    "none": BackboneSpec("none", "no RecBole backbone: the method trains its own models (ctr suite)", {},
+                         negative_sampling=False, recbole=False),
 }
-CF_BACKBONES = tuple(k for k, v in BACKBONES.items() if not v.sequential)
+CF_BACKBONES = tuple(k for k, v in BACKBONES.items() if not v.sequential and v.recbole)
 SEQUENTIAL_BACKBONES = tuple(k for k, v in BACKBONES.items() if v.sequential)
 
 

@@ -47,6 +47,16 @@ class RunSpec(BaseModel):
         return f"{self.dataset}/{self.split}/{self.backbone}/{self.method}/seed{self.seed}"
 
 
+class GridAxis(BaseModel):
+    """One swept setting: its values, the methods it applies to, and values a method skips."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[Any]
+    methods: list[str] | None = None  # default: every method of the suite
+    skip: dict[str, list[Any]] = Field(default_factory=dict)  # method -> values it does not run
+
+
 class Suite(BaseModel):
     """A grid: datasets x splits x backbones x methods x seeds, with settings per layer."""
 
@@ -67,6 +77,11 @@ class Suite(BaseModel):
     backbone_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # backbone -> settings
     method_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)  # method -> settings
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)  # profile -> suite fields to replace
+    # "LAYER.KEY" -> values (or a GridAxis): one run per value, e.g. backbone.embedding_size: [32, 64]
+    grid: dict[str, list[Any] | GridAxis] = Field(default_factory=dict)
+    # extra sub-grids run with the suite, each a partial suite (e.g. other splits / backbones / methods);
+    # unspecified fields come from the suite, settings for names the part does not run are dropped
+    parts: list[dict[str, Any]] = Field(default_factory=list)
     notes: str = ""
 
 
@@ -115,8 +130,84 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _grid_points(suite: Suite) -> list[tuple[list[str], dict[str, dict[str, Any]]]]:
+    """(methods, {layer: {key: value}}) per point of the suite's grid; methods an axis does not cover
+    keep the suite's value for that setting (duplicates collapse on run id)."""
+    import itertools
+
+    layers = ("dataset", "split", "backbone", "method", "encoder")
+    axes = {}
+    for key, axis in suite.grid.items():
+        axis = axis if isinstance(axis, GridAxis) else GridAxis(values=axis)
+        if "." not in key or key.split(".", 1)[0] not in layers:
+            raise BenchError(f"suite {suite.name!r}: grid key {key!r} must be LAYER.KEY with LAYER one of "
+                             f"{', '.join(layers)}")
+        for method in [*(axis.methods or []), *axis.skip]:
+            if method not in suite.methods:
+                raise BenchError(f"suite {suite.name!r}: grid {key!r} names method {method!r}, which the suite "
+                                 f"does not run; it runs: {', '.join(suite.methods)}")
+        axes[key] = axis
+    points = []
+    for values in itertools.product(*(a.values for a in axes.values())):
+        by_overrides: dict[str, tuple[list[str], dict]] = {}
+        for method in suite.methods:
+            point: dict[str, dict[str, Any]] = {}
+            skipped = False
+            for (key, axis), value in zip(axes.items(), values):
+                if axis.methods is not None and method not in axis.methods:
+                    continue
+                if value in axis.skip.get(method, []):
+                    skipped = True
+                layer, name = key.split(".", 1)
+                point.setdefault(layer, {})[name] = value
+            if not skipped:
+                tag = json.dumps(point, sort_keys=True, default=str)
+                by_overrides.setdefault(tag, ([], point))[0].append(method)
+        points.extend(by_overrides.values())
+    return points
+
+
+def _part_suite(suite: Suite, index: int, part: dict[str, Any]) -> Suite:
+    """One of a suite's `parts` as a suite of its own: the part's fields over the suite's."""
+    fields = set(Suite.model_fields) - {"name", "profiles", "parts"}
+    unknown = sorted(set(part) - fields)
+    if unknown:
+        raise BenchError(f"suite {suite.name!r}: parts[{index}] has unknown field(s) {', '.join(unknown)}; "
+                         f"valid fields: {', '.join(sorted(fields))}")
+    merged = {**suite.model_dump(), "parts": [], "profiles": {}, **part}
+    for key, listed in (("method_settings", "methods"), ("backbone_overrides", "backbones"),
+                        ("split_settings", "splits"), ("dataset_settings", "datasets")):
+        if key not in part:
+            merged[key] = {k: v for k, v in merged[key].items() if k in merged[listed]}
+    try:
+        return Suite.model_validate(merged)
+    except ValidationError as exc:
+        raise BenchError(f"suite {suite.name!r}: parts[{index}]: {exc}") from exc
+
+
 def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
-    """Every run of the suite, resolved and validated (unknown names/settings raise BenchError)."""
+    """Every run of the suite, resolved and validated (unknown names/settings raise BenchError).
+
+    A suite `grid` expands to one sub-grid per point; `--set` overrides win over grid values; each of
+    the suite's `parts` adds its own sub-grid."""
+    if suite.parts:
+        specs = {s.run_id: s for s in expand(suite.model_copy(update={"parts": []}), overrides)}
+        for index, part in enumerate(suite.parts):
+            for spec in expand(_part_suite(suite, index, part), overrides):
+                specs.setdefault(spec.run_id, spec)
+        return list(specs.values())
+    if suite.grid:
+        overrides = overrides or {}
+        specs: dict[str, RunSpec] = {}
+        for methods, point in _grid_points(suite):
+            sub = suite.model_copy(update={
+                "grid": {}, "methods": methods,
+                "method_settings": {m: v for m, v in suite.method_settings.items() if m in methods}})
+            merged = {layer: {**point.get(layer, {}), **overrides.get(layer, {})}
+                      for layer in {*point, *overrides}}
+            for spec in expand(sub, merged):
+                specs.setdefault(spec.run_id, spec)
+        return list(specs.values())
     from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
     from bench.data import load_card
@@ -136,6 +227,14 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
             if name not in listed:
                 raise BenchError(f"suite {suite.name!r}: settings given for {layer} {name!r}, which the "
                                  f"suite does not run; it runs: {', '.join(listed)}")
+    # `--set method.KEY=V` goes to the suite's methods that have KEY (e.g. base_model for the LLM methods,
+    # not for `random`); a key no method of the suite has is an error, never silently dropped
+    method_keys = {m: set(METHODS.get(m).Settings.model_fields) for m in suite.methods}
+    unknown = set(overrides.get("method", {})) - set().union(*method_keys.values())
+    if unknown:
+        raise BenchError(f"unknown method setting(s) {', '.join(sorted(unknown))} for the methods of suite "
+                         f"{suite.name!r}; valid settings: " + "; ".join(
+                             f"{m}: {', '.join(sorted(k)) or '(none)'}" for m, k in method_keys.items()))
     specs = []
     for dataset in suite.datasets:
         dataset_settings = {**suite.dataset_settings.get(dataset, {}), **overrides.get("dataset", {})}
@@ -149,7 +248,8 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                     **overrides.get("backbone", {})})
                 for method in suite.methods:
                     cls = METHODS.get(method)
-                    raw = {**suite.method_settings.get(method, {}), **overrides.get("method", {})}
+                    raw = {**suite.method_settings.get(method, {}), **{
+                        k: v for k, v in overrides.get("method", {}).items() if k in method_keys[method]}}
                     try:
                         settings = cls.Settings.model_validate(raw)
                     except ValidationError as exc:

@@ -76,4 +76,4 @@ class RandomInit(RecBoleMethod):
     """The backbone as RecBole builds it (random initialisation); CF and sequential backbones."""
 
     name = "random"
-    backbones = tuple(BACKBONES)
+    backbones = tuple(k for k, v in BACKBONES.items() if v.recbole)

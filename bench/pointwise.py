@@ -1,0 +1,190 @@
+"""The pointwise (CTR) protocol of CoLLM / TALLRec (paper 002): labelled pairs, temporal windows,
+histories of earlier positives, AUC and UAUC over all test pairs and over warm / cold pair subsets.
+
+`ctr_temporal` is a splitter of `bench.splits` (registered there): train / valid / test keep every rated
+pair with a `label` column (rating >= `label_threshold`) and, for valid / test, a pair `segment`
+("warm": user and item each with more than `warm_threshold` training pairs; "cold": user or item absent
+from training; "other": the rest). The split file is hashed and shared by every method of the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+
+MONTH_SECONDS = 365.25 / 12 * 86400  # windows are counted in average months back from the last rating
+PAIR_SEGMENTS = ("warm", "cold", "other")
+
+
+def ctr_temporal(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    """CoLLM's split: the last train+valid+test months; first part train, middle valid, last test.
+
+    No k-core: cold users and items stay in valid and test. `max_test_users` / `max_valid_users` > 0 keep
+    a fixed random subset of those users (split seed), so a CPU run scores the same pairs for every method.
+    """
+    if params["history"] not in ("window_start", "pair"):
+        raise BenchError(f"ctr_temporal: unknown history {params['history']!r}; valid: window_start, pair")
+    end = float(inter["timestamp"].max())
+    t_test = end - params["test_months"] * MONTH_SECONDS
+    t_valid = t_test - params["valid_months"] * MONTH_SECONDS
+    t_start = t_valid - params["train_months"] * MONTH_SECONDS
+    if t_start < float(inter["timestamp"].min()) - MONTH_SECONDS:
+        raise BenchError(f"ctr_temporal: {params['train_months']}+{params['valid_months']}+"
+                         f"{params['test_months']} months reach before the first rating; the data spans "
+                         f"{(end - float(inter['timestamp'].min())) / MONTH_SECONDS:.1f} months")
+    frame = inter.assign(label=(inter["rating"] >= params["label_threshold"]).astype(int))
+    ts = frame["timestamp"]
+    train = frame[(ts > t_start) & (ts <= t_valid)]
+    valid = frame[(ts > t_valid) & (ts <= t_test)]
+    test = frame[ts > t_test]
+    rng = np.random.default_rng(params["seed"])
+    for key, part in (("max_valid_users", "valid"), ("max_test_users", "test")):
+        limit = int(params[key])
+        current = valid if part == "valid" else test
+        users = np.sort(current["user"].unique())
+        if 0 < limit < len(users):
+            keep = set(rng.choice(users, size=limit, replace=False))
+            current = current[current["user"].isin(keep)]
+        if part == "valid":
+            valid = current
+        else:
+            test = current
+    cap = int(params["max_pairs_per_test_user"])
+    if cap > 0:  # a fixed random subset of each test user's pairs (split seed)
+        keys = rng.random(len(test))
+        rank = test.assign(_k=keys).groupby("user")["_k"].rank(method="first")
+        test = test[rank.to_numpy() <= cap]
+    user_n = train.groupby("user").size()
+    item_n = train.groupby("item").size()
+
+    def segment(part: pd.DataFrame) -> pd.DataFrame:
+        nu = part["user"].map(user_n).fillna(0).to_numpy()
+        ni = part["item"].map(item_n).fillna(0).to_numpy()
+        seg = np.where((nu > params["warm_threshold"]) & (ni > params["warm_threshold"]), "warm",
+                       np.where((nu == 0) | (ni == 0), "cold", "other"))
+        return part.assign(segment=seg)
+
+    return train, segment(valid), segment(test)
+
+
+def ctr_description(params: dict) -> str:
+    return (f"pointwise CTR (CoLLM): label = rating >= {params['label_threshold']}; the last "
+            f"{params['train_months']} / {params['valid_months']} / {params['test_months']} months "
+            f"(of {MONTH_SECONDS / 86400:.2f} days) as train / valid / test, no k-core; history = the user's "
+            f"earlier positives (valid/test: {params['history']}), last {params['history_length']}; "
+            f"warm pair: user and item > {params['warm_threshold']} training pairs, cold: either absent"
+            + (f"; test users subsampled to {params['max_test_users']}" if params["max_test_users"] else "")
+            + (f"; valid users subsampled to {params['max_valid_users']}" if params["max_valid_users"] else "")
+            + (f"; at most {params['max_pairs_per_test_user']} random test pairs per user"
+               if params["max_pairs_per_test_user"] else ""))
+
+
+@dataclass
+class PairData:
+    """Labelled pairs of one split part with each pair's history (positive item ids, oldest first)."""
+
+    frame: pd.DataFrame  # user, item, label, timestamp (+ segment for valid/test)
+    histories: list[tuple[str, ...]]
+
+
+def histories(split, part: str) -> PairData:
+    """Histories of `part`'s pairs: the user's positives strictly earlier in time, last `history_length`.
+
+    Training pairs look at earlier training positives. Valid / test pairs: `history: window_start`
+    (default) freezes the history at the start of the pair's window (positives of the earlier parts
+    only, so no held-out label feeds another held-out pair's input, and a user's pairs share one prompt
+    prefix); `history: pair` (CoLLM's code) uses every earlier positive, held-out ones included.
+    """
+    params = split.params
+    length, mode = int(params["history_length"]), params["history"]
+    frame = getattr(split, part).reset_index(drop=True)
+    per_pair = part == "train" or mode == "pair"
+    earlier = {"train": [], "valid": [split.train], "test": [split.train, split.valid]}[part]
+    source = pd.concat([*earlier, frame]) if per_pair else pd.concat(earlier)
+    pos = source[source["label"] == 1].sort_values(["user", "timestamp", "item"], kind="mergesort")
+    by_user = {u: (g["timestamp"].to_numpy(), g["item"].to_numpy()) for u, g in pos.groupby("user")}
+    empty = (np.zeros(0), np.zeros(0, dtype=object))
+    out = []
+    for user, ts in zip(frame["user"].to_numpy(), frame["timestamp"].to_numpy()):
+        times, items = by_user.get(user, empty)
+        n = int(np.searchsorted(times, ts, side="left")) if per_pair else len(times)
+        out.append(tuple(items[max(0, n - length):n]))
+    return PairData(frame, out)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half), NaN when only one class is present."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def uauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[float, pd.DataFrame]:
+    """Mean over users of the per-user AUC, skipping users whose pairs are all one class."""
+    frame = pd.DataFrame({"user": users, "label": labels, "score": scores})
+    rows = [{"user": u, "n_pairs": len(g), "n_pos": int(g["label"].sum()),
+             "auc": auc(g["label"].to_numpy(), g["score"].to_numpy())} for u, g in frame.groupby("user")]
+    table = pd.DataFrame(rows, columns=["user", "n_pairs", "n_pos", "auc"])
+    valid = table["auc"].dropna()
+    return (float(valid.mean()) if len(valid) else float("nan")), table
+
+
+def evaluate_pairs(frame: pd.DataFrame, scores: np.ndarray) -> tuple[dict, pd.DataFrame]:
+    """Summary {"overall", "pair:warm", "pair:cold", "pair:other"} of AUC / UAUC and the per-user table."""
+    summary: dict = {}
+    users, labels = frame["user"].to_numpy(), frame["label"].to_numpy()
+    segments = frame["segment"].to_numpy() if "segment" in frame else np.full(len(frame), "other")
+    value, table = uauc(users, labels, scores)
+    summary["overall"] = {"auc": auc(labels, scores), "uauc": value, "n_pairs": int(len(frame)),
+                          "n_users": int(table["auc"].notna().sum()), "positive_rate": float(labels.mean())}
+    table = table.rename(columns={"auc": "uauc"})
+    for label in PAIR_SEGMENTS:
+        mask = segments == label
+        if not mask.any():
+            continue
+        value, part = uauc(users[mask], labels[mask], scores[mask])
+        summary[f"pair:{label}"] = {"auc": auc(labels[mask], scores[mask]), "uauc": value,
+                                    "n_pairs": int(mask.sum()), "n_users": int(part["auc"].notna().sum()),
+                                    "positive_rate": float(labels[mask].mean())}
+        table = table.merge(part[["user", "auc"]].rename(columns={"auc": f"{label}:uauc"}), on="user", how="left")
+    return summary, table
+
+
+def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict]:
+    """Score every test pair through `method.score([user], candidates)` (one call per user, in one
+    process), then AUC / UAUC overall and per pair segment; latency = scoring seconds per pair."""
+    import time
+
+    test = split.test.reset_index(drop=True)
+    scores = np.zeros(len(test), dtype=np.float64)
+    per_user_ms = []
+    start_all = time.perf_counter()
+    for user, rows in test.groupby("user", sort=True).indices.items():
+        start = time.perf_counter()
+        values = np.asarray(method.score(np.array([user]), test["item"].to_numpy()[rows]), dtype=np.float64)
+        per_user_ms.append((time.perf_counter() - start) * 1000 / len(rows))
+        if values.shape != (1, len(rows)):
+            raise ValueError(f"method returned scores of shape {values.shape}, expected {(1, len(rows))}")
+        scores[rows] = values[0]
+    total = time.perf_counter() - start_all
+    if not np.isfinite(scores).all():
+        raise ValueError(f"method returned {int((~np.isfinite(scores)).sum())} non-finite scores")
+    summary, table = evaluate_pairs(test, scores)
+    latency = {"median_ms": float(np.median(per_user_ms)), "p90_ms": float(np.percentile(per_user_ms, 90)),
+               "per_pair_ms": 1000 * total / max(1, len(test)), "unit": "ms per test pair",
+               "n_users": len(per_user_ms)}
+    evaluation = {"protocol": "pointwise: AUC over all test pairs, UAUC = mean per-user AUC (users with one "
+                              "class skipped); pair segments warm / cold / other",
+                  "n_test_pairs": int(len(test)), "n_test_users": int(test["user"].nunique()),
+                  "split_description": split.description}
+    return summary, table, latency, evaluation

@@ -1,0 +1,494 @@
+"""CoLLM and TALLRec (paper 002): a LoRA-tuned LLM answering Yes / No, with collaborative (CF) vectors
+mapped into the token space at ID placeholders. Also ICL (the untuned LLM), the "w/ UI-token" ablation
+and ensembles with MF. Every class is a `bench.types.Method` scored on the pointwise `ctr_temporal` split.
+
+Two-step tuning: step 1 is TALLRec's LoRA on the text-only prompt, cached on disk under a key of base
+model hash + training data hash + settings + seed (so TALLRec and the CoLLM variants of one seed share
+it, and each seed trains its own); step 2 trains the mapper g = Linear(d, 10d) -> ReLU -> Linear(10d,
+d_llm) with LoRA and the pre-trained CF model frozen. `tuning`: t1 = also tune the CF model from its
+pre-trained state, t2 = tune it from scratch, t3 = one step (LoRA and mapper together, no step 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.errors import BenchError
+from bench.pointwise import histories
+from bench.types import FitContext, ParamCounts
+from methods import collm_model as cm
+from methods.ctr_backbones import MFCTR, CFSettings, Index, TestHistories, build_model, pretrained_cf
+
+
+class LoRASettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+class LLMSettings(BaseModel):
+    """An LLM asked the Yes / No question; LoRA tuning settings apply where the method tunes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = "smollm2"  # "smollm2" (embedded asset) or a local causal-LM folder (a 7B on a GPU)
+    prompt: str = cm.TEXT_PROMPT
+    answer_tokens: tuple[str, str] = (" Yes", " No")
+    scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_no_softmax"  # TALLRec's
+    lora: LoRASettings = Field(default_factory=LoRASettings)
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-3
+    epochs: int = 1
+    batch_size: int = 8
+    max_train_pairs: int = 0  # 0 = every training pair; else a random subset (run seed)
+    eval_batch_size: int = 16
+    prefix_cache: bool = True  # score a user's candidates with one prefix pass (identical outputs)
+    max_length: int | None = None  # None = the model's context (max_position_embeddings)
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+class CoLLMSettings(LLMSettings):
+    prompt: str = cm.COLLM_PROMPT
+    scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_logit"  # CoLLM's: BCE on the Yes logit
+    stage1_prompt: str = cm.TEXT_PROMPT
+    tuning: Literal["two_step", "t1", "t2", "t3"] = "two_step"
+    mapper_learning_rate: float = 1e-3
+    mapper_hidden_factor: int = 10
+    cf: CFSettings = Field(default_factory=CFSettings)
+
+
+def _file_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class LLMMethod:
+    """ICL: the untuned LLM. Subclasses tune it (`train`) and add ID vectors (`vectors`)."""
+
+    name = "icl"
+    Settings: ClassVar[type[BaseModel]] = LLMSettings
+    needs_encoder: ClassVar[bool] = False
+    backbones: ClassVar[tuple[str, ...]] = ("none",)
+    required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.TITLE)
+    target_dependent_user: bool = False
+
+    def __init__(self, settings: BaseModel | None = None):
+        self.settings = settings or self.Settings()
+        self.trainable_counts: dict[str, int] = {}
+        self.peft = None
+
+    # ------------------------------------------------------------------------------- setup and checks
+    def base_dir(self, ctx: FitContext) -> Path:
+        from bench import assets
+
+        if self.settings.base_model == "smollm2":
+            return assets.smollm2_dir(ctx.cache_dir)
+        path = Path(self.settings.base_model)
+        if not path.is_dir():
+            raise BenchError(f"base_model {self.settings.base_model!r} is not a folder (or 'smollm2')")
+        return path
+
+    def templates(self) -> list[tuple[str, tuple[str, ...]]]:
+        return [(self.settings.prompt, self.required)]
+
+    def setup(self, ctx: FitContext) -> None:
+        """Every input check (templates, answer tokens, context length) before any training."""
+        from methods import llm2rec_model as lm
+
+        if "label" not in ctx.split.train.columns:
+            raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
+                             f"got {ctx.split.name!r}")
+        for template, required in self.templates():
+            cm.parse_template(template, required)
+        self.device = ctx.device
+        base = self.base_dir(ctx)
+        self.tokenizer = lm.load_tokenizer(base)
+        self.yes_no = cm.answer_token_ids(self.tokenizer, self.settings.answer_tokens)
+        self.base_fingerprint = self._fingerprint(base, ctx)
+        items = ctx.dataset.items
+        titles = items["title"] if "title" in items.columns else ctx.dataset.item_text
+        self.titles = {k: str(v) for k, v in titles.items()}
+        self.lm = lm.load_causal_lm(base, ctx.device, self.settings.attn_implementation)
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+        self.head = cm.YesNoHead(self.lm, self.yes_no)
+        self.limit = min(self.settings.max_length or 10**9, int(getattr(self.lm.config, "max_position_embeddings",
+                                                                        10**9)))
+        self.builder = self.make_builder(self.settings.prompt)
+        self.tests = TestHistories(ctx.split)
+        test = ctx.split.test
+        encoded = [self.builder.encode(self.tests.get(u, i), i) for u, i in zip(test["user"], test["item"])]
+        cm.check_lengths(encoded, test["user"].to_numpy(), self.limit, "test pairs")
+        self.train_data = self.training_pairs(ctx)
+        for template, required in self.templates():
+            builder = self.make_builder(template, required)
+            data = self.train_data
+            encoded = [builder.encode(h, i) for h, i in zip(data.histories, data.frame["item"])]
+            cm.check_lengths(encoded, data.frame["user"].to_numpy(), self.limit, "training pairs")
+        self.pad_id = self.tokenizer.pad_token_id
+        ctx.extra["llm"] = {"base_model": str(base), "base_fingerprint": self.base_fingerprint,
+                            "answer_token_ids": self.yes_no, "context_limit": self.limit,
+                            "n_train_pairs_used": int(len(self.train_data.frame)),
+                            "n_train_pairs_available": int(len(ctx.split.train))}
+
+    def _fingerprint(self, base: Path, ctx: FitContext) -> str:
+        from bench.assets import files_fingerprint
+
+        return files_fingerprint(base, ctx.cache_dir)
+
+    def make_builder(self, template: str, required: tuple[str, ...] | None = None) -> cm.PromptBuilder:
+        return cm.PromptBuilder(self.tokenizer, template, required or self.required, self.titles,
+                                self.target_dependent_user)
+
+    def training_pairs(self, ctx: FitContext):
+        """The training pairs used (a seeded random subset when `max_train_pairs` > 0)."""
+        data = histories(ctx.split, "train")
+        n = int(self.settings.max_train_pairs)
+        if 0 < n < len(data.frame):
+            rows = np.sort(np.random.default_rng(ctx.seed).choice(len(data.frame), size=n, replace=False))
+            data = type(data)(data.frame.iloc[rows].reset_index(drop=True), [data.histories[r] for r in rows])
+        return data
+
+    # ------------------------------------------------------------------------------------ fit / score
+    def fit(self, ctx: FitContext) -> None:
+        self.setup(ctx)
+        self.train(ctx)
+        self.lm.eval()
+
+    def train(self, ctx: FitContext) -> None:
+        ctx.timings["train"] = 0.0
+
+    def vectors(self, users, items, hists):
+        """(user vectors, item vectors) [n, d_llm] for the placeholders, or Nones."""
+        return None, None
+
+    def logits(self, users, items, hists, builder=None, cached: bool | None = None):
+        """Yes/No logits [n, 2] of pairs (user, item, history)."""
+        import torch
+
+        builder = builder or self.builder
+        encoded = [builder.encode(h, i) for h, i in zip(hists, items)]
+        cached = self.settings.prefix_cache if cached is None else cached
+        with torch.no_grad():
+            user_vecs, item_vecs = self.vectors(users, items, hists)
+            if cached:
+                return cm.cached_logits(self.head, encoded, user_vecs, item_vecs, self.pad_id, self.device,
+                                        self.settings.eval_batch_size)
+            out = []
+            bs = self.settings.eval_batch_size
+            for b in range(0, len(encoded), bs):
+                sl = slice(b, b + bs)
+                out.append(cm.full_logits(self.head, encoded[sl], None if user_vecs is None else user_vecs[sl],
+                                          None if item_vecs is None else item_vecs[sl], self.pad_id,
+                                          self.device).float().cpu())
+            return torch.cat(out)
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """P(Yes) for every (user, item) cell, each pair with its split-defined history."""
+        self.lm.eval()
+        items = np.asarray(list(self.titles) if items is None else items)
+        out = np.zeros((len(users), len(items)), dtype=np.float32)
+        for row, user in enumerate(users):
+            hists = [self.tests.get(user, it) for it in items]
+            logits = self.logits([user] * len(items), list(items), hists)
+            out[row] = cm.probabilities(logits, self.settings.scoring).numpy()
+        return out
+
+    def parameter_counts(self) -> ParamCounts:
+        base = sum(p.numel() for n, p in self.lm.named_parameters() if "lora_" not in n)
+        return ParamCounts(trainable=sum(self.trainable_counts.values()), frozen_online=base + self.frozen_cf())
+
+    def frozen_cf(self) -> int:
+        return 0
+
+    # ------------------------------------------------------------------------------------- LoRA / loop
+    def add_lora(self):
+        from peft import LoraConfig, get_peft_model
+
+        s = self.settings.lora
+        config = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
+                            target_modules=list(s.target_modules), bias="none")
+        self.peft = get_peft_model(self.lm, config)  # injects LoRA layers into self.lm's modules in place
+        self.head = cm.YesNoHead(self.lm, self.yes_no)
+        return [p for n, p in self.lm.named_parameters() if "lora_" in n]
+
+    def run_training(self, params, lr_groups, builder, scoring: str, seed: int, vectors=None) -> dict:
+        """AdamW over the training pairs (shuffled by `seed`), `epochs` passes; returns loss curve."""
+        import torch
+
+        s = self.settings
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(lr_groups, weight_decay=s.weight_decay)
+        data = self.train_data
+        encoded = [builder.encode(h, i) for h, i in zip(data.histories, data.frame["item"])]
+        labels = torch.as_tensor(data.frame["label"].to_numpy().copy(), device=self.device)
+        users, items = data.frame["user"].to_numpy(), data.frame["item"].to_numpy()
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        self.lm.train()
+        losses, start = [], time.perf_counter()
+        for _ in range(s.epochs):
+            order = rng.permutation(len(encoded))
+            for b in range(0, len(order), s.batch_size):
+                idx = order[b:b + s.batch_size]
+                uv, iv = (vectors or (lambda *a: (None, None)))(users[idx], items[idx],
+                                                                 [data.histories[i] for i in idx])
+                logits = cm.full_logits(self.head, [encoded[i] for i in idx], uv, iv, self.pad_id, self.device)
+                loss = cm.loss_fn(logits, labels[idx], scoring)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss))
+        self.lm.eval()
+        for p in params:
+            p.requires_grad_(False)
+        return {"train_seconds": time.perf_counter() - start, "steps": len(losses),
+                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                "losses": losses}
+
+    def stage1(self, ctx: FitContext, template: str) -> dict:
+        """TALLRec's LoRA on the text-only prompt (loss: softmax over Yes / No), from the disk cache if there."""
+        import torch
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        s = self.settings
+        lora_params = self.add_lora()
+        data = self.train_data
+        key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
+                          "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
+                                              data.histories, ctx.split.content_hash]),
+                          "lora": s.lora.model_dump(), "lr": s.learning_rate, "wd": s.weight_decay,
+                          "epochs": s.epochs, "batch": s.batch_size, "loss": "yes_no_softmax",
+                          "seed": ctx.seed, "version": 1})
+        folder = Path(ctx.cache_dir) / "collm" / f"lora-{key}"
+        self.trainable_counts["lora"] = sum(p.numel() for p in lora_params)
+        if (folder / "info.json").exists():
+            set_peft_model_state_dict(self.peft, torch.load(folder / "adapter.pt", map_location=self.device,
+                                                            weights_only=True))
+            return json.loads((folder / "info.json").read_text()) | {"cached": True, "key": key}
+        builder = self.make_builder(template, (cm.HISTORY, cm.TITLE))
+        info = self.run_training(lora_params, [{"params": lora_params, "lr": s.learning_rate}], builder,
+                                 "yes_no_softmax", ctx.seed)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+        torch.save({k: v.cpu() for k, v in get_peft_model_state_dict(self.peft).items()}, tmp / "adapter.pt")
+        (tmp / "info.json").write_text(json.dumps(info))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # a concurrent run saved the same adapter first
+            pass
+        return info | {"cached": False, "key": key}
+
+
+class ICL(LLMMethod):
+    """The untuned LLM asked the text-only question (no training)."""
+
+    name = "icl"
+
+
+class TALLRec(LLMMethod):
+    """LoRA (r 8, alpha 16, dropout 0.05, q_proj / v_proj) on the text-only prompt; P(Yes) by softmax."""
+
+    name = "tallrec"
+
+    def train(self, ctx: FitContext) -> None:
+        info = self.stage1(ctx, self.settings.prompt)
+        ctx.timings["train"] = info["train_seconds"]
+        ctx.extra["stage1"] = {k: v for k, v in info.items()}
+
+
+class CoLLM(LLMMethod):
+    """TALLRec's LoRA (step 1) + CF vectors mapped into the ID placeholders (step 2)."""
+
+    name = "collm"
+    Settings: ClassVar[type[BaseModel]] = CoLLMSettings
+    required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.USER, cm.TITLE, cm.ITEM)
+    cf_kind: ClassVar[str] = "mf"
+
+    def templates(self):
+        return [(self.settings.prompt, self.required), (self.settings.stage1_prompt, (cm.HISTORY, cm.TITLE))]
+
+    def setup(self, ctx: FitContext) -> None:
+        self.target_dependent_user = self.cf_kind == "din"
+        super().setup(ctx)
+
+    def make_id_encoder(self, ctx: FitContext):
+        """The CF model (pre-trained, cached per seed, or fresh for t2) and the mapper."""
+        import torch
+        from torch import nn
+
+        s = self.settings
+        cf, self.index, info = pretrained_cf(self.cf_kind, s.cf, ctx)
+        if s.tuning == "t2":
+            torch.manual_seed(ctx.seed)
+            train = histories(ctx.split, "train")
+            pos = train.frame["label"].to_numpy() == 1
+            cf = build_model(self.cf_kind, len(self.index.user), len(self.index.item), s.cf,
+                             int(ctx.split.params["history_length"]),
+                             (self.index.users(train.frame["user"][pos]), self.index.items(train.frame["item"][pos])))
+            cf = cf.to(self.device)
+        self.cf = cf.eval()
+        d, hidden = s.cf.embedding_size, self.lm.get_input_embeddings().weight.shape[1]
+        torch.manual_seed(ctx.seed)
+        self.mapper = nn.Sequential(nn.Linear(d, s.mapper_hidden_factor * d), nn.ReLU(),
+                                    nn.Linear(s.mapper_hidden_factor * d, hidden)).to(self.device)
+        return info
+
+    def vectors(self, users, items, hists):
+        import torch
+
+        length = self.cf_length
+        u = torch.as_tensor(self.index.users(users), device=self.device)
+        i = torch.as_tensor(self.index.items(items), device=self.device)
+        h = torch.as_tensor(self.index.history(hists, length), device=self.device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.cf_trainable):
+            uv, iv = self.cf.user_vector(u, i, h), self.cf.item_vector(i)
+        return self.mapper(uv), self.mapper(iv)
+
+    def train(self, ctx: FitContext) -> None:
+        s = self.settings
+        self.cf_length = int(ctx.split.params["history_length"])
+        self.cf_trainable = s.tuning in ("t1", "t2")
+        cf_info = self.make_id_encoder(ctx)
+        ctx.extra["cf"] = {k: v for k, v in cf_info.items() if k != "curve"} | {"kind": self.cf_kind,
+                                                                                "tuning": s.tuning}
+        mapper = list(self.mapper.parameters())
+        self.trainable_counts["mapper"] = sum(p.numel() for p in mapper)
+        groups = [{"params": mapper, "lr": s.mapper_learning_rate}]
+        params = list(mapper)
+        total = 0.0
+        if s.tuning == "t3":  # one step: fresh LoRA and the mapper together
+            lora = self.add_lora()
+            self.trainable_counts["lora"] = sum(p.numel() for p in lora)
+            groups.append({"params": lora, "lr": s.learning_rate})
+            params += lora
+        else:
+            info = self.stage1(ctx, s.stage1_prompt)
+            ctx.extra["stage1"] = dict(info)
+            total += info["train_seconds"]
+        if self.cf_trainable:
+            cf_params = list(self.cf.parameters())
+            self.trainable_counts["cf"] = sum(p.numel() for p in cf_params)
+            groups.append({"params": cf_params, "lr": s.cf.learning_rate})
+            params += cf_params
+            self.cf.train()
+        info = self.run_training(params, groups, self.builder, s.scoring, ctx.seed + 1, self.vectors)
+        self.cf.eval()
+        ctx.extra["stage2"] = info
+        ctx.timings["train"] = total + info["train_seconds"]
+
+    def frozen_cf(self) -> int:
+        return 0 if self.cf_trainable else sum(p.numel() for p in self.cf.parameters())
+
+
+class CoLLMMF(CoLLM):
+    name, cf_kind = "collm-mf", "mf"
+
+
+class CoLLMLightGCN(CoLLM):
+    name, cf_kind = "collm-lightgcn", "lightgcn"
+
+
+class CoLLMSASRec(CoLLM):
+    name, cf_kind = "collm-sasrec", "sasrec"
+
+
+class CoLLMDIN(CoLLM):
+    name, cf_kind = "collm-din", "din"
+
+
+class UITokenSettings(CoLLMSettings):
+    tuning: Literal["two_step"] = "two_step"
+
+
+class CoLLMUIToken(CoLLM):
+    """Ablation "w/ UI-token": a new token embedding per user and per item instead of CF + mapper."""
+
+    name = "collm-uitoken"
+    Settings: ClassVar[type[BaseModel]] = UITokenSettings
+
+    def make_id_encoder(self, ctx: FitContext):
+        import torch
+        from torch import nn
+
+        self.index = Index(ctx.dataset.user_ids, ctx.dataset.item_ids)
+        hidden = self.lm.get_input_embeddings().weight
+        torch.manual_seed(ctx.seed)
+        self.user_tokens = nn.Embedding(len(self.index.user) + 1, hidden.shape[1]).to(self.device)
+        self.item_tokens = nn.Embedding(len(self.index.item) + 1, hidden.shape[1]).to(self.device)
+        std = float(hidden.std())
+        nn.init.normal_(self.user_tokens.weight, std=std)
+        nn.init.normal_(self.item_tokens.weight, std=std)
+        self.mapper = nn.ModuleList([self.user_tokens, self.item_tokens])  # the trainable "ID encoder"
+        self.cf = nn.Identity()
+        return {"ui_tokens": True}
+
+    def vectors(self, users, items, hists):
+        import torch
+
+        u = torch.as_tensor(self.index.users(users), device=self.device)
+        i = torch.as_tensor(self.index.items(items), device=self.device)
+        return self.user_tokens(u), self.item_tokens(i)
+
+
+class EnsembleSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mf: CFSettings = Field(default_factory=CFSettings)
+    llm: CoLLMSettings = Field(default_factory=CoLLMSettings)
+
+
+class EnsembleMFCoLLM:
+    """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
+
+    name = "ensemble-mf-collm"
+    Settings: ClassVar[type[BaseModel]] = EnsembleSettings
+    needs_encoder: ClassVar[bool] = False
+    backbones: ClassVar[tuple[str, ...]] = ("none",)
+    llm_cls: ClassVar[type] = CoLLMMF
+
+    def __init__(self, settings: BaseModel | None = None):
+        self.settings = settings or self.Settings()
+
+    def llm_settings(self):
+        return self.settings.llm
+
+    def fit(self, ctx: FitContext) -> None:
+        self.mf = MFCTR(self.settings.mf)
+        self.mf.fit(ctx)
+        mf_train = ctx.timings.get("train", 0.0)
+        self.llm = self.llm_cls(self.llm_settings())
+        self.llm.fit(ctx)
+        ctx.timings["train"] = mf_train + ctx.timings.get("train", 0.0)
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        mf = 1 / (1 + np.exp(-self.mf.score(users, items).astype(np.float64)))
+        return ((mf + self.llm.score(users, items)) / 2).astype(np.float32)
+
+    def parameter_counts(self) -> ParamCounts:
+        a, b = self.mf.parameter_counts(), self.llm.parameter_counts()
+        return ParamCounts(trainable=a.trainable + b.trainable, frozen_online=b.frozen_online)
+
+
+class TALLRecEnsembleSettings(EnsembleSettings):
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+
+class EnsembleMFTALLRec(EnsembleMFCoLLM):
+    """Ensemble averaging of MF and TALLRec (paper Table III)."""
+
+    name = "ensemble-mf-tallrec"
+    Settings: ClassVar[type[BaseModel]] = TALLRecEnsembleSettings
+    llm_cls: ClassVar[type] = TALLRec

@@ -1,0 +1,258 @@
+"""CoLLM / TALLRec (paper 002) model helpers: prompt templates with ID placeholders, tokenised pairs, the
+Yes/No head, placeholder splicing, and scoring with a per-prefix key/value cache.
+
+A prompt is split on its placeholders into segments; each segment is tokenised on its own and the ids are
+concatenated, so a pair's token ids are identical whether scored whole or as prefix + suffix. The prefix
+is every segment before the first target-dependent one (the target title, the target ID, or the user ID
+when the collaborative user vector depends on the target, as DIN's does): a user's test pairs share it, so
+its keys / values are computed once and each candidate only costs its short suffix.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.errors import BenchError
+
+HISTORY, USER, TITLE, ITEM = "<HisItemTitleList>", "<UserID>", "<TargetItemTitle>", "<TargetItemID>"
+PLACEHOLDERS = (HISTORY, USER, TITLE, ITEM)
+COLLM_PROMPT = ('#Question: A user has given high ratings to the following movies: <HisItemTitleList>. '
+                "Additionally, we have information about the user's preferences encoded in the feature "
+                "<UserID>. Using all available information, make a prediction about whether the user would "
+                'enjoy the movie titled <TargetItemTitle> with the feature <TargetItemID>? Answer with "Yes" '
+                'or "No". #Answer:')
+# stage 1 / TALLRec: the same prompt with the ID parts removed
+TEXT_PROMPT = ('#Question: A user has given high ratings to the following movies: <HisItemTitleList>. '
+               'Using all available information, make a prediction about whether the user would enjoy the '
+               'movie titled <TargetItemTitle>? Answer with "Yes" or "No". #Answer:')
+
+
+class PromptTemplateError(BenchError):
+    """A prompt template lacks a placeholder its method needs."""
+
+
+class ContextLengthError(BenchError):
+    """A prompt (history + template) does not fit the model's context."""
+
+
+class AnswerTokenError(BenchError):
+    """The tokenizer has no single token for an answer word."""
+
+
+def parse_template(template: str, required: tuple[str, ...]) -> list[str]:
+    """Segments: literal text and placeholders, in order; every required placeholder exactly once."""
+    for name in required:
+        if template.count(name) != 1:
+            raise PromptTemplateError(f"prompt template must contain {name} exactly once (found "
+                                      f"{template.count(name)}): {template!r}")
+    unknown = sorted(set(re.findall(r"<[A-Za-z]+>", template)) - set(PLACEHOLDERS))
+    if unknown:
+        raise PromptTemplateError(f"prompt template has unknown placeholders {unknown} (valid: "
+                                  f"{', '.join(PLACEHOLDERS)}): {template!r}")
+    extra = [p for p in (USER, ITEM) if p in template and p not in required]
+    if extra:
+        raise PromptTemplateError(f"prompt template has {extra} but this method has no ID vectors: {template!r}")
+    parts = re.split("(" + "|".join(re.escape(p) for p in PLACEHOLDERS) + ")", template)
+    return [p for p in parts if p]
+
+
+def answer_token_ids(tokenizer, words) -> list[int]:
+    ids = []
+    for word in words:
+        pieces = tokenizer.encode(word, add_special_tokens=False)
+        if len(pieces) != 1:
+            raise AnswerTokenError(f"answer {word!r} is not a single token of this tokenizer (it splits into "
+                                   f"{tokenizer.convert_ids_to_tokens(pieces)}); set answer_tokens")
+        ids.append(pieces[0])
+    return ids
+
+
+@dataclass
+class Encoded:
+    """One pair's prompt: token ids, placeholder positions (-1 = none), length of the shared prefix."""
+
+    ids: list[int]
+    user_pos: int
+    item_pos: int
+    prefix_len: int
+
+
+class PromptBuilder:
+    """Tokenises pairs: history titles quoted and joined by ', ', target title quoted."""
+
+    def __init__(self, tokenizer, template: str, required: tuple[str, ...], titles: dict,
+                 target_dependent_user: bool = False):
+        self.tokenizer, self.titles = tokenizer, titles
+        self.segments = parse_template(template, required)
+        self.target_dependent = {TITLE, ITEM} | ({USER} if target_dependent_user else set())
+        # a placeholder's id is never looked up (its embedding is replaced); any valid id will do
+        self.placeholder_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
+        self._text: dict[str, list[int]] = {}
+
+    def _tok(self, text: str) -> list[int]:
+        if text not in self._text:
+            self._text[text] = self.tokenizer.encode(text, add_special_tokens=False)
+        return self._text[text]
+
+    def title(self, item) -> str:
+        return '"' + str(self.titles.get(item, f"item {item}")) + '"'
+
+    def encode(self, history, item) -> Encoded:
+        ids: list[int] = []
+        user_pos = item_pos = -1
+        prefix_len = None
+        for seg in self.segments:
+            if prefix_len is None and seg in self.target_dependent:
+                prefix_len = len(ids)
+            if seg == HISTORY:
+                ids += self._tok(", ".join(self.title(h) for h in history))
+            elif seg == TITLE:
+                ids += self._tok(self.title(item))
+            elif seg == USER:
+                user_pos = len(ids)
+                ids.append(self.placeholder_id)
+            elif seg == ITEM:
+                item_pos = len(ids)
+                ids.append(self.placeholder_id)
+            else:
+                ids += self._tok(seg)
+        return Encoded(ids, user_pos, item_pos, prefix_len if prefix_len is not None else len(ids) - 1)
+
+
+def check_lengths(encoded: list[Encoded], users, limit: int, where: str) -> int:
+    """The longest prompt; a prompt over `limit` tokens is an error naming its user."""
+    lengths = np.array([len(e.ids) for e in encoded])
+    if len(lengths) and lengths.max() > limit:
+        row = int(lengths.argmax())
+        raise ContextLengthError(f"{where}: the prompt of user {users[row]!r} has {lengths[row]} tokens, more "
+                                 f"than the model's context of {limit}; shorten history_length or the template")
+    return int(lengths.max()) if len(lengths) else 0
+
+
+def splice(embeds, rows, cols, vectors):
+    """`embeds` with [rows[k], cols[k]] replaced by vectors[k] (a new tensor; gradients reach `vectors`)."""
+    if len(rows) == 0:
+        return embeds
+    out = embeds.clone()
+    out[rows, cols] = vectors.to(out.dtype)
+    return out
+
+
+class YesNoHead:
+    """Yes / No logits from the decoder's last hidden state (only the two rows of the LM head)."""
+
+    def __init__(self, lm, yes_no: list[int]):
+        self.lm, self.decoder = lm, lm.get_decoder()
+        self.ids = yes_no
+
+    def logits(self, hidden):
+        head = self.lm.get_output_embeddings()
+        weight = head.weight[self.ids]
+        out = hidden @ weight.T
+        if getattr(head, "bias", None) is not None:
+            out = out + head.bias[self.ids]
+        return out  # [..., 2]: yes, no
+
+    def embed(self, ids):
+        return self.lm.get_input_embeddings()(ids)
+
+
+def batch_tensors(encoded: list[Encoded], start: int, pad_id: int, device: str):
+    """Right-padded ids [B, T] from position `start` on, attention mask, index of each last real token."""
+    import torch
+
+    seqs = [e.ids[start:] for e in encoded]
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, :len(seq)] = torch.as_tensor(seq)
+        mask[row, :len(seq)] = 1
+    last = torch.as_tensor([len(s) - 1 for s in seqs])
+    return ids.to(device), mask.to(device), last.to(device)
+
+
+def placeholder_index(encoded: list[Encoded], attr: str, offset: int = 0):
+    rows = [r for r, e in enumerate(encoded) if getattr(e, attr) >= 0]
+    cols = [getattr(encoded[r], attr) - offset for r in rows]
+    return rows, cols
+
+
+def full_logits(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs, pad_id: int, device: str):
+    """Yes/No logits [B, 2] of whole prompts (the training path, and the reference for the cached one)."""
+    import torch
+
+    ids, mask, last = batch_tensors(encoded, 0, pad_id, device)
+    embeds = head.embed(ids)
+    if user_vecs is not None:
+        rows, cols = placeholder_index(encoded, "user_pos")
+        embeds = splice(embeds, rows, cols, user_vecs[rows])
+    if item_vecs is not None:
+        rows, cols = placeholder_index(encoded, "item_pos")
+        embeds = splice(embeds, rows, cols, item_vecs[rows])
+    hidden = head.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+    return head.logits(hidden[torch.arange(len(encoded), device=hidden.device), last])
+
+
+def cached_logits(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs, pad_id: int, device: str,
+                  batch_size: int):
+    """Like `full_logits` (no gradients), but pairs with one prefix share a single prefix pass: its
+    key/value cache is repeated over each batch of suffixes (same batch size as the full path)."""
+    import torch
+
+    out = torch.zeros((len(encoded), 2))
+    groups: dict[tuple, list[int]] = {}
+    for row, e in enumerate(encoded):
+        key = tuple(e.ids[:e.prefix_len])
+        if e.user_pos >= 0 and e.user_pos < e.prefix_len:  # the user vector is part of the prefix
+            key = (key, row if user_vecs is None else user_vecs[row].detach().cpu().numpy().tobytes())
+        groups.setdefault(key, []).append(row)
+    with torch.no_grad():
+        for rows in groups.values():
+            first = encoded[rows[0]]
+            p = first.prefix_len
+            prefix = head.embed(torch.as_tensor([first.ids[:p]], device=device))
+            if 0 <= first.user_pos < p and user_vecs is not None:
+                prefix = splice(prefix, [0], [first.user_pos], user_vecs[rows[0]][None])
+            cache = head.decoder(inputs_embeds=prefix, use_cache=True).past_key_values
+            for b in range(0, len(rows), batch_size):
+                chunk = rows[b:b + batch_size]
+                enc = [encoded[r] for r in chunk]
+                ids, mask, last = batch_tensors(enc, p, pad_id, device)
+                embeds = head.embed(ids)
+                for attr, vecs in (("user_pos", user_vecs), ("item_pos", item_vecs)):
+                    if vecs is None:
+                        continue
+                    sel = [k for k, e in enumerate(enc) if getattr(e, attr) >= p]
+                    if sel:
+                        cols = [getattr(enc[k], attr) - p for k in sel]
+                        embeds = splice(embeds, sel, cols, vecs[[chunk[k] for k in sel]])
+                kv = copy.deepcopy(cache)
+                kv.batch_repeat_interleave(len(chunk))
+                full_mask = torch.cat([torch.ones((len(chunk), p), dtype=mask.dtype, device=device), mask], 1)
+                positions = (p + torch.arange(ids.shape[1], device=device))[None].expand(len(chunk), -1)
+                hidden = head.decoder(inputs_embeds=embeds, attention_mask=full_mask, past_key_values=kv,
+                                      position_ids=positions, use_cache=True).last_hidden_state
+                out[chunk] = head.logits(hidden[torch.arange(len(chunk), device=hidden.device), last]).float().cpu()
+    return out
+
+
+def probabilities(logits, scoring: str):
+    """P(Yes): sigmoid of the Yes logit (CoLLM) or softmax over Yes / No (TALLRec)."""
+    import torch
+
+    if scoring == "yes_logit":
+        return torch.sigmoid(logits[:, 0])
+    return torch.softmax(logits, -1)[:, 0]
+
+
+def loss_fn(logits, labels, scoring: str):
+    import torch.nn.functional as F
+
+    if scoring == "yes_logit":
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+    return F.cross_entropy(logits, (1 - labels).long())  # class 0 = Yes

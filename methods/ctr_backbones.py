@@ -1,0 +1,369 @@
+"""Pointwise CF models for the CTR table (CoLLM, paper 002): MF, LightGCN, SASRec, DIN trained with BCE on
+the split's labelled pairs, early-stopped on validation AUC; scored alone and used as CoLLM's
+collaborative encoders (user / item vectors).
+
+Hand-written in torch rather than trained through RecBole: RecBole 1.2.1's general and sequential
+trainers learn from positives with sampled negatives (they cannot take the split's observed negatives,
+rating < 4, as BCE targets), and its context-aware DIN would need its own feature pipeline and ran
+143 s/epoch here (RECBOLE-NOTES.md). CoLLM's own code likewise defines these four models itself and
+trains them pointwise with BCE. Architectures follow RecBole's / CoLLM's: LightGCN 2 layers over the
+training positives, SASRec 2 layers 2 heads (user = last position), DIN attention unit + MLP 200-80-1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from bench.errors import BenchError
+from bench.pointwise import auc, histories
+from bench.types import FitContext, ParamCounts
+
+CF_MODELS = ("mf", "lightgcn", "sasrec", "din")
+
+
+class CFSettings(BaseModel):
+    """Pre-training of a pointwise CF model (MF defaults: BCE, Adam lr 1e-3, wd 1e-4, d 256)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedding_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 1024
+    epochs: int = 100
+    patience: int = 5  # epochs without validation AUC gain before stopping (best state restored)
+    n_layers: int = 2  # LightGCN propagation layers / SASRec blocks
+    n_heads: int = 2  # SASRec
+    dropout: float = 0.2  # SASRec and DIN
+
+
+class Index:
+    """Dense ids: 0 = padding / unknown, users and items 1..n in the dataset's order."""
+
+    def __init__(self, user_ids, item_ids):
+        self.user = {u: i + 1 for i, u in enumerate(user_ids)}
+        self.item = {it: i + 1 for i, it in enumerate(item_ids)}
+
+    def users(self, ids) -> np.ndarray:
+        return np.array([self.user.get(u, 0) for u in ids], dtype=np.int64)
+
+    def items(self, ids) -> np.ndarray:
+        return np.array([self.item.get(i, 0) for i in ids], dtype=np.int64)
+
+    def history(self, hists, length: int) -> np.ndarray:
+        """Right-aligned [n, length] item indices (0 = padding on the left)."""
+        out = np.zeros((len(hists), length), dtype=np.int64)
+        for row, hist in enumerate(hists):
+            idx = self.items(hist[-length:])
+            if len(idx):
+                out[row, -len(idx):] = idx
+        return out
+
+
+def build_model(kind: str, n_users: int, n_items: int, s: CFSettings, history_length: int, train_pos=None):
+    """A torch module with forward(user, item, hist) -> logit, and user_vector / item_vector for CoLLM."""
+    import torch
+    from torch import nn
+
+    d = s.embedding_size
+
+    class MF(nn.Module):
+        target_dependent_user = False
+
+        def __init__(self):
+            super().__init__()
+            self.user_emb = nn.Embedding(n_users + 1, d)
+            self.item_emb = nn.Embedding(n_items + 1, d)
+            nn.init.normal_(self.user_emb.weight, std=0.1)
+            nn.init.normal_(self.item_emb.weight, std=0.1)
+
+        def user_vector(self, user, item, hist):
+            return self.user_emb(user)
+
+        def item_vector(self, item):
+            return self.item_emb(item)
+
+        def forward(self, user, item, hist):
+            return (self.user_vector(user, item, hist) * self.item_vector(item)).sum(-1)
+
+    class LightGCN(MF):
+        def __init__(self):
+            super().__init__()
+            users, items = train_pos  # training positives only: the graph of the split's training window
+            n = n_users + 1 + n_items + 1
+            rows = np.concatenate([users, items + n_users + 1])
+            cols = np.concatenate([items + n_users + 1, users])
+            deg = np.bincount(rows, minlength=n).astype(np.float32)
+            inv = np.where(deg > 0, np.maximum(deg, 1) ** -0.5, 0.0)
+            vals = inv[rows] * inv[cols]
+            self.register_buffer("adj", torch.sparse_coo_tensor(
+                torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(vals, dtype=torch.float32),
+                (n, n)).coalesce(), persistent=False)
+
+        def propagate(self):
+            x = torch.cat([self.user_emb.weight, self.item_emb.weight])
+            layers = [x]
+            for _ in range(s.n_layers):
+                x = torch.sparse.mm(self.adj, x)
+                layers.append(x)
+            out = torch.stack(layers).mean(0)
+            return out[:n_users + 1], out[n_users + 1:]
+
+        def user_vector(self, user, item, hist):
+            return self.propagate()[0][user]
+
+        def item_vector(self, item):
+            return self.propagate()[1][item]
+
+        def forward(self, user, item, hist):
+            users, items = self.propagate()
+            return (users[user] * items[item]).sum(-1)
+
+    class SASRec(nn.Module):
+        target_dependent_user = False
+
+        def __init__(self):
+            super().__init__()
+            self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+            self.pos_emb = nn.Embedding(history_length + 1, d)
+            layer = nn.TransformerEncoderLayer(d, s.n_heads, d, s.dropout, batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, s.n_layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(d)
+            nn.init.normal_(self.item_emb.weight, std=0.02)
+            with torch.no_grad():
+                self.item_emb.weight[0].zero_()
+
+        def user_vector(self, user, item, hist):
+            # a learned "empty" first slot so users without history still get a defined last position
+            seq = torch.cat([torch.zeros_like(hist[:, :1]), hist], 1)
+            x = self.item_emb(seq) + self.pos_emb.weight[None]
+            causal = torch.triu(torch.ones(seq.shape[1], seq.shape[1], dtype=torch.bool, device=seq.device), 1)
+            pad = seq == 0
+            pad[:, 0] = False
+            h = self.encoder(x, mask=causal, src_key_padding_mask=pad)
+            return self.norm(h[:, -1])  # user = the last position
+
+        def item_vector(self, item):
+            return self.item_emb(item)
+
+        def forward(self, user, item, hist):
+            return (self.user_vector(user, item, hist) * self.item_vector(item)).sum(-1)
+
+    class DIN(nn.Module):
+        target_dependent_user = True  # the user vector is the history pooled by attention on the target
+
+        def __init__(self):
+            super().__init__()
+            self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+            nn.init.normal_(self.item_emb.weight, std=0.02)
+            self.att = nn.Sequential(nn.Linear(4 * d, 80), nn.Sigmoid(), nn.Linear(80, 40), nn.Sigmoid(),
+                                     nn.Linear(40, 1))
+            self.mlp = nn.Sequential(nn.Linear(3 * d, 200), nn.ReLU(), nn.Dropout(s.dropout),
+                                     nn.Linear(200, 80), nn.ReLU(), nn.Dropout(s.dropout), nn.Linear(80, 1))
+
+        def user_vector(self, user, item, hist):
+            q = self.item_emb(item)[:, None].expand(-1, hist.shape[1], -1)
+            k = self.item_emb(hist)
+            w = self.att(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1) * (hist > 0)
+            return (w[..., None] * k).sum(1)  # DIN: unnormalised attention weights
+
+        def item_vector(self, item):
+            return self.item_emb(item)
+
+        def forward(self, user, item, hist):
+            u, i = self.user_vector(user, item, hist), self.item_vector(item)
+            return self.mlp(torch.cat([u, i, u * i], -1)).squeeze(-1)
+
+    return {"mf": MF, "lightgcn": LightGCN, "sasrec": SASRec, "din": DIN}[kind]()
+
+
+class PairTensors:
+    """A split part as index tensors (user, item, history, label)."""
+
+    def __init__(self, data, index: Index, length: int):
+        self.frame = data.frame
+        self.user = index.users(data.frame["user"])
+        self.item = index.items(data.frame["item"])
+        self.hist = index.history(data.histories, length)
+        self.label = data.frame["label"].to_numpy().astype(np.float32)
+
+
+def predict(model, user, item, hist, device: str, batch: int = 4096) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(user), batch):
+            sl = slice(start, start + batch)
+            args = [torch.as_tensor(a[sl], device=device) for a in (user, item, hist)]
+            out.append(model(*args).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def train_cf(kind: str, s: CFSettings, ctx: FitContext, index: Index, train: PairTensors, valid: PairTensors,
+             seed: int, log=None):
+    """BCE training with Adam; the epoch with the best validation AUC is kept."""
+    import torch
+
+    length = int(ctx.split.params["history_length"])
+    pos = train.label == 1
+    torch.manual_seed(seed)
+    model = build_model(kind, len(index.user), len(index.item), s, length,
+                        (train.user[pos], train.item[pos])).to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
+    rng = np.random.default_rng(seed)
+    best, best_state, bad, history = -1.0, None, 0, []
+    start = time.perf_counter()
+    for epoch in range(s.epochs):
+        model.train()
+        order = rng.permutation(len(train.user))
+        total = 0.0
+        for b in range(0, len(order), s.batch_size):
+            idx = order[b:b + s.batch_size]
+            args = [torch.as_tensor(a[idx], device=ctx.device) for a in (train.user, train.item, train.hist)]
+            logits = model(*args)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, torch.as_tensor(train.label[idx], device=ctx.device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        value = auc(valid.label, predict(model, valid.user, valid.item, valid.hist, ctx.device))
+        history.append({"epoch": epoch, "loss": total / len(order), "valid_auc": value})
+        if value > best:
+            best, bad = value, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= s.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    info = {"epochs_run": len(history), "best_valid_auc": best, "train_seconds": time.perf_counter() - start,
+            "curve": history}
+    return model, info
+
+
+def _cache_key(kind: str, s: CFSettings, ctx: FitContext) -> str:
+    text = json.dumps({"kind": kind, "settings": s.model_dump(), "split": ctx.split.content_hash,
+                       "seed": ctx.seed, "version": 1}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pretrained_cf(kind: str, s: CFSettings, ctx: FitContext):
+    """(model, index, info): trained once per (model, settings, split, seed) and cached on disk, so the
+    CF baseline of a seed and CoLLM's frozen encoder of the same seed are one and the same model."""
+    import torch
+
+    index = Index(ctx.dataset.user_ids, ctx.dataset.item_ids)
+    length = int(ctx.split.params["history_length"])
+    train = PairTensors(histories(ctx.split, "train"), index, length)
+    valid = PairTensors(histories(ctx.split, "valid"), index, length)
+    folder = Path(ctx.cache_dir) / "ctr_cf" / f"{kind}-{_cache_key(kind, s, ctx)}"
+    pos = train.label == 1
+    model = build_model(kind, len(index.user), len(index.item), s, length, (train.user[pos], train.item[pos]))
+    if (folder / "info.json").exists():
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        info = json.loads((folder / "info.json").read_text()) | {"cached": True}
+        return model.to(ctx.device).eval(), index, info
+    model, info = train_cf(kind, s, ctx, index, train, valid, ctx.seed)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+    (tmp / "info.json").write_text(json.dumps(info))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # a concurrent run saved it first
+        pass
+    return model, index, info | {"cached": False}
+
+
+class TestHistories:
+    """The history each (user, item) test pair is scored with (the split's definition), for `score`."""
+
+    def __init__(self, split):
+        data = histories(split, "test")
+        self.pair = {(u, i): h for u, i, h in zip(data.frame["user"], data.frame["item"], data.histories)}
+        self.user: dict[str, tuple] = {}
+        for u, h in zip(data.frame["user"], data.histories):
+            self.user.setdefault(u, h)
+        # users not in test: their window-start history (all earlier positives of train + valid)
+        self.split = split
+
+    def get(self, user, item) -> tuple:
+        if (user, item) in self.pair:
+            return self.pair[(user, item)]
+        if user in self.user:
+            return self.user[user]
+        pos = pd.concat([self.split.train, self.split.valid])
+        pos = pos[(pos["user"] == user) & (pos["label"] == 1)].sort_values("timestamp", kind="mergesort")
+        hist = tuple(pos["item"].to_numpy()[-int(self.split.params["history_length"]):])
+        self.user[user] = hist
+        return hist
+
+
+class CTRModel:
+    """A pointwise CF model scored alone (AUC / UAUC baseline rows of the CTR table)."""
+
+    kind: ClassVar[str] = "mf"
+    Settings: ClassVar[type[BaseModel]] = CFSettings
+    needs_encoder: ClassVar[bool] = False
+    backbones: ClassVar[tuple[str, ...]] = ("none",)
+
+    def __init__(self, settings: BaseModel | None = None):
+        self.settings = settings or self.Settings()
+        self.name = f"{self.kind}-ctr"
+
+    def fit(self, ctx: FitContext) -> None:
+        if "label" not in ctx.split.train.columns:
+            raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
+                             f"got {ctx.split.name!r}")
+        self.model, self.index, info = pretrained_cf(self.kind, self.settings, ctx)
+        self.device, self.length = ctx.device, int(ctx.split.params["history_length"])
+        self.tests = TestHistories(ctx.split)
+        self._items = ctx.dataset.item_ids
+        ctx.timings["train"] = info["train_seconds"]
+        ctx.extra["training"] = {k: v for k, v in info.items() if k != "curve"} | {"curve": info["curve"]}
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        items = self._items if items is None else np.asarray(items)
+        out = np.zeros((len(users), len(items)), dtype=np.float32)
+        for row, user in enumerate(users):
+            hists = [self.tests.get(user, it) for it in items]
+            out[row] = predict(self.model, self.index.users([user] * len(items)), self.index.items(items),
+                               self.index.history(hists, self.length), self.device)
+        return out
+
+    def parameter_counts(self) -> ParamCounts:
+        return ParamCounts(trainable=sum(p.numel() for p in self.model.parameters()))
+
+
+class MFCTR(CTRModel):
+    kind = "mf"
+
+
+class LightGCNCTR(CTRModel):
+    kind = "lightgcn"
+
+
+class SASRecCTR(CTRModel):
+    kind = "sasrec"
+
+
+class DINCTR(CTRModel):
+    kind = "din"
+
+    def __init__(self, settings: BaseModel | None = None):
+        super().__init__(settings)
+        self.name = "din"

@@ -1,0 +1,320 @@
+"""CoLLM / TALLRec (paper 002): the ctr_temporal split, AUC / UAUC, placeholder splicing, prefix-cached
+scoring, bad-input errors and a tiny end-to-end run, on a tiny Llama built in a fixture (no downloads)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from bench.errors import BenchError  # noqa: E402
+from bench.pointwise import auc, evaluate_pairs, histories, uauc  # noqa: E402
+from bench.splits import make_split, resolve_split_params  # noqa: E402
+from bench.types import Dataset, FitContext  # noqa: E402
+from methods import collm_model as cm  # noqa: E402
+
+MONTH = 365.25 / 12 * 86400
+
+
+def ctr_dataset(n_users=24, n_items=20, seed=0) -> Dataset:
+    """Ratings 1-5 spread over 8 months; some users and items only appear late (cold)."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        start = rng.uniform(0, 3) * MONTH if u % 4 else 6.5 * MONTH  # every 4th user starts late
+        items = rng.choice(n_items, size=16, replace=False)
+        for k, i in enumerate(items):
+            rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 6)), start + k * (0.1 if u % 4 == 0 else 0.35) * MONTH))
+    inter = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    ids = sorted(inter["item"].unique(), key=int)
+    items = pd.DataFrame({"title": [f"Movie {i}" for i in ids]}, index=pd.Index(ids))
+    text = pd.Series([f"Movie {i}" for i in ids], index=items.index)
+    digest = hashlib.sha256(inter.to_csv().encode()).hexdigest()
+    return Dataset("ctr-tiny", inter, items, text, digest, {"card": {"text_template": "{title}"}})
+
+
+def ctr_split(dataset=None, **over):
+    params = resolve_split_params("ctr_temporal", {"train_months": 4, "valid_months": 2, "test_months": 2,
+                                                   **over})
+    return make_split(dataset or ctr_dataset(), "ctr_temporal", params)
+
+
+# ------------------------------------------------------------------------------------------- the split
+def test_ctr_split_windows_labels_and_no_leakage():
+    dataset = ctr_dataset()
+    split = ctr_split(dataset)
+    train, valid, test = split.train, split.valid, split.test
+    assert len(train) and len(valid) and len(test)
+    assert train["timestamp"].max() < valid["timestamp"].min() <= valid["timestamp"].max() < test["timestamp"].min()
+    for part in (train, valid, test):
+        assert set(part["label"]) <= {0, 1}
+        assert (part["label"] == (part["rating"] >= 4)).all()
+    pairs = lambda f: set(zip(f["user"], f["item"]))  # noqa: E731
+    assert not pairs(test) & pairs(train) and not pairs(valid) & pairs(train) and not pairs(test) & pairs(valid)
+    # segments: warm = user and item each with > 3 training pairs; cold = either absent from training
+    nu, ni = train.groupby("user").size(), train.groupby("item").size()
+    for _, row in test.iterrows():
+        u, i = nu.get(row["user"], 0), ni.get(row["item"], 0)
+        expected = "warm" if u > 3 and i > 3 else "cold" if u == 0 or i == 0 else "other"
+        assert row["segment"] == expected
+    assert {"warm", "cold"} <= set(test["segment"])
+    assert "3.0" not in split.description and "label = rating >= 4" in split.description
+    assert split.content_hash == ctr_split(dataset).content_hash
+
+
+def test_ctr_split_is_saved_with_labels(tmp_path):
+    from bench.splits import load_or_make_split
+
+    dataset = ctr_dataset()
+    params = resolve_split_params("ctr_temporal", {"train_months": 4, "valid_months": 2, "test_months": 2})
+    made = load_or_make_split(dataset, "ctr_temporal", params, tmp_path)
+    again = load_or_make_split(dataset, "ctr_temporal", params, tmp_path)
+    assert made.content_hash == again.content_hash
+    pd.testing.assert_frame_equal(made.test.reset_index(drop=True), again.test.reset_index(drop=True))
+    assert list(again.test.columns) == ["user", "item", "rating", "timestamp", "label", "segment"]
+
+
+def test_histories_are_earlier_positives_only():
+    split = ctr_split()
+    train = histories(split, "train")
+    for (_, row), hist in zip(train.frame.iterrows(), train.histories):
+        earlier = split.train[(split.train["user"] == row["user"]) & (split.train["timestamp"] < row["timestamp"])
+                              & (split.train["label"] == 1)].sort_values("timestamp")
+        assert hist == tuple(earlier["item"].to_numpy()[-10:])
+    test = histories(split, "test")  # window_start: frozen at the test window, shared by the user's pairs
+    for user, group in pd.DataFrame({"user": test.frame["user"], "h": test.histories}).groupby("user"):
+        assert group["h"].nunique() == 1
+        assert not set(group["h"].iloc[0]) & set(split.test.loc[split.test["user"] == user, "item"])
+    per_pair = histories(ctr_split(history="pair"), "test")
+    assert any(len(a) > len(b) for a, b in zip(per_pair.histories, test.histories))
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def test_auc_and_uauc_match_sklearn_and_skip_one_class_users():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    users = np.repeat(["a", "b", "c", "d"], 6)
+    labels = rng.integers(0, 2, size=len(users))
+    labels[users == "c"] = 1  # one class: skipped by UAUC
+    labels[users == "a"] = [0, 1, 0, 1, 1, 0]
+    scores = np.round(rng.random(len(users)), 1)  # ties included
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    value, table = uauc(users, labels, scores)
+    expected = np.mean([roc_auc_score(labels[users == u], scores[users == u]) for u in ("a", "b", "d")])
+    assert value == pytest.approx(expected)
+    assert np.isnan(table.set_index("user").loc["c", "auc"])
+    frame = pd.DataFrame({"user": users, "label": labels, "segment": np.where(np.arange(24) % 2, "warm", "cold")})
+    summary, per_user = evaluate_pairs(frame, scores)
+    assert summary["overall"]["n_users"] == 3 and summary["overall"]["n_pairs"] == 24
+    warm = frame["segment"].to_numpy() == "warm"
+    assert summary["pair:warm"]["auc"] == pytest.approx(roc_auc_score(labels[warm], scores[warm]))
+    assert set(per_user.columns) >= {"user", "uauc", "warm:uauc", "cold:uauc"}
+
+
+# ------------------------------------------------------------------------------------ tiny LLM fixture
+def _vocab_text():
+    sample = " ".join(f'"Movie {i}", "Movie {i}". "Movie {i}"?' for i in range(40))
+    return cm.COLLM_PROMPT + cm.TEXT_PROMPT + sample + " Yes No Maybe"
+
+
+def make_tiny_lm(folder, max_positions=512):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = sorted(set(re.findall(r"\w+|[^\w\s]+", _vocab_text())))
+    vocab = {t: i for i, t in enumerate(["<unk>", "<pad>", "</s>", *words])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                         pad_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return make_tiny_lm(tmp_path_factory.mktemp("collm") / "tiny")
+
+
+FAST = {"answer_tokens": ["Yes", "No"], "max_train_pairs": 24, "batch_size": 8, "eval_batch_size": 4,
+        "learning_rate": 1e-3}
+CF_FAST = {"embedding_size": 8, "epochs": 3, "batch_size": 64}
+
+
+def _ctx(split, tmp_path, seed=0, name="run"):
+    return FitContext(dataset=split_dataset(split), split=split, seed=seed, device="cpu", run_dir=tmp_path / name,
+                      cache_dir=tmp_path / "cache", backbone="none")
+
+
+_DATASETS: dict = {}
+
+
+def split_dataset(split):
+    return _DATASETS[split.dataset_hash]
+
+
+@pytest.fixture
+def split():
+    dataset = ctr_dataset()
+    _DATASETS[dataset.content_hash] = dataset
+    return ctr_split(dataset)
+
+
+def _method(name, tiny_lm, **over):
+    from bench.catalog import METHODS
+
+    cls = METHODS.get(name)
+    settings = {**FAST, "base_model": str(tiny_lm), **over}
+    if "collm" in name:
+        settings.setdefault("cf", CF_FAST)
+    return cls(cls.Settings.model_validate(settings))
+
+
+# ------------------------------------------------------------------------------ splicing and scoring
+def test_splice_changes_only_placeholder_positions(tiny_lm, split, tmp_path):
+    method = _method("collm-mf", tiny_lm)
+    method.fit(_ctx(split, tmp_path))
+    test = split.test.iloc[:3]
+    hists = [method.tests.get(u, i) for u, i in zip(test["user"], test["item"])]
+    encoded = [method.builder.encode(h, i) for h, i in zip(hists, test["item"])]
+    ids, _, _ = cm.batch_tensors(encoded, 0, method.pad_id, "cpu")
+    plain = method.head.embed(ids)
+    with torch.no_grad():
+        user_vecs, item_vecs = method.vectors(test["user"].to_numpy(), test["item"].to_numpy(), hists)
+    rows, cols = cm.placeholder_index(encoded, "user_pos")
+    spliced = cm.splice(plain, rows, cols, user_vecs[rows])
+    rows2, cols2 = cm.placeholder_index(encoded, "item_pos")
+    spliced = cm.splice(spliced, rows2, cols2, item_vecs[rows2])
+    changed = (spliced != plain).any(-1)
+    expected = torch.zeros_like(changed)
+    expected[rows, cols] = True
+    expected[rows2, cols2] = True
+    assert torch.equal(changed, expected) and int(expected.sum()) == 6
+    assert torch.allclose(spliced[rows, cols], user_vecs[rows])
+
+
+@pytest.mark.parametrize("name", ["icl", "collm-mf", "collm-din"])
+def test_prefix_cache_scoring_equals_full_scoring(tiny_lm, split, tmp_path, name):
+    method = _method(name, tiny_lm, max_train_pairs=8)
+    method.fit(_ctx(split, tmp_path))
+    test = split.test
+    users, items = test["user"].to_numpy(), test["item"].to_numpy()
+    hists = [method.tests.get(u, i) for u, i in zip(users, items)]
+    fast = method.logits(list(users), list(items), hists, cached=True)
+    full = method.logits(list(users), list(items), hists, cached=False)
+    assert fast.shape == (len(test), 2)
+    assert torch.allclose(fast, full, atol=1e-4), float((fast - full).abs().max())
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_template_missing_placeholder_is_an_error(tiny_lm, split, tmp_path):
+    method = _method("collm-mf", tiny_lm, prompt=cm.COLLM_PROMPT.replace("<UserID>", "the user"))
+    with pytest.raises(cm.PromptTemplateError, match="<UserID>"):
+        method.fit(_ctx(split, tmp_path))
+    with pytest.raises(BenchError, match="TargetItemTitle"):
+        _method("tallrec", tiny_lm, prompt="Would the user like it? <HisItemTitleList>").fit(_ctx(split, tmp_path))
+
+
+def test_answer_token_must_be_single(tiny_lm, split, tmp_path):
+    with pytest.raises(cm.AnswerTokenError, match="Maybe Yes"):
+        _method("tallrec", tiny_lm, answer_tokens=["Maybe Yes", "No"]).fit(_ctx(split, tmp_path))
+
+
+def test_history_longer_than_context_names_the_user(tmp_path, split):
+    short = make_tiny_lm(tmp_path / "short", max_positions=40)
+    with pytest.raises(cm.ContextLengthError, match="user '"):
+        _method("tallrec", short).fit(_ctx(split, tmp_path))
+    assert not (tmp_path / "cache" / "collm").exists(), "training started before the check"
+
+
+# ---------------------------------------------------------------------------------------- end to end
+def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
+    ctx = _ctx(split, tmp_path, name="a")
+    tallrec = _method("tallrec", tiny_lm)
+    tallrec.fit(ctx)
+    assert ctx.extra["stage1"]["cached"] is False and ctx.extra["stage1"]["steps"] == 3
+    ctx2 = _ctx(split, tmp_path, name="b")
+    collm = _method("collm-mf", tiny_lm)
+    collm.fit(ctx2)
+    assert ctx2.extra["stage1"]["cached"] is True and ctx2.extra["stage1"]["key"] == ctx.extra["stage1"]["key"]
+    ctx3 = _ctx(split, tmp_path, seed=1, name="c")
+    _method("tallrec", tiny_lm).fit(ctx3)
+    assert ctx3.extra["stage1"]["cached"] is False, "another seed must train its own LoRA"
+    counts = collm.parameter_counts()
+    assert counts.trainable == collm.trainable_counts["lora"] + collm.trainable_counts["mapper"]
+    assert collm.trainable_counts["mapper"] == (8 * 80 + 80) + (80 * 32 + 32)
+    a = tallrec.score(np.array(["5"]), np.array(["1", "2"]))
+    assert a.shape == (1, 2) and ((a > 0) & (a < 1)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuning", ["t1", "t2", "t3"])
+def test_tuning_variants_train_the_right_parts(tiny_lm, split, tmp_path, tuning):
+    method = _method("collm-lightgcn", tiny_lm, tuning=tuning, max_train_pairs=8)
+    ctx = _ctx(split, tmp_path)
+    method.fit(ctx)
+    keys = set(method.trainable_counts)
+    assert keys == ({"lora", "mapper", "cf"} if tuning != "t3" else {"lora", "mapper"})
+    assert ("stage1" in ctx.extra) == (tuning != "t3")
+    assert method.parameter_counts().trainable == sum(method.trainable_counts.values())
+
+
+@pytest.mark.slow
+def test_uitoken_ablation_and_ensemble(tiny_lm, split, tmp_path):
+    method = _method("collm-uitoken", tiny_lm, max_train_pairs=8)
+    method.fit(_ctx(split, tmp_path))
+    assert set(method.trainable_counts) == {"lora", "mapper"}
+    from bench.catalog import METHODS
+
+    cls = METHODS.get("ensemble-mf-tallrec")
+    ens = cls(cls.Settings.model_validate({"mf": CF_FAST, "llm": {**FAST, "base_model": str(tiny_lm),
+                                                                   "max_train_pairs": 8}}))
+    ens.fit(_ctx(split, tmp_path, name="ens"))
+    out = ens.score(np.array(["5"]), np.array(["1", "2", "3"]))
+    assert out.shape == (1, 3) and ((out > 0) & (out < 1)).all()
+
+
+@pytest.mark.slow
+def test_end_to_end_ctr_run(tiny_lm, split, tmp_path):
+    """`execute` on the pointwise split: AUC / UAUC overall and per pair segment, per-user sidecar."""
+    from bench.records import ResultStore
+    from bench.runner import execute
+    from bench.spec import RunSpec
+
+    dataset = split_dataset(split)
+    import bench.runner as runner
+
+    spec_cf = RunSpec(dataset="ctr-tiny", split="ctr_temporal", split_settings=split.params, backbone="none",
+                      method="mf-ctr", method_settings=CF_FAST, seed=0)
+    spec_llm = RunSpec(dataset="ctr-tiny", split="ctr_temporal", split_settings=split.params, backbone="none",
+                       method="collm-sasrec", method_settings={**FAST, "base_model": str(tiny_lm), "cf": CF_FAST,
+                                                               "max_train_pairs": 8}, seed=0)
+    original = runner._dataset, runner._split
+    runner._dataset = lambda spec, cache: dataset
+    runner._split = lambda spec, ds, cache: split
+    try:
+        store = ResultStore(tmp_path / "results")
+        for spec in (spec_cf, spec_llm):
+            record = execute(spec, store, tmp_path / "cache")
+            overall = record["metrics"]["overall"]
+            assert 0 <= overall["auc"] <= 1 and 0 <= overall["uauc"] <= 1
+            assert overall["n_pairs"] == len(split.test)
+            assert {"pair:warm", "pair:cold"} <= set(record["metrics"])
+            assert record["latency"]["per_pair_ms"] > 0 and record["params"]["trainable"] > 0
+            assert "train" in record["timings"]
+        assert record["params"]["frozen_online"] > 0
+    finally:
+        runner._dataset, runner._split = original
