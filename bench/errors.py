@@ -7,8 +7,12 @@ class BenchError(Exception):
 
 class UnknownChoiceError(BenchError):
     def __init__(self, kind: str, name: str, choices):
-        choices = sorted(choices)
-        super().__init__(f"unknown {kind} {name!r}; valid choices: {', '.join(choices)}")
+        import difflib
+
+        choices = sorted(str(c) for c in choices)
+        close = difflib.get_close_matches(str(name), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}; valid choices: {', '.join(choices)}")
         self.kind, self.name, self.choices = kind, name, choices
 
 

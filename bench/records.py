@@ -109,6 +109,25 @@ class ResultStore:
     def per_user(self, run_id: str) -> pd.DataFrame:
         return pd.read_csv(self.run_dir(run_id) / "per_user.csv.gz", dtype={"user": str})
 
+    def lock(self, run_id: str, timeout: float = -1):
+        """An inter-process lock for one run id (`filelock`): a second process executing the same run
+        waits for the first, then finds its record and skips. Lock files live in <results>/.locks/."""
+        from filelock import FileLock
+
+        path = self.root / ".locks" / f"{run_id}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path), timeout=timeout)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record in the store (sorted by run id), for selection by spec fields."""
+        out = []
+        for path in sorted((self.root / "runs").glob("*/record.json")):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError):  # written atomically: only a foreign file gets here
+                continue
+        return out
+
     def write(self, run_id: str, record: dict[str, Any], per_user: pd.DataFrame) -> Path:
         """Sidecar first, record last: the record's presence means the run is complete."""
         record = {"schema_version": SCHEMA_VERSION, **record}

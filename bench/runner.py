@@ -76,13 +76,22 @@ def _latency(method, users: np.ndarray, n: int = 30) -> dict[str, float]:
 def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str = "cpu",
             requested: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one spec to a record (skipped if already complete)."""
+    run_id = spec.run_id
+    if store.has(run_id):
+        return store.load(run_id)
+    with store.lock(run_id):  # two processes on one run id: the second waits, then skips
+        if store.has(run_id):
+            return store.load(run_id)
+        return _execute_locked(spec, store, cache_dir, device, requested)
+
+
+def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str,
+                    requested: dict[str, Any] | None) -> dict[str, Any]:
     from bench.catalog import METHODS
     from bench.encoders import encode_items
     from bench.metrics import evaluate, rank_users
 
     run_id = spec.run_id
-    if store.has(run_id):
-        return store.load(run_id)
     run_dir = store.run_dir(run_id)
     if (run_dir / "work").exists():  # leftovers of an interrupted attempt
         shutil.rmtree(run_dir / "work")
@@ -118,25 +127,46 @@ def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str = "c
     timings.update(ctx.timings)
 
     t0 = time.perf_counter()
+    if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs
+        from bench.pointwise import evaluate_method
+
+        summary, per_user, latency, evaluation = evaluate_method(method, split)
+        timings["evaluate"] = time.perf_counter() - t0
+        return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
+                             summary, evaluation, method, timings, latency, ctx, per_user)
     item_ids = dataset.item_ids
     position = {item: i for i, item in enumerate(item_ids)}
     users = np.sort(split.test["user"].unique())
     positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
     seen = pd.concat([split.train, split.valid])
     exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    n_negatives = int(split.params.get("eval_negatives", 0) or 0)
+    if n_negatives:  # labelled option (LLM-ESR): rank the positives among N sampled unseen items only
+        from bench.splits import sampled_negative_exclusion
+
+        exclude = sampled_negative_exclusion(split, item_ids, positives, exclude, n_negatives)
     top = rank_users(method.score, users, item_ids, positives, exclude)
     item_segment_of = split.item_segment.reindex(item_ids).fillna("tail").to_numpy()
     summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of)
     timings["evaluate"] = time.perf_counter() - t0
     latency = _latency(method, users)
+    evaluation = {"protocol": "full ranking over the catalogue; each user's train and valid items masked"
+                  if not n_negatives else f"sampled: each test positive ranked among {n_negatives} sampled "
+                  "negatives (LLM-ESR protocol; inflates numbers vs full ranking)", "sampled_negatives": n_negatives,
+                  "n_items": int(len(item_ids)), "n_test_users": int(len(users))}
+    return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
+                         summary, evaluation, method, timings, latency, ctx, per_user)
 
+
+def _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started, summary,
+                  evaluation, method, timings, latency, ctx, per_user) -> dict[str, Any]:
     record = {
         "status": "complete",
         "run_id": run_id,
         "spec": spec.model_dump(mode="json"),
         "requested": requested or {},
         "provenance": {
-            "git": git_state(), "packages": package_versions(), "machine": machine(device),
+            "git": git_state(), "packages": package_versions(), "machine": machine(ctx.device),
             "dataset_hash": dataset.content_hash, "split_hash": split.content_hash,
             "split_path": str(split.path) if split.path else None,
             "encoder_fingerprint": encoder.fingerprint() if encoder is not None else None,
@@ -144,8 +174,7 @@ def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str = "c
             "started": started, "finished": datetime.now(timezone.utc).isoformat(),
         },
         "metrics": summary,
-        "evaluation": {"protocol": "full ranking over the catalogue; each user's train and valid items "
-                                   "masked", "n_items": int(len(item_ids)), "n_test_users": int(len(users))},
+        "evaluation": evaluation,
         "params": method.parameter_counts().as_dict(),
         "timings": timings,
         "latency": latency,
@@ -173,9 +202,53 @@ def _execute_safely(spec: RunSpec, root: str, cache_dir: str, device: str, reque
         return spec.run_id, error
 
 
+def _ray_task(spec: RunSpec, root: str, cache_dir: str, device: str, requested: dict,
+              threads: int) -> tuple[str, str | None]:
+    _worker_init(threads)
+    return _execute_safely(spec, root, cache_dir, device, requested)
+
+
+def task_resources(spec: RunSpec, cpus_per_task: float, cluster_gpus: float) -> dict[str, float]:
+    """Ray resources of one run: `cpus_per_task` CPUs, plus what the method declares (class attribute
+    `resources`, e.g. {"num_gpus": 1} for LLM stages), GPUs only when the cluster has any."""
+    from bench.catalog import METHODS
+
+    declared = dict(getattr(METHODS.get(spec.method), "resources", {}) or {})
+    if not cluster_gpus:
+        declared.pop("num_gpus", None)
+    return {"num_cpus": cpus_per_task, **declared}
+
+
+def _run_ray(pending: list[RunSpec], store: ResultStore, cache_dir: Path, device: str, requested: dict,
+             address: str | None, cpus_per_task: float, on_result) -> None:
+    """One Ray task per run; records land in the same store (a path every worker sees)."""
+    try:
+        import ray
+    except ImportError as exc:
+        from bench.errors import BenchError
+
+        raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    remote = ray.remote(_ray_task)
+    threads = max(1, int(cpus_per_task))
+    refs = [remote.options(**task_resources(spec, cpus_per_task, gpus)).remote(
+        spec, str(Path(store.root).resolve()), str(Path(cache_dir).resolve()), device, requested, threads)
+        for spec in pending]
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        on_result(*ray.get(ready[0]))
+
+
 def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, device: str = "cpu",
-              workers: int = 1, requested: dict | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run every pending spec; returns counts and failures. Completed runs are skipped."""
+              workers: int = 1, requested: dict | None = None, progress: bool = True,
+              executor: str = "local", ray_address: str | None = None,
+              cpus_per_task: float = 1) -> dict[str, Any]:
+    """Run every pending spec; returns counts and failures. Completed runs are skipped.
+
+    executor "local" (default): this process, or a pool of `workers` processes; "ray": one Ray task
+    per run on the cluster at `ray_address` (None: start a local one), `cpus_per_task` CPUs each."""
     from tqdm.auto import tqdm
 
     pending = [s for s in specs if not store.has(s.run_id)]
@@ -186,7 +259,16 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, device:
     cpus = os.cpu_count() or 1
     bar = tqdm(total=len(pending), desc="runs", disable=not progress)
     labels = {s.run_id: s.label for s in pending}
-    if workers <= 1:
+    if executor == "ray":
+        def on_result(run_id: str, error: str | None) -> None:
+            if error is None:
+                summary["done"] += 1
+            else:
+                summary["failed"][labels[run_id]] = error
+            bar.update()
+
+        _run_ray(pending, store, cache_dir, device, requested or {}, ray_address, cpus_per_task, on_result)
+    elif workers <= 1:
         for spec in pending:
             bar.set_postfix_str(spec.label)
             run_id, error = _execute_safely(spec, str(store.root), str(cache_dir), device, requested or {})

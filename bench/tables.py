@@ -17,21 +17,50 @@ DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 SEGMENTS = ("user:warm", "user:cold", "item:head", "item:tail")
 
 
+def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
+    """Run id -> backbone name, plus the settings that vary among the runs of that backbone (a grid
+    suite's sweep, e.g. `lightgcn [embedding_size=256]`), so swept runs are never pooled."""
+    varying: dict[str, set[str]] = {}
+    for spec in specs:
+        others = [o for o in specs if o.backbone == spec.backbone]
+        varying[spec.backbone] = {k for k, v in spec.backbone_settings.items()
+                                  if any(o.backbone_settings.get(k) != v for o in others)}
+    return {spec.run_id: spec.backbone + (" [" + ", ".join(f"{k}={spec.backbone_settings[k]}" for k in
+                                                           sorted(varying[spec.backbone])) + "]"
+                                          if varying[spec.backbone] else "") for spec in specs}
+
+
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
     """One row per (run, segment) with every metric; runs without a record are absent."""
     rows = []
+    labels = backbone_labels(specs)
+    mlabels = method_labels(specs)
     for spec in specs:
         if not store.has(spec.run_id):
             continue
         record = store.load(spec.run_id)
         base = {"run_id": spec.run_id, "dataset": spec.dataset, "split": spec.split,
-                "backbone": spec.backbone, "method": _label(spec), "seed": spec.seed,
+                "backbone": labels[spec.run_id], "method": mlabels[spec.run_id], "seed": spec.seed,
                 "trainable": record["params"]["trainable"], "latency_ms": record["latency"]["median_ms"],
+                "frozen": record["params"].get("frozen_online", 0),
                 "train_s": record["timings"].get("train", np.nan),
                 "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
     return pd.DataFrame(rows)
+
+
+def method_labels(specs: list[RunSpec]) -> dict[str, str]:
+    """Run id -> method label, plus the method settings that vary among the runs of that method (e.g.
+    `llm2rec [train_dataset=ml-1m]` in the transfer suite), so such runs are never pooled."""
+    out = {}
+    for spec in specs:
+        others = [o for o in specs if o.method == spec.method and o.encoder == spec.encoder]
+        keys = sorted({k for o in others for k in {*o.method_settings, *spec.method_settings}
+                       if o.method_settings.get(k) != spec.method_settings.get(k)})
+        out[spec.run_id] = _label(spec) + (" [" + ", ".join(f"{k}={spec.method_settings.get(k)}" for k in keys)
+                                           + "]" if keys else "")
+    return out
 
 
 def _label(spec: RunSpec) -> str:
@@ -45,8 +74,11 @@ def _cell(values: pd.Series) -> str:
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
-def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "overall") -> pd.DataFrame:
-    """Rows (backbone, method); per (dataset, split): metric cells, gain of NDCG@10 over random."""
+def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "overall",
+               significant: set[tuple] | None = None, tested_metric: str = "ndcg@10") -> pd.DataFrame:
+    """Rows (backbone, method); per (dataset, split): metric cells, gain of NDCG@10 over random.
+    `significant` holds (dataset, split, backbone, method) keys whose `tested_metric` cell gets a †."""
+    significant = significant or set()
     data = frame[frame["segment"] == segment]
     out_rows = []
     keys = ["backbone", "method"]
@@ -55,7 +87,8 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
         for (dataset, split), cell in group.groupby(["dataset", "split"], sort=False):
             prefix = f"{dataset}/{split}"
             for metric in metrics:
-                row[f"{prefix} {metric}"] = _cell(cell[metric])
+                row[f"{prefix} {metric}"] = _cell(cell[metric]) + (
+                    " †" if metric == tested_metric and (dataset, split, backbone, method) in significant else "")
             base = data[(data["backbone"] == backbone) & (data["method"] == "random")
                         & (data["dataset"] == dataset) & (data["split"] == split)]
             gain = "—"
@@ -89,8 +122,9 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
     from bench.stats import compare, correct
 
     groups: dict[tuple, list[RunSpec]] = {}
+    labels, mlabels = backbone_labels(specs), method_labels(specs)
     for spec in specs:
-        groups.setdefault((spec.dataset, spec.split, spec.backbone, _label(spec)), []).append(spec)
+        groups.setdefault((spec.dataset, spec.split, labels[spec.run_id], mlabels[spec.run_id]), []).append(spec)
     rows = []
     for (dataset, split, backbone, method), runs in groups.items():
         base = groups.get((dataset, split, backbone, "random"))
@@ -101,7 +135,8 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
             continue
         rows.append({"Dataset": dataset, "Split": split, "Backbone": backbone, "Method": method,
                      f"{metric} method": result["mean_a"], f"{metric} random": result["mean_b"],
-                     "Gain %": 100 * result["relative"], "Wilcoxon p": result["wilcoxon_p"],
+                     "Gain %": 100 * result["relative"], "Effect d_z": result["effect_dz"],
+                     "Wilcoxon p": result["wilcoxon_p"],
                      "t-test p (seeds)": result["ttest_p"], "Users x seeds": result["n_pairs"]})
     table = pd.DataFrame(rows)
     if table.empty:
@@ -113,6 +148,31 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
         if table[column].dtype.kind == "f":
             table[column] = table[column].map(lambda v: f"{v:.4g}")
     return table
+
+
+CTR_SEGMENTS = ("overall", "pair:warm", "pair:cold")
+
+
+def ctr_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pointwise suites (CoLLM): rows (backbone, method); AUC / UAUC overall, warm, cold; mean ± std over
+    seeds; trainable / frozen parameters, training seconds and milliseconds per scored pair."""
+    rows = []
+    for (backbone, method), group in frame.groupby(["backbone", "method"], sort=False):
+        row = {"Backbone": backbone, "Method": method}
+        for (dataset, _split), cell in group.groupby(["dataset", "split"], sort=False):
+            for segment in CTR_SEGMENTS:
+                part = cell[cell["segment"] == segment]
+                name = segment.split(":")[-1]
+                for metric in ("auc", "uauc"):
+                    row[f"{dataset} {name} {metric.upper()}"] = _cell(part[metric]) if len(part) else "—"
+            row[f"{dataset} seeds"] = int(cell["seed"].nunique())
+            row[f"{dataset} test pairs"] = int(cell[cell["segment"] == "overall"]["n_pairs"].iloc[0])
+        row["Trainable params"] = f"{int(group['trainable'].median()):,}"
+        row["Frozen params"] = f"{int(group['frozen'].median()):,}" if "frozen" in group else "—"
+        row["Train s (median)"] = f"{group['train_s'].median():.1f}"
+        row["ms / pair (median)"] = f"{group['latency_ms'].median():.2f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def render(table: pd.DataFrame, fmt: str) -> str:
@@ -130,31 +190,52 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
     lines = [f"Suite `{suite.name}`: {suite.description}".rstrip()]
     seen = set()
     for spec in specs:
-        if spec.backbone in seen:
+        if spec.backbone in seen or spec.backbone == "none":  # `none`: the ctr suite's own models
             continue
         seen.add(spec.backbone)
         s = spec.backbone_settings
-        lines.append(f"- {spec.backbone}: epochs cap {s['epochs']}, early stop after {s['stopping_step']} "
-                     f"evaluations without validation NDCG@10 gain, batch {s['train_batch_size']}, "
-                     f"lr {s['learning_rate']}, embedding {s['embedding_size']}")
-    lines.append(f"- encoder: {suite.encoder}; seeds: {suite.seeds}; full ranking, train+valid items masked")
+        line = (f"- {spec.backbone}: epochs cap {s['epochs']}, early stop after {s['stopping_step']} "
+                f"evaluations without validation {s.get('valid_metric', 'NDCG@10')} gain, batch "
+                f"{s['train_batch_size']}, lr {s['learning_rate']}, embedding {s['embedding_size']}")
+        if "max_len" in s:
+            line += (f", history {s['max_len']}, training targets per user "
+                     f"{s['train_targets_per_user'] or 'all'}")
+        lines.append(line)
+    for key, axis in suite.grid.items():
+        values = axis if isinstance(axis, list) else axis.values
+        lines.append(f"- grid: {key} in {values}" + ("" if isinstance(axis, list) else
+                     f" for {', '.join(axis.methods or suite.methods)}"
+                     + "".join(f"; {m} skips {v}" for m, v in axis.skip.items())))
+    pointwise = {spec.split for spec in specs} == {"ctr_temporal"}
+    protocol = ("pointwise: AUC / UAUC over the labelled test pairs" if pointwise
+                else "full ranking, train+valid items masked")
+    lines.append(f"- encoder: {suite.encoder}; seeds: {suite.seeds}; {protocol}")
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
     return "\n".join(lines)
 
 
 def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir: Path,
-                 formats=("markdown", "latex", "csv")) -> dict[str, Path]:
+                 formats=("markdown", "latex", "csv"), correction: str = "holm") -> dict[str, Path]:
     """Render the suite's tables from its records into out_dir/<suite>/; returns written paths."""
     frame = collect(specs, store)
     if frame.empty:
         return {}
     target = Path(out_dir) / suite.name
-    main, segments = main_table(frame), segment_table(frame)
-    significance = significance_table(specs, store)
+    significance = significance_table(specs, store, correction=correction)
+    marks = set() if significance.empty else {
+        (r["Dataset"], r["Split"], r["Backbone"], r["Method"])
+        for _, r in significance[significance["Significant"] == "yes"].iterrows()}
+    if "auc" in frame.columns:  # pointwise (CTR) suite: AUC / UAUC overall and per pair segment
+        main, segments = ctr_table(frame), pd.DataFrame()
+    else:
+        main, segments = main_table(frame, significant=marks), segment_table(frame)
     used = sorted(frame["run_id"].unique())
     missing = [s.label for s in specs if not store.has(s.run_id)]
     note = settings_note(suite, specs)
+    if not significance.empty:
+        note += (f"\n- † on ndcg@10: per-user paired Wilcoxon vs `random` (same dataset, split, backbone; users x "
+                 f"seeds), {correction}-corrected p < 0.05 (significance table)")
     sources = (f"{len(used)} run records (results/runs/<run_id>/record.json): " + ", ".join(used)
                + (f"\nNot run yet ({len(missing)}): " + ", ".join(missing) if missing else ""))
     written = {}

@@ -58,6 +58,8 @@ class LLM2RecBase(SeqText):
     default_pooling: ClassVar[str] = "bidirectional_mean"
     Settings: ClassVar[type[BaseModel]] = LLM2RecSettings
     needs_encoder: ClassVar[bool] = False  # the method builds its own encoder from the LLM
+    # scheduling hint for `--executor ray`: LLM stages take a GPU where the cluster has one
+    resources: ClassVar[dict[str, float]] = {"num_gpus": 1}
 
     def _base_dir(self, ctx: FitContext) -> Path:
         from bench import assets

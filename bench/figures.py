@@ -1,0 +1,257 @@
+"""Figures from stored run records (matplotlib, PNG and PDF, into results/figures/).
+
+- `collapse`: NDCG@10 against the CF embedding size (LightGCN, temporal_loo): random and LLMInit-var
+  along the sweep, LLMInit-full at its encoder's dimension (embedding collapse).
+- `coldstart_gain`: relative NDCG@10 gain of each LLMInit variant over `random`, per backbone, one panel
+  per cold-start split; † marks a Holm-corrected per-user Wilcoxon p < 0.05.
+- `activity`: NDCG@10 by user-activity bucket (training interactions of the test user, from the split
+  the record names, recomputed from the cache and checked against the record's split hash).
+
+Runs are selected from the store by spec fields, whichever suite produced them; a figure whose runs
+are missing is skipped with a message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.records import ResultStore
+from bench.selection import context_key, matches, pair, stored_specs
+from bench.spec import RunSpec
+from bench.stats import compare, correct
+
+FIGURES = ("collapse", "coldstart_gain", "activity")
+ACTIVITY_BINS = (1, 4, 8, 16, 32, 64, 128, 10**9)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out_dir / f"{name}.{ext}"
+        tmp = out_dir / f".{name}.tmp.{ext}"
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=None if ext == "png" else {"CreationDate": None})
+        tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+        paths.append(path)
+    _plt().close(fig)
+    return paths
+
+
+def _overall(store: ResultStore, spec: RunSpec, metric: str) -> float:
+    return float(store.load(spec.run_id)["metrics"]["overall"][metric])
+
+
+def collapse_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
+                  where: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Rows (method, size, seed, value) of the best-covered sweep context."""
+    where = where or {"dataset": "ml-100k", "split": "temporal_loo", "backbone": "lightgcn"}
+    pool = [s for s in specs if matches(s, where) and matches(
+        s, {"method": ["random", "llminit-var", "llminit-full"]})]
+    ignore = {"backbone.embedding_size"}
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in pool:
+        groups.setdefault(context_key(spec, ignore), []).append(spec)
+    if not groups:
+        return pd.DataFrame()
+    best = max(groups.values(), key=lambda g: (len(g), sorted(s.run_id for s in g)))
+    rows = []
+    for spec in best:
+        record = store.load(spec.run_id)
+        size = spec.backbone_settings["embedding_size"]
+        if spec.method == "llminit-full":  # its size is the encoder's dimension
+            size = record.get("method_info", {}).get("llminit", {}).get("k", size)
+        rows.append({"method": spec.method, "encoder": spec.encoder, "size": int(size), "seed": spec.seed,
+                     "value": float(record["metrics"]["overall"][metric]), "run_id": spec.run_id})
+    return pd.DataFrame(rows)
+
+
+def collapse_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, metric: str = "ndcg@10") -> list[Path]:
+    data = collapse_data(store, specs, metric)
+    if data.empty or data[data["method"] == "random"]["size"].nunique() < 2:
+        print("figures: collapse skipped: no embedding-size sweep of LightGCN stored "
+              "(python -m bench run --suite collapse)")
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    styles = {"random": ("o-", "tab:gray"), "llminit-var": ("s-", "tab:blue"), "llminit-full": ("*", "tab:red")}
+    for method, group in data.groupby("method", sort=False):
+        stats = group.groupby("size")["value"].agg(["mean", "std", "count"]).reset_index()
+        marker, color = styles.get(method, ("^-", None))
+        label = method + (f" [{group['encoder'].iloc[0]}]" if group["encoder"].iloc[0] else "")
+        ax.errorbar(stats["size"], stats["mean"], yerr=stats["std"].fillna(0), fmt=marker, color=color,
+                    capsize=3, markersize=9 if method == "llminit-full" else 5, label=label)
+    ax.set_xscale("log", base=2)
+    sizes = sorted(data["size"].unique())
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("embedding size")
+    ax.set_ylabel(metric.upper().replace("@", "@"))
+    seeds = data["seed"].nunique()
+    ax.set_title(f"LightGCN embedding collapse (ml-100k, temporal_loo; {seeds} seed{'s' * (seeds > 1)})",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "collapse")
+
+
+def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
+              splits=("half_history", "cold_users"), correction: str = "holm") -> pd.DataFrame:
+    """Relative gain over random per (split, backbone, LLMInit variant), with per-seed spread and p."""
+    rows = []
+    methods = sorted({s.method for s in specs if s.method.startswith("llminit-")})
+    for split in splits:
+        for method in methods:
+            for pairing in pair(specs, {"split": split}, {"method": method}, {"method": "random"}):
+                seeds = pairing.seeds
+                runs_a = [s for s in pairing.runs_a if s.seed in seeds]
+                runs_b = [s for s in pairing.runs_b if s.seed in seeds]
+                result = compare(store, runs_a, runs_b, metric)
+                base = np.mean([_overall(store, s, metric) for s in runs_b])
+                per_seed = [_overall(store, a, metric) / _overall(store, b, metric) - 1
+                            for a, b in zip(runs_a, runs_b)]
+                rows.append({"split": split, "backbone": pairing.spec.backbone, "context": pairing.context,
+                             "method": method, "gain": result["relative"], "base": base,
+                             "gain_std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                             "p": result["wilcoxon_p"], "seeds": len(seeds)})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        # one context per (split, backbone, method): the best-covered (pair() sorts by seeds)
+        frame = frame.drop_duplicates(["split", "backbone", "method"], keep="first").reset_index(drop=True)
+        frame["p_corr"] = correct(frame["p"].tolist(), correction)
+    return frame
+
+
+def coldstart_gain_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path,
+                          metric: str = "ndcg@10") -> list[Path]:
+    data = gain_data(store, specs, metric)
+    if data.empty:
+        print("figures: coldstart_gain skipped: no random vs LLMInit runs on half_history/cold_users stored "
+              "(python -m bench run --suite coldstart)")
+        return []
+    plt = _plt()
+    splits = list(dict.fromkeys(data["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    methods = sorted(data["method"].unique())
+    width = 0.8 / len(methods)
+    for ax, split in zip(axes[0], splits):
+        part = data[data["split"] == split]
+        backbones = list(dict.fromkeys(part["backbone"]))
+        for j, method in enumerate(methods):
+            rows = part[part["method"] == method].set_index("backbone").reindex(backbones)
+            x = np.arange(len(backbones)) + (j - (len(methods) - 1) / 2) * width
+            ax.bar(x, 100 * rows["gain"], width, yerr=100 * rows["gain_std"].fillna(0), capsize=2, label=method)
+            for xi, (gain, std, p) in zip(x, rows[["gain", "gain_std", "p_corr"]].to_numpy()):
+                if p == p and p < 0.05:
+                    ax.text(xi, 100 * (gain + np.sign(gain) * (std if std == std else 0)) + (1 if gain >= 0 else -4),
+                            "†", ha="center", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(backbones)), backbones)
+        ax.set_title(f"{split}: {metric} gain over random", fontsize=9)
+        ax.set_ylabel("relative gain (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.text(0.01, -0.04, "error bars: std of per-seed gains; †: per-user Wilcoxon vs random, Holm-corrected "
+             "p < 0.05", fontsize=7)
+    return _save(fig, out_dir, "coldstart_gain")
+
+
+def _train_counts(spec: RunSpec, record: dict, cache_dir: Path) -> pd.Series | None:
+    """Training interactions per user of the run's split (recomputed from the cache, hash-checked)."""
+    from bench.runner import _dataset, _split
+
+    try:
+        split = _split(spec, _dataset(spec, cache_dir), cache_dir)
+    except Exception as exc:  # no assets / cache on this machine: the figure is skipped, not the command
+        print(f"figures: activity: cannot rebuild split {spec.split}: {exc}")
+        return None
+    if split.content_hash != record["provenance"]["split_hash"]:
+        print(f"figures: activity: split {spec.split} hash differs from run {spec.run_id}'s; skipped")
+        return None
+    return split.train.groupby("user").size()
+
+
+def activity_data(store: ResultStore, specs: list[RunSpec], cache_dir: Path, metric: str = "ndcg@10",
+                  backbone: str = "lightgcn", splits=("half_history", "cold_users"),
+                  methods=("random", "llminit-var")) -> pd.DataFrame:
+    rows = []
+    counts_cache: dict[str, pd.Series | None] = {}
+    for split in splits:
+        pairings = pair(specs, {"split": split, "backbone": backbone}, {"method": methods[1]},
+                        {"method": methods[0]})
+        if not pairings:
+            continue
+        pairing = pairings[0]
+        for spec in pairing.runs_a + pairing.runs_b:
+            record = store.load(spec.run_id)
+            key = record["provenance"]["split_hash"]
+            if key not in counts_cache:
+                counts_cache[key] = _train_counts(spec, record, cache_dir)
+            counts = counts_cache[key]
+            if counts is None:
+                continue
+            per_user = store.per_user(spec.run_id)[["user", metric]].dropna()
+            per_user["train_n"] = per_user["user"].map(counts).fillna(0).astype(int)
+            per_user["bucket"] = pd.cut(per_user["train_n"], bins=list(ACTIVITY_BINS), right=False)
+            for bucket, group in per_user.groupby("bucket", observed=True):
+                rows.append({"split": split, "method": spec.method, "seed": spec.seed,
+                             "bucket": f"{int(bucket.left)}-{int(bucket.right) - 1}" if bucket.right < 10**8
+                             else f"{int(bucket.left)}+", "lo": int(bucket.left),
+                             "value": float(group[metric].mean()), "n_users": len(group)})
+    return pd.DataFrame(rows)
+
+
+def activity_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, cache_dir: Path,
+                    metric: str = "ndcg@10") -> list[Path]:
+    data = activity_data(store, specs, cache_dir, metric)
+    if data.empty:
+        print("figures: activity skipped: no LightGCN random vs llminit-var runs on half_history/cold_users "
+              "with a rebuildable split")
+        return []
+    plt = _plt()
+    splits = list(dict.fromkeys(data["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        part = data[data["split"] == split]
+        buckets = part.drop_duplicates("bucket").sort_values("lo")
+        labels = [f"{b}\n(n={n})" for b, n in zip(buckets["bucket"], part[part["seed"] == part["seed"].min()]
+                  .drop_duplicates("bucket").set_index("bucket").reindex(buckets["bucket"])["n_users"])]
+        methods = sorted(set(part["method"]), key=lambda m: (m != "random", m))
+        width = 0.8 / len(methods)
+        for j, method in enumerate(methods):
+            stats = (part[part["method"] == method].groupby("bucket")["value"].agg(["mean", "std"])
+                     .reindex(buckets["bucket"]))
+            x = np.arange(len(buckets)) + (j - (len(methods) - 1) / 2) * width
+            ax.bar(x, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=2, label=method)
+        ax.set_xticks(np.arange(len(buckets)), labels, fontsize=7)
+        ax.set_xlabel("training interactions of the test user")
+        ax.set_ylabel(metric)
+        ax.set_title(f"LightGCN, {split}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, out_dir, "activity")
+
+
+def write_figures(store: ResultStore, out_dir: Path, cache_dir: Path, which=FIGURES,
+                  metric: str = "ndcg@10") -> list[Path]:
+    """Every requested figure whose runs are stored; returns the written PNG and PDF paths."""
+    specs = stored_specs(store)
+    written: list[Path] = []
+    if "collapse" in which:
+        written += collapse_figure(store, specs, out_dir, metric)
+    if "coldstart_gain" in which:
+        written += coldstart_gain_figure(store, specs, out_dir, metric)
+    if "activity" in which:
+        written += activity_figure(store, specs, out_dir, cache_dir, metric)
+    return written

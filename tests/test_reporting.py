@@ -1,0 +1,273 @@
+"""Suite grids, run selection by spec fields, paired statistics, claims, `bench compare`, figures,
+significance marks and the per-run lock, on synthetic run records (no training)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.claims import Claim, ClaimsFile, check_claims, claims_table, load_claims
+from bench.cli import main
+from bench.compare import compare_report
+from bench.errors import BenchError
+from bench.records import ResultStore
+from bench.selection import field_value, pair, parse_selector, stored_specs
+from bench.spec import RunSpec, Suite, expand, load_suite
+from bench.stats import compare, correct
+from bench.tables import collect, main_table, significance_table
+
+N_USERS = 200
+
+
+def spec(method="random", split="half_history", backbone="lightgcn", seed=0, size=128, dataset="ml-100k"):
+    return RunSpec(dataset=dataset, split=split, split_settings={"seed": 0}, backbone=backbone,
+                   backbone_settings={"embedding_size": size, "epochs": 3},
+                   method=method, encoder="minilm" if method.startswith("llminit") else None, seed=seed)
+
+
+def put(store: ResultStore, run: RunSpec, level: float, noise: float = 0.02) -> None:
+    """A record whose per-user ndcg@10 is `level` + noise (users shared across runs)."""
+    rng = np.random.default_rng(abs(hash((run.run_id, "u"))) % 2**32)
+    values = np.clip(level + rng.normal(0, noise, N_USERS), 0, 1)
+    per_user = pd.DataFrame({"user": [str(u) for u in range(N_USERS)], "ndcg@10": values,
+                             "recall@10": np.clip(values * 2, 0, 1)})
+    overall = {"ndcg@10": float(values.mean()), "recall@10": float(per_user["recall@10"].mean()),
+               "n_users": N_USERS}
+    store.write(run.run_id, {"status": "complete", "run_id": run.run_id, "spec": run.model_dump(mode="json"),
+                             "metrics": {"overall": overall}, "params": {"trainable": 10},
+                             "latency": {"median_ms": 1.0}, "timings": {"train": 1.0},
+                             "provenance": {"split_hash": "x"}}, per_user)
+
+
+@pytest.fixture
+def store(tmp_path) -> ResultStore:
+    """LLMInit-var clearly above random on half_history (3 seeds), equal on temporal_loo; a size sweep
+    where random peaks at 128."""
+    store = ResultStore(tmp_path / "results")
+    for seed in range(3):
+        put(store, spec("random", seed=seed), 0.20)
+        put(store, spec("llminit-var", seed=seed), 0.26)
+        put(store, spec("llminit-rand", seed=seed), 0.14)
+        put(store, spec("random", split="temporal_loo", seed=seed), 0.30)
+        put(store, spec("llminit-var", split="temporal_loo", seed=seed), 0.305)
+    for size, level in ((64, 0.27), (256, 0.25), (512, 0.22), (1024, 0.18)):
+        put(store, spec("random", split="temporal_loo", size=size), level)
+    return store
+
+
+def test_grid_expands_with_method_restrictions_and_skips():
+    specs = expand(load_suite("collapse"))
+    sizes = {(s.method, s.backbone_settings["embedding_size"]) for s in specs}
+    assert {size for m, size in sizes if m == "random"} == {32, 64, 128, 256, 512, 1024}
+    assert {size for m, size in sizes if m == "llminit-var"} == {32, 64, 128, 256}  # MiniLM: 384 dims
+    assert [m for m, _ in sizes].count("llminit-full") == 1  # not swept: its size is the encoder's
+    assert len(specs) == 11 * len(load_suite("collapse").seeds)
+    paper = expand(load_suite("collapse", "paper"))
+    assert {s.backbone_settings["embedding_size"] for s in paper if s.method == "llminit-var"} == {
+        32, 64, 128, 256, 512}
+    assert {s.encoder for s in paper if s.encoder} == {"mpnet"}
+
+
+def test_grid_keeps_run_ids_and_validates():
+    base = load_suite("smoke")
+    plain = [s.run_id for s in expand(base)]
+    same = base.model_copy(update={"grid": {"backbone.embedding_size": [128]}})
+    assert [s.run_id for s in expand(same)] == plain  # a grid point equal to the default: same runs
+    assert "grid" not in RunSpec.model_fields  # a grid adds no field to RunSpec: old ids stay valid
+    with pytest.raises(BenchError, match="LAYER.KEY"):
+        expand(base.model_copy(update={"grid": {"embedding_size": [64]}}))
+    with pytest.raises(BenchError, match="unknown setting 'embedding_sz'"):
+        expand(base.model_copy(update={"grid": {"backbone.embedding_sz": [64]}}))
+    bad = Suite.model_validate({**base.model_dump(), "grid": {"backbone.embedding_size": {
+        "values": [64], "methods": ["nosuch"]}}})
+    with pytest.raises(BenchError, match="does not run"):
+        expand(bad)
+
+
+def test_selection_by_spec_fields(store):
+    specs = stored_specs(store)
+    assert len(specs) == 19
+    run = spec("random", size=256)
+    assert field_value(run, "backbone.embedding_size") == 256 and field_value(run, "seed") == 0
+    assert parse_selector("method=llminit-var,backbone.embedding_size=64") == {
+        "method": "llminit-var", "backbone.embedding_size": 64}
+    with pytest.raises(BenchError, match="LAYER.KEY"):
+        parse_selector("nosuch.key=1")
+    pairings = pair(specs, {}, {"method": "llminit-var"}, {"method": "random"})
+    assert [p.spec.split for p in pairings] == ["half_history", "temporal_loo"]
+    assert all(p.seeds == [0, 1, 2] for p in pairings)
+    # a side naming a setting pairs across it (sizes differ, everything else shared)
+    sweep = pair(specs, {"split": "temporal_loo"}, {"method": "random", "backbone.embedding_size": 128},
+                 {"method": "random", "backbone.embedding_size": 1024})
+    assert len(sweep) == 1 and sweep[0].seeds == [0]
+
+
+def test_compare_effect_and_tests(store):
+    a = [spec("llminit-var", seed=s) for s in range(3)]
+    b = [spec("random", seed=s) for s in range(3)]
+    result = compare(store, a, b, "ndcg@10")
+    assert result["relative"] == pytest.approx(0.3, abs=0.02)
+    assert result["n_pairs"] == 3 * N_USERS and result["n_seeds"] == 3
+    assert result["wilcoxon_p"] < 1e-10 and result["ttest_p"] < 0.01 and result["effect_dz"] > 1
+    # a metric with no per-user values falls back to seed-level means (t-test only)
+    del_metric = compare(store, a, b, "n_users")
+    assert del_metric["n_pairs"] == 0 and np.isnan(del_metric["wilcoxon_p"])
+
+
+def test_correction_holm_and_bh():
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert correct(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert correct(p, "bh") == pytest.approx([0.04, 0.0533333, 0.0533333, 0.5], rel=1e-5)
+    assert correct([0.2, float("nan")], "none")[0] == 0.2
+    with pytest.raises(BenchError, match="valid choices"):
+        correct(p, "bonferoni")
+
+
+def test_claims_hold_fail_and_not_run(store):
+    claims = ClaimsFile(claims=[
+        Claim(id="better", text="", kind="better", where={"split": "half_history"},
+              a={"method": "llminit-var"}, b={"method": "random"}),
+        Claim(id="reversed", text="", kind="better", where={"split": "half_history"},
+              a={"method": "llminit-rand"}, b={"method": "random"}),
+        Claim(id="chain", text="", kind="order", where={"split": "half_history"},
+              chain=[{"method": "llminit-var"}, {"method": "random"}, {"method": "llminit-rand"}]),
+        Claim(id="gain", text="", kind="larger_gain", a={"method": "llminit-var"}, b={"method": "random"},
+              larger={"split": "half_history"}, smaller={"split": "temporal_loo"}),
+        Claim(id="collapse", text="", kind="falls_after", where={"split": "temporal_loo"},
+              select={"method": "random"}, axis="backbone.embedding_size", at=128),
+        Claim(id="missing", text="", kind="better", metric="auc", a={"method": "collm-mf"},
+              b={"method": "tallrec"}),
+    ])
+    results = check_claims(store, claims)
+    status = {r.claim.id: r.status(0.05)[0] for r in results}
+    assert status == {"better": "holds", "reversed": "fails", "chain": "holds", "gain": "holds",
+                      "collapse": "holds", "missing": "not run"}
+    by_id = {r.claim.id: r for r in results}
+    assert by_id["better"].comparisons[0].effect == pytest.approx(0.3, abs=0.02)
+    assert len(by_id["collapse"].comparisons) == 3  # 256, 512, 1024 vs 128
+    table = claims_table(results, 0.05)
+    assert list(table["Status"]) == list(status.values())
+
+
+def test_builtin_claims_file_loads_and_never_fails_on_empty_store(tmp_path, capsys):
+    claims = load_claims()
+    assert {"llminit-cold-lightgcn", "collm-auc-order", "llm2rec-stages", "pte-profile",
+            "lightgcn-collapse", "llminit-gain-larger-cold"} <= {c.id for c in claims.claims}
+    assert main(["claims", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("not run") >= len(claims.claims)
+    assert (tmp_path / "claims.md").exists()
+
+
+def test_compare_command(store, capsys):
+    report = compare_report(store, stored_specs(store), "llminit-var", "random", {"split": "half_history"})
+    assert "ml-100k/half_history/lightgcn" in report and "seeds [0, 1, 2]" in report
+    assert "0.26" in report and "Wilcoxon p (corr.)" in report
+    root = str(store.root)
+    assert main(["compare", "llminit-var", "random", "--split", "temporal_loo", "--results", root,
+                 "--metric", "ndcg@10"]) == 0
+    assert "temporal_loo" in capsys.readouterr().out
+    run_a, run_b = spec("llminit-var").run_id, spec("random").run_id
+    assert main(["compare", run_a[:8], run_b, "--results", root]) == 0
+    assert f"A = {run_a}" in capsys.readouterr().out
+    assert main(["compare", "llminit-full", "random", "--results", root]) == 2
+    assert "no stored runs" in capsys.readouterr().err
+
+
+def test_main_table_marks_significant_cells(store):
+    specs = [spec(m, seed=s) for m in ("random", "llminit-var") for s in range(3)]
+    sig = significance_table(specs, store)
+    assert list(sig["Significant"]) == ["yes"]
+    marks = {(r["Dataset"], r["Split"], r["Backbone"], r["Method"]) for _, r in sig.iterrows()}
+    table = main_table(collect(specs, store), metrics=("ndcg@10",), significant=marks)
+    cells = dict(zip(table["Method"], table["ml-100k/half_history ndcg@10"]))
+    assert cells["llminit-var"].endswith("†") and not cells["random"].endswith("†")
+    # swept settings label the backbone, so sizes are never pooled into one row
+    sweep = [spec("random", split="temporal_loo", size=s) for s in (64, 128, 1024)]
+    assert set(collect(sweep, store)["backbone"]) == {
+        "lightgcn [embedding_size=64]", "lightgcn [embedding_size=128]", "lightgcn [embedding_size=1024]"}
+
+
+def test_figures_written_as_png_and_pdf(store, tmp_path):
+    from bench.figures import write_figures
+
+    for size, level in ((64, 0.31), (256, 0.3)):
+        put(store, spec("llminit-var", split="temporal_loo", size=size), level)
+    out = tmp_path / "figures"
+    paths = write_figures(store, out, tmp_path / "cache", which=("collapse", "coldstart_gain"))
+    assert sorted(p.name for p in paths) == ["coldstart_gain.pdf", "coldstart_gain.png", "collapse.pdf",
+                                             "collapse.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_second_writer_of_a_run_id_waits_then_skips(tmp_path):
+    """A process holding a run's lock writes the record; `execute` waits for it and does no work."""
+    from bench.runner import execute
+
+    store = ResultStore(tmp_path / "results")
+    run = spec("random", dataset="no-such-dataset")  # executing it for real would fail
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from bench.records import ResultStore
+from test_reporting import put, spec
+store = ResultStore({str(store.root)!r})
+with store.lock({run.run_id!r}):
+    print("locked", flush=True)
+    time.sleep(1.5)
+    put(store, spec("random", dataset="no-such-dataset"), 0.2)
+"""], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    start = time.perf_counter()
+    record = execute(run, store, tmp_path / "cache")
+    assert time.perf_counter() - start > 0.5  # it waited for the holder
+    assert record["run_id"] == run.run_id
+    assert holder.wait(timeout=30) == 0
+
+
+def test_tox_matrix_is_up_to_date_and_covers_every_family_and_suite():
+    from bench.catalog import method_families
+    from bench.spec import suite_names
+
+    root = Path(__file__).resolve().parent.parent
+    check = subprocess.run([sys.executable, str(root / "scripts" / "tox_matrix.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    tox = (root / "tox.ini").read_text()
+    for family in method_families():
+        assert f"[testenv:{family}]" in tox and f"--family {family}" in tox
+    for suite in suite_names():
+        assert f"[testenv:suite-{suite}]" in tox
+    assert "deps = torch==2.13.0" in tox and "--no-deps --require-hashes" in tox
+
+
+def test_method_override_goes_to_the_methods_that_have_it():
+    specs = expand(load_suite("smoke"), {"method": {"user_init": "max"}})
+    settings = {s.method: s.method_settings for s in specs}
+    assert settings["llminit-var"]["user_init"] == "max" and settings["random"] == {}
+    with pytest.raises(BenchError, match="unknown method setting"):
+        expand(load_suite("smoke"), {"method": {"user_int": "max"}})
+
+
+def test_family_filter_runs_only_that_family(tmp_path, capsys, monkeypatch):
+    import bench.runner
+
+    seen = []
+
+    def fake_run_specs(specs, *args, **kwargs):
+        seen.extend(s.method for s in specs)
+        return {"total": len(specs), "skipped": 0, "done": len(specs), "failed": {}}
+
+    monkeypatch.setattr(bench.runner, "run_specs", fake_run_specs)
+    argv = ["run", "--suite", "smoke,warm", "--family", "llminit", "--no-table", "--results", str(tmp_path)]
+    assert main(argv) == 0
+    assert set(seen) == {"random", "llminit-var", "llminit-rand", "llminit-uni", "llminit-full", "llminit-pca"}
+    assert main(["run", "--suite", "smoke", "--family", "pte", "--results", str(tmp_path)]) == 0
+    assert "no runs of method family 'pte'" in capsys.readouterr().out
+    assert main(["run", "--suite", "smoke", "--family", "nosuch", "--results", str(tmp_path)]) == 2
