@@ -251,7 +251,9 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, device:
     per run on the cluster at `ray_address` (None: start a local one), `cpus_per_task` CPUs each."""
     from tqdm.auto import tqdm
 
-    pending = [s for s in specs if not store.has(s.run_id)]
+    # seed-major order: every row of a table gets its first seed before any row gets a second, so an
+    # interrupted or partial suite still covers the whole grid
+    pending = sorted((s for s in specs if not store.has(s.run_id)), key=lambda s: s.seed)
     summary = {"total": len(specs), "skipped": len(specs) - len(pending), "done": 0, "failed": {}}
     if not pending:
         return summary

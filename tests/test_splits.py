@@ -10,9 +10,13 @@ def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return set(zip(frame["user"], frame["item"]))
 
 
+# the tiny data set spans 8 hours (0.011 months): month windows scaled to fit it
+TINY_SETTINGS = {"ctr_temporal": {"train_months": 0.005, "valid_months": 0.0025, "test_months": 0.0025}}
+
+
 @pytest.mark.parametrize("name", sorted(SPLITTERS))
 def test_no_test_or_valid_interaction_in_training(tiny_dataset, name):
-    split = make_split(tiny_dataset, name, resolve_split_params(name, {}))
+    split = make_split(tiny_dataset, name, resolve_split_params(name, TINY_SETTINGS.get(name, {})))
     train = _pairs(split.train)
     assert len(split.test) > 0 and len(split.valid) > 0
     assert not (_pairs(split.test) & train), "test interaction leaked into training"
@@ -84,7 +88,7 @@ def test_saved_split_round_trips_with_hash(tiny_dataset, tmp_path):
 
 
 def test_bad_split_settings_are_errors():
-    with pytest.raises(UnknownChoiceError, match="valid choices: cold_users, half_history"):
+    with pytest.raises(UnknownChoiceError, match="valid choices: cold_users, ctr_temporal, half_history, longtail"):
         resolve_split_params("nope", {})
     with pytest.raises(BenchError, match="drop_fraction"):
         resolve_split_params("half_history", {"drop_fractoin": 0.3})

@@ -58,3 +58,17 @@ def test_transfer_suite_reuses_in_domain_runs_of_sequential_suite():
                                                    "llm2rec [train_dataset=ml-1m]"}
     # outside a sweep, labels stay the plain method name
     assert set(method_labels(expand(load_suite("smoke"))).values()) == {"random", "llminit-var"}
+
+
+def test_runner_executes_pending_runs_seed_major(monkeypatch, tmp_path):
+    """A partial suite covers every row with its first seed before any second seed starts."""
+    from bench import runner
+    from bench.records import ResultStore
+
+    specs = expand(load_suite("smoke"), None)
+    specs = [s.model_copy(update={"seed": seed}) for seed in (2, 0, 1) for s in specs]
+    order = []
+    monkeypatch.setattr(runner, "prepare_shared", lambda *a, **k: None)
+    monkeypatch.setattr(runner, "_execute_safely", lambda spec, *a: (order.append(spec.seed), (spec.run_id, None))[1])
+    summary = runner.run_specs(specs, ResultStore(tmp_path), tmp_path, workers=1, progress=False)
+    assert summary["done"] == len(specs) and order == sorted(order)
