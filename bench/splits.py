@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.pointwise import ctr_description, ctr_temporal
 from bench.types import INTER_COLUMNS, Dataset, Split
 
 SEGMENT_DEFAULTS: dict[str, Any] = {
@@ -31,6 +32,14 @@ SPLIT_DEFAULTS: dict[str, dict[str, Any]] = {
     "random_loo": {"seed": 0},
     "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5},
     "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3},
+    # PtE long-tail (LLM-ESR): temporal leave-one-out; tail users < 10 interactions, tail items < 20;
+    # eval_negatives 0 = full ranking (default), N > 0 = the LLM-ESR protocol (N sampled negatives per user)
+    "longtail": {"seed": 0, "tail_user_threshold": 10, "tail_item_threshold": 20, "count_on": "all",
+                 "eval_negatives": 0},
+    # CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75
+    "ctr_temporal": {"seed": 0, "label_threshold": 4, "train_months": 10.0, "valid_months": 5.0,
+                     "test_months": 5.0, "warm_threshold": 3, "history": "window_start", "history_length": 10,
+                     "max_valid_users": 0, "max_test_users": 0, "max_pairs_per_test_user": 0},
 }
 
 SPLIT_INFO = {
@@ -40,6 +49,10 @@ SPLIT_INFO = {
                     "removed (at least one kept)",
     "cold_users": "PtE: users sorted by last interaction; newest held out for valid/test, each keeping "
                   "only its first `keep_history` interactions in training",
+    "longtail": "PtE/LLM-ESR long tail: temporal leave-one-out; user segment cold = tail user (< "
+                "tail_user_threshold interactions), warm = head user; item tail = < tail_item_threshold "
+                "interactions (count_on: all interactions, as LLM-ESR, or train)",
+    "ctr_temporal": "CoLLM pointwise CTR: labelled pairs (rating >= threshold), temporal month windows",
 }
 
 
@@ -83,6 +96,45 @@ def half_history(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     return _ordered(kept), valid, test
 
 
+def longtail(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    """Temporal leave-one-out; the long-tail segments come from `longtail_segments`."""
+    return _leave_one_out(inter, _ordered(inter))
+
+
+def sampled_negative_exclusion(split: Split, item_ids: np.ndarray, positives: dict, exclude: dict,
+                               n_negatives: int) -> dict[str, np.ndarray]:
+    """Per test user, every catalogue position except its test positives and `n_negatives` items drawn
+    uniformly (split seed, per user) from those it never interacted with: ranking over what is left is
+    the sampled-negatives protocol, through the same full-ranking code."""
+    n_items = len(item_ids)
+    out = {}
+    for user in sorted(positives):
+        seen = np.union1d(exclude.get(user, np.array([], dtype=np.int64)), positives[user])
+        pool = np.setdiff1d(np.arange(n_items), seen)
+        digest = hashlib.sha256(f"{split.params.get('seed', 0)}|negatives|{user}".encode()).hexdigest()
+        rng = np.random.default_rng(int(digest[:8], 16))
+        keep = np.union1d(positives[user], rng.choice(pool, min(n_negatives, len(pool)), replace=False))
+        out[user] = np.setdiff1d(np.arange(n_items), keep)
+    return out
+
+
+def longtail_segments(inter: pd.DataFrame, train: pd.DataFrame, eval_users, params: dict) -> tuple[pd.Series, ...]:
+    """LLM-ESR segments: users with < tail_user_threshold interactions are tail (labelled "cold", head users
+    "warm", the labels the metrics and tables already use); items with < tail_item_threshold are "tail"."""
+    if params["count_on"] not in ("all", "train"):
+        raise UnknownChoiceError("longtail count_on", params["count_on"], ["all", "train"])
+    counted = inter if params["count_on"] == "all" else train
+    user_n = counted.groupby("user").size().reindex(sorted(eval_users)).fillna(0)
+    user_segment = pd.Series(np.where(user_n < params["tail_user_threshold"], "cold", "warm"),
+                             index=user_n.index, name="segment")
+    item_n = counted.groupby("item").size()
+    items = sorted(set(inter["item"]))
+    item_n = item_n.reindex(items).fillna(0)
+    item_segment = pd.Series(np.where(item_n < params["tail_item_threshold"], "tail", "head"),
+                             index=pd.Index(items), name="segment")
+    return user_segment, item_segment
+
+
 def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     order = _ordered(inter)
     last = order.groupby("user")["timestamp"].max().reset_index().sort_values(["timestamp", "user"])
@@ -106,6 +158,8 @@ SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, ...]]] =
     "random_loo": random_loo,
     "half_history": half_history,
     "cold_users": cold_users,
+    "longtail": longtail,
+    "ctr_temporal": ctr_temporal,
 }
 
 
@@ -149,15 +203,20 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     inter = dataset.interactions[list(INTER_COLUMNS)]
     # duplicates of one (user, item) would let a test pair sit in training too: keep the latest only
     inter = _ordered(inter).drop_duplicates(["user", "item"], keep="last")
-    parts = [_ordered(p)[list(INTER_COLUMNS)] for p in SPLITTERS[name](inter, params)]
+    # pointwise splits carry a `label` (all parts) and a pair `segment` (valid / test) column
+    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment") if c in p)]]
+             for p in SPLITTERS[name](inter, params)]
     train, valid, test = parts
     eval_users = set(valid["user"]) | set(test["user"])
     user_segment, item_segment = segments(train, eval_users, params)
+    if name == "longtail":
+        user_segment, item_segment = longtail_segments(inter, train, eval_users, params)
     content_hash = _frames_hash({"train": train, "valid": valid, "test": test,
                                  "users": user_segment, "items": item_segment})
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
                  user_segment=user_segment, item_segment=item_segment, content_hash=content_hash,
-                 dataset_hash=dataset.content_hash, description=SPLIT_INFO[name])
+                 dataset_hash=dataset.content_hash,
+                 description=ctr_description(params) if name == "ctr_temporal" else SPLIT_INFO[name])
 
 
 def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Path:
@@ -166,7 +225,8 @@ def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Pat
 
 
 def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"user": str, "item": str, "rating": float, "timestamp": float})
+    return pd.read_csv(path, sep="\t", dtype={"user": str, "item": str, "rating": float, "timestamp": float,
+                                              "segment": str})
 
 
 def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Path) -> Split:

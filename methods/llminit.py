@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.backbones import SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
 from bench.types import FitContext, ParamCounts
 from methods.classic import RecBoleMethod
@@ -145,3 +146,22 @@ class LLMInitFull(LLMInit):
 
 class LLMInitPCA(LLMInit):
     name, selection = "llminit-pca", "pca"
+
+
+class LLMInitSeqMixin:
+    """LLMInit on SASRec / GRU4Rec (PtE's 'LLMInit' baseline row): the selected or PCA-projected item text
+    dimensions initialise the sequential model's item table (width = embedding_size), trained as usual."""
+
+    def customise(self, ctx: FitContext, cf) -> None:
+        _, items = self.initial_embeddings(ctx, cf)
+        cf.replace_item_embeddings(ctx.dataset.item_ids, items, "init")
+
+
+class LLMInitVarSeq(LLMInitSeqMixin, LLMInit):
+    name, selection = "llminit-var-seq", "var"
+    backbones = SEQUENTIAL_BACKBONES
+
+
+class LLMInitPCASeq(LLMInitSeqMixin, LLMInit):
+    name, selection = "llminit-pca-seq", "pca"
+    backbones = SEQUENTIAL_BACKBONES

@@ -1,0 +1,297 @@
+"""PtE, Profile-then-Embedding (paper 004), as harness methods.
+
+An instruct LLM writes user and item profiles from the split's *training* interactions, refined both ways
+(methods/pte_stage.py); K candidates per entity are scored by R = lc R_collab + ld R_dist with the run's
+text encoder as f_enc and the best is encoded. Downstream, SASRec (the paper's backbone) gets the item
+profile embeddings as its item table (through a trained linear adapter) and the user profile embedding
+added, through its own adapter, to the sequence representation; LightGCN / MF / SGL are initialised from
+the PCA-projected profile embeddings, LLMInit-style. The Table 5 ablations are settings (and aliases).
+
+Profiles are cached under cache_dir/pte/<dataset>/store, keyed by model hash, prompt hash, rendered prompt,
+sampling and per-profile seed, never by the run seed or backbone: every seed and backbone reuses them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.backbones import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
+from bench.errors import BenchError
+from bench.types import FitContext, ParamCounts
+from methods.classic import RecBoleMethod
+
+
+class PtESettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    generator: str = "smollm2"  # "smollm2" (embedded asset) or a local chat-model folder
+    prompt_dir: str | None = None  # None: methods/prompts/pte
+    item_noun: str = "items"  # fills {noun} in the prompts ("movies" for MovieLens)
+    profile_users: bool = True  # False: users are the mean of their items' embeddings
+    profile_items: bool = True  # False: items are the encoded raw item text
+    max_rounds: int = Field(1, ge=0)  # refinement rounds after U0/I0 (0 = single pass)
+    convergence_threshold: float = Field(0.05, ge=0)  # stop when mean 1 - cos between rounds is below
+    neighbours: int = Field(3, ge=0)
+    neighbour_items: int = Field(5, ge=0)
+    user_items: int = Field(10, ge=1)  # most recent training items listed in a user prompt
+    item_users: int = Field(2, ge=1)  # user profiles shown in an item prompt
+    refine_items: int = Field(2, ge=0)  # item profiles shown in a refinement prompt
+    candidates: int = Field(2, ge=1)  # K
+    selection: Literal["reward", "none"] = "reward"
+    lambda_collab: float = 1.0
+    lambda_dist: float = 1.0
+    max_new_tokens: int = Field(32, ge=1)
+    repetition_penalty: float = 1.2
+    temperature: float = Field(0.8, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    profile_seed: int = 0  # generation seed; the run seed only drives the downstream model
+    grpo_steps: int = Field(0, ge=0)  # > 0: GRPO LoRA fine-tuning of the generator (Eq. 12) before sampling
+    grpo_users_per_step: int = Field(4, ge=1)
+    grpo_learning_rate: float = 1e-4
+    lora_r: int = 8
+    lora_alpha: int = 16
+    user_embedding: Literal["add", "none"] = "add"  # sequential backbones: user profile added to the state
+    cf_projection: Literal["pca"] = "pca"  # CF backbones: profile embeddings -> embedding_size
+    progress: bool = True
+
+    def stage_settings(self):
+        from methods.pte_stage import StageSettings
+
+        keys = StageSettings.__dataclass_fields__
+        return StageSettings(**{k: v for k, v in self.model_dump().items() if k in keys})
+
+
+def attach_user_embeddings(cf, user_ids, matrix: np.ndarray) -> None:
+    """SASRec / GRU4Rec: h(seq) + Linear(z_u). A frozen user-profile table (row 0 = padding, zero) and a
+    trained adapter become a submodule of the model; the model's forward output gets the user term."""
+    import torch
+    from torch import nn
+
+    model = cf.model
+    index = cf.token_index("user_id", user_ids)
+    n_rows = int(cf.dataset.user_num)
+    full = np.zeros((n_rows, matrix.shape[1]), dtype=np.float32)
+    known = index >= 0
+    full[index[known]] = matrix[known]
+    hidden = int(model.item_embedding.weight.shape[1])
+
+    class UserProfiles(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("frozen", torch.as_tensor(full))
+            self.adapter = nn.Linear(full.shape[1], hidden)
+
+        def forward(self, users):
+            return self.adapter(self.frozen[users])
+
+    model.pte_user = UserProfiles().to(cf.config["device"])
+    model._pte_users = None
+    user_field = cf.config["USER_ID_FIELD"]
+
+    def hook(module, args, output):
+        users = module._pte_users
+        if users is None:
+            raise BenchError("PtE user embeddings: the model was called without user ids")
+        return output + module.pte_user(users.to(output.device))
+
+    model.register_forward_hook(hook)
+    for name in ("calculate_loss", "predict", "full_sort_predict"):
+        original = getattr(model, name)
+
+        def wrapped(interaction, _original=original):
+            if user_field in interaction.interaction:
+                model._pte_users = interaction[user_field]
+            return _original(interaction)
+
+        setattr(model, name, wrapped)
+    original_score = cf.score
+
+    def score(users, items):
+        model._pte_users = torch.as_tensor(cf.token_index("user_id", users))
+        return original_score(users, items)
+
+    cf.score = score
+
+
+class PtE(RecBoleMethod):
+    """PtE on SASRec / GRU4Rec (profile embeddings replace the ID tables) and CF backbones (init)."""
+
+    name = "pte"
+    Settings: ClassVar[type[BaseModel]] = PtESettings
+    backbones = CF_BACKBONES + SEQUENTIAL_BACKBONES
+    needs_encoder: ClassVar[bool] = True
+
+    # ---- profile embeddings ---------------------------------------------------------------------------
+    def _generator(self, ctx: FitContext):
+        from bench import assets
+        from methods.pte_generate import ChatGenerator
+
+        folder = assets.smollm2_dir(ctx.cache_dir) if self.settings.generator == "smollm2" else Path(
+            self.settings.generator)
+        if not Path(folder).is_dir():
+            raise BenchError(f"PtE generator folder {folder} does not exist")
+        return ChatGenerator(folder, ctx.device, ctx.cache_dir)
+
+    def profile_embeddings(self, ctx: FitContext) -> tuple[np.ndarray, np.ndarray]:
+        """(users [n_users, d] over ctx.dataset.user_ids, items [n_items, d] over ctx.dataset.item_ids)."""
+        from bench.encoders import encode_items
+        from methods.pte_generate import PROMPT_DIR, ProfileStore, PromptSet
+        from methods.pte_stage import ProfileStage
+
+        s: PtESettings = self.settings
+        raw = ctx.embed_items()
+        raw = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        item_ids = [str(i) for i in ctx.dataset.item_ids]
+        raw_of = dict(zip(item_ids, raw))
+        encoder = ctx.encoder
+        self._encoder_params = int(encoder.parameter_count())
+
+        def encode(texts: list[str], tag: str) -> np.ndarray:
+            if not texts:
+                return np.zeros((0, raw.shape[1]), dtype=np.float32)
+            series = pd.Series(texts, index=[f"{tag}:{i}" for i in range(len(texts))])
+            matrix, _ = encode_items(encoder, series, tag, ctx.cache_dir, progress=False)
+            return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+        train = ctx.split.train.astype({"user": str, "item": str})
+        result = None
+        start = time.perf_counter()
+        if s.profile_users or s.profile_items:
+            from methods.llm2rec import item_titles
+
+            grpo = None
+            if s.grpo_steps > 0:
+                from methods.pte_grpo import GRPOFineTune
+
+                grpo = GRPOFineTune(s.grpo_steps, s.grpo_users_per_step, s.candidates, s.grpo_learning_rate,
+                                    s.lora_r, s.lora_alpha, s.profile_seed)
+            generator = self._generator(ctx)
+            prompts = PromptSet(s.prompt_dir or PROMPT_DIR, s.item_noun)
+            store = ProfileStore(Path(ctx.cache_dir) / "pte" / "store")
+            stage = ProfileStage(train, item_titles(ctx.dataset), ctx.dataset.item_text, generator, prompts, store,
+                                 encode, s.stage_settings(), progress=s.progress, grpo=grpo)
+            result = stage.run(raw_of)
+            self._generator_params = int(sum(p.numel() for p in generator.load()[0].parameters()))
+            ctx.extra["pte"] = {
+                **result.info, "generator": str(generator.model_dir), "generator_hash": generator.fingerprint(),
+                "prompt_hashes": prompts.hashes, "grpo": grpo.info if grpo is not None else None,
+                "offline_cost": {**result.stats.as_dict(), "rounds": result.info["rounds"]},
+                "examples": {u: result.user_text[u] for u in sorted(result.user_text)[:3]},
+            }
+            ctx.timings["profile_stage"] = time.perf_counter() - start
+        else:
+            ctx.extra["pte"] = {"profiles": "none (direct embedding of raw item text)"}
+        user_ids = [str(u) for u in ctx.dataset.user_ids]
+        by_user = train.groupby("user")["item"].agg(list)
+        if result is not None and s.profile_items:
+            texts = [result.item_text.get(i) for i in item_ids]
+            have = [i for i, t in enumerate(texts) if t is not None]
+            items = raw.copy()  # items without training users keep their raw text embedding
+            items[have] = encode([texts[i] for i in have], "pte-item-final")
+            ctx.extra["pte"]["items_without_profile"] = len(item_ids) - len(have)
+        else:
+            items = raw
+        item_pos = {i: k for k, i in enumerate(item_ids)}
+        users = np.zeros((len(user_ids), raw.shape[1]), dtype=np.float32)
+        if result is not None and s.profile_users:
+            have = [k for k, u in enumerate(user_ids) if u in result.user_text]
+            users[have] = encode([result.user_text[user_ids[k]] for k in have], "pte-user-final")
+        else:
+            for k, u in enumerate(user_ids):  # mean of the user's (profile or raw) item embeddings
+                rows = [item_pos[i] for i in by_user.get(u, []) if i in item_pos]
+                if rows:
+                    users[k] = items[rows].mean(axis=0)
+        ctx.timings["pte_embed"] = time.perf_counter() - start - ctx.timings.get("profile_stage", 0.0)
+        return users.astype(np.float32), items.astype(np.float32)
+
+    # ---- downstream -----------------------------------------------------------------------------------
+    def initial_embeddings(self, ctx: FitContext, cf) -> tuple[np.ndarray, np.ndarray]:
+        """CF backbones: profile embeddings of users and items projected together by PCA (LLMInit-style)."""
+        from sklearn.decomposition import PCA
+
+        users, items = self.profile_embeddings(ctx)
+        k = int(ctx.backbone_config["embedding_size"])
+        stacked = np.vstack([users, items])
+        if k > stacked.shape[1]:
+            raise BenchError(f"{self.name}: embedding_size {k} exceeds the encoder's {stacked.shape[1]} dims")
+        projected = PCA(n_components=k, random_state=ctx.seed).fit_transform(stacked).astype(np.float32)
+        ctx.extra["pte_downstream"] = {"mode": "init", "projection": "pca", "dim": k}
+        return projected[:len(users)], projected[len(users):]
+
+    def customise(self, ctx: FitContext, cf) -> None:
+        if not BACKBONES[ctx.backbone].sequential:
+            return super().customise(ctx, cf)
+        users, items = self.profile_embeddings(ctx)
+        cf.replace_item_embeddings(ctx.dataset.item_ids, items, "adapter")
+        if self.settings.user_embedding == "add":
+            attach_user_embeddings(cf, ctx.dataset.user_ids, users)
+        ctx.extra["pte_downstream"] = {"mode": "adapter", "user_embedding": self.settings.user_embedding,
+                                       "dim": int(items.shape[1])}
+
+    def parameter_counts(self) -> ParamCounts:
+        offline = getattr(self, "_encoder_params", 0) + getattr(self, "_generator_params", 0)
+        return ParamCounts(trainable=self.cf.parameter_count(), frozen_online=0, frozen_offline=offline)
+
+
+def _settings(name: str, **defaults: Any) -> type[PtESettings]:
+    """PtE settings with other defaults, so an ablation's record (method_settings) shows what it changes."""
+    from pydantic import create_model
+
+    return create_model(name, __base__=PtESettings,
+                        **{k: (PtESettings.model_fields[k].annotation, v) for k, v in defaults.items()})
+
+
+class PtENoProfile(PtE):
+    """Table 5 'No Profile (Direct Embedding)': raw item text embedded; users = mean of their items."""
+
+    name = "pte-noprofile"
+    Settings = _settings("PtENoProfileSettings", profile_users=False, profile_items=False)
+
+
+class PtEUserOnly(PtE):
+    """Table 5 'User-only Profiling': user profiles (U0 + selection); items keep their raw text embedding."""
+
+    name = "pte-useronly"
+    Settings = _settings("PtEUserOnlySettings", profile_items=False)
+
+
+class PtEItemOnly(PtE):
+    """Table 5 'Item-only Profiling': item profiles from metadata + co-liked items; users = mean of items."""
+
+    name = "pte-itemonly"
+    Settings = _settings("PtEItemOnlySettings", profile_users=False)
+
+
+class PtESinglePass(PtE):
+    """Table 5 'Single-pass Profiling': U0 and I0 only, no refinement rounds."""
+
+    name = "pte-singlepass"
+    Settings = _settings("PtESinglePassSettings", max_rounds=0)
+
+
+class PtENoReward(PtE):
+    """Table 5 'No GRPO': the profile-stage output is embedded as is (no candidates, no selection)."""
+
+    name = "pte-noreward"
+    Settings = _settings("PtENoRewardSettings", selection="none")
+
+
+class PtENoDist(PtE):
+    """Table 5 'GRPO w/o Distinctiveness': lambda_dist = 0."""
+
+    name = "pte-nodist"
+    Settings = _settings("PtENoDistSettings", lambda_dist=0.0)
+
+
+class PtENoCollab(PtE):
+    """Table 5 'GRPO w/o Collaborative Alignment': lambda_collab = 0."""
+
+    name = "pte-nocollab"
+    Settings = _settings("PtENoCollabSettings", lambda_collab=0.0)

@@ -1,0 +1,299 @@
+"""PtE (paper 004) generation plumbing: versioned prompt files, a batched chat generator with per-profile
+seeds, and the resumable on-disk profile store.
+
+Every generated profile is stored with everything it depends on (model hash, prompt-template hash, the
+rendered prompt, sampling settings, seed) and looked up by the hash of those; the store is a folder of
+JSONL chunk files, each written atomically after a generation batch, so an interrupted stage resumes
+without regenerating finished profiles and concurrent processes never corrupt each other's chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench.errors import BenchError
+
+PROMPT_DIR = Path(__file__).parent / "prompts" / "pte"
+PROMPT_NAMES = ("system", "user_init", "item", "user_refine", "item_raw")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PromptSet:
+    """The prompt files of a folder (`system.txt`, `user_init.txt`, ...), each with its content hash."""
+
+    def __init__(self, folder: Path | str = PROMPT_DIR, noun: str = "items"):
+        self.folder = Path(folder)
+        self.noun = noun  # what the catalogue holds ("movies"), filled into every {noun}
+        self.templates: dict[str, str] = {}
+        for name in PROMPT_NAMES:
+            path = self.folder / f"{name}.txt"
+            if not path.exists():
+                raise BenchError(f"PtE prompt file {path} is missing (needs {', '.join(PROMPT_NAMES)})")
+            self.templates[name] = path.read_text(encoding="utf-8").strip()
+        self.system = self.templates["system"].format(noun=noun)
+        self.hashes = {name: _sha(text)[:16] for name, text in self.templates.items()}
+        self.hashes["system"] = _sha(self.system)[:16]  # the rendered system prompt (noun included)
+
+    def render(self, name: str, **fields: str) -> str:
+        return self.templates[name].format(noun=self.noun, **fields)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings of one request; temperature 0 means greedy."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.2
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty}
+
+
+class Generator(Protocol):
+    """Anything that answers chat prompts: `generate(system, prompts, seeds, sampling)` -> [(text, tokens)]."""
+
+    def fingerprint(self) -> str: ...
+
+    def generate(self, system: str, prompts: list[str], seeds: list[int],
+                 sampling: Sampling) -> list[tuple[str, int]]: ...
+
+
+def seeded_sampler(seeds: list[int], temperature: float, top_p: float):
+    """A logits processor that samples each row with its own torch.Generator (seeded per profile) and
+    leaves only the chosen token finite, so greedy decoding emits it: rows are independent of batching."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class _SeededSampler(LogitsProcessor):
+        def __init__(self):
+            self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+        def __call__(self, input_ids, scores):
+            probs = torch.softmax(scores.float() / temperature, dim=-1)
+            if top_p < 1.0:
+                sorted_p, order = torch.sort(probs, descending=True, dim=-1)
+                drop = sorted_p.cumsum(-1) - sorted_p > top_p
+                sorted_p = sorted_p.masked_fill(drop, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+            out = torch.full_like(scores, -float("inf"))
+            for row, gen in enumerate(self.generators):
+                token = torch.multinomial(probs[row].cpu(), 1, generator=gen).item()
+                out[row, token] = 0.0
+            return out
+
+    return _SeededSampler()
+
+
+class ChatGenerator:
+    """A local instruct LM folder: chat template, left padding, batched `generate` on the given device."""
+
+    def __init__(self, model_dir: Path | str, device: str = "cpu", cache_dir: Path | None = None,
+                 model=None, tokenizer=None):
+        self.model_dir = Path(model_dir)
+        self.device = device
+        self.cache_dir = cache_dir
+        self._model, self._tokenizer = model, tokenizer
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from bench.assets import files_fingerprint
+
+            self._fingerprint = files_fingerprint(self.model_dir, self.cache_dir)
+        return self._fingerprint
+
+    def load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+            if not tokenizer.chat_template:
+                raise BenchError(f"{self.model_dir}: tokenizer has no chat template (PtE needs an instruct model)")
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), local_files_only=True,
+                                                         dtype=torch.float32)
+            self._model, self._tokenizer = model.to(self.device).eval(), tokenizer
+        self._tokenizer.padding_side = "left"  # generation continues every row at the same position
+        return self._model, self._tokenizer
+
+    def chat_texts(self, system: str, prompts: list[str]) -> list[str]:
+        _, tokenizer = self.load()
+        return [tokenizer.apply_chat_template([{"role": "system", "content": system},
+                                               {"role": "user", "content": p}],
+                                              tokenize=False, add_generation_prompt=True) for p in prompts]
+
+    def generate(self, system: str, prompts: list[str], seeds: list[int],
+                 sampling: Sampling) -> list[tuple[str, int]]:
+        import torch
+
+        model, tokenizer = self.load()
+        batch = tokenizer(self.chat_texts(system, prompts), return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(self.device)
+        self.last_prompt_tokens = int(batch["attention_mask"].sum())
+        processors = []
+        if sampling.temperature > 0:
+            from transformers import LogitsProcessorList
+
+            processors = LogitsProcessorList([seeded_sampler(seeds, sampling.temperature, sampling.top_p)])
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=sampling.max_new_tokens, do_sample=False,
+                                 repetition_penalty=sampling.repetition_penalty, logits_processor=processors,
+                                 pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
+        new = out[:, batch["input_ids"].shape[1]:].cpu()
+        results = []
+        for row in new:
+            ids = row.tolist()
+            stops = [k for k, i in enumerate(ids) if i in (tokenizer.eos_token_id, tokenizer.pad_token_id)]
+            ids = ids[:stops[0] + 1] if stops else ids  # the stop token counts as generated
+            results.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids)))
+        return results
+
+
+class ProfileStore:
+    """Generated profiles on disk: a folder of JSONL chunks, one record per (request key) line."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, dict] = {}
+        self._seen_files: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        for path in sorted(self.folder.glob("chunk-*.jsonl")):
+            if path.name in self._seen_files:
+                continue
+            with path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        record = json.loads(line)
+                        self._records[record["key"]] = record
+            self._seen_files.add(path.name)
+
+    def get(self, key: str) -> dict | None:
+        return self._records.get(key)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put_many(self, records: list[dict]) -> None:
+        if not records:
+            return
+        name = f"chunk-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
+        fd, tmp = tempfile.mkstemp(prefix=".chunk-", suffix=".tmp", dir=self.folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.folder / name)
+        self._seen_files.add(name)
+        for record in records:
+            self._records[record["key"]] = record
+
+
+@dataclass
+class Request:
+    """One profile to generate: which entity, which candidate, from which template and rendered prompt."""
+
+    entity: str
+    template: str
+    prompt: str
+    seed: int
+    sampling: Sampling
+
+
+def request_key(model_hash: str, prompt_hash: str, system_hash: str, request: Request) -> str:
+    parts = {"model": model_hash, "template": request.template, "template_hash": prompt_hash,
+             "system_hash": system_hash, "prompt": request.prompt, "seed": request.seed,
+             "sampling": request.sampling.as_dict()}
+    return _sha(json.dumps(parts, sort_keys=True, ensure_ascii=False))
+
+
+@dataclass
+class GenerationStats:
+    requested: int = 0
+    generated: int = 0
+    tokens: int = 0
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    # the cost of every profile used, when it was first generated (also on a full cache hit)
+    first_tokens: int = 0
+    first_seconds: float = 0.0
+
+    def add(self, other: GenerationStats) -> None:
+        for name in ("requested", "generated", "tokens", "prompt_tokens", "seconds", "batches", "first_tokens",
+                     "first_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("requested", "generated", "tokens", "prompt_tokens", "seconds",
+                                             "batches", "first_tokens", "first_seconds")}
+        out["tokens_per_second"] = self.tokens / self.seconds if self.generated and self.seconds > 0 else None
+        out["first_tokens_per_second"] = self.first_tokens / self.first_seconds if self.first_seconds > 0 else None
+        return out
+
+
+def run_requests(requests: list[Request], generator: Generator, prompts: PromptSet, store: ProfileStore,
+                 batch_size: int, desc: str = "profiles", progress: bool = True) -> tuple[list[str], GenerationStats]:
+    """Texts for every request, generating (in batches, longest prompts first) only those not in the store."""
+    from tqdm.auto import tqdm
+
+    model_hash = generator.fingerprint()
+    keys = [request_key(model_hash, prompts.hashes[r.template], prompts.hashes["system"], r) for r in requests]
+    store.refresh()  # another process may have finished some
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if store.get(key) is None:
+            first.setdefault(key, i)  # identical requests are generated once
+    todo = list(first.values())
+    todo.sort(key=lambda i: -len(requests[i].prompt))
+    stats = GenerationStats(requested=len(requests))
+    bar = tqdm(total=len(todo), desc=desc, unit="profile", disable=not progress or not todo)
+    start_all = time.perf_counter()
+    for start in range(0, len(todo), batch_size):
+        rows = todo[start:start + batch_size]
+        by_sampling: dict[Sampling, list[int]] = {}
+        for i in rows:
+            by_sampling.setdefault(requests[i].sampling, []).append(i)
+        records = []
+        for sampling, group in by_sampling.items():
+            t0 = time.perf_counter()
+            outputs = generator.generate(prompts.system, [requests[i].prompt for i in group],
+                                         [requests[i].seed for i in group], sampling)
+            seconds = time.perf_counter() - t0
+            stats.prompt_tokens += int(getattr(generator, "last_prompt_tokens", 0))
+            for i, (text, n_tokens) in zip(group, outputs):
+                r = requests[i]
+                records.append({"key": keys[i], "entity": r.entity, "template": r.template,
+                                "template_hash": prompts.hashes[r.template], "system_hash": prompts.hashes["system"],
+                                "model_hash": model_hash, "sampling": sampling.as_dict(), "seed": r.seed,
+                                "prompt": r.prompt, "text": text, "tokens": int(n_tokens),
+                                "batch_seconds": seconds, "batch_size": len(group)})
+                stats.tokens += int(n_tokens)
+            stats.batches += 1
+        store.put_many(records)
+        stats.generated += len(records)
+        bar.update(len(rows))
+    bar.close()
+    stats.seconds = time.perf_counter() - start_all
+    for key in dict.fromkeys(keys):
+        record = store.get(key)
+        stats.first_tokens += int(record.get("tokens", 0))
+        stats.first_seconds += float(record.get("batch_seconds", 0.0)) / max(int(record.get("batch_size", 1)), 1)
+    return [store.get(key)["text"] for key in keys], stats

@@ -1,0 +1,294 @@
+"""PtE (paper 004): neighbours (Eq. 5), rewards (Eqs. 9-11), argmax (Eq. 13), resumable profile store,
+convergence stop, ablation settings, GRPO (Eq. 12) and a tiny end-to-end run with a fake generator."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.backbones import resolve_backbone_config
+from bench.catalog import METHODS, method_families
+from bench.splits import make_split, resolve_split_params
+from bench.types import FitContext
+from methods.pte_generate import ProfileStore, PromptSet, Sampling
+from methods.pte_stage import (
+    ProfileStage,
+    StageSettings,
+    collab_reward,
+    dist_reward,
+    overlap_neighbours,
+    select_best,
+    total_reward,
+)
+
+
+class FakeGenerator:
+    """Deterministic 'LLM': the profile is built from the prompt's words (and the seed when sampling)."""
+
+    def __init__(self, constant: str | None = None):
+        self.calls, self.rows, self.constant = 0, 0, constant
+
+    def fingerprint(self) -> str:
+        return "fake-generator" + (self.constant or "")
+
+    def generate(self, system, prompts, seeds, sampling: Sampling):
+        self.calls += 1
+        self.rows += len(prompts)
+        out = []
+        for prompt, seed in zip(prompts, seeds):
+            if self.constant is not None:
+                out.append((self.constant, 3))
+                continue
+            words = [w for w in prompt.replace(";", " ").split() if w.isdigit()][:6]
+            tag = f" variant{seed % 5}" if sampling.temperature > 0 else ""
+            out.append(("likes movie " + " movie ".join(words) + tag, 8))
+        return out
+
+
+def hash_encode(texts: list[str], tag: str = "") -> np.ndarray:
+    """Bag of hashed words -> 32-d unit vectors (a stand-in for f_enc)."""
+    out = np.zeros((len(texts), 32), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for word in text.lower().replace(".", " ").replace("(", " ").replace(")", " ").split():
+            out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % 32] += 1.0
+    out += 1e-3
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class HashEncoder:
+    name, dim = "hash", 32
+
+    def fingerprint(self) -> str:
+        return "hash-encoder"
+
+    def parameter_count(self) -> int:
+        return 99
+
+    def encode(self, texts, batch_size=None, progress=False):
+        return hash_encode(list(texts))
+
+
+def _stage(dataset, store_dir, generator, **settings):
+    defaults = {"batch_size": 8, "max_rounds": 1}
+    return ProfileStage(dataset.interactions, dataset.items["title"], dataset.item_text, generator, PromptSet(),
+                        ProfileStore(store_dir), hash_encode, StageSettings(**{**defaults, **settings}),
+                        progress=False)
+
+
+def _raw(dataset):
+    return dict(zip(dataset.item_ids, hash_encode(dataset.item_text.tolist())))
+
+
+def test_overlap_ratio_neighbours():
+    groups = {"a": {1, 2, 3, 4}, "b": {1, 2}, "c": {3}, "d": {9}}
+    # s(a,b) = 2/4, s(a,c) = 1/4, s(a,d) = 0; s(b,a) = 2/2; s(c,a) = 1/1; d has no overlap
+    assert overlap_neighbours(groups, 2) == {"a": ["b", "c"], "b": ["a"], "c": ["a"], "d": []}
+    assert overlap_neighbours(groups, 1)["a"] == ["b"]
+
+
+def test_rewards_on_toy_vectors():
+    cand = np.array([[1.0, 0.0], [0.0, 2.0]])
+    history = np.array([[1.0, 0.0], [1.0, 1.0]])  # cosines: cand0 -> 1, 1/sqrt2; cand1 -> 0, 1/sqrt2
+    np.testing.assert_allclose(collab_reward(cand, history), [(1 + 2 ** -0.5) / 2, (2 ** -0.5) / 2])
+    neighbours = np.array([[0.0, 3.0]])
+    np.testing.assert_allclose(dist_reward(cand, neighbours), [0.0, -1.0])
+    total = total_reward(collab_reward(cand, history), dist_reward(cand, neighbours), 1.0, 1.0)
+    np.testing.assert_allclose(total, [(1 + 2 ** -0.5) / 2, (2 ** -0.5) / 2 - 1.0])
+    assert select_best(total) == 0
+    assert select_best(total_reward(collab_reward(cand, history), dist_reward(cand, neighbours), 0.0, 1.0)) == 0
+    assert select_best(np.array([0.1, 0.5, 0.5])) == 1  # first among ties
+    assert collab_reward(cand, np.zeros((0, 2))).tolist() == [0.0, 0.0]
+
+
+def test_resume_generates_nothing_the_second_time(tiny_dataset, tmp_path):
+    first = FakeGenerator()
+    result = _stage(tiny_dataset, tmp_path / "store", first).run(_raw(tiny_dataset))
+    assert first.calls > 0 and result.stats.generated == first.rows
+    again = FakeGenerator()
+    repeat = _stage(tiny_dataset, tmp_path / "store", again).run(_raw(tiny_dataset))
+    assert again.calls == 0 and repeat.stats.generated == 0
+    assert repeat.user_text == result.user_text and repeat.item_text == result.item_text
+    record = next(iter(ProfileStore(tmp_path / "store")._records.values()))
+    assert {"model_hash", "template_hash", "sampling", "seed", "prompt", "text"} <= set(record)
+
+
+def test_convergence_stops_when_profiles_do_not_change(tiny_dataset, tmp_path):
+    result = _stage(tiny_dataset, tmp_path / "s", FakeGenerator(constant="the same profile"),
+                    max_rounds=4, candidates=1).run(_raw(tiny_dataset))
+    assert result.info["rounds"] == 1 and result.info["converged"]
+    assert result.info["distances"][0]["user"] == pytest.approx(0.0, abs=1e-6)
+    varying = _stage(tiny_dataset, tmp_path / "v", FakeGenerator(), max_rounds=2, candidates=1,
+                     convergence_threshold=0.0).run(_raw(tiny_dataset))
+    assert varying.info["rounds"] == 2 and not varying.info["converged"]
+    assert [p["pass"] for p in varying.info["passes"]] == ["U0", "I0", "U1", "I1", "U2", "I2"]
+
+
+def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
+    def passes(**settings):
+        gen = FakeGenerator()
+        result = _stage(tiny_dataset, tmp_path / str(sorted(settings.items())), gen, **settings).run(_raw(tiny_dataset))
+        return [p["pass"] for p in result.info["passes"]], result
+
+    full, full_result = passes()
+    assert full == ["U0", "I0", "U1", "I1", "U-cand1", "I-cand1"]
+    assert passes(max_rounds=0)[0] == ["U0", "I0", "U-cand1", "I-cand1"]
+    assert passes(profile_items=False)[0] == ["U0", "U-cand1"]
+    item_only, item_result = passes(profile_users=False)
+    assert item_only == ["I0", "I-cand1"] and not item_result.user_text
+    assert passes(selection="none")[0] == ["U0", "I0", "U1", "I1"]
+    # the reward weights change which candidate is kept for some users
+    _, no_dist = passes(lambda_dist=0.0)
+    _, no_collab = passes(lambda_collab=0.0)
+    assert no_dist.user_text != no_collab.user_text or no_dist.item_text != no_collab.item_text
+    assert all(len(r) == 2 for r in full_result.user_rewards.values())  # K = 2 candidates scored
+    names = {n for n in METHODS.names() if n.startswith("pte")}
+    assert names == {"pte", "pte-noprofile", "pte-useronly", "pte-itemonly", "pte-singlepass", "pte-noreward",
+                     "pte-nodist", "pte-nocollab"}
+    assert set(method_families()["pte"]) == names
+    assert METHODS.get("pte-nodist").Settings().lambda_dist == 0.0  # recorded in method_settings
+    assert METHODS.get("pte-noprofile").Settings().model_dump()["profile_items"] is False
+
+
+def test_longtail_split_segments_and_no_leakage(tiny_dataset):
+    params = resolve_split_params("longtail", {"tail_user_threshold": 12, "tail_item_threshold": 10})
+    split = make_split(tiny_dataset, "longtail", params)
+    train_pairs = set(zip(split.train["user"], split.train["item"]))
+    assert not train_pairs & set(zip(split.test["user"], split.test["item"]))
+    assert not train_pairs & set(zip(split.valid["user"], split.valid["item"]))
+    assert split.test.groupby("user").size().max() == 1  # leave-one-out
+    counts = tiny_dataset.interactions.groupby("item").size()
+    for item, label in split.item_segment.items():
+        assert label == ("tail" if counts[item] < 10 else "head")
+    assert set(split.user_segment) <= {"warm", "cold"}
+    assert (split.user_segment == "warm").all()  # every tiny user has 12 interactions, not < 12
+    low = make_split(tiny_dataset, "longtail", resolve_split_params("longtail", {"tail_user_threshold": 13}))
+    assert (low.user_segment == "cold").all()
+
+
+def test_grpo_step_changes_lora_and_uses_group_relative_loss():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from methods.pte_grpo import (
+        apply_lora,
+        completion_logprobs,
+        group_relative_advantages,
+        grpo_loss,
+        grpo_step,
+    )
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+
+    class Tok:
+        pad_token_id, eos_token_id = 0, 1
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [2 + (ord(c) % 60) for c in text]}
+
+    model = apply_lora(model, r=4, alpha=8)
+    for name, p in model.named_parameters():  # peft zero-initialises B: perturb so A also gets gradients
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    prompts = [["ab", "ab"], ["cd", "cd"]]
+    completions = [["xy", "zz"], ["q", "rst"]]
+    rewards = np.array([[1.0, 0.0], [0.2, 0.6]])
+    with torch.no_grad():
+        logp = completion_logprobs(model, Tok(), [p for g in prompts for p in g],
+                                   [c for g in completions for c in g]).view(2, 2)
+    f = np.log(1 / (1 + np.exp(-(rewards - rewards.mean(1, keepdims=True)))))
+    advantage = f - f.mean(1, keepdims=True)
+    np.testing.assert_allclose(group_relative_advantages(rewards).numpy(), advantage, rtol=1e-5)
+    expected = -(advantage * logp.numpy()).mean()
+    assert float(grpo_loss(logp, rewards)) == pytest.approx(expected, rel=1e-4)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    loss = grpo_step(model, Tok(), optimizer, prompts, completions, rewards)
+    assert loss == pytest.approx(expected, rel=1e-4)
+    changed = [n for n, p in model.named_parameters() if "lora_" in n and not torch.equal(p, before[n])]
+    assert changed and all("lora_" in n for n in changed)
+    frozen = [p for n, p in model.named_parameters() if "lora_" not in n]
+    assert not any(p.requires_grad for p in frozen)
+
+
+@pytest.mark.parametrize("method_name,backbone", [("pte", "sasrec"), ("pte-noprofile", "lightgcn")])
+def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, method_name, backbone):
+    from methods.pte import PtE
+
+    generator = FakeGenerator()
+    monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
+    split = make_split(tiny_dataset, "cold_users", resolve_split_params("cold_users", {"valid_fraction": 0.2,
+                                                                                       "test_fraction": 0.2}))
+    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
+                                                "stopping_step": 1})
+    cls = METHODS.get(method_name)
+    method = cls(cls.Settings(progress=False, batch_size=16))
+    encoder = HashEncoder()
+    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
+                     cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=encoder,
+                     embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
+    generator.load = lambda: (type("M", (), {"parameters": lambda self: iter(())})(), None)
+    generator.model_dir = "fake"
+    method.fit(ctx)
+    users = np.sort(split.test["user"].unique())
+    scores = method.score(users)
+    assert scores.shape == (len(users), len(tiny_dataset.item_ids)) and np.isfinite(scores).any(axis=1).all()
+    if method_name == "pte":
+        assert generator.calls > 0
+        cost = ctx.extra["pte"]["offline_cost"]
+        assert cost["tokens"] > 0 and cost["generated"] == generator.rows and cost["rounds"] == 1
+        assert "profile_stage" in ctx.timings
+        assert ctx.extra["pte_downstream"]["user_embedding"] == "add"
+        table = method.cf.model.pte_user.frozen
+        assert float(table[0].abs().sum()) == 0.0 and float(table[1:].abs().sum()) > 0
+    else:
+        assert generator.calls == 0 and ctx.extra["pte_downstream"]["projection"] == "pca"
+
+
+def test_sampled_negatives_option_keeps_positives_and_n_unseen(tiny_dataset):
+    from bench.splits import sampled_negative_exclusion
+
+    split = make_split(tiny_dataset, "longtail", resolve_split_params("longtail", {"eval_negatives": 5}))
+    item_ids = tiny_dataset.item_ids
+    position = {item: i for i, item in enumerate(item_ids)}
+    positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
+    seen = pd.concat([split.train, split.valid])
+    exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    masked = sampled_negative_exclusion(split, item_ids, positives, exclude, 5)
+    for user, rows in masked.items():
+        kept = np.setdiff1d(np.arange(len(item_ids)), rows)
+        assert set(positives[user]) <= set(kept) and len(kept) == len(positives[user]) + 5
+        assert not set(kept) & set(exclude[user])  # negatives are never items the user interacted with
+    assert sampled_negative_exclusion(split, item_ids, positives, exclude, 5).keys() == masked.keys()
+
+
+@pytest.mark.slow
+def test_real_generator_seeds_are_per_profile(tmp_path):
+    """SmolLM2: a sampled profile depends on its own seed only, not on what else is in the batch."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from bench import assets
+    from bench.errors import BenchError
+    from methods.pte_generate import ChatGenerator
+
+    torch.set_num_threads(1)
+    try:
+        folder = assets.smollm2_dir(Path(os.environ.get("BENCH_CACHE", "datasets/cache")))
+    except BenchError:
+        pytest.skip("SmolLM2 asset not installed")
+    gen = ChatGenerator(folder, "cpu", tmp_path)
+    sampling = Sampling(max_new_tokens=8, temperature=0.9, top_p=0.95, repetition_penalty=1.2)
+    system, prompt = "You describe movie tastes.", "A user liked Toy Story; Babe. Describe their taste."
+    alone = gen.generate(system, [prompt], [11], sampling)[0]
+    batched = gen.generate(system, [prompt, "A user liked Heat; Fargo; Seven. Describe their taste.", prompt],
+                           [11, 12, 13], sampling)
+    assert batched[0][0] == alone[0] and 0 < alone[1] <= 8
+    greedy = Sampling(max_new_tokens=8)
+    assert gen.generate(system, [prompt], [1], greedy)[0] == gen.generate(system, [prompt], [2], greedy)[0]
