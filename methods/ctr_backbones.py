@@ -317,13 +317,13 @@ class CTRModel:
     """A pointwise CF model scored alone (AUC / UAUC baseline rows of the CTR table)."""
 
     kind: ClassVar[str] = "mf"
+    name: ClassVar[str] = "mf-ctr"
     Settings: ClassVar[type[BaseModel]] = CFSettings
     needs_encoder: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...]] = ("none",)
 
     def __init__(self, settings: BaseModel | None = None):
         self.settings = settings or self.Settings()
-        self.name = f"{self.kind}-ctr"
 
     def fit(self, ctx: FitContext) -> None:
         if "label" not in ctx.split.train.columns:
@@ -355,15 +355,14 @@ class MFCTR(CTRModel):
 
 class LightGCNCTR(CTRModel):
     kind = "lightgcn"
+    name = "lightgcn-ctr"
 
 
 class SASRecCTR(CTRModel):
     kind = "sasrec"
+    name = "sasrec-ctr"
 
 
 class DINCTR(CTRModel):
     kind = "din"
-
-    def __init__(self, settings: BaseModel | None = None):
-        super().__init__(settings)
-        self.name = "din"
+    name = "din"
