@@ -90,7 +90,8 @@ def collapse_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, met
     for method, group in data.groupby("method", sort=False):
         stats = group.groupby("size")["value"].agg(["mean", "std", "count"]).reset_index()
         marker, color = styles.get(method, ("^-", None))
-        label = method + (f" [{group['encoder'].iloc[0]}]" if group["encoder"].iloc[0] else "")
+        encoder = group["encoder"].iloc[0]
+        label = method + (f" [{encoder}]" if isinstance(encoder, str) and encoder else "")
         ax.errorbar(stats["size"], stats["mean"], yerr=stats["std"].fillna(0), fmt=marker, color=color,
                     capsize=3, markersize=9 if method == "llminit-full" else 5, label=label)
     ax.set_xscale("log", base=2)
