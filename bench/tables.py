@@ -5,7 +5,9 @@ each table file names the run records it was built from.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,17 +19,27 @@ DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 SEGMENTS = ("user:warm", "user:cold", "item:head", "item:tail")
 
 
+def _sweep_labels(specs: list[RunSpec], group, settings, base) -> dict[str, str]:
+    """Run id -> base(spec), plus `[key=value, ...]` for the settings whose values differ among the runs
+    of its group, so swept runs are never pooled into one row."""
+    groups: dict[Any, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(group(spec), []).append(spec)
+    out = {}
+    for members in groups.values():
+        keys = sorted({k for m in members for k in settings(m)
+                       if len({json.dumps(settings(o).get(k), sort_keys=True, default=str) for o in members}) > 1})
+        for spec in members:
+            values = settings(spec)
+            out[spec.run_id] = base(spec) + (" [" + ", ".join(f"{k}={values.get(k)}" for k in keys) + "]"
+                                             if keys else "")
+    return out
+
+
 def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
     """Run id -> backbone name, plus the settings that vary among the runs of that backbone (a grid
-    suite's sweep, e.g. `lightgcn [embedding_size=256]`), so swept runs are never pooled."""
-    varying: dict[str, set[str]] = {}
-    for spec in specs:
-        others = [o for o in specs if o.backbone == spec.backbone]
-        varying[spec.backbone] = {k for k, v in spec.backbone_settings.items()
-                                  if any(o.backbone_settings.get(k) != v for o in others)}
-    return {spec.run_id: spec.backbone + (" [" + ", ".join(f"{k}={spec.backbone_settings[k]}" for k in
-                                                           sorted(varying[spec.backbone])) + "]"
-                                          if varying[spec.backbone] else "") for spec in specs}
+    suite's sweep, e.g. `lightgcn [embedding_size=256]`)."""
+    return _sweep_labels(specs, lambda s: s.backbone, lambda s: s.backbone_settings, lambda s: s.backbone)
 
 
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
@@ -52,15 +64,8 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
 
 def method_labels(specs: list[RunSpec]) -> dict[str, str]:
     """Run id -> method label, plus the method settings that vary among the runs of that method (e.g.
-    `llm2rec [train_dataset=ml-1m]` in the transfer suite), so such runs are never pooled."""
-    out = {}
-    for spec in specs:
-        others = [o for o in specs if o.method == spec.method and o.encoder == spec.encoder]
-        keys = sorted({k for o in others for k in {*o.method_settings, *spec.method_settings}
-                       if o.method_settings.get(k) != spec.method_settings.get(k)})
-        out[spec.run_id] = _label(spec) + (" [" + ", ".join(f"{k}={spec.method_settings.get(k)}" for k in keys)
-                                           + "]" if keys else "")
-    return out
+    `llm2rec [train_dataset=ml-1m]` in the transfer suite)."""
+    return _sweep_labels(specs, lambda s: (s.method, s.encoder), lambda s: s.method_settings, _label)
 
 
 def _label(spec: RunSpec) -> str:
