@@ -191,7 +191,17 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
     A suite `grid` expands to one sub-grid per point; `--set` overrides win over grid values; each of
     the suite's `parts` adds its own sub-grid."""
     if suite.parts:
-        specs = {s.run_id: s for s in expand(suite.model_copy(update={"parts": []}), overrides)}
+        # settings may name what only a part runs (a backbone of a part, say); never what nothing runs
+        base_update: dict[str, Any] = {"parts": []}
+        for key, listed in (("method_settings", "methods"), ("backbone_overrides", "backbones"),
+                            ("split_settings", "splits"), ("dataset_settings", "datasets")):
+            everywhere = set(getattr(suite, listed)).union(*(part.get(listed, []) for part in suite.parts))
+            for name in getattr(suite, key):
+                if name not in everywhere:
+                    raise BenchError(f"suite {suite.name!r}: settings given for {listed[:-1]} {name!r}, which "
+                                     f"neither the suite nor its parts run; they run: {', '.join(sorted(everywhere))}")
+            base_update[key] = {k: v for k, v in getattr(suite, key).items() if k in getattr(suite, listed)}
+        specs = {s.run_id: s for s in expand(suite.model_copy(update=base_update), overrides)}
         for index, part in enumerate(suite.parts):
             for spec in expand(_part_suite(suite, index, part), overrides):
                 specs.setdefault(spec.run_id, spec)

@@ -42,7 +42,10 @@ class PtESettings(BaseModel):
     user_items: int = Field(10, ge=1)  # most recent training items listed in a user prompt
     item_users: int = Field(2, ge=1)  # user profiles shown in an item prompt
     refine_items: int = Field(2, ge=0)  # item profiles shown in a refinement prompt
-    candidates: int = Field(2, ge=1)  # K
+    candidates: int = Field(2, ge=1)  # K (users)
+    # CPU defaults that cut generation (each a recorded deviation; the `paper` profiles set them back):
+    item_candidates: int = Field(1, ge=1)  # K for items; 1 = items keep their profile-stage output
+    last_round_items: bool = False  # False: the loop ends on the user pass (U0 -> I0 -> U1)
     selection: Literal["reward", "none"] = "reward"
     lambda_collab: float = 1.0
     lambda_dist: float = 1.0

@@ -105,6 +105,8 @@ class StageSettings:
     item_users: int = 2
     refine_items: int = 2
     candidates: int = 2
+    item_candidates: int = 1  # K on the item side (1: items keep the profile-stage output, no item rewards)
+    last_round_items: bool = False  # the last round also regenerates items (U0 I0 U1 I1 vs U0 I0 U1)
     selection: str = "reward"  # "reward" (argmax of Eq. 9) | "none" (the profile-stage output as is)
     lambda_collab: float = 1.0
     lambda_dist: float = 1.0
@@ -219,36 +221,39 @@ class ProfileStage:
             for r in range(1, s.max_rounds + 1):
                 new_user_prompts = {u: self.user_refine_prompt(u, item_p) for u in users}
                 new_user = self._pass(f"U{r}", "user", "user_refine", new_user_prompts)
-                new_item_prompts = {v: self.item_prompt(v, new_user) for v in items}
-                new_item = self._pass(f"I{r}", "item", "item", new_item_prompts)
-                d_user = self._distance(new_user, user_p, "pte-user")
-                d_item = self._distance(new_item, item_p, "pte-item")
-                distances.append({"round": r, "user": d_user, "item": d_item})
-                user_p, item_p, user_prompts, item_prompts = new_user, new_item, new_user_prompts, new_item_prompts
+                entry = {"round": r, "user": self._distance(new_user, user_p, "pte-user")}
+                user_p, user_prompts = new_user, new_user_prompts
+                if r < s.max_rounds or s.last_round_items:  # else the loop ends on the user pass
+                    new_item_prompts = {v: self.item_prompt(v, new_user) for v in items}
+                    new_item = self._pass(f"I{r}", "item", "item", new_item_prompts)
+                    entry["item"] = self._distance(new_item, item_p, "pte-item")
+                    item_p, item_prompts = new_item, new_item_prompts
+                distances.append(entry)
                 rounds = r
-                if max(d_user, d_item) < s.convergence_threshold:
+                if max(v for k, v in entry.items() if k != "round") < s.convergence_threshold:
                     converged = True
                     break
         if self.grpo is not None and s.profile_users:
             self.generator = self.grpo(self, user_prompts, user_p, raw_item_vectors)
         result = StageResult(user_text=dict(user_p), item_text=dict(item_p))
-        selection_info: dict[str, Any] = {"selection": s.selection, "candidates": s.candidates}
-        if s.selection == "reward" and s.candidates > 1:
+        selection_info: dict[str, Any] = {"selection": s.selection, "candidates": s.candidates,
+                                          "item_candidates": s.item_candidates}
+        if s.selection == "reward" and max(s.candidates, s.item_candidates) > 1:
             user_vec = {}
-            if s.profile_users:
+            if s.profile_users and s.candidates > 1:
                 chosen, rewards, user_vec = self.select(
                     "user", user_prompts, user_p, "user_refine" if rounds else "user_init",
                     history={u: np.stack([raw_item_vectors[i] for i in self.user_items[u]]) for u in users},
-                    neighbours=self.user_nb)
+                    neighbours=self.user_nb, n_candidates=s.candidates)
                 result.user_text, result.user_rewards = chosen, rewards
                 selection_info["user_changed"] = float(np.mean([chosen[u] != user_p[u] for u in users]))
-            if s.profile_items:
+            if s.profile_items and s.item_candidates > 1:
                 if not user_vec:  # item-only: a user is the mean of its items' raw encodings
                     user_vec = {u: np.mean([raw_item_vectors[i] for i in self.user_items[u]], axis=0) for u in users}
                 chosen, rewards, _ = self.select(
                     "item", item_prompts, item_p, item_template,
                     history={v: np.stack([user_vec[u] for u in self.item_users[v]]) for v in items},
-                    neighbours=self.item_nb)
+                    neighbours=self.item_nb, n_candidates=s.item_candidates)
                 result.item_text, result.item_rewards = chosen, rewards
                 selection_info["item_changed"] = float(np.mean([chosen[v] != item_p[v] for v in items]))
         result.info = {"rounds": rounds, "converged": converged, "distances": distances,
@@ -258,12 +263,12 @@ class ProfileStage:
         return result
 
     def select(self, kind: str, prompts: dict[str, str], current: dict[str, str], template: str,
-               history: dict[str, np.ndarray], neighbours: dict[str, list[str]]):
+               history: dict[str, np.ndarray], neighbours: dict[str, list[str]], n_candidates: int):
         """K candidates per entity, Eq. 9 rewards against the current (profile-stage) embeddings, argmax."""
         s = self.s
         keys = sorted(prompts)
         candidates = [current] + [self._pass(f"{kind[0].upper()}-cand{k}", kind, template, prompts, candidate=k)
-                                  for k in range(1, s.candidates)]
+                                  for k in range(1, n_candidates)]
         current_vec = dict(zip(keys, self.encode([current[k] for k in keys], f"pte-{kind}")))
         cand_vec = [self.encode([c[k] for k in keys], f"pte-{kind}") for c in candidates]
         chosen, rewards = {}, {}

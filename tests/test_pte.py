@@ -72,7 +72,7 @@ class HashEncoder:
 
 
 def _stage(dataset, store_dir, generator, **settings):
-    defaults = {"batch_size": 8, "max_rounds": 1}
+    defaults = {"batch_size": 8, "max_rounds": 1, "item_candidates": 2, "last_round_items": True}  # paper-like
     return ProfileStage(dataset.interactions, dataset.items["title"], dataset.item_text, generator, PromptSet(),
                         ProfileStore(store_dir), hash_encode, StageSettings(**{**defaults, **settings}),
                         progress=False)
@@ -117,13 +117,28 @@ def test_resume_generates_nothing_the_second_time(tiny_dataset, tmp_path):
 
 def test_convergence_stops_when_profiles_do_not_change(tiny_dataset, tmp_path):
     result = _stage(tiny_dataset, tmp_path / "s", FakeGenerator(constant="the same profile"),
-                    max_rounds=4, candidates=1).run(_raw(tiny_dataset))
+                    max_rounds=4, candidates=1, item_candidates=1).run(_raw(tiny_dataset))
     assert result.info["rounds"] == 1 and result.info["converged"]
     assert result.info["distances"][0]["user"] == pytest.approx(0.0, abs=1e-6)
-    varying = _stage(tiny_dataset, tmp_path / "v", FakeGenerator(), max_rounds=2, candidates=1,
+    varying = _stage(tiny_dataset, tmp_path / "v", FakeGenerator(), max_rounds=2, candidates=1, item_candidates=1,
                      convergence_threshold=0.0).run(_raw(tiny_dataset))
     assert varying.info["rounds"] == 2 and not varying.info["converged"]
     assert [p["pass"] for p in varying.info["passes"]] == ["U0", "I0", "U1", "I1", "U2", "I2"]
+
+
+def test_cpu_defaults_end_on_the_user_pass_and_select_users_only(tiny_dataset, tmp_path):
+    defaults = StageSettings()
+    assert defaults.item_candidates == 1 and not defaults.last_round_items
+    gen = FakeGenerator()
+    result = ProfileStage(tiny_dataset.interactions, tiny_dataset.items["title"], tiny_dataset.item_text, gen,
+                          PromptSet(), ProfileStore(tmp_path / "s"), hash_encode,
+                          StageSettings(batch_size=8, convergence_threshold=0.0), progress=False).run(_raw(tiny_dataset))
+    assert [p["pass"] for p in result.info["passes"]] == ["U0", "I0", "U1", "U-cand1"]
+    assert set(result.info["distances"][0]) == {"round", "user"}  # no item pass in the last round
+    assert result.user_rewards and not result.item_rewards
+    assert result.info["selection"]["item_candidates"] == 1
+    # items keep the I0 output, built from the U0 profiles
+    assert set(result.item_text) == set(tiny_dataset.interactions["item"].astype(str))
 
 
 def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
