@@ -26,9 +26,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from bench.catalog import METHODS
+    from bench.encoders import encode_items
     from bench.errors import BenchError
     from bench.runner import _dataset, _encoder, _split
-    from bench.encoders import encode_items
     from bench.spec import expand, load_suite
     from bench.types import FitContext
 
