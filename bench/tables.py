@@ -46,7 +46,7 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
     """One row per (run, segment) with every metric; runs without a record are absent."""
     rows = []
     labels = backbone_labels(specs)
-    mlabels = method_labels(specs)
+    mlabels = method_labels(specs, store)
     for spec in specs:
         if not store.has(spec.run_id):
             continue
@@ -62,10 +62,20 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def method_labels(specs: list[RunSpec]) -> dict[str, str]:
+def method_labels(specs: list[RunSpec], store: ResultStore | None = None) -> dict[str, str]:
     """Run id -> method label, plus the method settings that vary among the runs of that method (e.g.
-    `llm2rec [train_dataset=ml-1m]` in the transfer suite)."""
-    return _sweep_labels(specs, lambda s: (s.method, s.encoder), lambda s: s.method_settings, _label)
+    `llm2rec [train_dataset=ml-1m]` in the transfer suite). With the store, a run whose record says it
+    trained at another embedding width than its backbone setting says so (llminit-full keeps the
+    encoder's width): `llminit-full (runs at d=384)`."""
+    labels = _sweep_labels(specs, lambda s: (s.method, s.encoder), lambda s: s.method_settings, _label)
+    if store is not None:
+        for spec in specs:
+            if not store.has(spec.run_id):
+                continue
+            effective = store.load(spec.run_id).get("method_info", {}).get("effective_embedding_size")
+            if effective is not None and effective != spec.backbone_settings.get("embedding_size", effective):
+                labels[spec.run_id] += f" (runs at d={effective})"
+    return labels
 
 
 def _label(spec: RunSpec) -> str:
@@ -127,7 +137,7 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
     from bench.stats import compare, correct
 
     groups: dict[tuple, list[RunSpec]] = {}
-    labels, mlabels = backbone_labels(specs), method_labels(specs)
+    labels, mlabels = backbone_labels(specs), method_labels(specs, store)
     for spec in specs:
         groups.setdefault((spec.dataset, spec.split, labels[spec.run_id], mlabels[spec.run_id]), []).append(spec)
     rows = []

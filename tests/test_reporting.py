@@ -194,6 +194,19 @@ def test_main_table_marks_significant_cells(store):
         "lightgcn [embedding_size=64]", "lightgcn [embedding_size=128]", "lightgcn [embedding_size=1024]"}
 
 
+def test_a_run_at_another_width_than_its_setting_is_labelled_so(store):
+    full = spec("llminit-full", split="temporal_loo")
+    put(store, full, 0.31)
+    record = store.load(full.run_id)
+    record["method_info"] = {"effective_embedding_size": 384}
+    store.write(full.run_id, record, store.per_user(full.run_id))
+    same = spec("llminit-var", split="temporal_loo")
+    specs = [full, same, spec("random", split="temporal_loo")]
+    labels = set(collect(specs, store)["method"])
+    assert labels == {"llminit-full (runs at d=384)", "llminit-var", "random"}
+    assert "llminit-full (runs at d=384)" in set(significance_table(specs, store)["Method"])
+
+
 def test_figures_written_as_png_and_pdf(store, tmp_path):
     from bench.figures import write_figures
 
