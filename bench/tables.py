@@ -190,6 +190,37 @@ def ctr_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def offline_cost_table(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
+    """PtE's offline cost, one row per (dataset, split, method): the profiles the method uses, the tokens
+    and seconds it took to generate them when they were first generated (shared by every seed and
+    backbone, so counted once), tokens/s, refinement rounds and the convergence distance per round
+    (mean 1 - cos between successive rounds' profile encodings, users / items). Online latency is in
+    the main table."""
+    rows, seen = [], set()
+    mlabels = method_labels(specs, store)
+    for spec in sorted(specs, key=lambda s: s.seed):
+        if not store.has(spec.run_id):
+            continue
+        info = store.load(spec.run_id).get("method_info", {}).get("pte")
+        key = (spec.dataset, spec.split, mlabels[spec.run_id])
+        if not info or "offline_cost" not in info or key in seen:
+            continue
+        seen.add(key)
+        cost = info["offline_cost"]
+        rate = cost["first_tokens"] / cost["first_seconds"] if cost.get("first_seconds") else float("nan")
+        distances = "; ".join(
+            f"r{d['round']}: " + ", ".join(f"{k} {d[k]:.3f}" for k in ("user", "item") if k in d)
+            for d in info.get("distances", [])) or "—"
+        rows.append({"Dataset": spec.dataset, "Split": spec.split, "Method": mlabels[spec.run_id],
+                     "Users": info.get("n_users"), "Items": info.get("n_items"),
+                     "Profiles used": cost["requested"], "Tokens generated": cost["first_tokens"],
+                     "Generation s": round(cost["first_seconds"], 1),
+                     "Tokens/s": round(rate, 1), "Rounds": info.get("rounds"),
+                     "Converged": "yes" if info.get("converged") else "no",
+                     "Distance per round": distances, "Run": spec.run_id})
+    return pd.DataFrame(rows)
+
+
 def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "markdown":
         return table.to_markdown(index=False)
@@ -245,6 +276,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         main, segments = ctr_table(frame), pd.DataFrame()
     else:
         main, segments = main_table(frame, significant=marks), segment_table(frame)
+    costs = offline_cost_table(specs, store)
     used = sorted(frame["run_id"].unique())
     missing = [s.label for s in specs if not store.has(s.run_id)]
     note = settings_note(suite, specs)
@@ -256,7 +288,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     written = {}
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}
     for fmt in formats:
-        for name, table in (("main", main), ("segments", segments), ("significance", significance)):
+        for name, table in (("main", main), ("segments", segments), ("significance", significance),
+                            ("offline_cost", costs)):
             if table.empty:
                 continue
             path = target / f"{name}.{ext[fmt]}"

@@ -20,7 +20,7 @@ from bench.records import ResultStore
 from bench.selection import field_value, pair, parse_selector, stored_specs
 from bench.spec import RunSpec, Suite, expand, load_suite
 from bench.stats import compare, correct
-from bench.tables import collect, main_table, significance_table
+from bench.tables import collect, main_table, offline_cost_table, significance_table
 
 N_USERS = 200
 
@@ -205,6 +205,23 @@ def test_a_run_at_another_width_than_its_setting_is_labelled_so(store):
     labels = set(collect(specs, store)["method"])
     assert labels == {"llminit-full (runs at d=384)", "llminit-var", "random"}
     assert "llminit-full (runs at d=384)" in set(significance_table(specs, store)["Method"])
+
+
+def test_offline_cost_table_counts_shared_profiles_once(store):
+    runs = [spec("pte", split="cold_users", backbone=b, seed=s) for b in ("lightgcn", "sasrec") for s in range(2)]
+    for run in runs:
+        put(store, run, 0.2)
+        record = store.load(run.run_id)
+        record["method_info"] = {"pte": {
+            "n_users": 10, "n_items": 20, "rounds": 1, "converged": False,
+            "distances": [{"round": 1, "user": 0.25}],
+            "offline_cost": {"requested": 50, "first_tokens": 1600, "first_seconds": 40.0}}}
+        store.write(run.run_id, record, store.per_user(run.run_id))
+    table = offline_cost_table(runs + [spec("random", split="cold_users")], store)
+    assert len(table) == 1  # one profile stage, whatever the seeds and backbones
+    row = table.iloc[0]
+    assert row["Tokens/s"] == 40.0 and row["Profiles used"] == 50 and row["Distance per round"] == "r1: user 0.250"
+    assert row["Run"] == min((r for r in runs if r.seed == 0), key=runs.index).run_id
 
 
 def test_figures_written_as_png_and_pdf(store, tmp_path):
