@@ -85,19 +85,11 @@ def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str = "c
         return _execute_locked(spec, store, cache_dir, device, requested)
 
 
-def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str,
-                    requested: dict[str, Any] | None) -> dict[str, Any]:
+def build_context(spec: RunSpec, cache_dir: Path, device: str, run_dir: Path, timings: dict[str, float]):
+    """The method instance and its FitContext for one spec (data, split, encoder prepared or cached):
+    what a run fits, and what tools that run one stage of a method (scripts/pte_profiles.py) use."""
     from bench.catalog import METHODS
     from bench.encoders import encode_items
-    from bench.metrics import evaluate, rank_users
-
-    run_id = spec.run_id
-    run_dir = store.run_dir(run_id)
-    if (run_dir / "work").exists():  # leftovers of an interrupted attempt
-        shutil.rmtree(run_dir / "work")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(timezone.utc).isoformat()
-    timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     dataset = _dataset(spec, cache_dir)
@@ -121,6 +113,22 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, device: 
     ctx = FitContext(dataset=dataset, split=split, seed=spec.seed, device=device, run_dir=run_dir,
                      cache_dir=Path(cache_dir), backbone=spec.backbone, backbone_config=dict(spec.backbone_settings),
                      encoder=encoder, embed_items=embed_items if encoder is not None else None)
+    return method, ctx, dataset, split, encoder, embedding_info
+
+
+def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str,
+                    requested: dict[str, Any] | None) -> dict[str, Any]:
+    from bench.metrics import evaluate, rank_users
+
+    run_id = spec.run_id
+    run_dir = store.run_dir(run_id)
+    if (run_dir / "work").exists():  # leftovers of an interrupted attempt
+        shutil.rmtree(run_dir / "work")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat()
+    timings: dict[str, float] = {}
+
+    method, ctx, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, device, run_dir, timings)
     t0 = time.perf_counter()
     method.fit(ctx)
     timings["fit_total"] = time.perf_counter() - t0

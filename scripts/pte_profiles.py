@@ -25,12 +25,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    from bench.catalog import METHODS
-    from bench.encoders import encode_items
     from bench.errors import BenchError
-    from bench.runner import _dataset, _encoder, _split
+    from bench.runner import build_context
     from bench.spec import expand, load_suite
-    from bench.types import FitContext
 
     cache_dir = Path(args.cache_dir)
     specs = expand(load_suite(args.suite, profile=args.profile))
@@ -38,21 +35,10 @@ def main() -> None:
         matches = [s for s in specs if s.method == name and s.split == args.split]
         if not matches:
             raise BenchError(f"suite {args.suite} has no {name} run on split {args.split}")
-        spec = matches[0]
-        dataset = _dataset(spec, cache_dir)
-        split = _split(spec, dataset, cache_dir)
-        encoder = _encoder(spec, args.device, cache_dir)
-
-        def embed_items(encoder=encoder, dataset=dataset):
-            return encode_items(encoder, dataset.item_text, dataset.meta["card"]["text_template"], cache_dir,
-                                progress=False)[0]
-
-        cls = METHODS.get(name)
-        method = cls(cls.Settings.model_validate(spec.method_settings))
         with tempfile.TemporaryDirectory() as run_dir:
-            ctx = FitContext(dataset=dataset, split=split, seed=spec.seed, device=args.device, run_dir=Path(run_dir),
-                             cache_dir=cache_dir, backbone=spec.backbone, backbone_config=dict(spec.backbone_settings),
-                             encoder=encoder, embed_items=embed_items)
+            method, ctx, *_ = build_context(matches[0], cache_dir, args.device, Path(run_dir), {})
+            if not hasattr(method, "profile_embeddings"):
+                raise BenchError(f"{name} is not a PtE method (no profile stage)")
             method.profile_embeddings(ctx)
         info = ctx.extra.get("pte", {})
         print(json.dumps({"method": name, "split": args.split, "rounds": info.get("rounds"),
