@@ -221,6 +221,25 @@ def offline_cost_table(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def profile_examples(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
+    """The profiles PtE kept for the first three users (by id), per (dataset, split, method), as the
+    first seed's record stores them (the profile stage is shared by every seed and backbone)."""
+    rows, seen = [], set()
+    mlabels = method_labels(specs, store)
+    for spec in sorted(specs, key=lambda s: s.seed):
+        if not store.has(spec.run_id):
+            continue
+        info = store.load(spec.run_id).get("method_info", {}).get("pte") or {}
+        key = (spec.dataset, spec.split, mlabels[spec.run_id])
+        if not info.get("examples") or key in seen:
+            continue
+        seen.add(key)
+        for user, text in info["examples"].items():
+            rows.append({"Dataset": spec.dataset, "Split": spec.split, "Method": mlabels[spec.run_id],
+                         "User": user, "Profile": text.replace("\n", " ").replace("|", "/"), "Run": spec.run_id})
+    return pd.DataFrame(rows)
+
+
 def render(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "markdown":
         return table.to_markdown(index=False)
@@ -277,6 +296,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     else:
         main, segments = main_table(frame, significant=marks), segment_table(frame)
     costs = offline_cost_table(specs, store)
+    examples = profile_examples(specs, store)
     used = sorted(frame["run_id"].unique())
     missing = [s.label for s in specs if not store.has(s.run_id)]
     note = settings_note(suite, specs)
@@ -300,4 +320,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
                 body = "% " + note.replace("\n", "\n% ") + f"\n% Sources: {sources}\n{body}"
             atomic_write_text(path, body)
             written[f"{name}.{ext[fmt]}"] = path
+    if not examples.empty and "markdown" in formats:
+        path = target / "pte_examples.md"
+        atomic_write_text(path, render(examples, "markdown") + f"\n\nSources: {sources}\n")
+        written["pte_examples.md"] = path
     return written

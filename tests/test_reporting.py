@@ -20,7 +20,7 @@ from bench.records import ResultStore
 from bench.selection import field_value, pair, parse_selector, stored_specs
 from bench.spec import RunSpec, Suite, expand, load_suite
 from bench.stats import compare, correct
-from bench.tables import collect, main_table, offline_cost_table, significance_table
+from bench.tables import collect, main_table, offline_cost_table, profile_examples, significance_table
 
 N_USERS = 200
 
@@ -215,13 +215,16 @@ def test_offline_cost_table_counts_shared_profiles_once(store):
         record["method_info"] = {"pte": {
             "n_users": 10, "n_items": 20, "rounds": 1, "converged": False,
             "distances": [{"round": 1, "user": 0.25}],
-            "offline_cost": {"requested": 50, "first_tokens": 1600, "first_seconds": 40.0}}}
+            "offline_cost": {"requested": 50, "first_tokens": 1600, "first_seconds": 40.0},
+            "examples": {"1": "likes | noir", "10": "likes comedies"}}}
         store.write(run.run_id, record, store.per_user(run.run_id))
     table = offline_cost_table(runs + [spec("random", split="cold_users")], store)
     assert len(table) == 1  # one profile stage, whatever the seeds and backbones
     row = table.iloc[0]
     assert row["Tokens/s"] == 40.0 and row["Profiles used"] == 50 and row["Distance per round"] == "r1: user 0.250"
     assert row["Run"] == min((r for r in runs if r.seed == 0), key=runs.index).run_id
+    examples = profile_examples(runs, store)
+    assert examples["User"].tolist() == ["1", "10"] and examples["Profile"].tolist()[0] == "likes / noir"
 
 
 def test_figures_written_as_png_and_pdf(store, tmp_path):
