@@ -178,7 +178,7 @@ def _cmd_table(args) -> int:
     written = write_tables(suite, specs, ResultStore(args.results), args.results, correction=args.correction)
     if not written:
         raise BenchError(f"no run records of suite {suite.name!r} under {args.results}; run it first: "
-                         f"python -m bench run --suite {args.suite}")
+                         f"python -m bench run --suite {args.suite}" + (f" --profile {args.profile}" if args.profile else ""))
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}[args.format]
     for name in ("main", "segments", "significance"):
         if f"{name}.{ext}" in written:

@@ -107,7 +107,9 @@ def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
     if profile is not None:
         if profile not in suite.profiles:
             raise UnknownChoiceError(f"profile of suite {suite.name!r}", profile, suite.profiles)
-        merged = {**suite.model_dump(), **suite.profiles[profile], "profiles": {}}
+        # a profile's tables go to results/<suite>-<profile>/, never over the default profile's
+        merged = {**suite.model_dump(), "name": f"{suite.name}-{profile}", **suite.profiles[profile],
+                  "profiles": {}}
         try:
             suite = Suite.model_validate(merged)
         except ValidationError as exc:

@@ -37,6 +37,24 @@ def test_part_with_unknown_field_is_an_error(tmp_path):
         expand(load_suite(_write(tmp_path, body)))
 
 
+def test_settings_may_name_what_only_a_part_runs_but_not_what_nothing_runs(tmp_path):
+    body = {**BASE, "backbone_overrides": {"sasrec": {"train_targets_per_user": 5}},
+            "parts": [{"splits": ["cold_users"], "backbones": ["sasrec"], "methods": ["random"]}]}
+    specs = expand(load_suite(_write(tmp_path, body)))
+    assert [s.backbone_settings["train_targets_per_user"] for s in specs if s.backbone == "sasrec"] == [5]
+    body["backbone_overrides"] = {"gru4rec": {"epochs": 1}}
+    with pytest.raises(BenchError, match="gru4rec.*neither the suite nor its parts"):
+        expand(load_suite(_write(tmp_path, body)))
+
+
+def test_a_profile_writes_its_tables_under_its_own_name():
+    assert load_suite("coldstart").name == "coldstart"
+    assert load_suite("coldstart", "paper").name == "coldstart-paper"
+    # run ids come from the specs, not the suite name: runs shared with the default profile stay shared
+    default = {s.run_id for s in expand(load_suite("coldstart"))}
+    assert default <= {s.run_id for s in expand(load_suite("coldstart", "llm2rec"))}
+
+
 def test_coldstart_default_fits_its_budget_and_profile_adds_llm2rec():
     default = expand(load_suite("coldstart"))
     full = expand(load_suite("coldstart", "llm2rec"))
