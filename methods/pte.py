@@ -98,13 +98,18 @@ def attach_user_embeddings(cf, user_ids, matrix: np.ndarray) -> None:
     model._pte_users = None
     user_field = cf.config["USER_ID_FIELD"]
 
-    def hook(module, args, output):
-        users = module._pte_users
+    # RecBole's sequential models call self.forward(...) directly (not through __call__), so a forward
+    # hook would never fire: the instance's forward is wrapped instead
+    original_forward = model.forward
+
+    def forward(*args, **kwargs):
+        output = original_forward(*args, **kwargs)
+        users = model._pte_users
         if users is None:
             raise BenchError("PtE user embeddings: the model was called without user ids")
-        return output + module.pte_user(users.to(output.device))
+        return output + model.pte_user(users.to(output.device))
 
-    model.register_forward_hook(hook)
+    model.forward = forward
     for name in ("calculate_loss", "predict", "full_sort_predict"):
         original = getattr(model, name)
 

@@ -260,6 +260,17 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
         assert ctx.extra["pte_downstream"]["user_embedding"] == "add"
         table = method.cf.model.pte_user.frozen
         assert float(table[0].abs().sum()) == 0.0 and float(table[1:].abs().sum()) > 0
+        # the user term reaches the training loss (its adapter got gradients) ...
+        assert method.cf.model.pte_user.adapter.weight.grad is not None
+        # ... and the scores: changing one user's profile embedding changes that user's scores only
+        import torch
+
+        row = int(method.cf.token_index("user_id", users[:1])[0])
+        with torch.no_grad():
+            table[row] += 1.0
+        changed = method.score(users)
+        moved = ~np.isclose(changed, scores, equal_nan=True).all(axis=1)
+        assert moved.tolist() == [True] + [False] * (len(users) - 1)
     else:
         assert generator.calls == 0 and ctx.extra["pte_downstream"]["projection"] == "pca"
 
