@@ -139,7 +139,25 @@ class SentenceTransformerEncoder(Encoder):
                                  convert_to_numpy=True, normalize_embeddings=self.normalize)
 
 
-class DecoderMeanPoolEncoder(Encoder):
+class TransformersEncoder(Encoder):
+    """A transformers model folder with its tokenizer (`_load` sets both); dim is the hidden size."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            _ = self.model  # loads both
+        return self._tokenizer
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+class DecoderMeanPoolEncoder(TransformersEncoder):
     """A local (causal) LM folder: mean of the last hidden states over non-padding tokens.
 
     Texts are truncated to `max_length` tokens, sorted by length and padded on the right to each batch's
@@ -151,7 +169,6 @@ class DecoderMeanPoolEncoder(Encoder):
         super().__init__(path, device, batch_size=batch_size, **kwargs)
         self.max_length = max_length
         self.normalize = normalize
-        self._tokenizer: Any = None
 
     def _load(self) -> None:
         import torch
@@ -166,16 +183,6 @@ class DecoderMeanPoolEncoder(Encoder):
         tokenizer.padding_side = "right"  # keeps real tokens at positions 0..n-1
         model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=torch.float32)
         self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            _ = self.model  # loads both
-        return self._tokenizer
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
 
     def settings(self) -> dict[str, Any]:
         return {"pooling": "mean", "max_length": self.max_length, "normalize": self.normalize}

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.encoders import Encoder, _check_device
+from bench.encoders import TransformersEncoder, _check_device
 from bench.errors import BenchError, UnknownChoiceError
 
 ENCODER_MODES = {
@@ -173,7 +173,7 @@ def save_model_atomic(model, tokenizer, out_dir: Path | str) -> Path:
     return out_dir
 
 
-class LLMItemEncoder(Encoder):
+class LLMItemEncoder(TransformersEncoder):
     """Item titles -> vectors from a decoder LLM folder (raw, or any LLM2Rec stage's output).
 
     mode "causal_last": causal attention, EOS appended, the last token's state (the paper's "Causal" row);
@@ -195,7 +195,6 @@ class LLMItemEncoder(Encoder):
         self.max_length = max_length
         self.normalize = normalize
         self.attn_implementation = attn_implementation
-        self._tokenizer: Any = None
 
     def _load(self) -> None:
         import torch
@@ -205,16 +204,6 @@ class LLMItemEncoder(Encoder):
         model = AutoModel.from_pretrained(str(self.path), local_files_only=True, dtype=torch.float32,
                                           attn_implementation=self.attn_implementation)
         self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            _ = self.model  # loads both
-        return self._tokenizer
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
 
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, "max_length": self.max_length, "normalize": self.normalize}
