@@ -200,7 +200,9 @@ def _worker_init(threads: int) -> None:
 
 def _execute_safely(spec: RunSpec, root: str, cache_dir: str, device: str, requested: dict) -> tuple[str, str | None]:
     try:
-        execute(spec, ResultStore(Path(root)), Path(cache_dir), device, requested)
+        store = ResultStore(Path(root))
+        execute(spec, store, Path(cache_dir), device, requested)
+        (store.run_dir(spec.run_id) / "error.txt").unlink(missing_ok=True)  # a failed earlier try's
         return spec.run_id, None
     except Exception:  # reported per run; the suite goes on, and a rerun retries it
         error = traceback.format_exc()

@@ -250,6 +250,20 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     raise ValueError(fmt)
 
 
+def ranking_protocol(specs: list[RunSpec]) -> str:
+    """How the runs were evaluated, from their split settings (full ranking unless eval_negatives > 0)."""
+    from bench.splits import resolve_split_params
+
+    if {spec.split for spec in specs} == {"ctr_temporal"}:
+        return "pointwise: AUC / UAUC over the labelled test pairs"
+    negatives = sorted({int(resolve_split_params(spec.split, spec.split_settings).get("eval_negatives", 0))
+                        for spec in specs if spec.split != "ctr_temporal"})
+    described = [("full ranking, train+valid items masked" if n == 0 else
+                  f"sampled: each test positive ranked among {n} sampled negatives (train+valid items excluded)")
+                 for n in negatives]
+    return " / ".join(described)
+
+
 def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
     """What a reader must know to interpret the numbers: caps, early stopping, encoder, splits."""
     lines = [f"Suite `{suite.name}`: {suite.description}".rstrip()]
@@ -271,10 +285,7 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
         lines.append(f"- grid: {key} in {values}" + ("" if isinstance(axis, list) else
                      f" for {', '.join(axis.methods or suite.methods)}"
                      + "".join(f"; {m} skips {v}" for m, v in axis.skip.items())))
-    pointwise = {spec.split for spec in specs} == {"ctr_temporal"}
-    protocol = ("pointwise: AUC / UAUC over the labelled test pairs" if pointwise
-                else "full ranking, train+valid items masked")
-    lines.append(f"- encoder: {suite.encoder}; seeds: {suite.seeds}; {protocol}")
+    lines.append(f"- encoder: {suite.encoder}; seeds: {suite.seeds}; {ranking_protocol(specs)}")
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
     return "\n".join(lines)

@@ -304,3 +304,14 @@ def test_family_filter_runs_only_that_family(tmp_path, capsys, monkeypatch):
     assert main(["run", "--suite", "smoke", "--family", "pte", "--results", str(tmp_path)]) == 0
     assert "no runs of method family 'pte'" in capsys.readouterr().out
     assert main(["run", "--suite", "smoke", "--family", "nosuch", "--results", str(tmp_path)]) == 2
+
+
+def test_table_note_names_the_sampled_protocol_when_runs_used_it():
+    from bench.tables import ranking_protocol
+
+    full = RunSpec(dataset="ml-100k", split="longtail", backbone="sasrec", method="random", seed=0)
+    sampled = full.model_copy(update={"split_settings": {"eval_negatives": 100}})
+    assert ranking_protocol([full]) == "full ranking, train+valid items masked"
+    assert "100 sampled negatives" in ranking_protocol([sampled]) and "full" not in ranking_protocol([sampled])
+    assert ranking_protocol([full, sampled]).startswith("full ranking") and "100 sampled" in ranking_protocol(
+        [full, sampled])

@@ -90,3 +90,23 @@ def test_runner_executes_pending_runs_seed_major(monkeypatch, tmp_path):
     monkeypatch.setattr(runner, "_execute_safely", lambda spec, *a: (order.append(spec.seed), (spec.run_id, None))[1])
     summary = runner.run_specs(specs, ResultStore(tmp_path), tmp_path, workers=1, progress=False)
     assert summary["done"] == len(specs) and order == sorted(order)
+
+
+def test_a_run_that_succeeds_on_retry_drops_the_earlier_error(monkeypatch, tmp_path):
+    from bench import runner
+    from bench.records import ResultStore
+
+    spec = expand(load_suite("smoke"), None)[0]
+    store = ResultStore(tmp_path)
+    calls = []
+
+    def execute(spec, store, *a):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first try fails")
+
+    monkeypatch.setattr(runner, "execute", execute)
+    run_id, error = runner._execute_safely(spec, str(tmp_path), str(tmp_path), "cpu", {})
+    assert "first try fails" in error and (store.run_dir(run_id) / "error.txt").exists()
+    assert runner._execute_safely(spec, str(tmp_path), str(tmp_path), "cpu", {}) == (run_id, None)
+    assert not (store.run_dir(run_id) / "error.txt").exists()
