@@ -47,6 +47,8 @@ METHODS.register("pte-singlepass", "methods.pte:PtESinglePass", "PtE ablation: s
 METHODS.register("pte-noreward", "methods.pte:PtENoReward", "PtE ablation: no reward selection (No GRPO)")
 METHODS.register("pte-nodist", "methods.pte:PtENoDist", "PtE ablation: reward without distinctiveness")
 METHODS.register("pte-nocollab", "methods.pte:PtENoCollab", "PtE ablation: reward without collaborative alignment")
+METHODS.register("pte-init", "methods.pte:PtEInit",
+                 "PtE variant: PCA of the profile embeddings initialises the trainable SASRec item table")
 
 
 def method_families() -> dict[str, list[str]]:

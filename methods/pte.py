@@ -237,10 +237,21 @@ class PtE(RecBoleMethod):
         if not BACKBONES[ctx.backbone].sequential:
             return super().customise(ctx, cf)
         users, items = self.profile_embeddings(ctx)
-        cf.replace_item_embeddings(ctx.dataset.item_ids, items, "adapter")
+        mode = getattr(self.settings, "seq_items", "adapter")  # only pte-init's settings have the choice
+        if mode == "init":
+            from sklearn.decomposition import PCA
+
+            k = int(ctx.backbone_config["embedding_size"])
+            if k > items.shape[1]:
+                raise BenchError(f"{self.name}: seq_items 'init' needs embedding_size <= the encoder's "
+                                 f"{items.shape[1]} dims, got {k}; use seq_items 'adapter'")
+            table = PCA(n_components=k, random_state=ctx.seed).fit_transform(items).astype(np.float32)
+        else:
+            table = items
+        cf.replace_item_embeddings(ctx.dataset.item_ids, table, mode)
         if self.settings.user_embedding == "add":
             attach_user_embeddings(cf, ctx.dataset.user_ids, users)
-        ctx.extra["pte_downstream"] = {"mode": "adapter", "user_embedding": self.settings.user_embedding,
+        ctx.extra["pte_downstream"] = {"mode": mode, "user_embedding": self.settings.user_embedding,
                                        "dim": int(items.shape[1])}
 
     def parameter_counts(self) -> ParamCounts:
@@ -303,3 +314,16 @@ class PtENoCollab(PtE):
 
     name = "pte-nocollab"
     Settings = _settings("PtENoCollabSettings", lambda_collab=0.0)
+
+
+class PtEInit(PtE):
+    """PtE with the profile embeddings initialising SASRec's trainable item table (PCA to embedding_size)
+    instead of a frozen table behind an adapter: a harness variant, not a paper row."""
+
+    name = "pte-init"
+
+    class Settings(PtESettings):
+        # sequential item table: "init" = PCA of the profile embeddings to embedding_size initialises the
+        # trainable ID table (as llminit-pca-seq, profiles in place of raw item text); "adapter" = pte's
+        # frozen table behind a trained Linear. (A field of this class only, so pte's run ids stay as they are.)
+        seq_items: Literal["adapter", "init"] = "init"

@@ -11,6 +11,7 @@ import pytest
 
 from bench.backbones import resolve_backbone_config
 from bench.catalog import METHODS, method_families
+from bench.errors import BenchError
 from bench.splits import make_split, resolve_split_params
 from bench.types import FitContext
 from methods.pte_generate import ProfileStore, PromptSet, Sampling
@@ -161,7 +162,7 @@ def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
     assert all(len(r) == 2 for r in full_result.user_rewards.values())  # K = 2 candidates scored
     names = {n for n in METHODS.names() if n.startswith("pte")}
     assert names == {"pte", "pte-noprofile", "pte-useronly", "pte-itemonly", "pte-singlepass", "pte-noreward",
-                     "pte-nodist", "pte-nocollab"}
+                     "pte-nodist", "pte-nocollab", "pte-init"}
     assert set(method_families()["pte"]) == names
     assert METHODS.get("pte-nodist").Settings().lambda_dist == 0.0  # recorded in method_settings
     assert METHODS.get("pte-noprofile").Settings().model_dump()["profile_items"] is False
@@ -318,3 +319,46 @@ def test_real_generator_seeds_are_per_profile(tmp_path):
     assert batched[0][0] == alone[0] and 0 < alone[1] <= 8
     greedy = Sampling(max_new_tokens=8)
     assert gen.generate(system, [prompt], [1], greedy)[0] == gen.generate(system, [prompt], [2], greedy)[0]
+
+
+def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset, tmp_path, monkeypatch):
+    """pte-init (seq_items 'init'): the profile embeddings, PCA-projected to embedding_size, initialise SASRec's own
+    (trainable) item table instead of sitting frozen behind an adapter; a too-wide table is a clear error."""
+    from bench.sequential import RecBoleSeq
+    from methods.pte import PtE, PtEInit
+
+    generator = FakeGenerator()
+    monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
+    generator.load = lambda: (type("M", (), {"parameters": lambda self: iter(())})(), None)
+    generator.model_dir = "fake"
+    seen = {}
+    original = RecBoleSeq.replace_item_embeddings
+
+    def spy(self, item_ids, matrix, mode):
+        seen.update(mode=mode, matrix=matrix.copy())
+        return original(self, item_ids, matrix, mode)
+
+    monkeypatch.setattr(RecBoleSeq, "replace_item_embeddings", spy)
+    split = make_split(tiny_dataset, "cold_users", resolve_split_params("cold_users", {"valid_fraction": 0.2,
+                                                                                       "test_fraction": 0.2}))
+
+    def fit(size):
+        config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": size, "train_batch_size": 64,
+                                                    "stopping_step": 1})
+        method = PtEInit(PtEInit.Settings(progress=False, batch_size=16))
+        ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / f"r{size}",
+                         cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
+                         embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
+        method.fit(ctx)
+        return method, ctx
+
+    method, ctx = fit(16)
+    assert seen["mode"] == "init" and seen["matrix"].shape == (len(tiny_dataset.item_ids), 16)
+    assert ctx.extra["pte_downstream"]["mode"] == "init"
+    import torch
+
+    table = method.cf.model.item_embedding
+    assert type(table) is torch.nn.Embedding and table.weight.requires_grad  # not a frozen table + adapter
+    assert np.isfinite(method.score(np.sort(split.test["user"].unique()))).any(axis=1).all()
+    with pytest.raises(BenchError, match="seq_items 'init' needs embedding_size"):
+        fit(HashEncoder.dim + 2)  # wider than the 32-d profile embeddings
