@@ -122,7 +122,9 @@ def attach_user_embeddings(cf, user_ids, matrix: np.ndarray) -> None:
     original_score = cf.score
 
     def score(users, items):
-        model._pte_users = torch.as_tensor(cf.token_index("user_id", users))
+        index = cf.token_index("user_id", users)
+        index[index < 0] = 0  # a user RecBole never saw gets the zero padding row, never another user's (-1)
+        model._pte_users = torch.as_tensor(index)
         return original_score(users, items)
 
     cf.score = score
