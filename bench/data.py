@@ -16,8 +16,6 @@ import os
 import pickle
 import re
 import string
-import tempfile
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench import amazon
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
+from bench.records import atomic_write
 from bench.types import INTER_COLUMNS, Dataset
 
 CARD_NAMES = {
@@ -427,17 +426,5 @@ def load_dataset(card: DatasetCard, cache_dir: Path | None = None) -> Dataset:
         except Exception:  # unreadable or stale pickle: rebuild it
             pass
     dataset = prepare_dataset(card)
-    _write_atomic(target, lambda handle: pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(target, lambda handle: pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL))
     return dataset
-
-
-def _write_atomic(target: Path, write: Callable) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.records import atomic_write
 
 ENCODER_NAMES: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2 sentence-transformers, 384-d, unit norm (default)",
@@ -253,19 +252,6 @@ def get_encoder(name: str, settings: dict[str, Any] | None, device: str, cache_d
     return cls(path, device, **options)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(file)` to a temp file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def embedding_key(encoder: Encoder, template: str, ids: list[str], texts: list[str]) -> tuple[str, dict]:
     """Cache key (sha256) of encoder fingerprint, text template and the item ids + texts; and its parts."""
     items = hashlib.sha256(json.dumps([ids, texts], ensure_ascii=False).encode()).hexdigest()
@@ -316,8 +302,8 @@ def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_di
                              f"({int((~finite).sum())} of {len(ids)} items)")
         meta = {"key": key, "parts": parts, "encoder": encoder.name, "shape": list(matrix.shape),
                 "encode_seconds": time.perf_counter() - start, "item_ids": ids}
-        _atomic_write(path, lambda f: np.save(f, matrix))
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        atomic_write(path, lambda f: np.save(f, matrix))
+        atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     info = {"cache_hit": hit, "seconds": time.perf_counter() - start,
             "first_encode_seconds": meta.get("encode_seconds"), "key": key, "path": str(path),
             "encoder": encoder.name, "dim": int(matrix.shape[1])}

@@ -25,20 +25,25 @@ PACKAGES = ("llmrec-bench", "torch", "numpy", "pandas", "scipy", "scikit-learn",
             "transformers", "sentence-transformers", "peft", "accelerate")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
+def atomic_write(path: Path, write) -> None:
+    """Write through `write(binary_file)` to a temp file in the same folder, fsync, then rename it over
+    `path`: readers see the old file or the whole new one, never a part; a failure leaves no temp file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def atomic_write_frame(path: Path, frame: pd.DataFrame) -> None:

@@ -118,3 +118,18 @@ def test_atomic_record_write(tmp_path):
     store.write("abc", {"status": "complete", "x": np.float64(1.5)}, pd.DataFrame({"user": ["1"], "v": [0.1]}))
     assert store.has("abc") and store.load("abc")["schema_version"] == 1
     assert sorted(p.name for p in store.run_dir("abc").iterdir()) == ["per_user.csv.gz", "record.json"]
+
+
+def test_atomic_write_keeps_the_old_file_and_no_temp_when_writing_fails(tmp_path):
+    from bench.records import atomic_write
+
+    target = tmp_path / "sub" / "cache.bin"
+    atomic_write(target, lambda fh: fh.write(b"old"))
+
+    def broken(fh):
+        fh.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["cache.bin"]
