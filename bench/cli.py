@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, UnknownChoiceError
 
 DEFAULT_RESULTS = Path(os.environ.get("BENCH_RESULTS", "results"))
 DEFAULT_CACHE = Path(os.environ.get("BENCH_CACHE", "datasets/cache"))
@@ -25,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", help="a profile of the suite, e.g. 'paper'")
     run.add_argument("--dataset")
     run.add_argument("--split")
-    run.add_argument("--backbone")
-    run.add_argument("--method", help="comma-separated method names")
+    run.add_argument("--backbone", help="with --suite: only the suite's runs on these backbones (comma-separated)")
+    run.add_argument("--method", help="comma-separated method names; with --suite: only the suite's runs of these "
+                     "methods, in this order within each seed (tables still cover the whole suite)")
     run.add_argument("--encoder", default=None)
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     run.add_argument("--set", action="append", default=[], metavar="LAYER.KEY=VALUE",
@@ -107,10 +108,10 @@ def _suite_from_args(args):
     from bench.spec import Suite, load_suite
 
     if args.suite:
-        flags = [f for f in ("dataset", "split", "backbone", "method") if getattr(args, f)]
+        flags = [f for f in ("dataset", "split") if getattr(args, f)]
         if flags:
             raise BenchError(f"--suite cannot be combined with --{', --'.join(flags)}; use --set to change "
-                             "settings or write a suite file")
+                             "settings or write a suite file (--method / --backbone choose among its runs)")
         suite = load_suite(args.suite, args.profile)
         if args.seeds is not None:
             suite.seeds = list(range(args.seeds))
@@ -140,9 +141,18 @@ def _cmd_run(args) -> int:
     overrides = parse_overrides(args.set)
     specs = expand(suite, overrides)  # every name and setting validated before any work
     table_specs = specs
+    if args.suite:  # --method / --backbone run only those of the suite's runs (in --method's order per seed)
+        for flag, field in (("method", "method"), ("backbone", "backbone")):
+            if getattr(args, flag):
+                wanted = getattr(args, flag).split(",")
+                offered = sorted({getattr(s, field) for s in specs})
+                unknown = [name for name in wanted if name not in offered]
+                if unknown:
+                    raise UnknownChoiceError(f"{flag} of suite {suite.name!r}", unknown[0], offered)
+                specs = sorted((s for s in specs if getattr(s, field) in wanted),
+                               key=lambda s, w=wanted, f=field: w.index(getattr(s, f)))
     if args.family:
         from bench.catalog import method_families
-        from bench.errors import UnknownChoiceError
 
         families = method_families()
         if args.family not in families:
@@ -226,8 +236,6 @@ def _cmd_figures(args) -> int:
     which = args.only or list(FIGURES)
     for name in which:
         if name not in FIGURES:
-            from bench.errors import UnknownChoiceError
-
             raise UnknownChoiceError("figure", name, FIGURES)
     out = args.out or Path(args.results) / "figures"
     for path in write_figures(ResultStore(args.results), out, args.cache, which, args.metric):

@@ -33,6 +33,10 @@ def test_list_names_everything(capsys):
     (["run", "--suite", "smoke", "--set", "backbone.epoch=3"], "unknown setting 'epoch' for backbone"),
     (["run", "--suite", "smoke", "--set", "method.opt=var"], "opt"),
     (["run", "--suite", "smoke", "--encoder", "bert"], "unknown encoder 'bert'"),
+    (["run", "--suite", "pte", "--method", "pte-nodsit"], "unknown method of suite 'pte' 'pte-nodsit'; did you "
+     "mean 'pte-nodist'?"),
+    (["run", "--suite", "pte", "--backbone", "mf"], "unknown backbone of suite 'pte' 'mf'"),
+    (["run", "--suite", "smoke", "--split", "cold_users"], "--suite cannot be combined with --split"),
     (["run", "--suite", "nosuch"], "valid choices: coldstart"),
     (["run", "--suite", "smoke", "--profile", "fast"], "valid choices: paper"),
     (["table", "--suite", "smoke", "--results", "/nonexistent/results"], "run it first"),
@@ -133,3 +137,25 @@ def test_atomic_write_keeps_the_old_file_and_no_temp_when_writing_fails(tmp_path
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write(target, broken)
     assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["cache.bin"]
+
+
+def test_suite_runs_can_be_chosen_by_method_and_backbone_in_the_given_order(monkeypatch, tmp_path):
+    """`bench run --suite S --method b,a --backbone X` runs only those of the suite's runs, b before a within
+    each seed; the tables still cover the whole suite."""
+    from bench import runner
+
+    chosen = {}
+
+    def fake_run_specs(specs, *args, **kwargs):
+        chosen["specs"] = list(specs)
+        return {"done": 0, "skipped": len(specs), "failed": {}}
+
+    monkeypatch.setattr(runner, "run_specs", fake_run_specs)
+    argv = ["run", "--suite", "pte", "--method", "pte-nodist,random", "--backbone", "sasrec",
+            "--results", str(tmp_path), "--no-table"]
+    assert main(argv) == 0
+    runs = [(s.method, s.backbone, s.seed) for s in chosen["specs"]]
+    assert {m for m, _, _ in runs} == {"pte-nodist", "random"} and {b for _, b, _ in runs} == {"sasrec"}
+    assert len(runs) == 6
+    ordered = sorted(runs, key=lambda r: r[2])  # run_specs goes seed-major with a stable sort
+    assert [m for m, _, _ in ordered] == ["pte-nodist", "random"] * 3
