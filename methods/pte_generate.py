@@ -192,6 +192,10 @@ class ProfileStore:
     def __len__(self) -> int:
         return len(self._records)
 
+    def __iter__(self):
+        """Every stored profile record (key, entity, template, hashes, sampling, seed, prompt, text, tokens)."""
+        return iter(self._records.values())
+
     def put_many(self, records: list[dict]) -> None:
         if not records:
             return

@@ -112,7 +112,9 @@ def test_resume_generates_nothing_the_second_time(tiny_dataset, tmp_path):
     repeat = _stage(tiny_dataset, tmp_path / "store", again).run(_raw(tiny_dataset))
     assert again.calls == 0 and repeat.stats.generated == 0
     assert repeat.user_text == result.user_text and repeat.item_text == result.item_text
-    record = next(iter(ProfileStore(tmp_path / "store")._records.values()))
+    records = list(ProfileStore(tmp_path / "store"))
+    assert len(records) == first.rows
+    record = records[0]
     assert {"model_hash", "template_hash", "sampling", "seed", "prompt", "text"} <= set(record)
 
 
