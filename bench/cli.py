@@ -130,7 +130,7 @@ def _suite_from_args(args):
 
 def _cmd_run(args) -> int:
     from bench.records import ResultStore
-    from bench.runner import run_specs
+    from bench.executors import run_specs
     from bench.spec import expand, parse_overrides
     from bench.tables import write_tables
 

@@ -289,7 +289,7 @@ def test_method_override_goes_to_the_methods_that_have_it():
 
 
 def test_family_filter_runs_only_that_family(tmp_path, capsys, monkeypatch):
-    import bench.runner
+    import bench.executors
 
     seen = []
 
@@ -297,7 +297,7 @@ def test_family_filter_runs_only_that_family(tmp_path, capsys, monkeypatch):
         seen.extend(s.method for s in specs)
         return {"total": len(specs), "skipped": 0, "done": len(specs), "failed": {}}
 
-    monkeypatch.setattr(bench.runner, "run_specs", fake_run_specs)
+    monkeypatch.setattr(bench.executors, "run_specs", fake_run_specs)
     argv = ["run", "--suite", "smoke,warm", "--family", "llminit", "--no-table", "--results", str(tmp_path)]
     assert main(argv) == 0
     assert set(seen) == {"random", "llminit-var", "llminit-rand", "llminit-uni", "llminit-full", "llminit-pca"}

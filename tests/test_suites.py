@@ -80,7 +80,7 @@ def test_transfer_suite_reuses_in_domain_runs_of_sequential_suite():
 
 def test_runner_executes_pending_runs_seed_major(monkeypatch, tmp_path):
     """A partial suite covers every row with its first seed before any second seed starts."""
-    from bench import runner
+    from bench import executors as runner
     from bench.records import ResultStore
 
     specs = expand(load_suite("smoke"), None)
@@ -93,7 +93,7 @@ def test_runner_executes_pending_runs_seed_major(monkeypatch, tmp_path):
 
 
 def test_a_run_that_succeeds_on_retry_drops_the_earlier_error(monkeypatch, tmp_path):
-    from bench import runner
+    from bench import executors as runner
     from bench.records import ResultStore
 
     spec = expand(load_suite("smoke"), None)[0]

@@ -1,0 +1,63 @@
+"""Run options: how a run is executed, never what it computes. They are not settings: they stay out of
+the run id and are written to the record's provenance (`provenance.options`).
+
+Every option here must leave a run's metrics unchanged, except `threads` and `device`, whose effect is
+floating-point only (LightGCN parameters differ by ~3e-8 between 1 and 2 torch threads): both are
+recorded, and `bench verify` reports them when two runs of one id differ.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bench.errors import BenchError
+
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+class RunOptions(BaseModel):
+    """How to run: device, torch threads per run, progress bars, batch sizes that do not change results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1)  # torch threads per run; None: cpu_count // workers (at least 1)
+    progress: bool = True  # inner progress bars (LLM stages, PtE generation) in the run's log
+    eval_batch_size: int = Field(1_000_000, ge=1)  # RecBole full-sort batch, in (users x items) cells
+    llm_eval_batch_size: int = Field(16, ge=1)  # Yes/No pairs scored per LLM forward pass
+    prefix_cache: bool = True  # score a user's candidates against one cached prompt prefix (same outputs)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE_PATTERN.match(str(value)):
+            raise ValueError("must be one of cpu, cuda, cuda:N, mps")
+        return value
+
+    def torch_threads(self, workers: int = 1) -> int:
+        """The torch thread count of one run: `threads`, else the machine's cores split over the workers."""
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+
+    def provenance(self, workers: int = 1) -> dict[str, Any]:
+        return {**self.model_dump(), "threads": self.torch_threads(workers), "workers": workers}
+
+
+OPTION_NAMES = tuple(RunOptions.model_fields)
+
+
+def make_options(values: dict[str, Any]) -> RunOptions:
+    """RunOptions from CLI values; BenchError naming the option, the value and what is valid."""
+    unknown = sorted(set(values) - set(OPTION_NAMES))
+    if unknown:
+        raise BenchError(f"unknown run option {unknown[0]!r}; valid options: {', '.join(OPTION_NAMES)}")
+    try:
+        return RunOptions.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(map(str, error["loc"]))
+        raise BenchError(f"run option {key}={values.get(key)!r}: {error['msg'].removeprefix('Value error, ')}") \
+            from None
