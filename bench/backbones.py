@@ -9,65 +9,116 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
 
-# Settings every backbone takes; defaults are the LLMInit code's (PROTOCOLS.md), i.e. the `paper` profile.
-COMMON_DEFAULTS: dict[str, Any] = {
-    "embedding_size": 128,
-    "epochs": 300,
-    "train_batch_size": 256,
-    "learning_rate": 1e-3,
-    "weight_decay": 0.0,
-    "neg_samples": 1,
-    "stopping_step": 10,  # evaluations without validation NDCG@10 gain before stopping
-    "eval_step": 1,
-    "eval_batch_size": 1_000_000,  # RecBole's full-sort batch size in (users x items) cells
-}
+
+class CommonSettings(BaseModel):
+    """Settings every backbone takes; defaults are the LLMInit code's (PROTOCOLS.md), i.e. the `paper` profile.
+
+    `version` is bumped whenever a default or the backbone's behaviour changes (it is part of run ids)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: ClassVar[int] = 1
+
+    embedding_size: int = Field(128, ge=1)
+    epochs: int = Field(300, ge=1)
+    train_batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    neg_samples: int = Field(1, ge=1)
+    stopping_step: int = Field(10, ge=1)  # evaluations without validation gain before stopping
+    eval_step: int = Field(1, ge=1)
+
+
+class GraphSettings(CommonSettings):
+    n_layers: int = Field(2, ge=1)
+    reg_weight: float = Field(1e-5, ge=0)
+
+
+class LightGCNSettings(GraphSettings):
+    require_pow: bool = False
+
+
+class SGLSettings(GraphSettings):
+    type: Literal["ED", "ND", "RW"] = "ED"
+    ssl_tau: float = Field(0.2, gt=0)
+    drop_ratio: float = Field(0.1, ge=0, lt=1)
+    ssl_weight: float = Field(0.05, ge=0)
+
+
+class SGCLSettings(GraphSettings):
+    sgcl_tau: float = Field(0.2, gt=0)
+    require_pow: bool = False
+
+
+class SequentialSettings(CommonSettings):
+    # LLM2Rec code: max length 10, wd 1e-4, model selection on validation Recall@20
+    max_len: int = Field(10, ge=1)
+    valid_metric: Literal["Recall@10", "Recall@20", "NDCG@10", "NDCG@20", "Hit@10", "Hit@20", "MRR@10",
+                          "MRR@20"] = "Recall@20"
+    weight_decay: float = Field(1e-4, ge=0)
+    # None = every training position is a target (the papers); K = each user's last K training positions
+    # only (a CPU cap, recorded in the resolved settings of every run)
+    train_targets_per_user: int | None = Field(None, ge=1)
+    loss_type: Literal["CE", "BPR"] = "CE"
+
+
+class SASRecSettings(SequentialSettings):
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(2, ge=1)
+    inner_size: int = Field(256, ge=1)
+    hidden_dropout_prob: float = Field(0.3, ge=0, lt=1)
+    attn_dropout_prob: float = Field(0.3, ge=0, lt=1)
+    hidden_act: Literal["gelu", "relu", "swish", "tanh", "sigmoid"] = "gelu"
+    layer_norm_eps: float = Field(1e-12, gt=0)
+    initializer_range: float = Field(0.02, gt=0)
+
+
+class GRU4RecSettings(SequentialSettings):
+    num_layers: int = Field(1, ge=1)
+    hidden_size: int = Field(128, ge=1)
+    dropout_prob: float = Field(0.3, ge=0, lt=1)
+    learning_rate: float = Field(1e-4, gt=0)
+
+
+COMMON_DEFAULTS: dict[str, Any] = CommonSettings().model_dump()
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     model: str  # RecBole model name, or "module:Class" for a harness model
     info: str
-    defaults: dict[str, Any] = field(default_factory=dict)
+    settings: type[CommonSettings] = CommonSettings
     negative_sampling: bool = True
     sequential: bool = False
     recbole: bool = True  # False: no RecBole model; the method brings its own (the pointwise ctr suite)
 
-
-# train_targets_per_user: None = every training position is a target (the papers); K = each user's
-# last K training positions only (a CPU cap, recorded in the resolved settings of every run)
-SEQUENTIAL_DEFAULTS = {"max_len": 10, "valid_metric": "Recall@20", "weight_decay": 1e-4,
-                       "train_targets_per_user": None}
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.settings().model_dump(mode="json")
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "mf": BackboneSpec("BPR", "BPR-MF (RecBole BPR)", {}),
-    "lightgcn": BackboneSpec("LightGCN", "LightGCN (RecBole), 2 layers, BPR", {
-        "n_layers": 2, "reg_weight": 1e-5, "require_pow": False}),
-    "sgl": BackboneSpec("SGL", "SGL-ED (RecBole), edge dropout 0.1, ssl_tau 0.2, ssl_weight 0.05", {
-        "type": "ED", "n_layers": 2, "reg_weight": 1e-5, "ssl_tau": 0.2, "drop_ratio": 0.1,
-        "ssl_weight": 0.05}),
-    "sgcl": BackboneSpec("bench.sgcl:SGCL", "SGCL: LightGCN encoder + supervised graph contrastive loss", {
-        "n_layers": 2, "sgcl_tau": 0.2, "reg_weight": 1e-5, "require_pow": False},
-        negative_sampling=False),
+    "mf": BackboneSpec("BPR", "BPR-MF (RecBole BPR)"),
+    "lightgcn": BackboneSpec("LightGCN", "LightGCN (RecBole), 2 layers, BPR", LightGCNSettings),
+    "sgl": BackboneSpec("SGL", "SGL-ED (RecBole), edge dropout 0.1, ssl_tau 0.2, ssl_weight 0.05", SGLSettings),
+    "sgcl": BackboneSpec("bench.sgcl:SGCL", "SGCL: LightGCN encoder + supervised graph contrastive loss",
+                         SGCLSettings, negative_sampling=False),
     # LLM2Rec code: 2 layers, 2 heads, dropout 0.3, max length 10, CE over all items, lr 1e-3 (GRU4Rec
     # 1e-4), wd 1e-4, model selection on validation Recall@20
-    "sasrec": BackboneSpec("SASRec", "SASRec (RecBole), 2 layers, 2 heads, CE over all items", {
-        **SEQUENTIAL_DEFAULTS, "loss_type": "CE", "n_layers": 2, "n_heads": 2, "inner_size": 256,
-        "hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
-        "initializer_range": 0.02}, negative_sampling=False, sequential=True),
-    "gru4rec": BackboneSpec("GRU4Rec", "GRU4Rec (RecBole), CE over all items, lr 1e-4", {
-        **SEQUENTIAL_DEFAULTS, "loss_type": "CE", "num_layers": 1, "hidden_size": 128, "dropout_prob": 0.3,
-        "learning_rate": 1e-4}, negative_sampling=False, sequential=True),
+    "sasrec": BackboneSpec("SASRec", "SASRec (RecBole), 2 layers, 2 heads, CE over all items", SASRecSettings,
+                           negative_sampling=False, sequential=True),
+    "gru4rec": BackboneSpec("GRU4Rec", "GRU4Rec (RecBole), CE over all items, lr 1e-4", GRU4RecSettings,
+                            negative_sampling=False, sequential=True),
     # the ctr suite: methods train their own pointwise CF models / LLMs (methods/ctr_backbones.py, collm.py)
-    "none": BackboneSpec("none", "no RecBole backbone: the method trains its own models (ctr suite)", {},
+    "none": BackboneSpec("none", "no RecBole backbone: the method trains its own models (ctr suite)",
                          negative_sampling=False, recbole=False),
 }
 CF_BACKBONES = tuple(k for k, v in BACKBONES.items() if not v.sequential and v.recbole)
@@ -75,17 +126,14 @@ SEQUENTIAL_BACKBONES = tuple(k for k, v in BACKBONES.items() if v.sequential)
 
 
 def resolve_backbone_config(name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults + overrides; an unknown key is an error naming the valid keys (never silently ignored)."""
+    """Defaults + overrides, typed and range-checked; an unknown key or a bad value is a BenchError
+    naming the backbone, the key, the value and what is valid (never silently ignored)."""
+    from bench.settings import validate_settings
+
     if name not in BACKBONES:
         raise UnknownChoiceError("backbone", name, BACKBONES)
-    spec = BACKBONES[name]
-    config = {**COMMON_DEFAULTS, **spec.defaults}
-    for key, value in (overrides or {}).items():
-        if key not in config:
-            raise BenchError(f"unknown setting {key!r} for backbone {name!r}; valid settings: "
-                             f"{', '.join(sorted(config))}")
-        config[key] = type(config[key])(value) if isinstance(config[key], float) else value
-    return config
+    return validate_settings(BACKBONES[name].settings, overrides or {}, f"backbone {name!r}").model_dump(
+        mode="json")
 
 
 def _model_class(spec: BackboneSpec):
@@ -124,7 +172,7 @@ class RecBoleCF:
 
     def recbole_config_dict(self) -> dict[str, Any]:
         s = self.settings
-        cfg = {k: v for k, v in s.items() if k not in COMMON_DEFAULTS}
+        cfg = {k: v for k, v in s.items() if k not in COMMON_DEFAULTS and k != "eval_batch_size"}
         cfg.update({
             "data_path": str(self.work_dir / "data"),
             "checkpoint_dir": str(self.work_dir / "checkpoints"),
@@ -134,7 +182,7 @@ class RecBoleCF:
             "embedding_size": s["embedding_size"], "epochs": s["epochs"],
             "train_batch_size": s["train_batch_size"], "learning_rate": s["learning_rate"],
             "weight_decay": s["weight_decay"], "stopping_step": s["stopping_step"],
-            "eval_step": s["eval_step"], "eval_batch_size": s["eval_batch_size"],
+            "eval_step": s["eval_step"], "eval_batch_size": s.get("eval_batch_size", 1_000_000),
             "train_neg_sample_args": ({"distribution": "uniform", "sample_num": s["neg_samples"]}
                                       if self.spec.negative_sampling else None),
             "eval_args": {"group_by": "user", "order": "TO", "mode": "full"},

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.options import OPTION_NAMES
 
 DEFAULT_RESULTS = Path(os.environ.get("BENCH_RESULTS", "results"))
 DEFAULT_CACHE = Path(os.environ.get("BENCH_CACHE", "datasets/cache"))
@@ -32,7 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     run.add_argument("--set", action="append", default=[], metavar="LAYER.KEY=VALUE",
                      help="override a setting (layer: dataset, split, backbone, method, encoder)")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or mps (a run option: not in "
+                                                    "run ids)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads per run (default: CPU cores / workers); recorded in provenance")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="run option (not a setting, never in run ids): " + ", ".join(OPTION_NAMES))
     run.add_argument("--workers", type=int, default=1, help="local processes running runs in parallel")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local process pool (default) or one Ray task per run")
@@ -51,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     table.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
                        help="p-value correction of the significance table (Benjamini-Hochberg: bh)")
+
+    verify = sub.add_parser("verify", help="rerun a seeded sample of a suite's stored runs into a scratch store "
+                                           "and compare them with the stored records")
+    verify.add_argument("--suite", required=True)
+    verify.add_argument("--profile")
+    verify.add_argument("--sample", type=int, default=3, help="how many stored runs to rerun (default 3)")
+    verify.add_argument("--all", action="store_true", help="rerun every stored run of the suite")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the sample draw")
+    verify.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    verify.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    verify.add_argument("--scratch", type=Path, help="scratch results folder (default: a temporary folder)")
+    verify.add_argument("--device", default=None)
+    verify.add_argument("--threads", type=int, default=None)
+    verify.add_argument("--workers", type=int, default=1)
 
     cmp = sub.add_parser("compare", help="method A vs method B (or run id A vs run id B) on stored runs")
     cmp.add_argument("a", help="run id (prefix), method name, or KEY=VALUE[,KEY=VALUE] selector")
@@ -114,6 +134,7 @@ def _suite_from_args(args):
                              "settings or write a suite file (--method / --backbone choose among its runs)")
         suite = load_suite(args.suite, args.profile)
         if args.seeds is not None:
+            _check_count("--seeds", args.seeds)
             suite.seeds = list(range(args.seeds))
         if args.encoder:
             suite.encoder = args.encoder
@@ -122,22 +143,51 @@ def _suite_from_args(args):
     if missing:
         raise BenchError(f"give --suite, or all of --dataset --split --backbone --method (missing: "
                          f"--{', --'.join(missing)})")
+    if args.seeds is not None:
+        _check_count("--seeds", args.seeds)
     return Suite(name="adhoc", description="runs given on the command line",
                  datasets=[args.dataset], splits=[args.split], backbones=[args.backbone],
                  methods=args.method.split(","), seeds=list(range(args.seeds or 1)),
                  encoder=args.encoder or "minilm")
 
 
+def _check_count(flag: str, value: int | float) -> None:
+    if value < 1:
+        raise BenchError(f"{flag} {value}: must be >= 1")
+
+
+def _run_options(args, suite_options: dict | None = None):
+    """RunOptions from the suite's `options`, then --option KEY=VALUE, --device and --threads."""
+    import yaml
+
+    from bench.options import make_options
+
+    values = dict(suite_options or {})
+    for pair in getattr(args, "option", []) or []:
+        if "=" not in pair:
+            raise BenchError(f"--option {pair!r}: expected KEY=VALUE with KEY one of {', '.join(OPTION_NAMES)}")
+        key, value = pair.split("=", 1)
+        values[key] = yaml.safe_load(value)
+    for key in ("device", "threads"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    return make_options(values)
+
+
 def _cmd_run(args) -> int:
-    from bench.records import ResultStore
     from bench.executors import run_specs
+    from bench.records import ResultStore
     from bench.spec import expand, parse_overrides
     from bench.tables import write_tables
 
     if args.suite and "," in args.suite:  # several suites, one after the other
         return max(_cmd_run(argparse.Namespace(**{**vars(args), "suite": name}))
                    for name in args.suite.split(",") if name)
+    _check_count("--workers", args.workers)
+    if not args.cpus_per_task > 0:
+        raise BenchError(f"--cpus-per-task {args.cpus_per_task}: must be > 0")
     suite = _suite_from_args(args)
+    options = _run_options(args, suite.options)
     overrides = parse_overrides(args.set)
     specs = expand(suite, overrides)  # every name and setting validated before any work
     table_specs = specs
@@ -166,14 +216,22 @@ def _cmd_run(args) -> int:
             return 0
     store = ResultStore(args.results)
     requested = {"suite": suite.name, "profile": args.profile, "set": args.set, "argv": sys.argv[1:]}
-    print(f"{suite.name}: {len(specs)} runs ({sum(store.has(s.run_id) for s in specs)} already complete)")
-    summary = run_specs(specs, store, args.cache, args.device, args.workers, requested,
+    complete = sum(store.has(s.run_id) for s in specs)
+    if specs and complete == len(specs):
+        print(f"{suite.name}: all {len(specs)} runs already complete in {args.results} (stored records); "
+              f"nothing to train. `bench verify --suite {suite.name}` reruns a sample and compares it with "
+              f"them; `--results DIR` runs the suite from scratch into DIR.")
+    else:
+        print(f"{suite.name}: {len(specs)} runs ({complete} already complete)")
+    summary = run_specs(specs, store, args.cache, options, args.workers, requested,
                         executor=args.executor, ray_address=args.ray_address, cpus_per_task=args.cpus_per_task)
     print(f"done {summary['done']}, skipped {summary['skipped']}, failed {len(summary['failed'])}")
     for label, error in summary["failed"].items():
         print(f"FAILED {label}:\n{error.strip().splitlines()[-1]}", file=sys.stderr)
     if not args.no_table and suite.name != "adhoc":
-        for path in write_tables(suite, table_specs, store, args.results).values():
+        written = write_tables(suite, table_specs, store, args.results)
+        print(f"tables regenerated from the records: {len(written)} files under {args.results / suite.name}")
+        for path in written.values():
             print(f"wrote {path}")
     return 1 if summary["failed"] else 0
 
@@ -229,6 +287,20 @@ def _cmd_claims(args) -> int:
     return 0  # a failing or missing claim is a finding, not an error
 
 
+def _cmd_verify(args) -> int:
+    from bench.verify import render_verification, verify_suite
+
+    _check_count("--workers", args.workers)
+    if not args.all:
+        _check_count("--sample", args.sample)
+    options = _run_options(args)
+    report = verify_suite(args.suite, args.profile, args.results, args.cache, options,
+                          sample=None if args.all else args.sample, seed=args.seed, scratch=args.scratch,
+                          workers=args.workers)
+    print(render_verification(report))
+    return 0 if all(row["identical"] for row in report["runs"]) else 1
+
+
 def _cmd_figures(args) -> int:
     from bench.figures import FIGURES, write_figures
     from bench.records import ResultStore
@@ -250,8 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list()
         if args.command == "run":
             return _cmd_run(args)
-        if args.command in ("compare", "claims", "figures"):
-            return {"compare": _cmd_compare, "claims": _cmd_claims, "figures": _cmd_figures}[args.command](args)
+        if args.command in ("compare", "claims", "figures", "verify"):
+            return {"compare": _cmd_compare, "claims": _cmd_claims, "figures": _cmd_figures,
+                    "verify": _cmd_verify}[args.command](args)
         return _cmd_table(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

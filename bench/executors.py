@@ -2,46 +2,329 @@
 
 Shared cached artifacts (dataset, split, text embeddings) are prepared once in the parent first
 (`bench.runner.prepare_shared`); each run then goes through `bench.runner.execute`.
+
+Console: the terminal shows one suite progress bar and one line per failed run. Everything a run
+writes (warnings, RecBole / transformers logging, prints, inner progress bars) goes to its log,
+`<results>/logs/<run_id>.log` (git-ignored; `run_log_path`).
+
+Interrupts: SIGINT or SIGTERM to the process running `run_specs` cancels the pending runs, stops the
+running ones (pool workers and their children are terminated, Ray tasks force-cancelled) and raises
+KeyboardInterrupt. Records are written atomically, record last, so a stopped run leaves no record and
+the rerun resumes. Pool workers also die with their parent (Linux: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import signal
+import sys
+import threading
 import traceback
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.options import RunOptions
 from bench.records import ResultStore
 from bench.runner import execute, prepare_shared
 from bench.spec import RunSpec
 
+# loggers of the libraries a run uses; during a run their own handlers are detached, so they reach the log
+LIBRARY_LOGGERS = ("recbole", "transformers", "sentence_transformers", "huggingface_hub", "peft",
+                   "accelerate", "datasets", "torch", "py.warnings")
+STOP_GRACE_S = 3.0  # seconds a stopped worker gets after SIGTERM before SIGKILL
+PR_SET_PDEATHSIG = 1
 
-def _worker_init(threads: int) -> None:
+
+def run_log_path(root: Path | str, run_id: str) -> Path:
+    """The log of one run: everything the run wrote, every attempt appended. Not inside the run folder's
+    `work/` (wiped at the start of each attempt) and not in the run folder (committed): `logs/` is
+    git-ignored."""
+    return Path(root) / "logs" / f"{run_id}.log"
+
+
+# --- signals -----------------------------------------------------------------------------------------
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """For the duration: SIGTERM raises KeyboardInterrupt in the main thread (as SIGINT does)."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT / SIGTERM arriving inside the block (cleanup that must not be cut half-way) are held and
+    raised as KeyboardInterrupt when it ends."""
+    if not _in_main_thread():
+        yield
+        return
+    caught: list[int] = []
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):
+            saved[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        if caught:
+            raise KeyboardInterrupt(f"signal {caught[0]}")
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel SIGKILLs this process when its parent dies (even by SIGKILL). Then check the
+    parent is still the one we were started by: it may have died before prctl took effect."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc / prctl: the parent stops us on interrupts only
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_run_process(threads: int) -> None:
+    """Torch threads of this process; and, as it runs nothing but runs, no transformers /
+    huggingface_hub progress bars (imported later, they start disabled)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _execute_safely(spec: RunSpec, root: str, cache_dir: str, device: str, requested: dict) -> tuple[str, str | None]:
+def _worker_init(threads: int, parent: int | None = None) -> None:
+    """Pool worker: torch threads; SIGINT ignored (the parent decides, and stops the workers); own process
+    group (the parent stops a worker with everything it started); dies with the parent."""
+    if parent is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpgid(0, 0)
+        _die_with_parent(parent)
+    _init_run_process(threads)
+
+
+def _stop_processes(pids: list[int], grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM each process, its process group where it leads one, and every descendant; SIGKILL what is
+    left after `grace` seconds."""
+    import psutil
+
+    victims: dict[int, psutil.Process] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:  # listed before the parent goes
+                victims[p.pid] = p
+    for pid in pids:
+        with contextlib.suppress(OSError, AttributeError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGTERM)
+    for proc in victims.values():
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(victims.values()), timeout=grace)
+    for pid in pids:
+        with contextlib.suppress(OSError, AttributeError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's pending runs and terminate its workers now (not after their running runs)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    _stop_processes([p.pid for p in processes if p.pid])
+    for process in processes:
+        process.join(timeout=STOP_GRACE_S)
+    if manager is not None:  # it notices the dead workers and ends; joined here, not at interpreter exit
+        manager.join(timeout=STOP_GRACE_S)
+
+
+# --- one run, its output in its log ------------------------------------------------------------------
+
+class _Forward(io.TextIOBase):
+    """sys.stdout / sys.stderr during a run: writes go to the run log. Whatever kept a reference to it
+    (a handler or bar created during the run) writes to the original stream once the run is over."""
+
+    def __init__(self, target, original):
+        self.target, self.original = target, original
+
+    def _stream(self):
+        if self.target is not None and not self.target.closed:
+            return self.target
+        return self.original
+
+    def write(self, text: str) -> int:
+        stream = self._stream()
+        if stream is None:
+            return len(text)
+        return stream.write(text)
+
+    def flush(self) -> None:
+        stream = self._stream()
+        if stream is not None:
+            stream.flush()
+
+    def fileno(self) -> int:
+        return self._stream().fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self):
+        return getattr(self._stream(), "encoding", "utf-8")
+
+    def writable(self) -> bool:
+        return True
+
+
+def _redirect_fd(fd: int, target: int) -> int | None:
+    """Point file descriptor `fd` at `target`; the saved original, or None when `fd` is not open."""
     try:
-        store = ResultStore(Path(root))
-        execute(spec, store, Path(cache_dir), device, requested)
-        (store.run_dir(spec.run_id) / "error.txt").unlink(missing_ok=True)  # a failed earlier try's
-        return spec.run_id, None
-    except Exception:  # reported per run; the suite goes on, and a rerun retries it
-        error = traceback.format_exc()
-        path = ResultStore(Path(root)).run_dir(spec.run_id) / "error.txt"
+        saved = os.dup(fd)
+    except OSError:
+        return None
+    os.dup2(target, fd)
+    return saved
+
+
+@contextlib.contextmanager
+def capture_run_output(path: Path, fds: bool = True):
+    """For the block: Python warnings, the root logger and the library loggers, sys.stdout / sys.stderr
+    and (fds=True) file descriptors 1 and 2 all write to `path` (appended); transformers' progress bars
+    are off. Everything is restored afterwards. Yields the log file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    log.write(f"=== {datetime.now(timezone.utc).isoformat(timespec='seconds')} pid {os.getpid()}\n")
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved_root = (root.handlers[:], root.level)
+    saved_loggers = {}
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved_loggers[name] = (logger.handlers[:], logger.propagate)
+        logger.handlers = []
+        logger.propagate = True
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    bars = _transformers_bars(False)
+    catcher = warnings.catch_warnings()
+    catcher.__enter__()
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        with contextlib.suppress(ValueError, OSError):
+            log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = showwarning
+    saved_streams = (sys.stdout, sys.stderr)
+    for stream in saved_streams:
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved_fds = {fd: _redirect_fd(fd, log.fileno()) for fd in (1, 2)} if fds else {}
+    sys.stdout, sys.stderr = _Forward(log, saved_streams[0]), _Forward(log, saved_streams[1])
+    try:
+        yield log
+    finally:
+        with _signals_deferred():
+            for stream in (sys.stdout, sys.stderr, *saved_streams):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            sys.stdout, sys.stderr = saved_streams
+            for fd, saved in saved_fds.items():
+                if saved is not None:
+                    os.dup2(saved, fd)
+                    os.close(saved)
+            catcher.__exit__(None, None, None)
+            _transformers_bars(bars)
+            root.handlers = saved_root[0] + [h for h in root.handlers if h is not handler
+                                             and h not in saved_root[0]]
+            root.setLevel(saved_root[1])
+            for name, (handlers, propagate) in saved_loggers.items():
+                logger = logging.getLogger(name)
+                logger.handlers = handlers + [h for h in logger.handlers if h not in handlers]
+                logger.propagate = propagate
+            handler.close()
+            log.close()
+
+
+def _transformers_bars(enabled: bool | None) -> bool | None:
+    """Turn transformers' progress bars on or off (None: leave them); returns the previous state, None
+    where transformers is not imported yet (importing it costs seconds; pool workers and Ray tasks set
+    HF_HUB_DISABLE_PROGRESS_BARS instead, so a run that imports it starts with its bars off)."""
+    if enabled is None or "transformers.utils.logging" not in sys.modules:
+        return None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        previous = hf_logging.is_progress_bar_enabled()
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    except Exception:  # a broken install must not fail the run
+        return None
+    return previous
+
+
+def _execute_safely(spec: RunSpec, root: str, cache_dir: str, options: RunOptions,
+                    requested: dict) -> tuple[str, str | None]:
+    """One run, its output in its log; (run_id, None) or (run_id, traceback). Exceptions are reported
+    per run (the suite goes on, a rerun retries); KeyboardInterrupt is not caught."""
+    store = ResultStore(Path(root))
+    error = None
+    with capture_run_output(run_log_path(root, spec.run_id)) as log:
+        try:
+            execute(spec, store, Path(cache_dir), options, requested)
+        except Exception:
+            error = traceback.format_exc()
+            log.write(error)
+        except BaseException as exc:
+            log.write(f"interrupted: {exc!r}\n")
+            raise
+    path = store.run_dir(spec.run_id) / "error.txt"
+    if error is None:
+        path.unlink(missing_ok=True)  # a failed earlier try's
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(error)
-        return spec.run_id, error
+    return spec.run_id, error
 
 
-def _ray_task(spec: RunSpec, root: str, cache_dir: str, device: str, requested: dict,
+def _ray_task(spec: RunSpec, root: str, cache_dir: str, options: RunOptions, requested: dict,
               threads: int) -> tuple[str, str | None]:
-    _worker_init(threads)
-    return _execute_safely(spec, root, cache_dir, device, requested)
+    _init_run_process(threads)
+    return _execute_safely(spec, root, cache_dir, options, requested)
 
+
+# --- executors ---------------------------------------------------------------------------------------
 
 def task_resources(spec: RunSpec, cpus_per_task: float, cluster_gpus: float) -> dict[str, float]:
     """Ray resources of one run: `cpus_per_task` CPUs, plus what the method declares (class attribute
@@ -54,78 +337,125 @@ def task_resources(spec: RunSpec, cpus_per_task: float, cluster_gpus: float) -> 
     return {"num_cpus": cpus_per_task, **declared}
 
 
-def _run_ray(pending: list[RunSpec], store: ResultStore, cache_dir: Path, device: str, requested: dict,
+def _run_here(pending: list[RunSpec], root: str, cache_dir: str, options: RunOptions, requested: dict,
+              on_start, on_result) -> None:
+    """workers=1: each run in this process, torch threads set explicitly (and restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(options.torch_threads(1))
+    try:
+        for spec in pending:
+            on_start(spec.run_id)
+            on_result(*_execute_safely(spec, root, cache_dir, options, requested))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_pool(pending: list[RunSpec], root: str, cache_dir: str, options: RunOptions, requested: dict,
+              workers: int, on_result) -> None:
+    """A pool of `workers` spawned processes; on any interrupt, the workers are terminated at once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(options.torch_threads(workers), os.getpid()))
+    try:
+        futures = [pool.submit(_execute_safely, s, root, cache_dir, options, requested) for s in pending]
+        for future in as_completed(futures):
+            on_result(*future.result())
+    except BaseException:
+        with _signals_deferred():
+            _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_ray(pending: list[RunSpec], root: str, cache_dir: str, options: RunOptions, requested: dict,
              address: str | None, cpus_per_task: float, on_result) -> None:
-    """One Ray task per run; records land in the same store (a path every worker sees)."""
+    """One Ray task per run; records land in the same store (a path every worker sees). On an interrupt
+    the outstanding tasks are force-cancelled, and Ray shut down if this call started it."""
     try:
         import ray
     except ImportError as exc:
         from bench.errors import BenchError
 
         raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'") from exc
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    remote = ray.remote(_ray_task)
-    threads = max(1, int(cpus_per_task))
-    refs = [remote.options(**task_resources(spec, cpus_per_task, gpus)).remote(
-        spec, str(Path(store.root).resolve()), str(Path(cache_dir).resolve()), device, requested, threads)
-        for spec in pending]
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
-        on_result(*ray.get(ready[0]))
+        if _in_main_thread():  # ray.init makes SIGTERM exit; ours stops the tasks first
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+    refs: list = []
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        remote = ray.remote(_ray_task)
+        threads = options.threads or max(1, int(cpus_per_task))
+        refs = [remote.options(**task_resources(spec, cpus_per_task, gpus)).remote(
+            spec, root, cache_dir, options, requested, threads) for spec in pending]
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1, timeout=1.0)  # returns to Python: signals land
+            for ref in ready:
+                on_result(*ray.get(ref))
+    except BaseException:
+        with _signals_deferred():
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started:
+            with _signals_deferred():
+                ray.shutdown()
 
 
-def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, device: str = "cpu",
-              workers: int = 1, requested: dict | None = None, progress: bool = True,
-              executor: str = "local", ray_address: str | None = None,
-              cpus_per_task: float = 1) -> dict[str, Any]:
+def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options: RunOptions | None = None,
+              workers: int = 1, requested: dict | None = None, executor: str = "local",
+              ray_address: str | None = None, cpus_per_task: float = 1) -> dict[str, Any]:
     """Run every pending spec; returns counts and failures. Completed runs are skipped.
 
     executor "local" (default): this process, or a pool of `workers` processes; "ray": one Ray task
-    per run on the cluster at `ray_address` (None: start a local one), `cpus_per_task` CPUs each."""
+    per run on the cluster at `ray_address` (None: start a local one), `cpus_per_task` CPUs each.
+    torch threads per run: `options.torch_threads(workers)` (Ray: `options.threads` or `cpus_per_task`).
+    SIGINT / SIGTERM stop every run of this call and raise KeyboardInterrupt."""
     from tqdm.auto import tqdm
 
+    options = options or RunOptions()
+    requested = requested or {}
     # seed-major order: every row of a table gets its first seed before any row gets a second, so an
     # interrupted or partial suite still covers the whole grid
     pending = sorted((s for s in specs if not store.has(s.run_id)), key=lambda s: s.seed)
     summary = {"total": len(specs), "skipped": len(specs) - len(pending), "done": 0, "failed": {}}
     if not pending:
         return summary
-    prepare_shared(pending, cache_dir, device, progress)
-    cpus = os.cpu_count() or 1
-    bar = tqdm(total=len(pending), desc="runs", disable=not progress)
     labels = {s.run_id: s.label for s in pending}
-    if executor == "ray":
+    root, cache = str(Path(store.root).resolve()), str(Path(cache_dir).resolve())
+    with _sigterm_interrupts():
+        prepare_shared(pending, cache_dir, options.device, options.progress)
+        bar = tqdm(total=len(pending), desc=str(requested.get("suite") or "runs"), unit="run",
+                   disable=not options.progress)
+
+        def on_start(run_id: str) -> None:
+            bar.set_postfix_str(labels[run_id])
+
         def on_result(run_id: str, error: str | None) -> None:
             if error is None:
                 summary["done"] += 1
             else:
                 summary["failed"][labels[run_id]] = error
+                last = (error.strip().splitlines() or ["?"])[-1]
+                tqdm.write(f"FAILED {labels[run_id]}: {last} (log: {run_log_path(root, run_id)})",
+                           file=sys.stderr)
+            bar.set_postfix_str(labels[run_id], refresh=False)
             bar.update()
 
-        _run_ray(pending, store, cache_dir, device, requested or {}, ray_address, cpus_per_task, on_result)
-    elif workers <= 1:
-        for spec in pending:
-            bar.set_postfix_str(spec.label)
-            run_id, error = _execute_safely(spec, str(store.root), str(cache_dir), device, requested or {})
-            summary["done" if error is None else "failed"] = (
-                summary["done"] + 1 if error is None else {**summary["failed"], labels[run_id]: error})
-            bar.update()
-    else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        threads = max(1, cpus // workers)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = [pool.submit(_execute_safely, s, str(store.root), str(cache_dir), device, requested or {})
-                       for s in pending]
-            for future in as_completed(futures):
-                run_id, error = future.result()
-                if error is None:
-                    summary["done"] += 1
-                else:
-                    summary["failed"][labels[run_id]] = error
-                bar.update()
-    bar.close()
+        try:
+            if executor == "ray":
+                _run_ray(pending, root, cache, options, requested, ray_address, cpus_per_task, on_result)
+            elif workers <= 1:
+                _run_here(pending, root, cache, options, requested, on_start, on_result)
+            else:
+                _run_pool(pending, root, cache, options, requested, workers, on_result)
+        finally:
+            bar.close()
     return summary

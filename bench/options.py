@@ -42,9 +42,6 @@ class RunOptions(BaseModel):
         """The torch thread count of one run: `threads`, else the machine's cores split over the workers."""
         return self.threads or max(1, (os.cpu_count() or 1) // max(1, workers))
 
-    def provenance(self, workers: int = 1) -> dict[str, Any]:
-        return {**self.model_dump(), "threads": self.torch_threads(workers), "workers": workers}
-
 
 OPTION_NAMES = tuple(RunOptions.model_fields)
 

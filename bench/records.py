@@ -1,16 +1,21 @@
 """Run records: one JSON per run, written once and atomically, plus the per-user metric sidecar.
 
 Layout: <results>/runs/<run_id>/record.json, per_user.csv.gz, and work/ (RecBole logs and checkpoints,
-git-ignored). A run is complete iff record.json exists; it is written last, so a crash or Ctrl-C leaves
-no partial record and the next `run` redoes that run.
+git-ignored). The record is written last, so a crash or Ctrl-C leaves no partial record. A run counts as
+complete only if its record parses, says `status: complete`, has the current schema version and its own
+run id, and its sidecar is there; anything else is moved aside to <results>/.quarantine/ (kept, never
+deleted) and the run is redone. Readers (tables, compare, claims) name a bad record and skip it.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import tempfile
 from functools import lru_cache
 from importlib import metadata
@@ -47,16 +52,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_frame(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".csv.gz")
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False, compression="gzip")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """The frame as gzip-compressed CSV, byte-reproducible: the gzip header holds no time and no file name."""
+    data = frame.to_csv(index=False).encode("utf-8")
+
+    def write(handle) -> None:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as zipped:
+            zipped.write(data)
+
+    atomic_write(path, write)
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +96,25 @@ def machine(device: str) -> dict[str, Any]:
     return info
 
 
+def record_problem(path: Path, run_id: str) -> str | None:
+    """Why the record at `path` is not a complete run `run_id` (None: it is)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"unreadable record ({type(exc).__name__})"
+    if not isinstance(record, dict):
+        return "record is not a JSON object"
+    if record.get("status") != "complete":
+        return f"status {record.get('status')!r}, not 'complete'"
+    if record.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {record.get('schema_version')!r}, current is {SCHEMA_VERSION}"
+    if record.get("run_id") != run_id:
+        return f"record says run id {record.get('run_id')!r}"
+    if not (Path(path).parent / "per_user.csv.gz").is_file():
+        return "per_user.csv.gz sidecar missing"
+    return None
+
+
 class ResultStore:
     """The results folder: one sub-folder per run id."""
 
@@ -106,10 +128,43 @@ class ResultStore:
         return self.run_dir(run_id) / "record.json"
 
     def has(self, run_id: str) -> bool:
-        return self.record_path(run_id).exists()
+        """True iff the run is complete (see `problem`)."""
+        return self.problem(run_id) is None
+
+    def problem(self, run_id: str) -> str | None:
+        """Why the stored run does not count as complete, or None if it does."""
+        path = self.record_path(run_id)
+        if not path.exists():
+            return "no record"
+        return record_problem(path, run_id)
 
     def load(self, run_id: str) -> dict[str, Any]:
+        problem = self.problem(run_id)
+        if problem is not None:
+            from bench.errors import BenchError
+
+            raise BenchError(f"{self.record_path(run_id)}: {problem}")
         return json.loads(self.record_path(run_id).read_text())
+
+    def quarantine(self, run_id: str, reason: str) -> Path | None:
+        """Move an incomplete run's files aside to <results>/.quarantine/<run_id>-<n>/ (with reason.txt);
+        returns that folder (None when there was nothing to move)."""
+        source = self.run_dir(run_id)
+        files = [p for p in source.iterdir() if p.name != "work"] if source.is_dir() else []
+        if not files:
+            return None
+        base = self.root / ".quarantine"
+        n = 0
+        while (base / f"{run_id}-{n}").exists():
+            n += 1
+        target = base / f"{run_id}-{n}"
+        target.mkdir(parents=True)
+        for path in files:
+            shutil.move(str(path), target / path.name)
+        (target / "reason.txt").write_text(reason + "\n")
+        print(f"bench: record {run_id} is incomplete ({reason}); moved to {target}, redoing the run",
+              file=sys.stderr)
+        return target
 
     def per_user(self, run_id: str) -> pd.DataFrame:
         return pd.read_csv(self.run_dir(run_id) / "per_user.csv.gz", dtype={"user": str})
@@ -127,10 +182,11 @@ class ResultStore:
         """Every complete record in the store (sorted by run id), for selection by spec fields."""
         out = []
         for path in sorted((self.root / "runs").glob("*/record.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError):  # written atomically: only a foreign file gets here
+            problem = record_problem(path, path.parent.name)
+            if problem is not None:
+                print(f"bench: skipping {path}: {problem}", file=sys.stderr)
                 continue
+            out.append(json.loads(path.read_text()))
         return out
 
     def write(self, run_id: str, record: dict[str, Any], per_user: pd.DataFrame) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.options import RunOptions
 from bench.records import ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
 from bench.types import FitContext
@@ -70,24 +71,32 @@ def _latency(method, users: np.ndarray, n: int = 30) -> dict[str, float]:
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "n_users": len(times)}
 
 
-def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str = "cpu",
+def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOptions | str | None = None,
             requested: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one spec to a record (skipped if already complete)."""
+    """Run one spec to a record (skipped if already complete). `options`: how to run (a device string
+    means RunOptions(device=...))."""
+    options = _as_options(options)
     run_id = spec.run_id
     if store.has(run_id):
         return store.load(run_id)
     with store.lock(run_id):  # two processes on one run id: the second waits, then skips
-        if store.has(run_id):
+        problem = store.problem(run_id)
+        if problem is None:
             return store.load(run_id)
-        return _execute_locked(spec, store, cache_dir, device, requested)
+        if problem != "no record":  # truncated, empty, old schema, no sidecar: kept aside, then redone
+            store.quarantine(run_id, problem)
+        return _execute_locked(spec, store, cache_dir, options, requested)
 
 
-def build_context(spec: RunSpec, cache_dir: Path, device: str, run_dir: Path, timings: dict[str, float]):
+def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | None, run_dir: Path,
+                  timings: dict[str, float]):
     """The method instance and its FitContext for one spec (data, split, encoder prepared or cached):
     what a run fits, and what tools that run one stage of a method (scripts/pte_profiles.py) use."""
     from bench.catalog import METHODS
     from bench.encoders import encode_items
 
+    options = _as_options(options)
+    device = options.device
     t0 = time.perf_counter()
     dataset = _dataset(spec, cache_dir)
     split = _split(spec, dataset, cache_dir)
@@ -109,11 +118,17 @@ def build_context(spec: RunSpec, cache_dir: Path, device: str, run_dir: Path, ti
     method = cls(cls.Settings.model_validate(spec.method_settings))
     ctx = FitContext(dataset=dataset, split=split, seed=spec.seed, device=device, run_dir=run_dir,
                      cache_dir=Path(cache_dir), backbone=spec.backbone, backbone_config=dict(spec.backbone_settings),
-                     encoder=encoder, embed_items=embed_items if encoder is not None else None)
+                     encoder=encoder, embed_items=embed_items if encoder is not None else None, options=options)
     return method, ctx, dataset, split, encoder, embedding_info
 
 
-def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, device: str,
+def _as_options(options: RunOptions | str | None) -> RunOptions:
+    if isinstance(options, RunOptions):
+        return options
+    return RunOptions(device=options or "cpu")
+
+
+def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOptions,
                     requested: dict[str, Any] | None) -> dict[str, Any]:
     from bench.metrics import evaluate, rank_users
 
@@ -125,7 +140,7 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, device: 
     started = datetime.now(timezone.utc).isoformat()
     timings: dict[str, float] = {}
 
-    method, ctx, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, device, run_dir, timings)
+    method, ctx, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, options, run_dir, timings)
     t0 = time.perf_counter()
     method.fit(ctx)
     timings["fit_total"] = time.perf_counter() - t0
@@ -168,10 +183,13 @@ def _write_record(spec, store, requested, run_id, dataset, split, encoder, embed
     record = {
         "status": "complete",
         "run_id": run_id,
-        "spec": spec.model_dump(mode="json"),
-        "requested": requested or {},
+        "identity": spec.identity,  # what the run id hashes: names, seed, versions, non-default settings
+        "spec": spec.model_dump(mode="json"),  # every setting, resolved
+        "requested": requested or {},  # as passed: suite, profile, --set, argv
         "provenance": {
             "git": git_state(), "packages": package_versions(), "machine": machine(ctx.device),
+            "options": ctx.options.model_dump(),  # how it ran (not part of the id)
+            "missing_text": dataset.meta.get("missing_text"),
             "dataset_hash": dataset.content_hash, "split_hash": split.content_hash,
             "split_path": str(split.path) if split.path else None,
             "encoder_fingerprint": encoder.fingerprint() if encoder is not None else None,

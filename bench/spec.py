@@ -6,8 +6,8 @@ any work starts, never a silently ignored value.
 
 from __future__ import annotations
 
-import hashlib
 import json
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.hashing import json_hash
 
 
 class RunSpec(BaseModel):
-    """One run, fully resolved (every default filled in), so its id pins down what was run."""
+    """One run, fully resolved (every default filled in). Its id hashes only what identifies the result:
+    names, seed, layer versions and the settings that differ from their defaults (bench.identity)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,9 +40,16 @@ class RunSpec(BaseModel):
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"), default=str)
 
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: names, seed, layer versions, non-default settings (bench.identity)."""
+        from bench.identity import identity
+
+        return identity(self)
+
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        return json_hash(self.identity, 16)
 
     @property
     def label(self) -> str:
@@ -82,6 +91,9 @@ class Suite(BaseModel):
     # extra sub-grids run with the suite, each a partial suite (e.g. other splits / backbones / methods);
     # unspecified fields come from the suite, settings for names the part does not run are dropped
     parts: list[dict[str, Any]] = Field(default_factory=list)
+    # run options (bench.options.RunOptions) this suite runs with unless the command line says otherwise;
+    # they never enter run ids
+    options: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
 
 
@@ -171,7 +183,7 @@ def _grid_points(suite: Suite) -> list[tuple[list[str], dict[str, dict[str, Any]
 
 def _part_suite(suite: Suite, index: int, part: dict[str, Any]) -> Suite:
     """One of a suite's `parts` as a suite of its own: the part's fields over the suite's."""
-    fields = set(Suite.model_fields) - {"name", "profiles", "parts"}
+    fields = set(Suite.model_fields) - {"name", "profiles", "parts", "options"}
     unknown = sorted(set(part) - fields)
     if unknown:
         raise BenchError(f"suite {suite.name!r}: parts[{index}] has unknown field(s) {', '.join(unknown)}; "
@@ -223,14 +235,19 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
     from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
     from bench.data import load_card
-    from bench.encoders import ENCODER_NAMES
+    from bench.encoders import ENCODER_NAMES, EncoderSettings
+    from bench.settings import validate_settings
     from bench.splits import resolve_split_params
 
     overrides = overrides or {}
     encoders = [suite.encoder] if isinstance(suite.encoder, str) else list(suite.encoder)
+    encoder_settings = {}
     for encoder in encoders:
         if encoder not in ENCODER_NAMES:
             raise UnknownChoiceError("encoder", encoder, ENCODER_NAMES)
+        encoder_settings[encoder] = validate_settings(
+            EncoderSettings, {**suite.encoder_settings, **overrides.get("encoder", {})},
+            f"encoder {encoder!r}").model_dump(mode="json")
     for layer, names in (("split", suite.split_settings), ("backbone", suite.backbone_overrides),
                          ("method", suite.method_settings), ("dataset", suite.dataset_settings)):
         listed = {"split": suite.splits, "backbone": suite.backbones, "method": suite.methods,
@@ -260,12 +277,12 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                     **overrides.get("backbone", {})})
                 for method in suite.methods:
                     cls = METHODS.get(method)
+                    if backbone not in cls.backbones:
+                        raise BenchError(f"suite {suite.name!r}: method {method!r} does not run on backbone "
+                                         f"{backbone!r}; valid backbones: {', '.join(cls.backbones)}")
                     raw = {**suite.method_settings.get(method, {}), **{
                         k: v for k, v in overrides.get("method", {}).items() if k in method_keys[method]}}
-                    try:
-                        settings = cls.Settings.model_validate(raw)
-                    except ValidationError as exc:
-                        raise BenchError(f"settings of method {method!r}: {exc}") from exc
+                    settings = validate_settings(cls.Settings, raw, f"method {method!r}")
                     uses_encoder = cls.needs_encoder
                     for encoder in encoders if uses_encoder else [None]:
                         for seed in suite.seeds:
@@ -275,8 +292,7 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                                 backbone=backbone, backbone_settings=backbone_config,
                                 method=method, method_settings=settings.model_dump(mode="json"),
                                 encoder=encoder,
-                                encoder_settings={**suite.encoder_settings, **overrides.get("encoder", {})}
-                                if uses_encoder else {},
+                                encoder_settings=encoder_settings[encoder] if uses_encoder else {},
                                 seed=seed))
     unique = {spec.run_id: spec for spec in specs}
     return list(unique.values())

@@ -13,34 +13,102 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.hashing import cache_warning, sha256_file
 from bench.pointwise import ctr_description, ctr_temporal
+from bench.settings import runtime_field, validate_settings
 from bench.types import INTER_COLUMNS, Dataset, Split
 
-SEGMENT_DEFAULTS: dict[str, Any] = {
-    "cold_user_threshold": 10,  # a valid/test user with fewer training interactions is "cold"
-    "head_item_fraction": 0.2,  # the top 20% of items by training interactions are "head"
-}
 
-SPLIT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "temporal_loo": {"seed": 0},
-    "random_loo": {"seed": 0},
-    "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5},
-    "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3},
-    # PtE long-tail (LLM-ESR): temporal leave-one-out; tail users < 10 interactions, tail items < 20;
-    # eval_negatives 0 = full ranking (default), N > 0 = the LLM-ESR protocol (N sampled negatives per user)
-    "longtail": {"seed": 0, "tail_user_threshold": 10, "tail_item_threshold": 20, "count_on": "all",
-                 "eval_negatives": 0},
-    # CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75
-    "ctr_temporal": {"seed": 0, "label_threshold": 4, "train_months": 10.0, "valid_months": 5.0,
-                     "test_months": 5.0, "warm_threshold": 3, "history": "window_start", "history_length": 10,
-                     "max_valid_users": 0, "max_test_users": 0, "max_pairs_per_test_user": 0},
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true / false as 1 / 0
+        raise ValueError("Input should be a number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
+class SplitSettings(BaseModel):
+    """Settings every split has: its own seed and the two segment settings (warm/cold users, head/tail items)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: ClassVar[int] = 1
+
+    seed: Int = Field(0, ge=0)  # the split's own randomness, never the run seed
+    cold_user_threshold: Int = Field(10, ge=1)  # a valid/test user with fewer training interactions is "cold"
+    head_item_fraction: Float = Field(0.2, gt=0, lt=1)  # the top 20% of items by training interactions: "head"
+
+
+class TemporalLooSettings(SplitSettings):
+    pass
+
+
+class RandomLooSettings(SplitSettings):
+    pass
+
+
+class HalfHistorySettings(SplitSettings):
+    base: Literal["temporal_loo", "random_loo"] = "temporal_loo"
+    drop_fraction: Float = Field(0.5, gt=0, lt=1)
+
+
+class ColdUsersSettings(SplitSettings):
+    valid_fraction: Float = Field(0.1, gt=0, lt=1)
+    test_fraction: Float = Field(0.1, gt=0, lt=1)
+    keep_history: Int = Field(3, ge=0)
+
+
+class LongtailSettings(SplitSettings):
+    """PtE long-tail (LLM-ESR): temporal leave-one-out; tail users < 10 interactions, tail items < 20;
+    eval_negatives 0 = full ranking (default), N > 0 = the LLM-ESR protocol (N sampled negatives per user)."""
+
+    tail_user_threshold: Int = Field(10, ge=1)
+    tail_item_threshold: Int = Field(20, ge=1)
+    count_on: Literal["all", "train"] = "all"
+    eval_negatives: Int = Field(0, ge=0)
+    # "error": a split that evaluates no tail user or no tail item stops before training (its segments
+    # would be empty); "allow" for studies that do not read the segments (a dense k-core). It decides only
+    # whether to stop, never what a run computes: a runtime field, not part of run ids
+    empty_segments: Literal["error", "allow"] = runtime_field("error")
+
+
+class CtrTemporalSettings(SplitSettings):
+    """CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75."""
+
+    label_threshold: Int = Field(4, ge=1)
+    train_months: Float = Field(10.0, gt=0)
+    valid_months: Float = Field(5.0, gt=0)
+    test_months: Float = Field(5.0, gt=0)
+    warm_threshold: Int = Field(3, ge=1)
+    history: Literal["window_start", "pair"] = "window_start"
+    history_length: Int = Field(10, ge=1)
+    max_valid_users: Int = Field(0, ge=0)
+    max_test_users: Int = Field(0, ge=0)
+    max_pairs_per_test_user: Int = Field(0, ge=0)
+
+
+SPLIT_SETTINGS: dict[str, type[SplitSettings]] = {
+    "temporal_loo": TemporalLooSettings,
+    "random_loo": RandomLooSettings,
+    "half_history": HalfHistorySettings,
+    "cold_users": ColdUsersSettings,
+    "longtail": LongtailSettings,
+    "ctr_temporal": CtrTemporalSettings,
 }
+SEGMENT_KEYS = ("cold_user_threshold", "head_item_fraction")
+# the defaults as plain dicts (derived from the models): segment settings, then each split's own
+SEGMENT_DEFAULTS: dict[str, Any] = {k: SplitSettings.model_fields[k].default for k in SEGMENT_KEYS}
+SPLIT_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {k: v for k, v in cls().model_dump(mode="json").items() if k not in SEGMENT_KEYS}
+    for name, cls in SPLIT_SETTINGS.items()}
 
 SPLIT_INFO = {
     "temporal_loo": "leave-one-out on time order: last interaction test, second last valid (default)",
@@ -142,7 +210,9 @@ def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     n_test = int(round(len(users) * params["test_fraction"]))
     n_valid = int(round(len(users) * params["valid_fraction"]))
     if n_test < 1 or n_valid < 1:
-        raise BenchError(f"cold_users: valid_fraction/test_fraction leave no users among {len(users)}")
+        raise BenchError(f"valid_fraction={params['valid_fraction']} and test_fraction={params['test_fraction']} "
+                         f"of {len(users)} users hold out no {'test' if n_test < 1 else 'valid'} user; "
+                         f"raise them (each holds out round(users x fraction) users)")
     test_users, valid_users = set(users[-n_test:]), set(users[-(n_test + n_valid):-n_test])
     position = order.groupby("user").cumcount()
     held = order["user"].isin(test_users | valid_users)
@@ -164,16 +234,18 @@ SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, ...]]] =
 
 
 def resolve_split_params(name: str, overrides: dict | None) -> dict[str, Any]:
-    """Defaults + overrides (split and segment settings); unknown keys are errors listing valid ones."""
+    """Defaults + overrides (split and segment settings), validated by the split's settings model: an unknown
+    key or a bad value (type, range, choice) is a one-line BenchError naming the split, the key and what is
+    valid. Returns the JSON dump (keys: the split's own settings, then the segment settings)."""
     if name not in SPLITTERS:
         raise UnknownChoiceError("split", name, SPLITTERS)
-    params = {**SPLIT_DEFAULTS[name], **SEGMENT_DEFAULTS}
-    for key, value in (overrides or {}).items():
-        if key not in params:
+    cls = SPLIT_SETTINGS[name]
+    for key in overrides or {}:
+        if key not in cls.model_fields:
             raise BenchError(f"unknown setting {key!r} for split {name!r}; valid settings: "
-                             f"{', '.join(sorted(params))}")
-        params[key] = value
-    return params
+                             f"{', '.join(sorted(cls.model_fields))}")
+    dumped = validate_settings(cls, overrides, f"split {name!r}").model_dump(mode="json")
+    return {**{k: v for k, v in dumped.items() if k not in SEGMENT_KEYS}, **{k: dumped[k] for k in SEGMENT_KEYS}}
 
 
 def segments(train: pd.DataFrame, eval_users, params: dict) -> tuple[pd.Series, pd.Series]:
@@ -198,19 +270,67 @@ def _frames_hash(frames: dict[str, pd.DataFrame | pd.Series]) -> str:
     return digest.hexdigest()
 
 
+def split_hash(split: Split) -> str:
+    """The content hash of a split's frames (what `make_split` records as `content_hash`)."""
+    return _frames_hash({"train": split.train, "valid": split.valid, "test": split.test,
+                         "users": split.user_segment, "items": split.item_segment})
+
+
+# why a part can be empty, per split (the hint of the error)
+_EMPTY_HINTS = {
+    "loo": "leave-one-out holds out the last two interactions of each user with at least 3; check the "
+           "dataset's filters (min_rating, kcore)",
+    "cold_users": "the held-out users have no interactions after the first keep_history; lower keep_history, "
+                  "or change valid_fraction / test_fraction",
+    "ctr_temporal": "no rating falls in that part's month window; change train_months / valid_months / "
+                    "test_months to fit the data's time span",
+}
+
+
+def _check_thin(where: str, name: str, params: dict, parts: dict[str, pd.DataFrame],
+                user_segment: pd.Series, item_segment: pd.Series) -> None:
+    """BenchError when a part is empty, or (longtail) when no tail user or no tail item is evaluated."""
+    empty = [part for part, frame in parts.items() if frame.empty]
+    if empty:
+        hint = _EMPTY_HINTS.get(name, _EMPTY_HINTS["loo"])
+        raise BenchError(f"{where}: the {' and '.join(empty)} part{'s are' if len(empty) > 1 else ' is'} "
+                         f"empty; {hint}")
+    if name == "longtail" and params.get("empty_segments", "error") == "error":
+        test = parts["test"]
+        tail_users = set(user_segment.index[user_segment == "cold"]) & set(test["user"])
+        if not tail_users:
+            raise BenchError(f"{where}: no tail user is evaluated (every test user has at least "
+                             f"tail_user_threshold={params['tail_user_threshold']} interactions, counted on "
+                             f"{params['count_on']}); raise tail_user_threshold (or empty_segments: allow)")
+        if not test["item"].isin(set(item_segment.index[item_segment == "tail"])).any():
+            raise BenchError(f"{where}: no tail item is evaluated (every test item has at least "
+                             f"tail_item_threshold={params['tail_item_threshold']} interactions, counted on "
+                             f"{params['count_on']}); raise tail_item_threshold (or empty_segments: allow)")
+
+
 def make_split(dataset: Dataset, name: str, params: dict) -> Split:
-    """Compute a split of `dataset` in memory (use `load_or_make_split` to share it through disk)."""
+    """Compute a split of `dataset` in memory (use `load_or_make_split` to share it through disk).
+
+    `params` are validated (`resolve_split_params`); an empty train / valid / test part, or a longtail split
+    without tail users or tail items among the evaluated ones, is a BenchError naming the dataset, the split
+    and its settings."""
+    params = resolve_split_params(name, params)
+    where = f"dataset {dataset.name!r}, split {name!r} {json.dumps(params, sort_keys=True)}"
     inter = dataset.interactions[list(INTER_COLUMNS)]
     # duplicates of one (user, item) would let a test pair sit in training too: keep the latest only
     inter = _ordered(inter).drop_duplicates(["user", "item"], keep="last")
+    try:
+        made = SPLITTERS[name](inter, params)
+    except BenchError as exc:
+        raise BenchError(f"{where}: {str(exc).removeprefix(f'{name}: ')}") from None
     # pointwise splits carry a `label` (all parts) and a pair `segment` (valid / test) column
-    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment") if c in p)]]
-             for p in SPLITTERS[name](inter, params)]
+    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment") if c in p)]] for p in made]
     train, valid, test = parts
     eval_users = set(valid["user"]) | set(test["user"])
     user_segment, item_segment = segments(train, eval_users, params)
     if name == "longtail":
         user_segment, item_segment = longtail_segments(inter, train, eval_users, params)
+    _check_thin(where, name, params, {"train": train, "valid": valid, "test": test}, user_segment, item_segment)
     content_hash = _frames_hash({"train": train, "valid": valid, "test": test,
                                  "users": user_segment, "items": item_segment})
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
@@ -224,37 +344,80 @@ def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Pat
     return Path(cache_dir) / "splits" / dataset.content_hash[:16] / f"{name}-{key}"
 
 
+PART_FILES = {"train": "train.tsv", "valid": "valid.tsv", "test": "test.tsv", "user_segment": "user_segment.tsv",
+              "item_segment": "item_segment.tsv"}
+
+
 def _read(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"user": str, "item": str, "rating": float, "timestamp": float,
-                                              "segment": str})
+    # round_trip: floats read back bit for bit, so the recomputed hash matches the recorded one
+    return pd.read_csv(path, sep="\t", float_precision="round_trip",
+                       dtype={"user": str, "item": str, "rating": float, "timestamp": float, "segment": str})
 
 
-def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Path) -> Split:
-    """The split from disk if saved (hash verified), else computed and saved atomically."""
-    folder = split_dir(cache_dir, dataset, name, params)
-    if (folder / "split.json").exists():
+def _read_segment(path: Path) -> pd.Series:
+    """A segment file as written: the index keeps the name in its header ("user" for users, none for items),
+    as the in-memory series had, so the frames hash back to the recorded content hash."""
+    return pd.read_csv(path, sep="\t", dtype=str, index_col=0)["segment"]
+
+
+class _StaleSplit(Exception):
+    """A saved split that cannot be used: the message says why."""
+
+
+def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Split:
+    """The split saved in `folder`, verified: made from `dataset` with `params`, each file as recorded, and
+    the frames read back hash to the recorded content hash; `_StaleSplit` (why) otherwise."""
+    try:
         info = json.loads((folder / "split.json").read_text())
-        train, valid, test = (_read(folder / f"{p}.tsv") for p in ("train", "valid", "test"))
-        users = pd.read_csv(folder / "user_segment.tsv", sep="\t", dtype=str, index_col=0)["segment"]
-        items = pd.read_csv(folder / "item_segment.tsv", sep="\t", dtype=str, index_col=0)["segment"]
-        users.index.name = items.index.name = None
-        split = Split(name=name, params=info["params"], train=train, valid=valid, test=test,
-                      user_segment=users, item_segment=items, content_hash=info["content_hash"],
-                      dataset_hash=info["dataset_hash"], description=info["description"], path=folder)
-        return split
-    split = make_split(dataset, name, params)
+        if not isinstance(info, dict):
+            raise ValueError("split.json is not a mapping")
+        if info.get("dataset_hash") != dataset.content_hash:
+            raise _StaleSplit(f"was made from another dataset (dataset hash {str(info.get('dataset_hash'))[:16]}, "
+                              f"expected {dataset.content_hash[:16]})")
+        if info.get("name") != name or info.get("params") != params:
+            raise _StaleSplit("was made with other settings than its folder name says")
+        changed = [file for file, digest in (info.get("files") or {}).items()
+                   if not (folder / file).is_file() or sha256_file(folder / file) != digest]
+        frames = {part: _read(folder / PART_FILES[part]) for part in ("train", "valid", "test")}
+        users, items = (_read_segment(folder / PART_FILES[part]) for part in ("user_segment", "item_segment"))
+    except _StaleSplit:
+        raise
+    except Exception as exc:  # a missing, truncated or garbled file
+        raise _StaleSplit(f"cannot be read ({type(exc).__name__}: {exc})") from None
+    split = Split(name=name, params=info["params"], **frames, user_segment=users, item_segment=items,
+                  content_hash=info.get("content_hash"), dataset_hash=info["dataset_hash"],
+                  description=info.get("description", ""), path=folder)
+    if changed or split_hash(split) != split.content_hash:
+        which = f"{', '.join(changed)} changed" if changed else "a file changed?"
+        raise _StaleSplit(f"does not match its recorded hash ({which})")
+    return split
+
+
+def _discard(folder: Path) -> None:
+    """Move a stale folder out of the way atomically (a reader never sees it half deleted), then delete it."""
+    trash = folder.with_name(f".stale-{folder.name}-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:  # another process moved it first
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _save(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
+    """Write the split into a temp folder beside `folder`, then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
     try:
         for part in ("train", "valid", "test"):
-            getattr(split, part).to_csv(tmp / f"{part}.tsv", sep="\t", index=False)
-        split.user_segment.to_csv(tmp / "user_segment.tsv", sep="\t")
-        split.item_segment.to_csv(tmp / "item_segment.tsv", sep="\t")
-        info = {"name": name, "params": params, "content_hash": split.content_hash,
+            getattr(split, part).to_csv(tmp / PART_FILES[part], sep="\t", index=False)
+        split.user_segment.to_csv(tmp / PART_FILES["user_segment"], sep="\t")
+        split.item_segment.to_csv(tmp / PART_FILES["item_segment"], sep="\t")
+        info = {"name": split.name, "params": params, "content_hash": split.content_hash,
                 "dataset_hash": dataset.content_hash, "description": split.description,
                 "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")},
                 "segments": {"users": split.user_segment.value_counts().to_dict(),
-                             "items": split.item_segment.value_counts().to_dict()}}
+                             "items": split.item_segment.value_counts().to_dict()},
+                "files": {file: sha256_file(tmp / file) for file in PART_FILES.values()}}
         (tmp / "split.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         try:
             os.replace(tmp, folder)
@@ -263,4 +426,23 @@ def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Pat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return load_or_make_split(dataset, name, params, cache_dir)
+
+
+def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Path) -> Split:
+    """The split from disk if saved there and verified (made from this dataset with these settings, files and
+    content hash as recorded), else computed and saved atomically. A saved split that fails the check is
+    reported in one stderr line, moved away and rebuilt."""
+    params = resolve_split_params(name, params)
+    folder = split_dir(cache_dir, dataset, name, params)
+    if (folder / "split.json").exists() or folder.exists():
+        try:
+            return _load_saved(folder, dataset, name, params)
+        except _StaleSplit as stale:
+            cache_warning(folder, f"split {stale}", "rebuilding")
+            _discard(folder)
+    split = make_split(dataset, name, params)
+    _save(split, folder, dataset, params)
+    try:
+        return _load_saved(folder, dataset, name, params)
+    except _StaleSplit as stale:  # a bug, not bad input: the files just written do not read back
+        raise RuntimeError(f"split {folder} written just now does not read back: {stale}") from None

@@ -6,6 +6,7 @@ each table file names the run records it was built from.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,10 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
 def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir: Path,
                  formats=("markdown", "latex", "csv"), correction: str = "holm") -> dict[str, Path]:
     """Render the suite's tables from its records into out_dir/<suite>/; returns written paths."""
+    for spec in specs:  # a record that exists but is not complete is named and skipped, never a crash
+        problem = store.problem(spec.run_id)
+        if problem not in (None, "no record"):
+            print(f"bench: skipping {store.record_path(spec.run_id)}: {problem}", file=sys.stderr)
     frame = collect(specs, store)
     if frame.empty:
         return {}

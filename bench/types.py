@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from bench.options import RunOptions
+
 INTER_COLUMNS = ("user", "item", "rating", "timestamp")
 
 
@@ -86,6 +88,7 @@ class FitContext:
     encoder: Any = None  # bench.encoders.Encoder or None
     # item text embeddings [n_items, dim] in Dataset.item_ids order, from the on-disk cache (lazy)
     embed_items: Callable[[], np.ndarray] | None = None
+    options: RunOptions = field(default_factory=RunOptions)  # how to run (batch sizes, progress): not settings
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, filled by the method
     extra: dict[str, Any] = field(default_factory=dict)  # method-reported facts recorded in the run
 

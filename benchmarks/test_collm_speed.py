@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bench.data import load_card, load_dataset
+from bench.options import RunOptions
 from bench.splits import load_or_make_split, resolve_split_params
 from bench.types import FitContext
 
@@ -35,7 +36,8 @@ def test_prefix_cache_vs_full_prompt_pairs_per_second(benchmark):
                                                    "test_months": 1.75, "max_test_users": USERS,
                                                    "max_pairs_per_test_user": PAIRS_PER_USER})
     split = load_or_make_split(dataset, "ctr_temporal", params, CACHE)
-    method = ICL(ICL.Settings(eval_batch_size=BATCH))
+    method = ICL()
+    method.options = RunOptions(llm_eval_batch_size=BATCH)
     ctx = FitContext(dataset=dataset, split=split, seed=0, device="cpu", run_dir=CACHE / "bench-tmp",
                      cache_dir=CACHE, backbone="none")
     method.fit(ctx)

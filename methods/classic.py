@@ -21,6 +21,7 @@ class RecBoleMethod:
     """A RecBole general recommender on the split; subclasses may supply initial embeddings."""
 
     name = "random"
+    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
     Settings: ClassVar[type[BaseModel]] = NoSettings
     backbones: ClassVar[tuple[str, ...]] = CF_BACKBONES
     needs_encoder: ClassVar[bool] = False
@@ -48,7 +49,8 @@ class RecBoleMethod:
         if ctx.backbone not in self.backbones:
             raise BenchError(f"method {self.name!r} does not run on backbone {ctx.backbone!r}; valid "
                              f"backbones: {', '.join(self.backbones)}")
-        config = dict(ctx.backbone_config, embedding_size=self.embedding_size(ctx))
+        config = dict(ctx.backbone_config, embedding_size=self.embedding_size(ctx),
+                      eval_batch_size=ctx.options.eval_batch_size)
         ctx.extra["effective_embedding_size"] = config["embedding_size"]
         if BACKBONES[ctx.backbone].sequential:
             from bench.sequential import RecBoleSeq as backbone_cls

@@ -23,7 +23,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
+from bench.options import RunOptions
 from bench.pointwise import histories
+from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
 from methods import collm_model as cm
 from methods.ctr_backbones import MFCTR, CFSettings, Index, TestHistories, build_model, pretrained_cf
@@ -32,9 +34,9 @@ from methods.ctr_backbones import MFCTR, CFSettings, Index, TestHistories, build
 class LoRASettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
 
@@ -43,19 +45,17 @@ class LLMSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base_model: str = "smollm2"  # "smollm2" (embedded asset) or a local causal-LM folder (a 7B on a GPU)
+    base_model: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local causal-LM folder (a 7B)
     prompt: str = cm.TEXT_PROMPT
     answer_tokens: tuple[str, str] = (" Yes", " No")
     scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_no_softmax"  # TALLRec's
     lora: LoRASettings = Field(default_factory=LoRASettings)
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-3
-    epochs: int = 1
-    batch_size: int = 8
-    max_train_pairs: int = 0  # 0 = every training pair; else a random subset (run seed)
-    eval_batch_size: int = 16
-    prefix_cache: bool = True  # score a user's candidates with one prefix pass (identical outputs)
-    max_length: int | None = None  # None = the model's context (max_position_embeddings)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_train_pairs: int = Field(0, ge=0)  # 0 = every training pair; else a random subset (run seed)
+    max_length: int | None = Field(None, ge=8)  # None = the model's context (max_position_embeddings)
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
 
 
@@ -64,8 +64,8 @@ class CoLLMSettings(LLMSettings):
     scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_logit"  # CoLLM's: BCE on the Yes logit
     stage1_prompt: str = cm.TEXT_PROMPT
     tuning: Literal["two_step", "t1", "t2", "t3"] = "two_step"
-    mapper_learning_rate: float = 1e-3
-    mapper_hidden_factor: int = 10
+    mapper_learning_rate: float = Field(1e-3, gt=0)
+    mapper_hidden_factor: int = Field(10, ge=1)
     cf: CFSettings = Field(default_factory=CFSettings)
 
 
@@ -77,6 +77,7 @@ class LLMMethod:
     """ICL: the untuned LLM. Subclasses tune it (`train`) and add ID vectors (`vectors`)."""
 
     name = "icl"
+    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
     Settings: ClassVar[type[BaseModel]] = LLMSettings
     needs_encoder: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...]] = ("none",)
@@ -87,6 +88,7 @@ class LLMMethod:
         self.settings = settings or self.Settings()
         self.trainable_counts: dict[str, int] = {}
         self.peft = None
+        self.options = RunOptions()  # the run's options once fit (batch size, prefix cache)
 
     # ------------------------------------------------------------------------------- setup and checks
     def base_dir(self, ctx: FitContext) -> Path:
@@ -111,7 +113,7 @@ class LLMMethod:
                              f"got {ctx.split.name!r}")
         for template, required in self.templates():
             cm.parse_template(template, required)
-        self.device = ctx.device
+        self.device, self.options = ctx.device, ctx.options
         base = self.base_dir(ctx)
         self.tokenizer = lm.load_tokenizer(base)
         self.yes_no = cm.answer_token_ids(self.tokenizer, self.settings.answer_tokens)
@@ -179,14 +181,14 @@ class LLMMethod:
 
         builder = builder or self.builder
         encoded = [builder.encode(h, i) for h, i in zip(hists, items)]
-        cached = self.settings.prefix_cache if cached is None else cached
+        cached = self.options.prefix_cache if cached is None else cached
         with torch.no_grad():
             user_vecs, item_vecs = self.vectors(users, items, hists)
             if cached:
                 return cm.cached_logits(self.head, encoded, user_vecs, item_vecs, self.pad_id, self.device,
-                                        self.settings.eval_batch_size)
+                                        self.options.llm_eval_batch_size)
             out = []
-            bs = self.settings.eval_batch_size
+            bs = self.options.llm_eval_batch_size
             for b in range(0, len(encoded), bs):
                 sl = slice(b, b + bs)
                 out.append(cm.full_logits(self.head, encoded[sl], None if user_vecs is None else user_vecs[sl],
@@ -454,6 +456,7 @@ class EnsembleMFCoLLM:
     """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
 
     name = "ensemble-mf-collm"
+    version: ClassVar[int] = 1
     Settings: ClassVar[type[BaseModel]] = EnsembleSettings
     needs_encoder: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...]] = ("none",)

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
 from bench.pointwise import auc, histories
@@ -36,15 +36,15 @@ class CFSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    embedding_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 1024
-    epochs: int = 100
-    patience: int = 5  # epochs without validation AUC gain before stopping (best state restored)
-    n_layers: int = 2  # LightGCN propagation layers / SASRec blocks
-    n_heads: int = 2  # SASRec
-    dropout: float = 0.2  # SASRec and DIN
+    embedding_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(1024, ge=1)
+    epochs: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1)  # epochs without validation AUC gain before stopping (best state restored)
+    n_layers: int = Field(2, ge=1)  # LightGCN propagation layers / SASRec blocks
+    n_heads: int = Field(2, ge=1)  # SASRec
+    dropout: float = Field(0.2, ge=0, lt=1)  # SASRec and DIN
 
 
 class Index:
@@ -318,6 +318,7 @@ class CTRModel:
 
     kind: ClassVar[str] = "mf"
     name: ClassVar[str] = "mf-ctr"
+    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
     Settings: ClassVar[type[BaseModel]] = CFSettings
     needs_encoder: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...]] = ("none",)

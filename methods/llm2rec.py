@@ -14,27 +14,31 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
+from methods.llm2rec_train import STAGES, CSFTSettings, ICSettings, MNTPSettings
 from methods.sequential import SeqText
 
 
 class LLM2RecSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    base_model: str = "smollm2"  # "smollm2" (embedded asset) or a local causal-LM folder
+    base_model: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local causal-LM folder
     pooling: Literal["default", "causal_last", "bidirectional_mean"] = "default"
-    max_length: int = 64  # title tokens for embedding
+    max_length: int = Field(64, ge=1)  # title tokens for embedding
     item_embedding: Literal["adapter", "init"] = "adapter"
-    train_dataset: str | None = None  # None: the split's training data; else a dataset card (transfer)
-    csft: dict[str, Any] = Field(default_factory=dict)
-    mntp: dict[str, Any] = Field(default_factory=dict)
-    ic: dict[str, Any] = Field(default_factory=dict)
+    # None: the split's training data; else a dataset card name or card file (transfer)
+    train_dataset: str | None = path_field(None)
+    # the stage settings, typed (a changed stage default bumps this method's version)
+    csft: CSFTSettings = Field(default_factory=CSFTSettings)
+    mntp: MNTPSettings = Field(default_factory=MNTPSettings)
+    ic: ICSettings = Field(default_factory=ICSettings)
 
 
 def training_sequences(train: pd.DataFrame, titles: pd.Series) -> list[list[str]]:
@@ -93,7 +97,9 @@ class LLM2RecBase(SeqText):
         start = time.perf_counter()
         if self.stages:
             sequences, titles, source = self._training_data(ctx)
-            settings = {"csft": self.settings.csft, "mntp": self.settings.mntp, "ic": self.settings.ic}
+            # the stages run on the run's device, with its progress option (runtime fields: no cache key)
+            runtime = {"device": ctx.device, "progress": ctx.options.progress}
+            settings = {stage: getattr(self.settings, stage).model_copy(update=runtime) for stage in STAGES}
             folders = pipeline(base, sequences, titles, {k: settings[k] for k in self.stages}, ctx.cache_dir,
                                self.stages)
             folder = folders[self.stages[-1]]

@@ -186,7 +186,11 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
 
     Folder: cache_dir/llm2rec/<stage>-<sha256(base files fingerprint, data_hash, settings)[:16]>. `fn` must
     create `out_dir` (the stage functions do); run_stage adds `stage.json` (inputs, settings, steps,
-    tokens, seconds, loss curve) and renames the folder into place, so a folder with stage.json is complete.
+    tokens, seconds, loss curve) and a manifest of the folder's files (`.bench-manifest.json`, left out of
+    every fingerprint, so stage keys do not depend on it) and renames the folder into place, so a folder
+    with stage.json is complete. A folder is verified before reuse (stage.json parses and holds the folder's
+    key, the files match the manifest); one that fails is reported on one stderr line, removed and trained
+    again.
     """
     from bench.assets import files_fingerprint
 
@@ -195,7 +199,7 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
     base_fingerprint = files_fingerprint(Path(base_dir), cache_dir)
     key, parts = stage_key(stage_name, base_fingerprint, data_hash, resolved)
     target = cache_dir / CACHE_SUBDIR / f"{stage_name}-{key}"
-    if (target / STAGE_FILE).is_file():
+    if (target / STAGE_FILE).is_file() and _stage_problem(target, key, cache_dir) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
@@ -205,12 +209,56 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f"llm2rec-{target.name}.lock")):
         if (target / STAGE_FILE).is_file():
-            return target
-        return _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target, fn)
+            problem = _stage_problem(target, key, cache_dir)
+            if problem is None:
+                return target
+            from bench.hashing import cache_warning
+
+            cache_warning(target, problem, "removing it and training the stage again")
+            _discard(target)
+        return _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target, fn,
+                              cache_dir)
+
+
+def _stage_problem(folder: Path, key: str, cache_dir: Path) -> str | None:
+    """None when a finished stage folder can be reused: its stage.json parses and names this key, and its
+    files match its manifest (hashes memoised in cache_dir/file_hashes.json). A folder from before manifests
+    whose stage.json checks out and whose files pass the light load check is given a manifest."""
+    from bench.hashing import MANIFEST_MISSING, check_files, verify_manifest, write_manifest
+
+    try:
+        record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{STAGE_FILE} does not parse ({err})"
+    if not isinstance(record, dict) or record.get("key") != key:
+        found = record.get("key") if isinstance(record, dict) else None
+        return f"{STAGE_FILE} is for key {found!r}, the folder for {key!r}"
+    problem = verify_manifest(folder, cache_dir)
+    if problem == MANIFEST_MISSING:
+        problem = check_files(folder)
+        if problem is not None:
+            return f"no manifest, and {problem}"
+        try:
+            write_manifest(folder, cache_dir)
+        except OSError:
+            pass  # a read-only shared cache: usable as it is, checked again next time
+    return problem
+
+
+def _discard(folder: Path) -> None:
+    """Move `folder` aside at once (a reader sees it whole or not at all), then delete it."""
+    trash = folder.parent / f".{folder.name}.bad-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target: Path,
-                   fn: Callable[[Path], dict | None]) -> Path:
+                   fn: Callable[[Path], dict | None], cache_dir: Path | None = None) -> Path:
+    from bench.hashing import remember_manifest, write_manifest
+
     if target.exists():  # no stage.json: not made by run_stage (it renames complete folders only)
         shutil.rmtree(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -224,9 +272,11 @@ def _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_f
                   "data_hash": data_hash, "settings": resolved.model_dump(), "key_parts": parts,
                   "wall_seconds": time.perf_counter() - start, **stats}
         (out_dir / STAGE_FILE).write_text(json.dumps(record, indent=1))
+        write_manifest(out_dir)  # verified on every reuse
         out_dir.chmod(0o755)
         try:
             os.rename(out_dir, target)
+            remember_manifest(target, cache_dir)  # its next reuse and fingerprint read nothing again
         except OSError:
             if not (target / STAGE_FILE).is_file():  # not another process finishing first
                 raise

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.settings import runtime_field
 from methods.llm2rec_model import load_causal_lm, load_tokenizer, resolve_device, save_model_atomic
 
 STAGES = ("csft", "mntp", "ic")
@@ -40,8 +41,9 @@ class StageSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a bf16-capable GPU
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     gradient_checkpointing: bool = False
-    device: str = "auto"  # auto: cuda if torch sees a GPU, else cpu (not part of the cache key)
-    progress: bool = True
+    # how to run, not what: left out of the stage cache key and of run ids
+    device: str = runtime_field("auto")  # auto: cuda if torch sees a GPU, else cpu
+    progress: bool = runtime_field(True)
 
 
 class CSFTSettings(StageSettings):

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.backbones import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
+from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
 from methods.classic import RecBoleMethod
 
@@ -30,8 +31,8 @@ from methods.classic import RecBoleMethod
 class PtESettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    generator: str = "smollm2"  # "smollm2" (embedded asset) or a local chat-model folder
-    prompt_dir: str | None = None  # None: methods/prompts/pte
+    generator: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local chat-model folder
+    prompt_dir: str | None = path_field(None)  # None: methods/prompts/pte
     item_noun: str = "items"  # fills {noun} in the prompts ("movies" for MovieLens)
     profile_users: bool = True  # False: users are the mean of their items' embeddings
     profile_items: bool = True  # False: items are the encoded raw item text
@@ -47,22 +48,24 @@ class PtESettings(BaseModel):
     item_candidates: int = Field(1, ge=1)  # K for items; 1 = items keep their profile-stage output
     last_round_items: bool = False  # False: the loop ends on the user pass (U0 -> I0 -> U1)
     selection: Literal["reward", "none"] = "reward"
-    lambda_collab: float = 1.0
-    lambda_dist: float = 1.0
+    lambda_collab: float = Field(1.0, ge=0)
+    lambda_dist: float = Field(1.0, ge=0)
     max_new_tokens: int = Field(32, ge=1)
-    repetition_penalty: float = 1.2
+    repetition_penalty: float = Field(1.2, gt=0)
     temperature: float = Field(0.8, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     batch_size: int = Field(32, ge=1)
     profile_seed: int = 0  # generation seed; the run seed only drives the downstream model
     grpo_steps: int = Field(0, ge=0)  # > 0: GRPO LoRA fine-tuning of the generator (Eq. 12) before sampling
     grpo_users_per_step: int = Field(4, ge=1)
-    grpo_learning_rate: float = 1e-4
-    lora_r: int = 8
-    lora_alpha: int = 16
+    grpo_learning_rate: float = Field(1e-4, gt=0)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
     user_embedding: Literal["add", "none"] = "add"  # sequential backbones: user profile added to the state
+    # sequential item table: "adapter" = frozen profile embeddings behind a trained Linear (the paper's);
+    # "init" = PCA of the profile embeddings to embedding_size initialises the trainable ID table (pte-init)
+    seq_items: Literal["adapter", "init"] = "adapter"
     cf_projection: Literal["pca"] = "pca"  # CF backbones: profile embeddings -> embedding_size
-    progress: bool = True
 
     def stage_settings(self):
         from methods.pte_stage import StageSettings
@@ -186,7 +189,7 @@ class PtE(RecBoleMethod):
             prompts = PromptSet(s.prompt_dir or PROMPT_DIR, s.item_noun)
             store = ProfileStore(Path(ctx.cache_dir) / "pte" / "store")
             stage = ProfileStage(train, item_titles(ctx.dataset), ctx.dataset.item_text, generator, prompts, store,
-                                 encode, s.stage_settings(), progress=s.progress, grpo=grpo)
+                                 encode, s.stage_settings(), progress=ctx.options.progress, grpo=grpo)
             result = stage.run(raw_of)
             self._generator_params = int(sum(p.numel() for p in generator.load()[0].parameters()))
             ctx.extra["pte"] = {
@@ -239,7 +242,7 @@ class PtE(RecBoleMethod):
         if not BACKBONES[ctx.backbone].sequential:
             return super().customise(ctx, cf)
         users, items = self.profile_embeddings(ctx)
-        mode = getattr(self.settings, "seq_items", "adapter")  # only pte-init's settings have the choice
+        mode = self.settings.seq_items
         if mode == "init":
             from sklearn.decomposition import PCA
 
@@ -324,8 +327,4 @@ class PtEInit(PtE):
 
     name = "pte-init"
 
-    class Settings(PtESettings):
-        # sequential item table: "init" = PCA of the profile embeddings to embedding_size initialises the
-        # trainable ID table (as llminit-pca-seq, profiles in place of raw item text); "adapter" = pte's
-        # frozen table behind a trained Linear. (A field of this class only, so pte's run ids stay as they are.)
-        seq_items: Literal["adapter", "init"] = "init"
+    Settings = _settings("PtEInitSettings", seq_items="init")

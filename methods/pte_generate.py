@@ -165,26 +165,99 @@ class ChatGenerator:
         return results
 
 
+CHECKSUM_FIELD = "_sha256"  # per record line: sha256 of the record's canonical JSON (without this field)
+FOOTER_FIELD = "_chunk"  # the last line of a chunk: {"_chunk": {"version": 1, "records": n}}
+CHUNK_VERSION = 1
+
+
+def _record_checksum(record: dict) -> str:
+    return _sha(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+
+
+def read_chunk(path: Path) -> tuple[list[dict], str | None]:
+    """The records of a chunk file, and None; or ([], why the chunk is unusable).
+
+    A chunk written by `ProfileStore.put_many` has a checksum on every record line and a footer line with
+    the record count: it is unusable when a line does not parse or fails its checksum, or the footer is
+    missing (truncated) or counts other records. A chunk from before checksums (no checksum, no footer) is
+    accepted when every line parses as a record with a key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        return [], f"unreadable ({err})"
+    lines = [line for line in text.split("\n") if line.strip()]
+    records: list[dict] = []
+    footer = None
+    checked = 0
+    for number, line in enumerate(lines, 1):
+        if footer is not None:
+            return [], f"line {number} follows the chunk's footer"
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return [], f"line {number} does not parse (truncated?)"
+        if not isinstance(entry, dict):
+            return [], f"line {number} is not a JSON object"
+        if FOOTER_FIELD in entry:
+            footer = entry[FOOTER_FIELD]
+            continue
+        if CHECKSUM_FIELD in entry:
+            checksum = entry.pop(CHECKSUM_FIELD)
+            if checksum != _record_checksum(entry):
+                return [], f"line {number} fails its checksum"
+            checked += 1
+        if not isinstance(entry.get("key"), str):
+            return [], f"line {number} has no profile key"
+        records.append(entry)
+    if footer is None and checked:
+        return [], "no footer line (truncated?)"
+    if footer is not None:
+        if not isinstance(footer, dict) or footer.get("version") != CHUNK_VERSION:
+            return [], f"footer is not a version-{CHUNK_VERSION} footer"
+        if footer.get("records") != len(records) or checked != len(records):
+            return [], (f"footer counts {footer.get('records')} records, the chunk holds {len(records)} "
+                        f"({checked} with a checksum)")
+    return records, None
+
+
 class ProfileStore:
-    """Generated profiles on disk: a folder of JSONL chunks, one record per (request key) line."""
+    """Generated profiles on disk: a folder of JSONL chunks, one record per (request key) line.
+
+    Every record line carries a checksum and every chunk ends with a footer counting its records; a chunk
+    that fails (`read_chunk`) is reported on one stderr line, renamed aside (`<name>.corrupt`) and skipped,
+    so its profiles count as missing and are generated again on demand.
+    """
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, dict] = {}
         self._seen_files: set[str] = set()
+        self.skipped: list[str] = []  # chunk files that failed their checks
         self.refresh()
 
     def refresh(self) -> None:
         for path in sorted(self.folder.glob("chunk-*.jsonl")):
             if path.name in self._seen_files:
                 continue
-            with path.open(encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        record = json.loads(line)
-                        self._records[record["key"]] = record
             self._seen_files.add(path.name)
+            records, problem = read_chunk(path)
+            if problem is not None:
+                self._set_aside(path, problem)
+                continue
+            for record in records:
+                self._records[record["key"]] = record
+
+    def _set_aside(self, path: Path, problem: str) -> None:
+        from bench.hashing import cache_warning
+
+        self.skipped.append(path.name)
+        try:
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+            action = f"skipped (moved to {path.name}.corrupt); its profiles will be generated again"
+        except OSError:
+            action = "skipped; its profiles will be generated again"
+        cache_warning(path, problem, action)
 
     def get(self, key: str) -> dict | None:
         return self._records.get(key)
@@ -201,10 +274,18 @@ class ProfileStore:
             return
         name = f"chunk-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"
         fd, tmp = tempfile.mkstemp(prefix=".chunk-", suffix=".tmp", dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.folder / name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                for record in records:
+                    line = {**record, CHECKSUM_FIELD: _record_checksum(record)}
+                    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({FOOTER_FIELD: {"version": CHUNK_VERSION, "records": len(records)}}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         self._seen_files.add(name)
         for record in records:
             self._records[record["key"]] = record

@@ -30,7 +30,7 @@ def test_list_names_everything(capsys):
       "--method", "random"], "ml-100k"),
     (["run", "--dataset", "ml-100k", "--split", "temporal_loo", "--backbone", "lightgnc",
       "--method", "random"], "unknown backbone 'lightgnc'"),
-    (["run", "--suite", "smoke", "--set", "backbone.epoch=3"], "unknown setting 'epoch' for backbone"),
+    (["run", "--suite", "smoke", "--set", "backbone.epoch=3"], "backbone 'lightgcn': unknown setting 'epoch'; valid settings: embedding_size, epochs"),
     (["run", "--suite", "smoke", "--set", "method.opt=var"], "opt"),
     (["run", "--suite", "smoke", "--encoder", "bert"], "unknown encoder 'bert'"),
     (["run", "--suite", "pte", "--method", "pte-nodsit"], "unknown method of suite 'pte' 'pte-nodsit'; did you "
@@ -119,8 +119,9 @@ def test_crash_mid_run_leaves_no_record_and_rerun_completes(tmp_path, monkeypatc
 
 def test_atomic_record_write(tmp_path):
     store = ResultStore(tmp_path)
-    store.write("abc", {"status": "complete", "x": np.float64(1.5)}, pd.DataFrame({"user": ["1"], "v": [0.1]}))
-    assert store.has("abc") and store.load("abc")["schema_version"] == 1
+    store.write("abc", {"status": "complete", "run_id": "abc", "x": np.float64(1.5)},
+                pd.DataFrame({"user": ["1"], "v": [0.1]}))
+    assert store.has("abc") and store.load("abc")["schema_version"] == 2
     assert sorted(p.name for p in store.run_dir("abc").iterdir()) == ["per_user.csv.gz", "record.json"]
 
 
@@ -142,7 +143,7 @@ def test_atomic_write_keeps_the_old_file_and_no_temp_when_writing_fails(tmp_path
 def test_suite_runs_can_be_chosen_by_method_and_backbone_in_the_given_order(monkeypatch, tmp_path):
     """`bench run --suite S --method b,a --backbone X` runs only those of the suite's runs, b before a within
     each seed; the tables still cover the whole suite."""
-    from bench import runner
+    from bench import executors as runner
 
     chosen = {}
 

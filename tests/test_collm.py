@@ -149,7 +149,7 @@ def tiny_lm(tmp_path_factory):
     return make_tiny_lm(tmp_path_factory.mktemp("collm") / "tiny")
 
 
-FAST = {"answer_tokens": ["Yes", "No"], "max_train_pairs": 24, "batch_size": 8, "eval_batch_size": 4,
+FAST = {"answer_tokens": ["Yes", "No"], "max_train_pairs": 24, "batch_size": 8,
         "learning_rate": 1e-3}
 CF_FAST = {"embedding_size": 8, "epochs": 3, "batch_size": 64}
 

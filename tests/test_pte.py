@@ -171,7 +171,12 @@ def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
 
 
 def test_longtail_split_segments_and_no_leakage(tiny_dataset):
-    params = resolve_split_params("longtail", {"tail_user_threshold": 12, "tail_item_threshold": 10})
+    # every tiny user has 12 interactions: threshold 12 leaves no tail user, an error unless allowed
+    with pytest.raises(BenchError, match="no tail user is evaluated"):
+        make_split(tiny_dataset, "longtail", resolve_split_params("longtail", {"tail_user_threshold": 12,
+                                                                               "tail_item_threshold": 10}))
+    params = resolve_split_params("longtail", {"tail_user_threshold": 12, "tail_item_threshold": 10,
+                                               "empty_segments": "allow"})
     split = make_split(tiny_dataset, "longtail", params)
     train_pairs = set(zip(split.train["user"], split.train["item"]))
     assert not train_pairs & set(zip(split.test["user"], split.test["item"]))
@@ -244,7 +249,7 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
     config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
     cls = METHODS.get(method_name)
-    method = cls(cls.Settings(progress=False, batch_size=16))
+    method = cls(cls.Settings(batch_size=16))
     encoder = HashEncoder()
     ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
                      cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=encoder,
@@ -281,7 +286,8 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
 def test_sampled_negatives_option_keeps_positives_and_n_unseen(tiny_dataset):
     from bench.splits import sampled_negative_exclusion
 
-    split = make_split(tiny_dataset, "longtail", resolve_split_params("longtail", {"eval_negatives": 5}))
+    split = make_split(tiny_dataset, "longtail", resolve_split_params("longtail", {"eval_negatives": 5,
+                                                                                   "tail_user_threshold": 13}))
     item_ids = tiny_dataset.item_ids
     position = {item: i for i, item in enumerate(item_ids)}
     positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
@@ -347,7 +353,7 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
     def fit(size):
         config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": size, "train_batch_size": 64,
                                                     "stopping_step": 1})
-        method = PtEInit(PtEInit.Settings(progress=False, batch_size=16))
+        method = PtEInit(PtEInit.Settings(batch_size=16))
         ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / f"r{size}",
                          cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
                          embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))

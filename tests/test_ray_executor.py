@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from bench.records import ResultStore
 from bench.executors import run_specs, task_resources
+from bench.records import ResultStore
 from bench.spec import expand, load_suite, parse_overrides
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'); --executor ray untested")

@@ -10,8 +10,10 @@ def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
     return set(zip(frame["user"], frame["item"]))
 
 
-# the tiny data set spans 8 hours (0.011 months): month windows scaled to fit it
-TINY_SETTINGS = {"ctr_temporal": {"train_months": 0.005, "valid_months": 0.0025, "test_months": 0.0025}}
+# the tiny data set spans 8 hours (0.011 months): month windows scaled to fit it; every tiny user has 12
+# interactions, so longtail needs tail_user_threshold > 12 to have tail users (none is an error)
+TINY_SETTINGS = {"ctr_temporal": {"train_months": 0.005, "valid_months": 0.0025, "test_months": 0.0025},
+                 "longtail": {"tail_user_threshold": 13}}
 
 
 @pytest.mark.parametrize("name", sorted(SPLITTERS))

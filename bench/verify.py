@@ -1,0 +1,131 @@
+"""`bench verify`: rerun stored runs into a scratch store and compare them with the stored records.
+
+A seeded sample of a suite's complete runs (or every one) is rerun with the same specs; per run the report
+says whether every metric (overall and per segment) and the per-user sidecar are bit-identical, else the
+largest absolute difference and where it is, together with the provenance that differs (package versions,
+torch threads, machine, run options, git commit): the facts that explain a difference.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.options import RunOptions
+from bench.records import ResultStore
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every number of a nested metrics dict, keyed by its path."""
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            out.update(_flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = float(value)
+    return out
+
+
+def metric_difference(a: dict, b: dict) -> tuple[float, str | None]:
+    """(largest |a - b| over the metrics both hold, its key); NaN in one only counts as infinite."""
+    fa, fb = _flatten(a), _flatten(b)
+    worst, where = 0.0, None
+    for key in sorted(set(fa) | set(fb)):
+        if key not in fa or key not in fb:
+            return float("inf"), key
+        x, y = fa[key], fb[key]
+        if np.isnan(x) and np.isnan(y):
+            continue
+        diff = abs(x - y) if not (np.isnan(x) or np.isnan(y)) else float("inf")
+        if diff > worst:
+            worst, where = diff, key
+    return worst, where
+
+
+def sidecar_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """Largest |difference| between two per-user sidecars (inf when their rows or columns differ)."""
+    if list(a.columns) != list(b.columns) or len(a) != len(b):
+        return float("inf")
+    numeric = a.select_dtypes("number").columns
+    if not a.drop(columns=numeric).equals(b.drop(columns=numeric)):
+        return float("inf")
+    if len(numeric) == 0:
+        return 0.0
+    x, y = a[numeric].to_numpy(float), b[numeric].to_numpy(float)
+    both_nan = np.isnan(x) & np.isnan(y)
+    diff = np.where(both_nan, 0.0, np.abs(x - y))
+    return float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0))
+
+
+def provenance_differences(stored: dict, rerun: dict) -> list[str]:
+    """'key: stored -> rerun' for the provenance facts that can explain a numeric difference."""
+    out = []
+    a, b = stored.get("provenance", {}), rerun.get("provenance", {})
+    for section in ("packages", "machine", "options"):
+        sa, sb = a.get(section) or {}, b.get(section) or {}
+        for key in sorted(set(sa) | set(sb)):
+            if sa.get(key) != sb.get(key):
+                out.append(f"{section}.{key}: {sa.get(key)} -> {sb.get(key)}")
+    if (a.get("git") or {}).get("commit") != (b.get("git") or {}).get("commit"):
+        out.append(f"git: {(a.get('git') or {}).get('commit')} -> {(b.get('git') or {}).get('commit')}")
+    for key in ("dataset_hash", "split_hash", "encoder_fingerprint"):
+        if a.get(key) != b.get(key):
+            out.append(f"{key}: {a.get(key)} -> {b.get(key)}")
+    return out
+
+
+def verify_suite(suite_name: str, profile: str | None, results: Path, cache: Path, options: RunOptions,
+                 sample: int | None = 3, seed: int = 0, scratch: Path | None = None,
+                 workers: int = 1) -> dict[str, Any]:
+    """Rerun `sample` stored runs of the suite (None: all) into `scratch` and compare each with its record."""
+    from bench.executors import run_specs
+    from bench.spec import expand, load_suite
+
+    suite = load_suite(suite_name, profile)
+    store = ResultStore(results)
+    stored = [s for s in expand(suite) if store.has(s.run_id)]
+    if not stored:
+        raise BenchError(f"no stored runs of suite {suite.name!r} under {results}; nothing to verify")
+    stored.sort(key=lambda s: s.run_id)
+    if sample is not None and sample < len(stored):
+        rng = np.random.default_rng(seed)
+        stored = [stored[i] for i in sorted(rng.choice(len(stored), sample, replace=False))]
+    scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="bench-verify-"))
+    scratch_store = ResultStore(scratch)
+    summary = run_specs(stored, scratch_store, cache, options, workers,
+                        {"verify": suite.name, "profile": profile})
+    rows = []
+    for spec in stored:
+        row: dict[str, Any] = {"run_id": spec.run_id, "label": spec.label}
+        if not scratch_store.has(spec.run_id):
+            error = summary["failed"].get(spec.label, "no record")
+            row.update(identical=False, metric_diff=float("inf"), metric=None, per_user_diff=float("inf"),
+                       provenance=[f"rerun failed: {error.strip().splitlines()[-1] if error else ''}"])
+            rows.append(row)
+            continue
+        old, new = store.load(spec.run_id), scratch_store.load(spec.run_id)
+        diff, where = metric_difference(old["metrics"], new["metrics"])
+        users = sidecar_difference(store.per_user(spec.run_id), scratch_store.per_user(spec.run_id))
+        row.update(identical=diff == 0 and users == 0, metric_diff=diff, metric=where, per_user_diff=users,
+                   provenance=provenance_differences(old, new))
+        rows.append(row)
+    return {"suite": suite.name, "scratch": str(scratch), "stored": len(stored), "runs": rows}
+
+
+def render_verification(report: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    table = [[r["run_id"], r["label"], "yes" if r["identical"] else "NO",
+              f"{r['metric_diff']:.3g}" + (f" ({r['metric']})" if r["metric"] and r["metric_diff"] else ""),
+              f"{r['per_user_diff']:.3g}", "; ".join(r["provenance"]) or "—"] for r in report["runs"]]
+    same = sum(r["identical"] for r in report["runs"])
+    head = (f"bench verify: suite {report['suite']}: {same} of {len(report['runs'])} rerun runs bit-identical "
+            f"to their stored records (scratch store {report['scratch']})")
+    return head + "\n\n" + tabulate(table, headers=["run id", "run", "identical", "max |Δ| metric",
+                                                      "max |Δ| per user", "provenance that differs"],
+                                    tablefmt="github")

@@ -1,0 +1,100 @@
+"""Child process of tests/test_executors.py: `run_specs` over N fake specs (run id, seed, label: all
+an executor reads of a spec; one per seed) whose runs are faked: each takes the run's lock, writes a `started/<run_id>.json` marker (its pid, the
+pid of a sleeping grandchild it starts, its torch thread count), sleeps, then writes a record.
+
+usage: python tests/executor_child.py RESULTS WORKERS N [local|ray]
+(env: EXECUTOR_CHILD_SLEEP seconds per run, default 1; EXECUTOR_CHILD_GRANDCHILD=1 starts the grandchild)
+Prints the summary as JSON; exits 130 on KeyboardInterrupt (as `bench run` does).
+
+The fakes are installed at import time, so spawned pool workers (which import this file as
+`__mp_main__`) get them too.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bench.executors as executors
+
+SLEEP_S = float(os.environ.get("EXECUTOR_CHILD_SLEEP", "1"))
+GRANDCHILD = os.environ.get("EXECUTOR_CHILD_GRANDCHILD") == "1"
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    run_id: str
+    seed: int
+    label: str
+    method: str = "random"
+
+
+def fake_specs(n: int) -> list[FakeSpec]:
+    return [FakeSpec(f"fake{seed:04d}", seed, f"fake [seed={seed}]") for seed in range(n)]
+
+
+def slow_execute(spec, store, cache_dir, options, requested):
+    import pandas as pd
+    import torch
+
+    with store.lock(spec.run_id):
+        if store.has(spec.run_id):
+            return store.load(spec.run_id)
+        marker = {"pid": os.getpid(), "threads": torch.get_num_threads(), "grandchild": None}
+        if GRANDCHILD:
+            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+            marker["grandchild"] = grandchild.pid
+        started = Path(store.root) / "started" / f"{spec.run_id}.json"
+        started.parent.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps(marker))
+        print(f"run {spec.run_id} sleeping", flush=True)
+        try:
+            time.sleep(SLEEP_S)
+        finally:  # a run that finishes leaves nothing running
+            if marker["grandchild"]:
+                grandchild.terminate()
+                grandchild.wait()
+        record = {"status": "complete", "run_id": spec.run_id, "threads": marker["threads"]}
+        store.write(spec.run_id, record, pd.DataFrame({"user": ["1"], "ndcg@10": [0.0]}))
+        return record
+
+
+def fake_ray_task(spec, root, cache_dir, options, requested, threads):
+    executors._init_run_process(threads)
+    executors.execute = slow_execute
+    return executors._execute_safely(spec, root, cache_dir, options, requested)
+
+
+executors.execute = slow_execute
+executors.prepare_shared = lambda *args, **kwargs: None
+executors._ray_task = fake_ray_task
+
+
+def main(argv: list[str]) -> int:
+    from bench.options import RunOptions
+    from bench.records import ResultStore
+
+    root, workers, n = Path(argv[0]), int(argv[1]), int(argv[2])
+    executor = argv[3] if len(argv) > 3 else "local"
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    faulthandler.register(signal.SIGUSR1)  # a hung child shows where
+    specs = fake_specs(n)
+    try:
+        summary = executors.run_specs(specs, ResultStore(root), root / "cache", RunOptions(progress=False),
+                                      workers=workers, executor=executor)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
