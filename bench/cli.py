@@ -226,8 +226,9 @@ def _cmd_run(args) -> int:
     summary = run_specs(specs, store, args.cache, options, args.workers, requested,
                         executor=args.executor, ray_address=args.ray_address, cpus_per_task=args.cpus_per_task)
     print(f"done {summary['done']}, skipped {summary['skipped']}, failed {len(summary['failed'])}")
-    for label, error in summary["failed"].items():
-        print(f"FAILED {label}:\n{error.strip().splitlines()[-1]}", file=sys.stderr)
+    if summary["failed"]:  # each failure was printed as it happened, with its log
+        print(f"failed: {', '.join(summary['failed'])}; rerun to retry them (finished runs are skipped)",
+              file=sys.stderr)
     if not args.no_table and suite.name != "adhoc":
         written = write_tables(suite, table_specs, store, args.results)
         print(f"tables regenerated from the records: {len(written)} files under {args.results / suite.name}")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench import amazon
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
@@ -139,11 +139,9 @@ def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
             raw[key] = str((base / Path(raw[key]).expanduser()).resolve())
         if isinstance(overrides.get(key), str):
             overrides[key] = str(Path(overrides[key]).expanduser().resolve())
-    try:
-        return DatasetCard.model_validate({**raw, **overrides})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in exc.errors())
-        raise BenchError(f"dataset card {name}: {problems}") from None
+    from bench.settings import validate_settings
+
+    return validate_settings(DatasetCard, {**raw, **overrides}, f"dataset card {name}")
 
 
 # ---------------------------------------------------------------- files

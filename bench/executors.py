@@ -128,29 +128,49 @@ def _worker_init(threads: int, parent: int | None = None) -> None:
     _init_run_process(threads)
 
 
-def _stop_processes(pids: list[int], grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM each process, its process group where it leads one, and every descendant; SIGKILL what is
-    left after `grace` seconds."""
+def _descendants(pids: list[int]) -> list:
+    """psutil handles of every descendant of `pids` (listed before any of them is stopped)."""
     import psutil
 
-    victims: dict[int, psutil.Process] = {}
+    found = {}
     for pid in pids:
         with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(pid)
-            for p in [proc, *proc.children(recursive=True)]:  # listed before the parent goes
-                victims[p.pid] = p
-    for pid in pids:
-        with contextlib.suppress(OSError, AttributeError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGTERM)
-    for proc in victims.values():
+            for proc in psutil.Process(pid).children(recursive=True):
+                found[proc.pid] = proc
+    return list(found.values())
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    """`sig` to the process group `pid` leads (a pool worker's), else to `pid` alone."""
+    with contextlib.suppress(OSError, AttributeError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
+    with contextlib.suppress(OSError):
+        os.kill(pid, sig)
+
+
+def _stop_processes(children: list, others: list, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM, then after `grace` seconds SIGKILL: `children` (multiprocessing processes of this one, with
+    their process groups; waited for by multiprocessing, which must reap them itself) and `others`
+    (psutil handles, e.g. their descendants)."""
+    import time
+
+    import psutil
+
+    for child in children:
+        _signal_group(child.pid, signal.SIGTERM)
+    for proc in others:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    _, alive = psutil.wait_procs(list(victims.values()), timeout=grace)
-    for pid in pids:
-        with contextlib.suppress(OSError, AttributeError):
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+    _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
+    for child in children:
+        if child.is_alive():
+            _signal_group(child.pid, signal.SIGKILL)
+            child.join(grace)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
@@ -158,15 +178,26 @@ def _stop_processes(pids: list[int], grace: float = STOP_GRACE_S) -> None:
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Cancel the pool's pending runs and terminate its workers now (not after their running runs)."""
+    """Cancel the pool's pending runs and terminate its workers, and what they started, now (not after
+    their running runs)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
-    _stop_processes([p.pid for p in processes if p.pid])
-    for process in processes:
-        process.join(timeout=STOP_GRACE_S)
+    _stop_processes(processes, _descendants([p.pid for p in processes if p.pid]))
     if manager is not None:  # it notices the dead workers and ends; joined here, not at interpreter exit
         manager.join(timeout=STOP_GRACE_S)
+
+
+def _new_children(before: set[int]) -> list:
+    """psutil handles of the children of this process not in `before` (and not multiprocessing's
+    resource tracker), with their descendants."""
+    from multiprocessing import resource_tracker
+
+    import psutil
+
+    keep = before | {getattr(resource_tracker._resource_tracker, "_pid", None)}
+    new = [p for p in psutil.Process().children() if p.pid not in keep]
+    return new + _descendants([p.pid for p in new])
 
 
 # --- one run, its output in its log ------------------------------------------------------------------
@@ -222,7 +253,7 @@ def _redirect_fd(fd: int, target: int) -> int | None:
 def capture_run_output(path: Path, fds: bool = True):
     """For the block: Python warnings, the root logger and the library loggers, sys.stdout / sys.stderr
     and (fds=True) file descriptors 1 and 2 all write to `path` (appended); transformers' progress bars
-    are off. Everything is restored afterwards. Yields the log file."""
+    are off. Everything is restored afterwards, also when an interrupt lands half-way. Yields the log."""
     path.parent.mkdir(parents=True, exist_ok=True)
     log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
     log.write(f"=== {datetime.now(timezone.utc).isoformat(timespec='seconds')} pid {os.getpid()}\n")
@@ -230,30 +261,36 @@ def capture_run_output(path: Path, fds: bool = True):
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     saved_root = (root.handlers[:], root.level)
-    saved_loggers = {}
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        saved_loggers[name] = (logger.handlers[:], logger.propagate)
-        logger.handlers = []
-        logger.propagate = True
-    root.handlers = [handler]
-    root.setLevel(logging.INFO)
-    bars = _transformers_bars(False)
+    saved_loggers: dict[str, tuple[list, bool]] = {}
+    saved_streams = (sys.stdout, sys.stderr)
+    saved_fds: dict[int, int | None] = {}
     catcher = warnings.catch_warnings()
-    catcher.__enter__()
+    bars, caught = None, False
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         with contextlib.suppress(ValueError, OSError):
             log.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-    warnings.showwarning = showwarning
-    saved_streams = (sys.stdout, sys.stderr)
-    for stream in saved_streams:
-        with contextlib.suppress(Exception):
-            stream.flush()
-    saved_fds = {fd: _redirect_fd(fd, log.fileno()) for fd in (1, 2)} if fds else {}
-    sys.stdout, sys.stderr = _Forward(log, saved_streams[0]), _Forward(log, saved_streams[1])
     try:
+        with _signals_deferred():  # an interrupt now is raised once all is in place, then undone below
+            for name in LIBRARY_LOGGERS:
+                logger = logging.getLogger(name)
+                saved_loggers[name] = (logger.handlers[:], logger.propagate)
+                logger.handlers = []
+                logger.propagate = True
+            root.handlers = [handler]
+            root.setLevel(logging.INFO)
+            bars = _transformers_bars(False)
+            catcher.__enter__()
+            caught = True
+            warnings.showwarning = showwarning
+            for stream in saved_streams:
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            if fds:
+                for fd in (1, 2):
+                    saved_fds[fd] = _redirect_fd(fd, log.fileno())
+            sys.stdout, sys.stderr = _Forward(log, saved_streams[0]), _Forward(log, saved_streams[1])
         yield log
     finally:
         with _signals_deferred():
@@ -265,7 +302,8 @@ def capture_run_output(path: Path, fds: bool = True):
                 if saved is not None:
                     os.dup2(saved, fd)
                     os.close(saved)
-            catcher.__exit__(None, None, None)
+            if caught:
+                catcher.__exit__(None, None, None)
             _transformers_bars(bars)
             root.handlers = saved_root[0] + [h for h in root.handlers if h is not handler
                                              and h not in saved_root[0]]
@@ -339,15 +377,22 @@ def task_resources(spec: RunSpec, cpus_per_task: float, cluster_gpus: float) -> 
 
 def _run_here(pending: list[RunSpec], root: str, cache_dir: str, options: RunOptions, requested: dict,
               on_start, on_result) -> None:
-    """workers=1: each run in this process, torch threads set explicitly (and restored afterwards)."""
+    """workers=1: each run in this process, torch threads set explicitly (and restored afterwards); on an
+    interrupt, the processes the run started are terminated."""
+    import psutil
     import torch
 
+    before = {p.pid for p in psutil.Process().children()}
     previous = torch.get_num_threads()
     torch.set_num_threads(options.torch_threads(1))
     try:
         for spec in pending:
             on_start(spec.run_id)
             on_result(*_execute_safely(spec, root, cache_dir, options, requested))
+    except BaseException:  # what an interrupted run started does not outlive it
+        with _signals_deferred():
+            _stop_processes([], _new_children(before))
+        raise
     finally:
         torch.set_num_threads(previous)
 
@@ -431,7 +476,12 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
     labels = {s.run_id: s.label for s in pending}
     root, cache = str(Path(store.root).resolve()), str(Path(cache_dir).resolve())
     with _sigterm_interrupts():
-        prepare_shared(pending, cache_dir, options.device, options.progress)
+        # data, splits and item embeddings shared by the runs: built once here, their output in one log
+        prepare_log = run_log_path(root, "prepare")
+        if options.progress:
+            print(f"preparing shared data, splits and embeddings (log: {prepare_log})", file=sys.stderr)
+        with capture_run_output(prepare_log):
+            prepare_shared(pending, cache_dir, options.device, options.progress)
         bar = tqdm(total=len(pending), desc=str(requested.get("suite") or "runs"), unit="run",
                    disable=not options.progress)
 

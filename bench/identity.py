@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +73,19 @@ def _layer(name: str | None, version: int, cls, values: dict[str, Any], defaults
     return {"name": name, "version": version, "settings": _replace_paths(diff, cls, where, set(keywords))}
 
 
+@cache
+def _builtin_card_json(name: str) -> str:
+    from bench.data import load_card
+
+    return load_card(name).model_dump_json()
+
+
 def dataset_layer(spec) -> dict[str, Any]:
-    from bench.data import CARD_NAMES, DatasetCard, load_card
+    from bench.data import CARD_NAMES, DatasetCard
 
     card = dict(spec.dataset_settings)
     builtin = spec.dataset in CARD_NAMES
-    defaults = (load_card(spec.dataset).model_dump(mode="json") if builtin
+    defaults = (json.loads(_builtin_card_json(spec.dataset)) if builtin
                 else {k: f.get_default(call_default_factory=True) for k, f in DatasetCard.model_fields.items()})
     defaults = {k: (list(v) if isinstance(v, tuple) else v) for k, v in defaults.items()}
     layer = _layer(card.get("name", spec.dataset), DatasetCard.version, DatasetCard, card, defaults,

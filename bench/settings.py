@@ -112,6 +112,8 @@ def validate_settings(cls: type[BaseModel], values: dict[str, Any] | BaseModel |
         error = exc.errors()[0]
         loc = tuple(p for p in error["loc"] if not isinstance(p, int))
         key = ".".join(map(str, error["loc"]))
+        if not loc:  # a check across fields (a model validator)
+            raise BenchError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
         found = _field_at(cls, loc)
         if error["type"] == "extra_forbidden" and found is None and len(loc) > 1:
             parent = _field_at(cls, loc[:-1])

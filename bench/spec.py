@@ -7,7 +7,6 @@ any work starts, never a silently ignored value.
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,10 @@ class RunSpec(BaseModel):
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"), default=str)
 
-    @cached_property
+    @property
     def identity(self) -> dict[str, Any]:
-        """What the run id hashes: names, seed, layer versions, non-default settings (bench.identity)."""
+        """What the run id hashes: names, seed, layer versions, non-default settings (bench.identity).
+        Computed on each call (not cached on the instance: `model_copy` would carry a stale one over)."""
         from bench.identity import identity
 
         return identity(self)

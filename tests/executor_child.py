@@ -1,13 +1,15 @@
-"""Child process of tests/test_executors.py: `run_specs` over N fake specs (run id, seed, label: all
-an executor reads of a spec; one per seed) whose runs are faked: each takes the run's lock, writes a `started/<run_id>.json` marker (its pid, the
-pid of a sleeping grandchild it starts, its torch thread count), sleeps, then writes a record.
+"""Child process of tests/test_executors.py: `run_specs` over N fake specs (run id, seed and label, all
+an executor reads of a spec) whose runs are faked: each takes the run's lock, writes a marker
+`started/<run_id>.json` (its pid, its torch thread count, the pid of the sleeping grandchild it may
+start), sleeps, then writes a record.
 
 usage: python tests/executor_child.py RESULTS WORKERS N [local|ray]
-(env: EXECUTOR_CHILD_SLEEP seconds per run, default 1; EXECUTOR_CHILD_GRANDCHILD=1 starts the grandchild)
+env: EXECUTOR_CHILD_SLEEP seconds per run (default 1), EXECUTOR_CHILD_FAST=K: runs of seed < K take 0.1 s,
+EXECUTOR_CHILD_GRANDCHILD=1: each run starts a sleeping grandchild.
 Prints the summary as JSON; exits 130 on KeyboardInterrupt (as `bench run` does).
 
-The fakes are installed at import time, so spawned pool workers (which import this file as
-`__mp_main__`) get them too.
+The fakes are installed when this file runs as a script, and in spawned pool workers (which import it as
+`__mp_main__`); Ray tasks get `fake_ray_task` by value.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import bench.executors as executors
 
 SLEEP_S = float(os.environ.get("EXECUTOR_CHILD_SLEEP", "1"))
 GRANDCHILD = os.environ.get("EXECUTOR_CHILD_GRANDCHILD") == "1"
+FAST = int(os.environ.get("EXECUTOR_CHILD_FAST", "0"))  # runs with a seed below this take 0.1 s
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def slow_execute(spec, store, cache_dir, options, requested):
         started.write_text(json.dumps(marker))
         print(f"run {spec.run_id} sleeping", flush=True)
         try:
-            time.sleep(SLEEP_S)
+            time.sleep(0.1 if spec.seed < FAST else SLEEP_S)
         finally:  # a run that finishes leaves nothing running
             if marker["grandchild"]:
                 grandchild.terminate()
@@ -72,9 +75,14 @@ def fake_ray_task(spec, root, cache_dir, options, requested, threads):
     return executors._execute_safely(spec, root, cache_dir, options, requested)
 
 
-executors.execute = slow_execute
-executors.prepare_shared = lambda *args, **kwargs: None
-executors._ray_task = fake_ray_task
+def install_fakes() -> None:
+    executors.execute = slow_execute
+    executors.prepare_shared = lambda *args, **kwargs: None
+    executors._ray_task = fake_ray_task
+
+
+if __name__ in ("__main__", "__mp_main__"):  # this script and its spawned workers; not an importer
+    install_fakes()
 
 
 def main(argv: list[str]) -> int:

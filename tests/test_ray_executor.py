@@ -7,6 +7,7 @@ import time
 import pytest
 
 from bench.executors import run_specs, task_resources
+from bench.options import RunOptions
 from bench.records import ResultStore
 from bench.spec import expand, load_suite, parse_overrides
 
@@ -25,21 +26,16 @@ def test_task_resources_ask_for_gpus_only_where_there_are_some():
 
 @pytest.mark.slow
 def test_smoke_suite_on_local_ray_matches_local_run(tmp_path):
-    import torch
-
     specs = expand(load_suite("smoke"), parse_overrides(["backbone.epochs=2"]))
     cache = tmp_path / "cache"  # one cache both executors see
     local, on_ray = ResultStore(tmp_path / "local"), ResultStore(tmp_path / "ray")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in each Ray task (1 CPU): the same float summation order
-    try:
-        assert run_specs(specs, local, cache, progress=False)["done"] == len(specs)
-    finally:
-        torch.set_num_threads(threads)
+    # one thread locally, as in each Ray task (1 CPU): the same float summation order
+    assert run_specs(specs, local, cache, RunOptions(threads=1, progress=False))["done"] == len(specs)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         start = time.perf_counter()
-        summary = run_specs(specs, on_ray, cache, executor="ray", cpus_per_task=1, progress=False)
+        summary = run_specs(specs, on_ray, cache, RunOptions(threads=1, progress=False), executor="ray",
+                            cpus_per_task=1)
         elapsed = time.perf_counter() - start
     finally:
         ray.shutdown()

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from bench.errors import BenchError
+from bench.options import RunOptions
 from bench.spec import expand, load_suite
 from bench.tables import method_labels
 
@@ -88,7 +89,7 @@ def test_runner_executes_pending_runs_seed_major(monkeypatch, tmp_path):
     order = []
     monkeypatch.setattr(runner, "prepare_shared", lambda *a, **k: None)
     monkeypatch.setattr(runner, "_execute_safely", lambda spec, *a: (order.append(spec.seed), (spec.run_id, None))[1])
-    summary = runner.run_specs(specs, ResultStore(tmp_path), tmp_path, workers=1, progress=False)
+    summary = runner.run_specs(specs, ResultStore(tmp_path), tmp_path, RunOptions(progress=False), workers=1)
     assert summary["done"] == len(specs) and order == sorted(order)
 
 

@@ -1,0 +1,270 @@
+"""bench.executors: interrupts stop every run and leave nothing behind, torch threads are set explicitly,
+and a run's output goes to its log, not the terminal.
+
+Runs are faked (tests/executor_child.py): the executors only read a spec's run id, seed and label."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import psutil
+import pytest
+from filelock import FileLock
+
+from bench import executors
+from bench.options import RunOptions
+from bench.records import ResultStore
+from tests.executor_child import fake_specs
+
+REPO = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).with_name("executor_child.py")
+
+
+def _start(root: Path, workers: int, n: int, sleep: float, executor: str = "local", fast: int = 0,
+           grandchild: bool = False) -> subprocess.Popen:
+    """The child in a session of its own: os.killpg(child.pid, SIGINT) is a terminal's Ctrl-C."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EXECUTOR_CHILD_SLEEP": str(sleep),
+           "EXECUTOR_CHILD_FAST": str(fast), "EXECUTOR_CHILD_GRANDCHILD": "1" if grandchild else "0"}
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"{root.name}.out", "ab") as out:
+        return subprocess.Popen([sys.executable, str(CHILD), str(root), str(workers), str(n), executor],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _output(root: Path) -> str:
+    return (root.parent / f"{root.name}.out").read_text(errors="replace")
+
+
+def _wait_until(condition, proc: subprocess.Popen, root: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"child exited early ({proc.returncode}):\n{_output(root)}"
+        assert time.monotonic() < deadline, f"timed out:\n{_output(root)}"
+        time.sleep(0.1)
+
+
+def _records(root: Path) -> list[Path]:
+    return sorted(root.glob("runs/*/record.json"))
+
+
+def _started(root: Path) -> dict[str, dict]:
+    out = {}
+    for path in root.glob("started/*.json"):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):  # being written
+            continue
+    return out
+
+
+def _alive(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    out = []
+    for proc in alive:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+
+
+def _assert_store_clean(root: Path) -> int:
+    """Every record complete and whole, no temp file, no lock held; returns the number of records."""
+    records = _records(root)
+    for path in records:
+        assert json.loads(path.read_text())["status"] == "complete"
+    assert not list(root.glob("runs/*/.*.tmp"))
+    for lock in root.glob(".locks/*.lock"):
+        held = FileLock(str(lock), timeout=0)
+        held.acquire()  # raises Timeout while any process still holds it
+        held.release()
+    return len(records)
+
+
+@pytest.mark.parametrize(("sig", "rerun_workers"), [(signal.SIGINT, 2), (signal.SIGTERM, 1)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_interrupt_stops_pool_workers_and_the_rerun_resumes(tmp_path, sig, rerun_workers):
+    root, n = tmp_path / "results", 6
+    proc = _start(root, workers=2, n=n, sleep=60, fast=2, grandchild=True)
+    processes: list[psutil.Process] = []
+    try:
+        # the two fast runs done, the next two running (each with a child of its own)
+        _wait_until(lambda: len(_records(root)) == 2 and len(_started(root)) == 4, proc, root)
+        processes = psutil.Process(proc.pid).children(recursive=True)
+        assert len(processes) >= 4  # 2 workers, 2 grandchildren (and multiprocessing's resource tracker)
+        sent = time.monotonic()
+        if sig == signal.SIGINT:  # Ctrl-C: to the whole foreground process group
+            os.killpg(proc.pid, sig)
+        else:  # kill PID
+            proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 130, _output(root)
+        assert time.monotonic() - sent < 10
+        assert _alive(processes, timeout=5) == []
+    finally:
+        proc.kill()
+        _kill(processes)
+    assert _assert_store_clean(root) == 2  # the interrupted runs left no record, and hold no lock
+    first = {p.parent.name for p in _records(root)}
+
+    rerun = _start(root, workers=rerun_workers, n=n, sleep=0.1)
+    assert rerun.wait(timeout=120) == 0, _output(root)
+    summary = json.loads(_output(root).strip().splitlines()[-1])
+    assert summary == {"total": n, "skipped": 2, "done": n - 2, "failed": {}}
+    assert _assert_store_clean(root) == n
+    threads = {p.parent.name: json.loads(p.read_text())["threads"] for p in _records(root)}
+    for run_id, count in threads.items():  # set in every worker, and in-process
+        assert count == RunOptions().torch_threads(2 if run_id in first else rerun_workers)
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    root = tmp_path / "results"
+    proc = _start(root, workers=2, n=4, sleep=60)
+    workers: list[psutil.Process] = []
+    try:
+        _wait_until(lambda: len(_started(root)) >= 2, proc, root)
+        pids = {marker["pid"] for marker in _started(root).values()}
+        workers = [p for p in psutil.Process(proc.pid).children() if p.pid in pids]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert _alive(workers, timeout=5) == []  # PR_SET_PDEATHSIG
+    finally:
+        proc.kill()
+        _kill(workers)
+    assert _assert_store_clean(root) == 0  # and the dead workers hold no lock
+
+
+@pytest.mark.slow
+def test_interrupt_cancels_ray_tasks_and_shuts_down_ray(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed")
+    root = tmp_path / "results"
+    proc = _start(root, workers=1, n=4, sleep=60, executor="ray", grandchild=True)
+    processes: list[psutil.Process] = []
+    try:
+        _wait_until(lambda: len(_started(root)) >= 1, proc, root, timeout=180)
+        processes = psutil.Process(proc.pid).children(recursive=True)  # Ray's processes, its tasks
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, _output(root)
+        assert _alive(processes, timeout=10) == []
+    finally:
+        proc.kill()
+        _kill(processes)
+    assert _assert_store_clean(root) == 0
+
+
+# --- in this process ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """`execute` replaced by `behaviour(spec, store)` (then a record is written); no shared preparation."""
+    import pandas as pd
+
+    calls = {}
+
+    def install(behaviour):
+        def execute(spec, store, cache_dir, options, requested):
+            with store.lock(spec.run_id):
+                behaviour(spec, store)
+                store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id},
+                            pd.DataFrame({"user": ["1"]}))
+
+        monkeypatch.setattr(executors, "execute", execute)
+
+    monkeypatch.setattr(executors, "prepare_shared", lambda *a, **k: None)
+    return install, calls
+
+
+@pytest.mark.parametrize("threads", [None, 3])
+def test_in_process_runs_set_torch_threads_and_restore_them(tmp_path, fake_runs, threads):
+    import torch
+
+    install, calls = fake_runs
+    install(lambda spec, store: calls.setdefault("threads", torch.get_num_threads()))
+    before = torch.get_num_threads()
+    options = RunOptions(threads=threads, progress=False)
+    summary = executors.run_specs(fake_specs(1), ResultStore(tmp_path), tmp_path, options)
+    assert summary["done"] == 1
+    assert calls["threads"] == options.torch_threads(1) == (threads or os.cpu_count())
+    assert torch.get_num_threads() == before
+
+
+def test_run_output_goes_to_its_log_not_the_terminal(tmp_path, fake_runs, capfd):
+    install, _ = fake_runs
+
+    def noisy(spec, store):
+        print(f"stdout of {spec.run_id}")
+        warnings.warn(f"warning of {spec.run_id}", UserWarning, stacklevel=1)
+        logging.getLogger("recbole").warning(f"recbole of {spec.run_id}")
+        logging.getLogger("transformers").warning(f"transformers of {spec.run_id}")
+        logging.getLogger().info(f"root info of {spec.run_id}")
+        sys.stderr.write(f"stderr of {spec.run_id}\n")
+        os.write(2, f"fd 2 of {spec.run_id}\n".encode())
+        if spec.seed == 1:
+            raise RuntimeError(f"boom in {spec.run_id}")
+
+    install(noisy)
+    root_handlers, showwarning, stdout = logging.getLogger().handlers[:], warnings.showwarning, sys.stdout
+    specs = fake_specs(2)
+    summary = executors.run_specs(specs, ResultStore(tmp_path), tmp_path, RunOptions(progress=True))
+    out, err = capfd.readouterr()
+    assert summary["done"] == 1 and list(summary["failed"]) == [specs[1].label]
+    for spec in specs:
+        log = executors.run_log_path(tmp_path, spec.run_id).read_text()
+        for what in ("stdout", "warning", "recbole", "transformers", "root info", "stderr", "fd 2"):
+            assert f"{what} of {spec.run_id}" in log
+            assert f"{what} of {spec.run_id}" not in out + err
+    failed_log = executors.run_log_path(tmp_path.resolve(), specs[1].run_id)
+    assert "Traceback" in failed_log.read_text()
+    assert f"FAILED {specs[1].label}: RuntimeError: boom in {specs[1].run_id} (log: {failed_log})" in err
+    assert "fake0001" not in out and specs[1].label in err  # the bar's postfix, on stderr
+    assert not (tmp_path / "runs" / specs[0].run_id / "error.txt").exists()
+    assert (tmp_path / "runs" / specs[1].run_id / "error.txt").exists()
+    # everything restored
+    assert logging.getLogger().handlers == root_handlers and warnings.showwarning is showwarning
+    assert sys.stdout is stdout
+    print("after the runs")
+    os.write(2, b"fd 2 after the runs\n")
+    out, err = capfd.readouterr()
+    assert "after the runs" in out and "fd 2 after the runs" in err
+
+
+def test_sigterm_in_process_stops_the_run_and_what_it_started(tmp_path, fake_runs):
+    install, calls = fake_runs
+
+    def terminated(spec, store):
+        calls["child"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # interrupted by the signal
+        raise AssertionError("not interrupted")
+
+    install(terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    store = ResultStore(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        executors.run_specs(fake_specs(2), store, tmp_path, RunOptions(progress=False))
+    assert time.monotonic() - started < 10
+    assert calls["child"].wait(timeout=5) is not None  # terminated, not left running
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert _assert_store_clean(tmp_path) == 0
+    spec = fake_specs(1)[0]
+    assert "interrupted" in executors.run_log_path(tmp_path, spec.run_id).read_text()
+    assert not (tmp_path / "runs" / spec.run_id / "error.txt").exists()
