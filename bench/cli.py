@@ -102,12 +102,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list() -> int:
-    from bench.backbones import BACKBONES
     from bench.catalog import METHODS
     from bench.data import CARD_NAMES
     from bench.encoders import ENCODER_NAMES
     from bench.spec import load_suite, suite_names
     from bench.splits import SPLIT_INFO
+    from methods.backbones.cf import BACKBONES
 
     sections = {
         "datasets": dict(CARD_NAMES),

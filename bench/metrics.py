@@ -16,7 +16,7 @@ METRICS = ("recall", "ndcg", "hit", "mrr")
 
 
 def _metric_objects():
-    from bench import recbole_compat
+    from methods.backbones import recbole_compat
 
     recbole_compat.apply()
     from recbole.evaluator.metrics import MRR, NDCG, Hit, Recall

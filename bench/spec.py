@@ -232,12 +232,12 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
             for spec in expand(sub, merged):
                 specs.setdefault(spec.run_id, spec)
         return list(specs.values())
-    from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
     from bench.data import load_card
     from bench.encoders import ENCODER_NAMES, EncoderSettings
     from bench.settings import validate_settings
     from bench.splits import resolve_split_params
+    from methods.backbones.cf import resolve_backbone_config
 
     overrides = overrides or {}
     encoders = [suite.encoder] if isinstance(suite.encoder, str) else list(suite.encoder)

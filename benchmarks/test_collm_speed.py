@@ -29,7 +29,7 @@ USERS, PAIRS_PER_USER, BATCH = 4, 16, 8
 def test_prefix_cache_vs_full_prompt_pairs_per_second(benchmark):
     import torch
 
-    from methods.collm import ICL
+    from methods.collm.method import ICL
 
     dataset = load_dataset(load_card("ml-100k", {"min_rating": None, "kcore": 0}), CACHE)
     params = resolve_split_params("ctr_temporal", {"train_months": 3.5, "valid_months": 1.75,

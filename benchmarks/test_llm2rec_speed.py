@@ -34,8 +34,8 @@ def test_csft_throughput(tmp_path, benchmark):
     from bench import assets
     from bench.data import load_card, load_dataset
     from bench.splits import load_or_make_split, resolve_split_params
-    from methods.llm2rec import item_titles, training_sequences
-    from methods.llm2rec_stages import build_csft_examples, csft_throughput
+    from methods.llm2rec.method import item_titles, training_sequences
+    from methods.llm2rec.stages import build_csft_examples, csft_throughput
 
     cache = tmp_path / "cache"
     dataset = load_dataset(load_card("ml-100k"), cache)

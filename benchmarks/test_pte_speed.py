@@ -26,10 +26,10 @@ N, BATCH, TOKENS = 16, 16, 32
 
 @pytest.mark.parametrize("mode", ["greedy", "sampled"])
 def test_profile_generation_throughput(benchmark, mode):
-    from methods.llm2rec import item_titles
-    from methods.pte import PtESettings
-    from methods.pte_generate import ChatGenerator, ProfileStore, PromptSet, Sampling
-    from methods.pte_stage import ProfileStage
+    from methods.llm2rec.method import item_titles
+    from methods.pte.generate import ChatGenerator, ProfileStore, PromptSet, Sampling
+    from methods.pte.method import PtESettings
+    from methods.pte.stage import ProfileStage
 
     dataset = load_dataset(load_card("ml-100k"), CACHE)
     split = load_or_make_split(dataset, "longtail", resolve_split_params("longtail", None), CACHE)

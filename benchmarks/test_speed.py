@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.backbones import RecBoleCF, resolve_backbone_config
 from bench.data import load_card, load_dataset
 from bench.splits import load_or_make_split, resolve_split_params
+from methods.backbones.cf import RecBoleCF, resolve_backbone_config
 
 pytestmark = pytest.mark.benchmark
 EPOCHS = 6
@@ -49,7 +49,7 @@ def _time_train_epochs(monkeypatch) -> dict[str, list[float]]:
 
 def test_lightgcn_epoch_harness_vs_run_recbole(tmp_path, benchmark, monkeypatch):
     """Alternate harness and run_recbole rounds (the machine's speed drifts), compare epoch medians."""
-    from bench import recbole_compat
+    from methods.backbones import recbole_compat
 
     recbole_compat.apply()
     from recbole.quick_start import run_recbole

@@ -1,16 +1,19 @@
-"""CF backbones trained through RecBole, and the hook LLM-initialised variants override."""
+"""The classic rows: RecBole backbones as they are (`random`), frozen text-encoder item tables for SASRec /
+GRU4Rec (`seq-text`), and the pointwise CF models of the CTR table (`mf-ctr`, `lightgcn-ctr`, `sasrec-ctr`,
+`din`); plus `RecBoleMethod`, the hook LLM-initialised variants override."""
 
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from bench.backbones import BACKBONES, CF_BACKBONES, RecBoleCF
 from bench.errors import BenchError
 from bench.types import FitContext, ParamCounts
+from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES, RecBoleCF
+from methods.backbones.pointwise import CFSettings, TestHistories, predict, pretrained_cf
 
 
 class NoSettings(BaseModel):
@@ -53,7 +56,7 @@ class RecBoleMethod:
                       eval_batch_size=ctx.options.eval_batch_size)
         ctx.extra["effective_embedding_size"] = config["embedding_size"]
         if BACKBONES[ctx.backbone].sequential:
-            from bench.sequential import RecBoleSeq as backbone_cls
+            from methods.backbones.sequential import RecBoleSeq as backbone_cls
         else:
             backbone_cls = RecBoleCF
         self.cf = backbone_cls(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
@@ -79,3 +82,94 @@ class RandomInit(RecBoleMethod):
 
     name = "random"
     backbones = tuple(k for k, v in BACKBONES.items() if v.recbole)
+
+
+# ---------------------------------------------------------------- text item tables (SASRec / GRU4Rec)
+
+
+class SeqTextSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_embedding: Literal["adapter", "init"] = "adapter"
+
+
+class SeqText(RecBoleMethod):
+    """The suite's text encoder embeds item texts; the matrix replaces the sequential model's ID table."""
+
+    name = "seq-text"
+    Settings: ClassVar[type[BaseModel]] = SeqTextSettings
+    backbones = SEQUENTIAL_BACKBONES
+    needs_encoder: ClassVar[bool] = True
+
+    def item_matrix(self, ctx: FitContext):
+        """[n_items, d] in ctx.dataset.item_ids order; LLM2Rec variants override this."""
+        self._frozen = int(ctx.encoder.parameter_count())
+        return ctx.embed_items()
+
+    def customise(self, ctx: FitContext, cf) -> None:
+        matrix = self.item_matrix(ctx)
+        cf.replace_item_embeddings(ctx.dataset.item_ids, matrix, self.settings.item_embedding)
+        ctx.extra["item_embedding"] = {"mode": self.settings.item_embedding, "dim": int(matrix.shape[1])}
+
+    def parameter_counts(self) -> ParamCounts:
+        trainable = self.cf.parameter_count()  # the adapter and the sequence encoder; the matrix is a buffer
+        return ParamCounts(trainable=trainable, frozen_online=0, frozen_offline=getattr(self, "_frozen", 0))
+
+
+# ---------------------------------------------------------------- pointwise CF rows of the CTR table
+
+
+class CTRModel:
+    """A pointwise CF model scored alone (AUC / UAUC baseline rows of the CTR table)."""
+
+    kind: ClassVar[str] = "mf"
+    name: ClassVar[str] = "mf-ctr"
+    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
+    Settings: ClassVar[type[BaseModel]] = CFSettings
+    needs_encoder: ClassVar[bool] = False
+    backbones: ClassVar[tuple[str, ...]] = ("none",)
+
+    def __init__(self, settings: BaseModel | None = None):
+        self.settings = settings or self.Settings()
+
+    def fit(self, ctx: FitContext) -> None:
+        if "label" not in ctx.split.train.columns:
+            raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
+                             f"got {ctx.split.name!r}")
+        self.model, self.index, info = pretrained_cf(self.kind, self.settings, ctx)
+        self.device, self.length = ctx.device, int(ctx.split.params["history_length"])
+        self.tests = TestHistories(ctx.split)
+        self._items = ctx.dataset.item_ids
+        ctx.timings["train"] = info["train_seconds"]
+        ctx.extra["training"] = {k: v for k, v in info.items() if k != "curve"} | {"curve": info["curve"]}
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        items = self._items if items is None else np.asarray(items)
+        out = np.zeros((len(users), len(items)), dtype=np.float32)
+        for row, user in enumerate(users):
+            hists = [self.tests.get(user, it) for it in items]
+            out[row] = predict(self.model, self.index.users([user] * len(items)), self.index.items(items),
+                               self.index.history(hists, self.length), self.device)
+        return out
+
+    def parameter_counts(self) -> ParamCounts:
+        return ParamCounts(trainable=sum(p.numel() for p in self.model.parameters()))
+
+
+class MFCTR(CTRModel):
+    kind = "mf"
+
+
+class LightGCNCTR(CTRModel):
+    kind = "lightgcn"
+    name = "lightgcn-ctr"
+
+
+class SASRecCTR(CTRModel):
+    kind = "sasrec"
+    name = "sasrec-ctr"
+
+
+class DINCTR(CTRModel):
+    kind = "din"
+    name = "din"

@@ -29,12 +29,12 @@ FORMER_RUNTIME = {"backbone": {"eval_batch_size"}, "method": {"progress", "eval_
 
 def resolved_spec(old: dict) -> RunSpec:
     """The old spec with every layer re-resolved through today's settings classes."""
-    from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
     from bench.data import DatasetCard
     from bench.encoders import EncoderSettings
     from bench.settings import validate_settings
     from bench.splits import resolve_split_params
+    from methods.backbones.cf import resolve_backbone_config
 
     cls = METHODS.get(old["method"])
     method = {k: v for k, v in old["method_settings"].items()

@@ -25,7 +25,7 @@ def main() -> None:
 
     from bench.encoders import get_encoder
     from bench.errors import BenchError
-    from methods.pte_generate import ProfileStore
+    from methods.pte.generate import ProfileStore
 
     folder = Path(args.cache) / "pte" / "store"
     if not folder.exists():

@@ -324,7 +324,7 @@ def tiny_lm(tmp_path_factory):
 
 
 def _csft_stage(tiny_lm, cache, calls):
-    from methods import llm2rec_stages as st
+    from methods.llm2rec import stages as st
     from tests.test_llm2rec_stages import FAST, sequences
 
     examples = st.build_csft_examples(sequences(), 4)
@@ -402,7 +402,7 @@ class EchoGenerator:
 
 
 def _profiles(store_dir):
-    from methods.pte_generate import ProfileStore, PromptSet, Request, Sampling, run_requests
+    from methods.pte.generate import ProfileStore, PromptSet, Request, Sampling, run_requests
 
     generator, store = EchoGenerator(), ProfileStore(store_dir)
     requests = [Request(f"u{i}", "user_init", f"user {i} likes movie {i}", i, Sampling()) for i in range(4)]

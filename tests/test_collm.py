@@ -17,7 +17,7 @@ from bench.errors import BenchError  # noqa: E402
 from bench.pointwise import auc, evaluate_pairs, histories, uauc  # noqa: E402
 from bench.splits import make_split, resolve_split_params  # noqa: E402
 from bench.types import Dataset, FitContext  # noqa: E402
-from methods import collm_model as cm  # noqa: E402
+from methods.collm import model as cm  # noqa: E402
 
 MONTH = 365.25 / 12 * 86400
 

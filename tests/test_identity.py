@@ -78,7 +78,7 @@ def test_a_defaulted_setting_added_to_a_method_moves_no_id(monkeypatch):
 
 
 def test_a_defaulted_backbone_setting_moves_no_id_not_even_for_ctr(monkeypatch):
-    from bench import backbones
+    from methods.backbones import cf as backbones
 
     before = {**_ids("coldstart"), **_ids("ctr")}
     for name in ("lightgcn", "none"):

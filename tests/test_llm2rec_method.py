@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.backbones import resolve_backbone_config
 from bench.catalog import METHODS
 from bench.splits import make_split, resolve_split_params
 from bench.types import FitContext
-from methods.llm2rec import item_titles, training_sequences
+from methods.backbones.cf import resolve_backbone_config
+from methods.llm2rec.method import item_titles, training_sequences
 from tests.test_llm2rec_stages import tiny_dir as tiny_decoder  # noqa: F401  (fixture)
 
 TINY = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "max_length": 64, "progress": False}

@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from bench.errors import BenchError  # noqa: E402
-from methods import llm2rec_model as lm  # noqa: E402
-from methods import llm2rec_stages as st  # noqa: E402
+from methods.llm2rec import model as lm  # noqa: E402
+from methods.llm2rec import stages as st  # noqa: E402
 
 WORDS = ("the a of and star wars matrix toy story alien heat up down red blue movie game night day "
          "king queen lost city space odyssey dark knight return jedi empire strikes back").split()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from methods.llminit import pool_users, random_selection, uniform_selection, variance_selection
+from methods.llminit.method import pool_users, random_selection, uniform_selection, variance_selection
 
 
 def test_uniform_selection_stride():

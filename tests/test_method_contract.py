@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from bench.backbones import resolve_backbone_config
 from bench.catalog import METHODS
 from bench.metrics import rank_users
 from bench.splits import make_split, resolve_split_params
 from bench.types import FitContext
+from methods.backbones.cf import resolve_backbone_config
 
 
 class FakeEncoder:
@@ -75,7 +75,7 @@ def test_same_seed_same_scores(tiny_dataset, tmp_path):
 
 def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
     """Before training, item rows equal the selected text dimensions (mapped through RecBole ids)."""
-    from methods.llminit import LLMInitUni
+    from methods.llminit.method import LLMInitUni
 
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
     config = resolve_backbone_config("mf", {"epochs": 1, "embedding_size": 16})
@@ -83,7 +83,7 @@ def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
     method = LLMInitUni()
     ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
                      backbone="mf", backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
-    from bench.backbones import RecBoleCF
+    from methods.backbones.cf import RecBoleCF
 
     cf = RecBoleCF("mf", config, 0, "cpu", tmp_path / "work")
     cf.prepare(split)

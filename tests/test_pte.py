@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.backbones import resolve_backbone_config
 from bench.catalog import METHODS, method_families
 from bench.errors import BenchError
 from bench.splits import make_split, resolve_split_params
 from bench.types import FitContext
-from methods.pte_generate import ProfileStore, PromptSet, Sampling
-from methods.pte_stage import (
+from methods.backbones.cf import resolve_backbone_config
+from methods.pte.generate import ProfileStore, PromptSet, Sampling
+from methods.pte.stage import (
     ProfileStage,
     StageSettings,
     collab_reward,
@@ -195,7 +195,7 @@ def test_grpo_step_changes_lora_and_uses_group_relative_loss():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from methods.pte_grpo import (
+    from methods.pte.grpo import (
         apply_lora,
         completion_logprobs,
         group_relative_advantages,
@@ -240,7 +240,7 @@ def test_grpo_step_changes_lora_and_uses_group_relative_loss():
 
 @pytest.mark.parametrize("method_name,backbone", [("pte", "sasrec"), ("pte-noprofile", "lightgcn")])
 def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, method_name, backbone):
-    from methods.pte import PtE
+    from methods.pte.method import PtE
 
     generator = FakeGenerator()
     monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
@@ -311,7 +311,7 @@ def test_real_generator_seeds_are_per_profile(tmp_path):
 
     from bench import assets
     from bench.errors import BenchError
-    from methods.pte_generate import ChatGenerator
+    from methods.pte.generate import ChatGenerator
 
     torch.set_num_threads(1)
     try:
@@ -332,8 +332,8 @@ def test_real_generator_seeds_are_per_profile(tmp_path):
 def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset, tmp_path, monkeypatch):
     """pte-init (seq_items 'init'): the profile embeddings, PCA-projected to embedding_size, initialise SASRec's own
     (trainable) item table instead of sitting frozen behind an adapter; a too-wide table is a clear error."""
-    from bench.sequential import RecBoleSeq
-    from methods.pte import PtE, PtEInit
+    from methods.backbones.sequential import RecBoleSeq
+    from methods.pte.method import PtE, PtEInit
 
     generator = FakeGenerator()
     monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)

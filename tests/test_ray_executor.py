@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 
 
 def test_task_resources_ask_for_gpus_only_where_there_are_some():
-    from methods.llm2rec import LLM2RecCSFT
+    from methods.llm2rec.method import LLM2RecCSFT
 
     specs = {s.method: s for s in expand(load_suite("sequential"))}
     assert LLM2RecCSFT.resources == {"num_gpus": 1}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import recbole_compat
+from methods.backbones import recbole_compat
 
 recbole_compat.apply()
 

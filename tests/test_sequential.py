@@ -2,12 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.backbones import resolve_backbone_config
 from bench.catalog import METHODS
 from bench.metrics import rank_users
-from bench.sequential import user_sequences, write_sequence_split
 from bench.splits import make_split, resolve_split_params
 from bench.types import FitContext
+from methods.backbones.cf import resolve_backbone_config
+from methods.backbones.sequential import user_sequences, write_sequence_split
 from tests.test_method_contract import FakeEncoder
 
 

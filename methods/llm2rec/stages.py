@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, UnknownChoiceError
-from methods.llm2rec_data import (
+from methods.llm2rec.data import (
     build_csft_examples,
     csft_collate,
     csft_tokenize,
@@ -38,7 +38,7 @@ from methods.llm2rec_data import (
     pad_batch,
     shifted_token_loss,
 )
-from methods.llm2rec_model import (
+from methods.llm2rec.model import (
     LLMItemEncoder,
     bidirectional_forward,
     bidirectional_mask,
@@ -46,7 +46,7 @@ from methods.llm2rec_model import (
     decoder_of,
     mean_pool,
 )
-from methods.llm2rec_train import (
+from methods.llm2rec.train import (
     SETTINGS,
     STAGES,
     StageSettings,

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.backbones import RecBoleCF
 from bench.errors import BenchError
+from methods.backbones.cf import RecBoleCF
 
 
 def user_sequences(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
@@ -102,13 +102,13 @@ class RecBoleSeq(RecBoleCF):
         return cfg
 
     def prepare(self, split) -> None:
-        from bench import recbole_compat
+        from methods.backbones import recbole_compat
 
         recbole_compat.apply()
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
 
-        from bench.backbones import _model_class
+        from methods.backbones.cf import _model_class
 
         write_sequence_split(split, self.work_dir / "data", self.settings["max_len"],
                              train_targets_per_user=self.settings["train_targets_per_user"])

@@ -27,8 +27,9 @@ from bench.options import RunOptions
 from bench.pointwise import histories
 from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
-from methods import collm_model as cm
-from methods.ctr_backbones import MFCTR, CFSettings, Index, TestHistories, build_model, pretrained_cf
+from methods.backbones.pointwise import CFSettings, Index, TestHistories, build_model, pretrained_cf
+from methods.classic import MFCTR
+from methods.collm import model as cm
 
 
 class LoRASettings(BaseModel):
@@ -106,7 +107,7 @@ class LLMMethod:
 
     def setup(self, ctx: FitContext) -> None:
         """Every input check (templates, answer tokens, context length) before any training."""
-        from methods import llm2rec_model as lm
+        from methods.llm2rec import model as lm
 
         if "label" not in ctx.split.train.columns:
             raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "

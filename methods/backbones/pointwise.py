@@ -18,15 +18,13 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.errors import BenchError
 from bench.pointwise import auc, histories
-from bench.types import FitContext, ParamCounts
+from bench.types import FitContext
 
 CF_MODELS = ("mf", "lightgcn", "sasrec", "din")
 
@@ -311,59 +309,3 @@ class TestHistories:
         hist = tuple(pos["item"].to_numpy()[-int(self.split.params["history_length"]):])
         self.user[user] = hist
         return hist
-
-
-class CTRModel:
-    """A pointwise CF model scored alone (AUC / UAUC baseline rows of the CTR table)."""
-
-    kind: ClassVar[str] = "mf"
-    name: ClassVar[str] = "mf-ctr"
-    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
-    Settings: ClassVar[type[BaseModel]] = CFSettings
-    needs_encoder: ClassVar[bool] = False
-    backbones: ClassVar[tuple[str, ...]] = ("none",)
-
-    def __init__(self, settings: BaseModel | None = None):
-        self.settings = settings or self.Settings()
-
-    def fit(self, ctx: FitContext) -> None:
-        if "label" not in ctx.split.train.columns:
-            raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
-                             f"got {ctx.split.name!r}")
-        self.model, self.index, info = pretrained_cf(self.kind, self.settings, ctx)
-        self.device, self.length = ctx.device, int(ctx.split.params["history_length"])
-        self.tests = TestHistories(ctx.split)
-        self._items = ctx.dataset.item_ids
-        ctx.timings["train"] = info["train_seconds"]
-        ctx.extra["training"] = {k: v for k, v in info.items() if k != "curve"} | {"curve": info["curve"]}
-
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        items = self._items if items is None else np.asarray(items)
-        out = np.zeros((len(users), len(items)), dtype=np.float32)
-        for row, user in enumerate(users):
-            hists = [self.tests.get(user, it) for it in items]
-            out[row] = predict(self.model, self.index.users([user] * len(items)), self.index.items(items),
-                               self.index.history(hists, self.length), self.device)
-        return out
-
-    def parameter_counts(self) -> ParamCounts:
-        return ParamCounts(trainable=sum(p.numel() for p in self.model.parameters()))
-
-
-class MFCTR(CTRModel):
-    kind = "mf"
-
-
-class LightGCNCTR(CTRModel):
-    kind = "lightgcn"
-    name = "lightgcn-ctr"
-
-
-class SASRecCTR(CTRModel):
-    kind = "sasrec"
-    name = "sasrec-ctr"
-
-
-class DINCTR(CTRModel):
-    kind = "din"
-    name = "din"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from methods.pte_generate import ChatGenerator, Request, Sampling
+from methods.pte.generate import ChatGenerator, Request, Sampling
 
 
 def group_relative_advantages(rewards):
@@ -99,7 +99,7 @@ class GRPOFineTune:
     def __call__(self, stage, user_prompts: dict[str, str], user_profiles: dict[str, str], raw_item_vectors):
         import torch
 
-        from methods.pte_stage import collab_reward, derive_seed, dist_reward, total_reward
+        from methods.pte.stage import collab_reward, derive_seed, dist_reward, total_reward
 
         base: ChatGenerator = stage.generator
         model, tokenizer = base.load()

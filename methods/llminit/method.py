@@ -13,9 +13,9 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.backbones import SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
 from bench.types import FitContext, ParamCounts
+from methods.backbones.cf import SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
 
 

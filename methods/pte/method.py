@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.backbones import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
 from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
+from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
 
 
@@ -68,7 +68,7 @@ class PtESettings(BaseModel):
     cf_projection: Literal["pca"] = "pca"  # CF backbones: profile embeddings -> embedding_size
 
     def stage_settings(self):
-        from methods.pte_stage import StageSettings
+        from methods.pte.stage import StageSettings
 
         keys = StageSettings.__dataclass_fields__
         return StageSettings(**{k: v for k, v in self.model_dump().items() if k in keys})
@@ -144,7 +144,7 @@ class PtE(RecBoleMethod):
     # ---- profile embeddings ---------------------------------------------------------------------------
     def _generator(self, ctx: FitContext):
         from bench import assets
-        from methods.pte_generate import ChatGenerator
+        from methods.pte.generate import ChatGenerator
 
         folder = assets.smollm2_dir(ctx.cache_dir) if self.settings.generator == "smollm2" else Path(
             self.settings.generator)
@@ -155,8 +155,8 @@ class PtE(RecBoleMethod):
     def profile_embeddings(self, ctx: FitContext) -> tuple[np.ndarray, np.ndarray]:
         """(users [n_users, d] over ctx.dataset.user_ids, items [n_items, d] over ctx.dataset.item_ids)."""
         from bench.encoders import encode_items
-        from methods.pte_generate import PROMPT_DIR, ProfileStore, PromptSet
-        from methods.pte_stage import ProfileStage
+        from methods.pte.generate import PROMPT_DIR, ProfileStore, PromptSet
+        from methods.pte.stage import ProfileStage
 
         s: PtESettings = self.settings
         raw = ctx.embed_items()
@@ -177,11 +177,11 @@ class PtE(RecBoleMethod):
         result = None
         start = time.perf_counter()
         if s.profile_users or s.profile_items:
-            from methods.llm2rec import item_titles
+            from methods.llm2rec.method import item_titles
 
             grpo = None
             if s.grpo_steps > 0:
-                from methods.pte_grpo import GRPOFineTune
+                from methods.pte.grpo import GRPOFineTune
 
                 grpo = GRPOFineTune(s.grpo_steps, s.grpo_users_per_step, s.candidates, s.grpo_learning_rate,
                                     s.lora_r, s.lora_alpha, s.profile_seed)

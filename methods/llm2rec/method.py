@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
-from methods.llm2rec_train import STAGES, CSFTSettings, ICSettings, MNTPSettings
-from methods.sequential import SeqText
+from methods.classic import SeqText
+from methods.llm2rec.train import STAGES, CSFTSettings, ICSettings, MNTPSettings
 
 
 class LLM2RecSettings(BaseModel):
@@ -90,7 +90,7 @@ class LLM2RecBase(SeqText):
 
     def item_matrix(self, ctx: FitContext) -> np.ndarray:
         from bench.encoders import encode_items
-        from methods.llm2rec_stages import LLMItemEncoder, pipeline, read_stage
+        from methods.llm2rec.stages import LLMItemEncoder, pipeline, read_stage
 
         base = self._base_dir(ctx)
         folder, stage_info = base, {}

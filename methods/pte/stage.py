@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from methods.pte_generate import (
+from methods.pte.generate import (
     GenerationStats,
     Generator,
     ProfileStore,

@@ -128,7 +128,7 @@ def _tensorboard_in_run_dir(trainer_module) -> None:
         for handler in logger.handlers:
             if hasattr(handler, "baseFilename"):
                 return SummaryWriter(os.path.join(os.path.dirname(handler.baseFilename), "tensorboard"))
-        raise RuntimeError("RecBole trainer used without a run log file (bench.backbones attaches one)")
+        raise RuntimeError("RecBole trainer used without a run log file (methods.backbones.cf attaches one)")
 
     trainer_module.get_tensorboard = get_tensorboard
 

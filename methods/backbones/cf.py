@@ -109,7 +109,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mf": BackboneSpec("BPR", "BPR-MF (RecBole BPR)"),
     "lightgcn": BackboneSpec("LightGCN", "LightGCN (RecBole), 2 layers, BPR", LightGCNSettings),
     "sgl": BackboneSpec("SGL", "SGL-ED (RecBole), edge dropout 0.1, ssl_tau 0.2, ssl_weight 0.05", SGLSettings),
-    "sgcl": BackboneSpec("bench.sgcl:SGCL", "SGCL: LightGCN encoder + supervised graph contrastive loss",
+    "sgcl": BackboneSpec("methods.backbones.sgcl:SGCL", "SGCL: LightGCN encoder + supervised graph contrastive loss",
                          SGCLSettings, negative_sampling=False),
     # LLM2Rec code: 2 layers, 2 heads, dropout 0.3, max length 10, CE over all items, lr 1e-3 (GRU4Rec
     # 1e-4), wd 1e-4, model selection on validation Recall@20
@@ -117,7 +117,7 @@ BACKBONES: dict[str, BackboneSpec] = {
                            negative_sampling=False, sequential=True),
     "gru4rec": BackboneSpec("GRU4Rec", "GRU4Rec (RecBole), CE over all items, lr 1e-4", GRU4RecSettings,
                             negative_sampling=False, sequential=True),
-    # the ctr suite: methods train their own pointwise CF models / LLMs (methods/ctr_backbones.py, collm.py)
+    # the ctr suite: methods train their own pointwise CF models / LLMs (methods/backbones/pointwise.py, methods/collm/)
     "none": BackboneSpec("none", "no RecBole backbone: the method trains its own models (ctr suite)",
                          negative_sampling=False, recbole=False),
 }
@@ -198,7 +198,7 @@ class RecBoleCF:
 
     def prepare(self, split) -> None:
         """Write the split's files and build RecBole's dataset and dataloaders."""
-        from bench import recbole_compat
+        from methods.backbones import recbole_compat
 
         recbole_compat.apply()
         from recbole.config import Config

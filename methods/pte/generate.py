@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from bench.errors import BenchError
 
-PROMPT_DIR = Path(__file__).parent / "prompts" / "pte"
+PROMPT_DIR = Path(__file__).parent / "prompts"
 PROMPT_NAMES = ("system", "user_init", "item", "user_refine", "item_raw")
 
 

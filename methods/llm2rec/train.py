@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.settings import runtime_field
-from methods.llm2rec_model import load_causal_lm, load_tokenizer, resolve_device, save_model_atomic
+from methods.llm2rec.model import load_causal_lm, load_tokenizer, resolve_device, save_model_atomic
 
 STAGES = ("csft", "mntp", "ic")
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
