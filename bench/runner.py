@@ -114,8 +114,7 @@ def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | No
         embedding_info.update(info)
         return matrix
 
-    cls = METHODS.get(spec.method)
-    method = cls(cls.Settings.model_validate(spec.method_settings))
+    method = METHODS.create(spec.method, spec.method_settings)
     ctx = FitContext(dataset=dataset, split=split, seed=spec.seed, device=device, run_dir=run_dir,
                      cache_dir=Path(cache_dir), backbone=spec.backbone, backbone_config=dict(spec.backbone_settings),
                      encoder=encoder, embed_items=embed_items if encoder is not None else None, options=options)

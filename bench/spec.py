@@ -282,7 +282,7 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                                          f"{backbone!r}; valid backbones: {', '.join(cls.backbones)}")
                     raw = {**suite.method_settings.get(method, {}), **{
                         k: v for k, v in overrides.get("method", {}).items() if k in method_keys[method]}}
-                    settings = validate_settings(cls.Settings, raw, f"method {method!r}")
+                    settings = METHODS.settings(method, raw)  # the entry's preset, then the suite's values
                     uses_encoder = cls.needs_encoder
                     for encoder in encoders if uses_encoder else [None]:
                         for seed in suite.seeds:

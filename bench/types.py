@@ -1,7 +1,6 @@
-"""The small frozen objects that carry a run: Dataset, Split, FitContext, Method, ParamCounts.
+"""The small frozen objects that carry a run: Dataset, Split, FitContext, ParamCounts.
 
-Every paradigm (LLMInit, CoLLM/TALLRec, LLM2Rec, PtE) implements the same `Method` protocol:
-fit on a split's training data, score users against items, report parameter counts.
+The method contract every paradigm implements is `bench.method.Method`.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,19 +90,3 @@ class FitContext:
     options: RunOptions = field(default_factory=RunOptions)  # how to run (batch sizes, progress): not settings
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, filled by the method
     extra: dict[str, Any] = field(default_factory=dict)  # method-reported facts recorded in the run
-
-
-@runtime_checkable
-class Method(Protocol):
-    """One signature for every paradigm; no subclass changes it."""
-
-    name: str
-
-    def fit(self, ctx: FitContext) -> None:
-        """Train on `ctx.split.train` (model selection on `ctx.split.valid` only)."""
-
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        """Scores [len(users), len(items)]; items=None means the whole catalogue in `Dataset.item_ids` order."""
-
-    def parameter_counts(self) -> ParamCounts:
-        """Trainable and frozen parameter counts."""

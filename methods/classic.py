@@ -11,28 +11,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from bench.errors import BenchError
+from bench.method import Method
 from bench.types import FitContext, ParamCounts
 from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES, RecBoleCF
 from methods.backbones.pointwise import CFSettings, TestHistories, predict, pretrained_cf
 
 
-class NoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RecBoleMethod:
+class RecBoleMethod(Method):
     """A RecBole general recommender on the split; subclasses may supply initial embeddings."""
 
-    name = "random"
-    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
-    Settings: ClassVar[type[BaseModel]] = NoSettings
     backbones: ClassVar[tuple[str, ...]] = CF_BACKBONES
-    needs_encoder: ClassVar[bool] = False
-
-    def __init__(self, settings: BaseModel | None = None):
-        self.settings = settings or self.Settings()
-        self.cf: RecBoleCF | None = None
-        self._item_ids: np.ndarray | None = None
+    cf: RecBoleCF | None = None
+    _item_ids: np.ndarray | None = None
 
     def embedding_size(self, ctx: FitContext) -> int:
         """CF embedding size; LLMInit-Full overrides it with the encoder's dimension."""
@@ -80,7 +70,7 @@ class RecBoleMethod:
 class RandomInit(RecBoleMethod):
     """The backbone as RecBole builds it (random initialisation); CF and sequential backbones."""
 
-    name = "random"
+    default_name = "random"
     backbones = tuple(k for k, v in BACKBONES.items() if v.recbole)
 
 
@@ -96,7 +86,7 @@ class SeqTextSettings(BaseModel):
 class SeqText(RecBoleMethod):
     """The suite's text encoder embeds item texts; the matrix replaces the sequential model's ID table."""
 
-    name = "seq-text"
+    default_name = "seq-text"
     Settings: ClassVar[type[BaseModel]] = SeqTextSettings
     backbones = SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
@@ -119,24 +109,23 @@ class SeqText(RecBoleMethod):
 # ---------------------------------------------------------------- pointwise CF rows of the CTR table
 
 
-class CTRModel:
+class CTRSettings(CFSettings):
+    model: Literal["mf", "lightgcn", "sasrec", "din"] = "mf"  # which pointwise CF model (entries preset it)
+
+
+class CTRModel(Method):
     """A pointwise CF model scored alone (AUC / UAUC baseline rows of the CTR table)."""
 
-    kind: ClassVar[str] = "mf"
-    name: ClassVar[str] = "mf-ctr"
-    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
-    Settings: ClassVar[type[BaseModel]] = CFSettings
-    needs_encoder: ClassVar[bool] = False
+    default_name = "mf-ctr"
+    Settings: ClassVar[type[BaseModel]] = CTRSettings
     backbones: ClassVar[tuple[str, ...]] = ("none",)
-
-    def __init__(self, settings: BaseModel | None = None):
-        self.settings = settings or self.Settings()
+    protocol = "pointwise"
 
     def fit(self, ctx: FitContext) -> None:
         if "label" not in ctx.split.train.columns:
             raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
                              f"got {ctx.split.name!r}")
-        self.model, self.index, info = pretrained_cf(self.kind, self.settings, ctx)
+        self.model, self.index, info = pretrained_cf(self.settings.model, self.cf_settings(), ctx)
         self.device, self.length = ctx.device, int(ctx.split.params["history_length"])
         self.tests = TestHistories(ctx.split)
         self._items = ctx.dataset.item_ids
@@ -152,24 +141,9 @@ class CTRModel:
                                self.index.history(hists, self.length), self.device)
         return out
 
+    def cf_settings(self) -> CFSettings:
+        """The pretraining settings without the model choice: what `pretrained_cf` caches its model by."""
+        return CFSettings.model_validate(self.settings.model_dump(exclude={"model"}))
+
     def parameter_counts(self) -> ParamCounts:
         return ParamCounts(trainable=sum(p.numel() for p in self.model.parameters()))
-
-
-class MFCTR(CTRModel):
-    kind = "mf"
-
-
-class LightGCNCTR(CTRModel):
-    kind = "lightgcn"
-    name = "lightgcn-ctr"
-
-
-class SASRecCTR(CTRModel):
-    kind = "sasrec"
-    name = "sasrec-ctr"
-
-
-class DINCTR(CTRModel):
-    kind = "din"
-    name = "din"

@@ -46,15 +46,15 @@ def test_encoder_settings_defaults_mean_todays_behaviour(tmp_path):
 
 
 @pytest.mark.parametrize(("key", "value", "valid"), [
-    ("batch_size", "abc", "integer >= 1"),
-    ("batch_size", 0, "integer >= 1"),
-    ("batch_size", -2, "integer >= 1"),
-    ("batch_size", True, "integer >= 1"),
-    ("max_length", 2.5, "integer >= 1"),
-    ("max_length", "64", "integer >= 1"),
-    ("normalize", "yes", "true or false"),
-    ("normalize", 1, "true or false"),
-    ("path", 3, "a local model folder (string)"),
+    ("batch_size", "abc", "integer >= 1 or null"),
+    ("batch_size", 0, "integer >= 1 or null"),
+    ("batch_size", -2, "integer >= 1 or null"),
+    ("batch_size", True, "integer >= 1 or null"),
+    ("max_length", 2.5, "integer >= 1 or null"),
+    ("max_length", "64", "integer >= 1 or null"),
+    ("normalize", "yes", "true or false or null"),
+    ("normalize", 1, "true or false or null"),
+    ("path", 3, "text or null"),
 ])
 def test_bad_encoder_setting_names_key_value_and_range(tmp_path, key, value, valid):
     with pytest.raises(BenchError) as err:
@@ -69,8 +69,9 @@ def test_bad_encoder_setting_example_message(tmp_path):
     with pytest.raises(BenchError) as err:
         get_encoder("minilm", {"batch_size": "abc"}, "cpu", tmp_path)
     assert str(err.value) == ("encoder 'minilm': setting batch_size='abc': Input should be a valid integer "
-                              "(valid: integer >= 1)")
-    with pytest.raises(BenchError, match=r"unknown setting\(s\) pooling; valid settings: path, batch_size"):
+                              "(valid: integer >= 1 or null)")
+    with pytest.raises(BenchError, match=r"unknown setting .pooling.; valid settings: batch_size, max_length, "
+                                         r"normalize, path"):
         get_encoder("minilm", {"pooling": "max"}, "cpu", tmp_path)
 
 

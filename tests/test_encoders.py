@@ -98,13 +98,14 @@ def test_names_import_without_torch():
 def test_get_encoder_errors(tmp_path, tiny_st):
     with pytest.raises(UnknownChoiceError, match="valid choices: hf-path, minilm, mpnet, smollm2, st-path"):
         get_encoder("nope", {}, "cpu", tmp_path)
-    with pytest.raises(BenchError, match="unknown setting.*pooling.*valid settings: path, batch_size"):
+    with pytest.raises(BenchError, match="unknown setting .pooling.; valid settings: batch_size, max_length, "
+                                         "normalize, path"):
         get_encoder("st-path", {"path": str(tiny_st), "pooling": "max"}, "cpu", tmp_path)
     with pytest.raises(BenchError, match="set encoder.path"):
         get_encoder("hf-path", {}, "cpu", tmp_path)
     with pytest.raises(BenchError, match="does not exist"):
         get_encoder("st-path", {"path": str(tmp_path / "missing")}, "cpu", tmp_path)
-    with pytest.raises(BenchError, match=r"setting batch_size=0: .*\(valid: integer >= 1\)"):
+    with pytest.raises(BenchError, match=r"setting batch_size=0: .*\(valid: integer >= 1 or null\)"):
         get_encoder("st-path", {"path": str(tiny_st), "batch_size": 0}, "cpu", tmp_path)
     with pytest.raises(BenchError, match="setting normalize='yes'"):
         get_encoder("st-path", {"path": str(tiny_st), "normalize": "yes"}, "cpu", tmp_path)

@@ -75,12 +75,12 @@ def test_same_seed_same_scores(tiny_dataset, tmp_path):
 
 def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
     """Before training, item rows equal the selected text dimensions (mapped through RecBole ids)."""
-    from methods.llminit.method import LLMInitUni
+    from bench.catalog import METHODS
 
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
     config = resolve_backbone_config("mf", {"epochs": 1, "embedding_size": 16})
     text = np.random.default_rng(1).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
-    method = LLMInitUni()
+    method = METHODS.create("llminit-uni")
     ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
                      backbone="mf", backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
     from methods.backbones.cf import RecBoleCF

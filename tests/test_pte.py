@@ -332,8 +332,9 @@ def test_real_generator_seeds_are_per_profile(tmp_path):
 def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset, tmp_path, monkeypatch):
     """pte-init (seq_items 'init'): the profile embeddings, PCA-projected to embedding_size, initialise SASRec's own
     (trainable) item table instead of sitting frozen behind an adapter; a too-wide table is a clear error."""
+    from bench.catalog import METHODS
     from methods.backbones.sequential import RecBoleSeq
-    from methods.pte.method import PtE, PtEInit
+    from methods.pte.method import PtE
 
     generator = FakeGenerator()
     monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
@@ -353,7 +354,7 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
     def fit(size):
         config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": size, "train_batch_size": 64,
                                                     "stopping_step": 1})
-        method = PtEInit(PtEInit.Settings(batch_size=16))
+        method = METHODS.create("pte-init", {"batch_size": 16})
         ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / f"r{size}",
                          cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
                          embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))

@@ -15,10 +15,10 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 
 
 def test_task_resources_ask_for_gpus_only_where_there_are_some():
-    from methods.llm2rec.method import LLM2RecCSFT
+    from bench.catalog import METHODS
 
     specs = {s.method: s for s in expand(load_suite("sequential"))}
-    assert LLM2RecCSFT.resources == {"num_gpus": 1}
+    assert METHODS.get("llm2rec-csft").resources == {"num_gpus": 1}
     assert task_resources(specs["llm2rec-csft"], 2, cluster_gpus=1) == {"num_cpus": 2, "num_gpus": 1}
     assert task_resources(specs["llm2rec-csft"], 2, cluster_gpus=0) == {"num_cpus": 2}
     assert task_resources(specs["random"], 1, cluster_gpus=4) == {"num_cpus": 1}

@@ -1,6 +1,6 @@
 """CoLLM and TALLRec (paper 002): a LoRA-tuned LLM answering Yes / No, with collaborative (CF) vectors
 mapped into the token space at ID placeholders. Also ICL (the untuned LLM), the "w/ UI-token" ablation
-and ensembles with MF. Every class is a `bench.types.Method` scored on the pointwise `ctr_temporal` split.
+and ensembles with MF. Every class is a `bench.method.Method` scored on the pointwise `ctr_temporal` split.
 
 Two-step tuning: step 1 is TALLRec's LoRA on the text-only prompt, cached on disk under a key of base
 model hash + training data hash + settings + seed (so TALLRec and the CoLLM variants of one seed share
@@ -23,12 +23,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
+from bench.method import Method
 from bench.options import RunOptions
 from bench.pointwise import histories
 from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
 from methods.backbones.pointwise import CFSettings, Index, TestHistories, build_model, pretrained_cf
-from methods.classic import MFCTR
+from methods.classic import CTRModel, CTRSettings
 from methods.collm import model as cm
 
 
@@ -65,6 +66,7 @@ class CoLLMSettings(LLMSettings):
     scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_logit"  # CoLLM's: BCE on the Yes logit
     stage1_prompt: str = cm.TEXT_PROMPT
     tuning: Literal["two_step", "t1", "t2", "t3"] = "two_step"
+    cf_model: Literal["mf", "lightgcn", "sasrec", "din"] = "mf"  # the CF model whose vectors are mapped
     mapper_learning_rate: float = Field(1e-3, gt=0)
     mapper_hidden_factor: int = Field(10, ge=1)
     cf: CFSettings = Field(default_factory=CFSettings)
@@ -74,19 +76,18 @@ def _file_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class LLMMethod:
+class LLMMethod(Method):
     """ICL: the untuned LLM. Subclasses tune it (`train`) and add ID vectors (`vectors`)."""
 
-    name = "icl"
-    version: ClassVar[int] = 1  # bumped when a default or the behaviour changes (part of run ids)
+    default_name = "icl"
     Settings: ClassVar[type[BaseModel]] = LLMSettings
-    needs_encoder: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...]] = ("none",)
+    protocol = "pointwise"
     required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.TITLE)
     target_dependent_user: bool = False
 
-    def __init__(self, settings: BaseModel | None = None):
-        self.settings = settings or self.Settings()
+    def __init__(self, settings: BaseModel | None = None, name: str | None = None):
+        super().__init__(settings, name)
         self.trainable_counts: dict[str, int] = {}
         self.peft = None
         self.options = RunOptions()  # the run's options once fit (batch size, prefix cache)
@@ -298,13 +299,13 @@ class LLMMethod:
 class ICL(LLMMethod):
     """The untuned LLM asked the text-only question (no training)."""
 
-    name = "icl"
+    default_name = "icl"
 
 
 class TALLRec(LLMMethod):
     """LoRA (r 8, alpha 16, dropout 0.05, q_proj / v_proj) on the text-only prompt; P(Yes) by softmax."""
 
-    name = "tallrec"
+    default_name = "tallrec"
 
     def train(self, ctx: FitContext) -> None:
         info = self.stage1(ctx, self.settings.prompt)
@@ -315,10 +316,13 @@ class TALLRec(LLMMethod):
 class CoLLM(LLMMethod):
     """TALLRec's LoRA (step 1) + CF vectors mapped into the ID placeholders (step 2)."""
 
-    name = "collm"
+    default_name = "collm-mf"
     Settings: ClassVar[type[BaseModel]] = CoLLMSettings
     required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.USER, cm.TITLE, cm.ITEM)
-    cf_kind: ClassVar[str] = "mf"
+
+    @property
+    def cf_kind(self) -> str:
+        return self.settings.cf_model
 
     def templates(self):
         return [(self.settings.prompt, self.required), (self.settings.stage1_prompt, (cm.HISTORY, cm.TITLE))]
@@ -396,22 +400,6 @@ class CoLLM(LLMMethod):
         return 0 if self.cf_trainable else sum(p.numel() for p in self.cf.parameters())
 
 
-class CoLLMMF(CoLLM):
-    name, cf_kind = "collm-mf", "mf"
-
-
-class CoLLMLightGCN(CoLLM):
-    name, cf_kind = "collm-lightgcn", "lightgcn"
-
-
-class CoLLMSASRec(CoLLM):
-    name, cf_kind = "collm-sasrec", "sasrec"
-
-
-class CoLLMDIN(CoLLM):
-    name, cf_kind = "collm-din", "din"
-
-
 class UITokenSettings(CoLLMSettings):
     tuning: Literal["two_step"] = "two_step"
 
@@ -419,7 +407,7 @@ class UITokenSettings(CoLLMSettings):
 class CoLLMUIToken(CoLLM):
     """Ablation "w/ UI-token": a new token embedding per user and per item instead of CF + mapper."""
 
-    name = "collm-uitoken"
+    default_name = "collm-uitoken"
     Settings: ClassVar[type[BaseModel]] = UITokenSettings
 
     def make_id_encoder(self, ctx: FitContext):
@@ -453,24 +441,20 @@ class EnsembleSettings(BaseModel):
     llm: CoLLMSettings = Field(default_factory=CoLLMSettings)
 
 
-class EnsembleMFCoLLM:
+class EnsembleMFCoLLM(Method):
     """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
 
-    name = "ensemble-mf-collm"
-    version: ClassVar[int] = 1
+    default_name = "ensemble-mf-collm"
     Settings: ClassVar[type[BaseModel]] = EnsembleSettings
-    needs_encoder: ClassVar[bool] = False
     backbones: ClassVar[tuple[str, ...]] = ("none",)
-    llm_cls: ClassVar[type] = CoLLMMF
-
-    def __init__(self, settings: BaseModel | None = None):
-        self.settings = settings or self.Settings()
+    protocol = "pointwise"
+    llm_cls: ClassVar[type] = CoLLM
 
     def llm_settings(self):
         return self.settings.llm
 
     def fit(self, ctx: FitContext) -> None:
-        self.mf = MFCTR(self.settings.mf)
+        self.mf = CTRModel(CTRSettings(**self.settings.mf.model_dump(), model="mf"), name="mf-ctr")
         self.mf.fit(ctx)
         mf_train = ctx.timings.get("train", 0.0)
         self.llm = self.llm_cls(self.llm_settings())
@@ -493,6 +477,6 @@ class TALLRecEnsembleSettings(EnsembleSettings):
 class EnsembleMFTALLRec(EnsembleMFCoLLM):
     """Ensemble averaging of MF and TALLRec (paper Table III)."""
 
-    name = "ensemble-mf-tallrec"
+    default_name = "ensemble-mf-tallrec"
     Settings: ClassVar[type[BaseModel]] = TALLRecEnsembleSettings
     llm_cls: ClassVar[type] = TALLRec

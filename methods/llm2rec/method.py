@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
@@ -30,6 +30,9 @@ class LLM2RecSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_model: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local causal-LM folder
+    # the training stages run, in order (a prefix of CSFT -> MNTP -> IC; empty = the untrained LLM)
+    stages: tuple[Literal["csft", "mntp", "ic"], ...] = ("csft", "mntp", "ic")
+    # "default": causal_last without MNTP (the LLM is still causal), bidirectional_mean after it
     pooling: Literal["default", "causal_last", "bidirectional_mean"] = "default"
     max_length: int = Field(64, ge=1)  # title tokens for embedding
     item_embedding: Literal["adapter", "init"] = "adapter"
@@ -39,6 +42,18 @@ class LLM2RecSettings(BaseModel):
     csft: CSFTSettings = Field(default_factory=CSFTSettings)
     mntp: MNTPSettings = Field(default_factory=MNTPSettings)
     ic: ICSettings = Field(default_factory=ICSettings)
+
+    @field_validator("stages")
+    @classmethod
+    def _prefix(cls, stages: tuple[str, ...]) -> tuple[str, ...]:
+        if tuple(stages) != STAGES[: len(stages)]:
+            raise ValueError(f"must be a prefix of {list(STAGES)} (the stages build on each other)")
+        return tuple(stages)
+
+    def resolved_pooling(self) -> str:
+        if self.pooling != "default":
+            return self.pooling
+        return "bidirectional_mean" if "mntp" in self.stages else "causal_last"
 
 
 def training_sequences(train: pd.DataFrame, titles: pd.Series) -> list[list[str]]:
@@ -55,11 +70,10 @@ def item_titles(dataset) -> pd.Series:
     return dataset.item_text
 
 
-class LLM2RecBase(SeqText):
-    """Shared machinery; subclasses fix which stages run and the default pooling."""
+class LLM2Rec(SeqText):
+    """LLM2Rec's item encoder (the stages a setting; entries preset them) feeding SASRec / GRU4Rec."""
 
-    stages: ClassVar[tuple[str, ...]] = ("csft", "mntp", "ic")
-    default_pooling: ClassVar[str] = "bidirectional_mean"
+    default_name = "llm2rec"
     Settings: ClassVar[type[BaseModel]] = LLM2RecSettings
     needs_encoder: ClassVar[bool] = False  # the method builds its own encoder from the LLM
     # scheduling hint for `--executor ray`: LLM stages take a GPU where the cluster has one
@@ -95,20 +109,20 @@ class LLM2RecBase(SeqText):
         base = self._base_dir(ctx)
         folder, stage_info = base, {}
         start = time.perf_counter()
-        if self.stages:
+        if self.settings.stages:
             sequences, titles, source = self._training_data(ctx)
             # the stages run on the run's device, with its progress option (runtime fields: no cache key)
             runtime = {"device": ctx.device, "progress": ctx.options.progress}
             settings = {stage: getattr(self.settings, stage).model_copy(update=runtime) for stage in STAGES}
-            folders = pipeline(base, sequences, titles, {k: settings[k] for k in self.stages}, ctx.cache_dir,
-                               self.stages)
-            folder = folders[self.stages[-1]]
+            stages = self.settings.stages
+            folders = pipeline(base, sequences, titles, {k: settings[k] for k in stages}, ctx.cache_dir, stages)
+            folder = folders[self.settings.stages[-1]]
             stage_info = {stage: {k: v for k, v in read_stage(path).items() if k not in ("loss_curve", "key_parts",
                                                                                         "step_tokens", "step_seconds")}
                           | {"folder": str(path)} for stage, path in folders.items()}
             stage_info["training_data"] = source
         ctx.timings["llm_stages"] = time.perf_counter() - start  # ~0 when every stage came from the cache
-        pooling = self.default_pooling if self.settings.pooling == "default" else self.settings.pooling
+        pooling = self.settings.resolved_pooling()
         encoder = LLMItemEncoder(folder, ctx.device, mode=pooling, max_length=self.settings.max_length,
                                  name=f"{self.name}:{pooling}", cache_dir=ctx.cache_dir)
         titles = item_titles(ctx.dataset)
@@ -116,38 +130,15 @@ class LLM2RecBase(SeqText):
         matrix, info = encode_items(encoder, titles, f"title|{pooling}", ctx.cache_dir, progress=False)
         ctx.timings["encode"] = time.perf_counter() - start
         self._frozen = encoder.parameter_count()
-        llm_train_seconds = sum(v.get("seconds", 0.0) for k, v in stage_info.items() if k in self.stages)
-        ctx.extra["llm2rec"] = {"stages": list(self.stages), "pooling": pooling, "base_model": str(base),
+        llm_train_seconds = sum(v.get("seconds", 0.0) for k, v in stage_info.items()
+                                if k in self.settings.stages)
+        ctx.extra["llm2rec"] = {"stages": list(self.settings.stages), "pooling": pooling, "base_model": str(base),
                                 "embeddings": info, "stage_outputs": json.loads(json.dumps(stage_info, default=str)),
                                 "llm_train_seconds": llm_train_seconds,
                                 "llm_tokens_seen": sum(v.get("tokens", 0) for k, v in stage_info.items()
-                                                       if k in self.stages)}
+                                                       if k in self.settings.stages)}
         return matrix
 
     def parameter_counts(self) -> ParamCounts:
         return ParamCounts(trainable=self.cf.parameter_count(), frozen_online=0,
                            frozen_offline=getattr(self, "_frozen", 0))
-
-
-class LLMCausal(LLM2RecBase):
-    """The untrained LLM, causal attention, last (EOS) token state: the paper's 'Causal' row."""
-
-    name, stages, default_pooling = "llm-causal", (), "causal_last"
-
-
-class LLMBidirectional(LLM2RecBase):
-    """The untrained LLM with the causal mask removed, mean pooling (LLM2Vec-style, without training)."""
-
-    name, stages, default_pooling = "llm-bidir", (), "bidirectional_mean"
-
-
-class LLM2RecCSFT(LLM2RecBase):
-    name, stages, default_pooling = "llm2rec-csft", ("csft",), "causal_last"
-
-
-class LLM2RecMNTP(LLM2RecBase):
-    name, stages, default_pooling = "llm2rec-mntp", ("csft", "mntp"), "bidirectional_mean"
-
-
-class LLM2Rec(LLM2RecBase):
-    name, stages, default_pooling = "llm2rec", ("csft", "mntp", "ic"), "bidirectional_mean"

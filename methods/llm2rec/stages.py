@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.records import discard_folder
 from methods.llm2rec.data import (
     build_csft_examples,
     csft_collate,
@@ -215,7 +216,7 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
             from bench.hashing import cache_warning
 
             cache_warning(target, problem, "removing it and training the stage again")
-            _discard(target)
+            discard_folder(target)
         return _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target, fn,
                               cache_dir)
 
@@ -245,14 +246,6 @@ def _stage_problem(folder: Path, key: str, cache_dir: Path) -> str | None:
     return problem
 
 
-def _discard(folder: Path) -> None:
-    """Move `folder` aside at once (a reader sees it whole or not at all), then delete it."""
-    trash = folder.parent / f".{folder.name}.bad-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        os.rename(folder, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target: Path,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.settings import runtime_field
@@ -83,25 +83,16 @@ SETTINGS: dict[str, type[StageSettings]] = {"csft": CSFTSettings, "mntp": MNTPSe
 
 
 def resolve_settings(stage: str, settings: dict[str, Any] | StageSettings | None) -> StageSettings:
-    """Validated settings of `stage` (defaults filled in); BenchError names unknown keys and valid ones."""
+    """Validated settings of `stage` (defaults filled in); BenchError (one line) names the key, the value
+    and what is valid, or the unknown key and the valid ones."""
+    from bench.settings import validate_settings
+
     if stage not in SETTINGS:
         raise UnknownChoiceError("LLM2Rec stage", stage, SETTINGS)
     cls = SETTINGS[stage]
-    if isinstance(settings, cls):
-        return settings
-    if isinstance(settings, BaseModel):
+    if isinstance(settings, BaseModel) and not isinstance(settings, cls):
         settings = settings.model_dump()
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(cls.model_fields))
-    if unknown:
-        raise BenchError(f"llm2rec {stage}: unknown setting(s) {', '.join(unknown)}; "
-                         f"valid settings: {', '.join(sorted(cls.model_fields))}")
-    try:
-        return cls(**settings)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
-                             for e in err.errors())
-        raise BenchError(f"llm2rec {stage}: invalid settings: {problems}") from None
+    return validate_settings(cls, settings, f"llm2rec {stage}")
 
 
 def _sampler(n: int, batch_size: int, seed: int):

@@ -22,6 +22,8 @@ from methods.classic import RecBoleMethod
 class LLMInitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # how the K of N text-embedding dimensions are chosen (the paper's Rand / Uni / Var; all N; or PCA to K)
+    selection: Literal["rand", "uni", "var", "full", "pca"] = "var"
     user_init: Literal["mean", "max", "propagation"] = "mean"
     # Var: variance over the top `popular_fraction` items by training degree (code) or all items (paper)
     variance_items: Literal["popular", "all"] = "popular"
@@ -66,11 +68,16 @@ def pool_users(item_matrix: np.ndarray, user_items: list[np.ndarray], how: str,
 
 
 class LLMInit(RecBoleMethod):
-    """Shared machinery; the subclasses fix the selection strategy."""
+    """LLMInit on CF backbones: the selected (or PCA-projected) text dimensions initialise the item
+    embeddings, users pooled from their training items; the entries preset `selection`."""
 
-    selection: ClassVar[str] = ""
+    default_name = "llminit-var"
     Settings: ClassVar[type[BaseModel]] = LLMInitSettings
     needs_encoder: ClassVar[bool] = True
+
+    @property
+    def selection(self) -> str:
+        return self.settings.selection
 
     def embedding_size(self, ctx: FitContext) -> int:
         if self.selection == "full":
@@ -128,40 +135,13 @@ class LLMInit(RecBoleMethod):
         super().fit(ctx)
 
 
-class LLMInitRand(LLMInit):
-    name, selection = "llminit-rand", "rand"
-
-
-class LLMInitUni(LLMInit):
-    name, selection = "llminit-uni", "uni"
-
-
-class LLMInitVar(LLMInit):
-    name, selection = "llminit-var", "var"
-
-
-class LLMInitFull(LLMInit):
-    name, selection = "llminit-full", "full"
-
-
-class LLMInitPCA(LLMInit):
-    name, selection = "llminit-pca", "pca"
-
-
-class LLMInitSeqMixin:
+class LLMInitSeq(LLMInit):
     """LLMInit on SASRec / GRU4Rec (PtE's 'LLMInit' baseline row): the selected or PCA-projected item text
     dimensions initialise the sequential model's item table (width = embedding_size), trained as usual."""
+
+    default_name = "llminit-var-seq"
+    backbones = SEQUENTIAL_BACKBONES
 
     def customise(self, ctx: FitContext, cf) -> None:
         _, items = self.initial_embeddings(ctx, cf)
         cf.replace_item_embeddings(ctx.dataset.item_ids, items, "init")
-
-
-class LLMInitVarSeq(LLMInitSeqMixin, LLMInit):
-    name, selection = "llminit-var-seq", "var"
-    backbones = SEQUENTIAL_BACKBONES
-
-
-class LLMInitPCASeq(LLMInitSeqMixin, LLMInit):
-    name, selection = "llminit-pca-seq", "pca"
-    backbones = SEQUENTIAL_BACKBONES

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -136,7 +136,7 @@ def attach_user_embeddings(cf, user_ids, matrix: np.ndarray) -> None:
 class PtE(RecBoleMethod):
     """PtE on SASRec / GRU4Rec (profile embeddings replace the ID tables) and CF backbones (init)."""
 
-    name = "pte"
+    default_name = "pte"
     Settings: ClassVar[type[BaseModel]] = PtESettings
     backbones = CF_BACKBONES + SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
@@ -262,69 +262,3 @@ class PtE(RecBoleMethod):
     def parameter_counts(self) -> ParamCounts:
         offline = getattr(self, "_encoder_params", 0) + getattr(self, "_generator_params", 0)
         return ParamCounts(trainable=self.cf.parameter_count(), frozen_online=0, frozen_offline=offline)
-
-
-def _settings(name: str, **defaults: Any) -> type[PtESettings]:
-    """PtE settings with other defaults, so an ablation's record (method_settings) shows what it changes."""
-    from pydantic import create_model
-
-    return create_model(name, __base__=PtESettings,
-                        **{k: (PtESettings.model_fields[k].annotation, v) for k, v in defaults.items()})
-
-
-class PtENoProfile(PtE):
-    """Table 5 'No Profile (Direct Embedding)': raw item text embedded; users = mean of their items."""
-
-    name = "pte-noprofile"
-    Settings = _settings("PtENoProfileSettings", profile_users=False, profile_items=False)
-
-
-class PtEUserOnly(PtE):
-    """Table 5 'User-only Profiling': user profiles (U0 + selection); items keep their raw text embedding."""
-
-    name = "pte-useronly"
-    Settings = _settings("PtEUserOnlySettings", profile_items=False)
-
-
-class PtEItemOnly(PtE):
-    """Table 5 'Item-only Profiling': item profiles from metadata + co-liked items; users = mean of items."""
-
-    name = "pte-itemonly"
-    Settings = _settings("PtEItemOnlySettings", profile_users=False)
-
-
-class PtESinglePass(PtE):
-    """Table 5 'Single-pass Profiling': U0 and I0 only, no refinement rounds."""
-
-    name = "pte-singlepass"
-    Settings = _settings("PtESinglePassSettings", max_rounds=0)
-
-
-class PtENoReward(PtE):
-    """Table 5 'No GRPO': the profile-stage output is embedded as is (no candidates, no selection)."""
-
-    name = "pte-noreward"
-    Settings = _settings("PtENoRewardSettings", selection="none")
-
-
-class PtENoDist(PtE):
-    """Table 5 'GRPO w/o Distinctiveness': lambda_dist = 0."""
-
-    name = "pte-nodist"
-    Settings = _settings("PtENoDistSettings", lambda_dist=0.0)
-
-
-class PtENoCollab(PtE):
-    """Table 5 'GRPO w/o Collaborative Alignment': lambda_collab = 0."""
-
-    name = "pte-nocollab"
-    Settings = _settings("PtENoCollabSettings", lambda_collab=0.0)
-
-
-class PtEInit(PtE):
-    """PtE with the profile embeddings initialising SASRec's trainable item table (PCA to embedding_size)
-    instead of a frozen table behind an adapter: a harness variant, not a paper row."""
-
-    name = "pte-init"
-
-    Settings = _settings("PtEInitSettings", seq_items="init")

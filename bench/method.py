@@ -1,0 +1,73 @@
+"""The method contract: one base class every paradigm's method derives from.
+
+A method class declares, at class level:
+- `Settings`: a frozen pydantic model with `extra="forbid"` (its defaults; a registry entry adds a preset);
+- `version`: bumped when a default or what the method computes changes (part of run ids);
+- `backbones`: the backbone names it runs on (checked when a suite expands, never inside `fit`);
+- `protocol`: "ranking" (scores the catalogue) or "pointwise" (Yes/No probabilities of labelled pairs);
+- `needs_encoder`: whether the run's text encoder is built for it; `resources`: what one run asks a Ray
+  cluster for beyond CPUs (e.g. {"num_gpus": 1}), asked for only where the cluster has it.
+The constructor is this one: settings (validated, preset applied: `bench.catalog.METHODS.create`) and the
+registry entry's name. Instances implement `fit(ctx)`, `score(users, items=None)` and `parameter_counts()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from bench.types import FitContext, ParamCounts
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Method:
+    """Base of every method class (see the module docstring for the contract)."""
+
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    version: ClassVar[int] = 1
+    backbones: ClassVar[tuple[str, ...]] = ()
+    protocol: ClassVar[Literal["ranking", "pointwise"]] = "ranking"
+    needs_encoder: ClassVar[bool] = False
+    resources: ClassVar[Mapping[str, float]] = {}
+    default_name: ClassVar[str] = ""  # the entry name when constructed without one (tests, benchmarks)
+
+    def __init__(self, settings: BaseModel | None = None, name: str | None = None):
+        if settings is not None and not isinstance(settings, self.Settings):
+            raise TypeError(f"{type(self).__name__} takes {self.Settings.__name__}, got {type(settings).__name__}")
+        self.settings = settings if settings is not None else self.Settings()
+        self.name = name or self.default_name or type(self).__name__.lower()
+
+    def fit(self, ctx: FitContext) -> None:
+        """Train on `ctx.split.train` (model selection on `ctx.split.valid` only)."""
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores [len(users), len(items)]; items=None: the whole catalogue in `Dataset.item_ids` order."""
+        raise NotImplementedError
+
+    def parameter_counts(self) -> ParamCounts:
+        raise NotImplementedError
+
+    @classmethod
+    def contract_problems(cls) -> list[str]:
+        """What of the class-level contract a class gets wrong (empty: nothing)."""
+        problems = []
+        if not (isinstance(cls.Settings, type) and issubclass(cls.Settings, BaseModel)):
+            problems.append("Settings is not a pydantic model")
+        else:
+            config: dict[str, Any] = dict(cls.Settings.model_config)
+            if config.get("extra") != "forbid" or not config.get("frozen"):
+                problems.append("Settings must be frozen with extra='forbid'")
+        if not isinstance(cls.version, int) or cls.version < 1:
+            problems.append("version must be an int >= 1")
+        if not cls.backbones:
+            problems.append("backbones is empty")
+        if cls.protocol not in ("ranking", "pointwise"):
+            problems.append(f"protocol {cls.protocol!r}")
+        return problems
