@@ -113,14 +113,16 @@ def _cmd_list() -> int:
         "datasets": dict(CARD_NAMES),
         "splits": SPLIT_INFO,
         "backbones": {k: v.info for k, v in BACKBONES.items()},
-        "methods": {k: METHODS.info(k) for k in METHODS.names()},
+        "methods": {k: f"[{METHODS.family(k)}] {METHODS.info(k)}"
+                    + (f" (preset: {', '.join(f'{a}={v}' for a, v in METHODS.preset(k).items())})"
+                       if METHODS.preset(k) else "") for k in METHODS.names()},
         "encoders": dict(ENCODER_NAMES),
         "suites": {k: load_suite(k).description for k in suite_names()},
     }
     for title, entries in sections.items():
         print(f"{title}:")
         for name, info in entries.items():
-            print(f"  {name:<16} {info}")
+            print(f"  {name:<20} {info}")
     return 0
 
 
