@@ -72,6 +72,13 @@ class CoLLMSettings(LLMSettings):
     cf: CFSettings = Field(default_factory=CFSettings)
 
 
+def _cuda_devices(device: str) -> list[int]:
+    """The CUDA device whose random state `torch.random.fork_rng` must also keep (none on the CPU)."""
+    import torch
+
+    return [torch.device(device).index or 0] if str(device).startswith("cuda") else []
+
+
 def _file_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -217,13 +224,19 @@ class LLMMethod(Method):
         return 0
 
     # ------------------------------------------------------------------------------------- LoRA / loop
-    def add_lora(self):
+    def add_lora(self, seed: int):
+        """LoRA layers injected into the LLM, initialised from `seed` alone: the global random state is
+        neither read nor advanced (before version 2 the init came from whatever ran earlier in the process,
+        so a cached adapter depended on run order)."""
+        import torch
         from peft import LoraConfig, get_peft_model
 
         s = self.settings.lora
         config = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
                             target_modules=list(s.target_modules), bias="none")
-        self.peft = get_peft_model(self.lm, config)  # injects LoRA layers into self.lm's modules in place
+        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
+            torch.manual_seed(seed)
+            self.peft = get_peft_model(self.lm, config)  # injects LoRA layers into self.lm's modules in place
         self.head = cm.YesNoHead(self.lm, self.yes_no)
         return [p for n, p in self.lm.named_parameters() if "lora_" in n]
 
@@ -268,14 +281,14 @@ class LLMMethod(Method):
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
         s = self.settings
-        lora_params = self.add_lora()
+        lora_params = self.add_lora(ctx.seed)
         data = self.train_data
         key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
                           "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
                                               data.histories, ctx.split.content_hash]),
                           "lora": s.lora.model_dump(), "lr": s.learning_rate, "wd": s.weight_decay,
                           "epochs": s.epochs, "batch": s.batch_size, "loss": "yes_no_softmax",
-                          "seed": ctx.seed, "version": 1})
+                          "seed": ctx.seed, "version": 2})  # 2: LoRA init seeded
         folder = Path(ctx.cache_dir) / "collm" / f"lora-{key}"
         self.trainable_counts["lora"] = sum(p.numel() for p in lora_params)
         if (folder / "info.json").exists():
@@ -306,6 +319,7 @@ class TALLRec(LLMMethod):
     """LoRA (r 8, alpha 16, dropout 0.05, q_proj / v_proj) on the text-only prompt; P(Yes) by softmax."""
 
     default_name = "tallrec"
+    version = 2  # 2: stage-1 LoRA initialised from the run seed (was the process's global random state)
 
     def train(self, ctx: FitContext) -> None:
         info = self.stage1(ctx, self.settings.prompt)
@@ -317,6 +331,7 @@ class CoLLM(LLMMethod):
     """TALLRec's LoRA (step 1) + CF vectors mapped into the ID placeholders (step 2)."""
 
     default_name = "collm-mf"
+    version = 2  # 2: LoRA initialised from the run seed (was the process's global random state)
     Settings: ClassVar[type[BaseModel]] = CoLLMSettings
     required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.USER, cm.TITLE, cm.ITEM)
 
@@ -377,7 +392,7 @@ class CoLLM(LLMMethod):
         params = list(mapper)
         total = 0.0
         if s.tuning == "t3":  # one step: fresh LoRA and the mapper together
-            lora = self.add_lora()
+            lora = self.add_lora(ctx.seed)
             self.trainable_counts["lora"] = sum(p.numel() for p in lora)
             groups.append({"params": lora, "lr": s.learning_rate})
             params += lora
@@ -445,6 +460,7 @@ class EnsembleMFCoLLM(Method):
     """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
 
     default_name = "ensemble-mf-collm"
+    version = 2  # 2: its LLM's LoRA initialised from the run seed
     Settings: ClassVar[type[BaseModel]] = EnsembleSettings
     backbones: ClassVar[tuple[str, ...]] = ("none",)
     protocol = "pointwise"

@@ -115,7 +115,14 @@ class LLM2Rec(SeqText):
             runtime = {"device": ctx.device, "progress": ctx.options.progress}
             settings = {stage: getattr(self.settings, stage).model_copy(update=runtime) for stage in STAGES}
             stages = self.settings.stages
-            folders = pipeline(base, sequences, titles, {k: settings[k] for k in stages}, ctx.cache_dir, stages)
+            # stage training seeds itself; fork_rng keeps it from advancing the run's random state, so the
+            # SASRec / GRU4Rec adapter built next is the same whether the stages came from the cache or not
+            import torch
+
+            devices = [torch.device(ctx.device).index or 0] if str(ctx.device).startswith("cuda") else []
+            with torch.random.fork_rng(devices=devices):
+                folders = pipeline(base, sequences, titles, {k: settings[k] for k in stages}, ctx.cache_dir,
+                                   stages)
             folder = folders[self.settings.stages[-1]]
             stage_info = {stage: {k: v for k, v in read_stage(path).items() if k not in ("loss_curve", "key_parts",
                                                                                         "step_tokens", "step_seconds")}
