@@ -54,19 +54,9 @@ def minilm_dir() -> Path:
 def _usable(target: Path, memo_dir: Path | None) -> str | None:
     """None when `target` matches its manifest; a folder from before manifests that passes the light load
     check (JSON parses, safetensors sizes match) gets a manifest of its files as they are and passes too."""
-    from bench.hashing import MANIFEST_MISSING, check_files, verify_manifest, write_manifest
+    from bench.hashing import verify_or_adopt
 
-    reason = verify_manifest(target, memo_dir)
-    if reason == MANIFEST_MISSING:
-        problem = check_files(target)
-        if problem is not None:
-            return f"no manifest, and {problem}"
-        try:
-            write_manifest(target, memo_dir)  # adopted: its files (and so its fingerprint) are kept
-        except OSError:
-            pass  # a read-only shared cache: usable as it is, checked again next time
-        return None
-    return reason
+    return verify_or_adopt(target, memo_dir)
 
 
 def _build_once(target: Path, build: Callable[[Path], Path | None], memo_dir: Path | str | None = None) -> Path:

@@ -247,3 +247,20 @@ def check_files(folder: Path | str) -> str | None:
         except (OSError, ValueError) as err:
             return f"{name} does not load ({err})"
     return None
+
+
+def verify_or_adopt(folder: Path | str, memo_dir: Path | str | None = None) -> str | None:
+    """None when `folder` matches its manifest. A folder from before manifests that passes the light load
+    check (`check_files`) is adopted: a manifest of its files as they are is written (so its fingerprint,
+    and every cache keyed by it, is kept) and it passes. Otherwise the reason it fails."""
+    reason = verify_manifest(folder, memo_dir)
+    if reason != MANIFEST_MISSING:
+        return reason
+    problem = check_files(folder)
+    if problem is not None:
+        return f"no manifest, and {problem}"
+    try:
+        write_manifest(folder, memo_dir)
+    except OSError:
+        pass  # a read-only shared cache: usable as it is, checked again next time
+    return None

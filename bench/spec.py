@@ -199,7 +199,20 @@ def _part_suite(suite: Suite, index: int, part: dict[str, Any]) -> Suite:
         raise BenchError(f"suite {suite.name!r}: parts[{index}]: {exc}") from exc
 
 
-def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> list[RunSpec]:
+def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | None) -> None:
+    """A `--set method.KEY` that no method of the suite has is an error, never silently dropped."""
+    from bench.catalog import METHODS
+
+    method_keys = {m: set(METHODS.get(m).Settings.model_fields) for m in dict.fromkeys(methods)}
+    unknown = set((overrides or {}).get("method", {})) - set().union(*method_keys.values())
+    if unknown:
+        raise BenchError(f"unknown method setting(s) {', '.join(sorted(unknown))} for the methods of suite "
+                         f"{suite.name!r}; valid settings: " + "; ".join(
+                             f"{m}: {', '.join(sorted(k)) or '(none)'}" for m, k in method_keys.items()))
+
+
+def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
+           _method_keys_checked: bool = False) -> list[RunSpec]:
     """Every run of the suite, resolved and validated (unknown names/settings raise BenchError).
 
     A suite `grid` expands to one sub-grid per point; `--set` overrides win over grid values; each of
@@ -215,9 +228,13 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                     raise BenchError(f"suite {suite.name!r}: settings given for {listed[:-1]} {name!r}, which "
                                      f"neither the suite nor its parts run; they run: {', '.join(sorted(everywhere))}")
             base_update[key] = {k: v for k, v in getattr(suite, key).items() if k in getattr(suite, listed)}
-        specs = {s.run_id: s for s in expand(suite.model_copy(update=base_update), overrides)}
-        for index, part in enumerate(suite.parts):
-            for spec in expand(_part_suite(suite, index, part), overrides):
+        # `--set method.KEY` must fit some method of the suite or its parts (each sub-grid applies it to its
+        # methods that have KEY)
+        parts = [_part_suite(suite, index, part) for index, part in enumerate(suite.parts)]
+        _check_method_overrides(suite, [*suite.methods, *(m for p in parts for m in p.methods)], overrides)
+        specs = {s.run_id: s for s in expand(suite.model_copy(update=base_update), overrides, True)}
+        for sub in parts:
+            for spec in expand(sub, overrides, True):
                 specs.setdefault(spec.run_id, spec)
         return list(specs.values())
     if suite.grid:
@@ -229,7 +246,7 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
                 "method_settings": {m: v for m, v in suite.method_settings.items() if m in methods}})
             merged = {layer: {**point.get(layer, {}), **overrides.get(layer, {})}
                       for layer in {*point, *overrides}}
-            for spec in expand(sub, merged):
+            for spec in expand(sub, merged, _method_keys_checked):
                 specs.setdefault(spec.run_id, spec)
         return list(specs.values())
     from bench.catalog import METHODS
@@ -259,11 +276,8 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None) -> 
     # `--set method.KEY=V` goes to the suite's methods that have KEY (e.g. base_model for the LLM methods,
     # not for `random`); a key no method of the suite has is an error, never silently dropped
     method_keys = {m: set(METHODS.get(m).Settings.model_fields) for m in suite.methods}
-    unknown = set(overrides.get("method", {})) - set().union(*method_keys.values())
-    if unknown:
-        raise BenchError(f"unknown method setting(s) {', '.join(sorted(unknown))} for the methods of suite "
-                         f"{suite.name!r}; valid settings: " + "; ".join(
-                             f"{m}: {', '.join(sorted(k)) or '(none)'}" for m, k in method_keys.items()))
+    if not _method_keys_checked:
+        _check_method_overrides(suite, suite.methods, overrides)
     specs = []
     for dataset in suite.datasets:
         dataset_settings = {**suite.dataset_settings.get(dataset, {}), **overrides.get("dataset", {})}

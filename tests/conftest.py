@@ -11,6 +11,16 @@ import pytest
 from bench.types import Dataset
 
 
+def _dataset(name: str, rows: list[tuple]) -> Dataset:
+    """A Dataset from (user, item, rating, timestamp) rows; items titled "Movie <id>"."""
+    inter = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    ids = sorted(inter["item"].unique(), key=int)
+    items = pd.DataFrame({"title": [f"Movie {i}" for i in ids]}, index=pd.Index(ids))
+    text = pd.Series([f"Movie {i}" for i in ids], index=items.index)
+    digest = hashlib.sha256(inter.to_csv().encode()).hexdigest()
+    return Dataset(name, inter, items, text, digest, {"card": {"text_template": "{title}"}})
+
+
 def make_dataset(n_users: int = 30, n_items: int = 40, per_user: int = 12, seed: int = 0) -> Dataset:
     """Users with `per_user` distinct items each, popularity skewed, increasing timestamps."""
     rng = np.random.default_rng(seed)
@@ -21,12 +31,22 @@ def make_dataset(n_users: int = 30, n_items: int = 40, per_user: int = 12, seed:
         items = rng.choice(n_items, size=per_user, replace=False, p=weights)
         for t, i in enumerate(items):
             rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 6)), float(1000 * u + t)))
-    inter = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
-    ids = sorted(inter["item"].unique(), key=int)
-    items = pd.DataFrame({"title": [f"Movie {i}" for i in ids]}, index=pd.Index(ids))
-    text = pd.Series([f"Movie {i}" for i in ids], index=items.index)
-    digest = hashlib.sha256(inter.to_csv().encode()).hexdigest()
-    return Dataset("tiny", inter, items, text, digest, {"card": {"text_template": "{title}"}})
+    return _dataset("tiny", rows)
+
+
+MONTH = 365.25 / 12 * 86400
+
+
+def ctr_dataset(n_users: int = 24, n_items: int = 20, seed: int = 0) -> Dataset:
+    """Ratings 1-5 over 8 months; every 4th user starts late (cold in the test window)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        start = rng.uniform(0, 3) * MONTH if u % 4 else 6.5 * MONTH
+        for k, i in enumerate(rng.choice(n_items, size=16, replace=False)):
+            step = (0.1 if u % 4 == 0 else 0.35) * MONTH
+            rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 6)), start + k * step))
+    return _dataset("ctr-tiny", rows)
 
 
 @pytest.fixture

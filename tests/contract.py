@@ -39,9 +39,8 @@ from bench.catalog import METHODS
 from bench.errors import BenchError
 from bench.options import RunOptions
 from bench.types import Dataset, FitContext, ParamCounts
-from tests.conftest import make_dataset
+from tests.conftest import ctr_dataset, make_dataset
 
-MONTH = 365.25 / 12 * 86400
 TEXT_DIM = 32  # the fake encoder's (and the fake item-text matrix's) width
 
 # ----------------------------------------------------------------------------------- tiny settings
@@ -178,23 +177,6 @@ class Case:
 
 
 # ------------------------------------------------------------------------------ tiny data and models
-def ctr_dataset(n_users: int = 24, n_items: int = 20, seed: int = 0) -> Dataset:
-    """Ratings 1-5 over 8 months; every 4th user starts late (cold in the test window)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        start = rng.uniform(0, 3) * MONTH if u % 4 else 6.5 * MONTH
-        for k, i in enumerate(rng.choice(n_items, size=16, replace=False)):
-            step = (0.1 if u % 4 == 0 else 0.35) * MONTH
-            rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 6)), start + k * step))
-    inter = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
-    ids = sorted(inter["item"].unique(), key=int)
-    items = pd.DataFrame({"title": [f"Movie {i}" for i in ids]}, index=pd.Index(ids))
-    text = pd.Series([f"Movie {i}" for i in ids], index=items.index)
-    digest = hashlib.sha256(inter.to_csv().encode()).hexdigest()
-    return Dataset("ctr-tiny", inter, items, text, digest, {"card": {"text_template": "{title}"}})
-
-
 def _vocabulary() -> list[str]:
     from methods.collm import model as cm
     from methods.pte.generate import PROMPT_DIR

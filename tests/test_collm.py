@@ -16,29 +16,9 @@ pytest.importorskip("peft")
 from bench.errors import BenchError  # noqa: E402
 from bench.pointwise import auc, evaluate_pairs, histories, uauc  # noqa: E402
 from bench.splits import make_split, resolve_split_params  # noqa: E402
-from bench.types import Dataset, FitContext  # noqa: E402
+from bench.types import FitContext  # noqa: E402
 from methods.collm import model as cm  # noqa: E402
-
-MONTH = 365.25 / 12 * 86400
-
-
-def ctr_dataset(n_users=24, n_items=20, seed=0) -> Dataset:
-    """Ratings 1-5 spread over 8 months; some users and items only appear late (cold)."""
-    import hashlib
-
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        start = rng.uniform(0, 3) * MONTH if u % 4 else 6.5 * MONTH  # every 4th user starts late
-        items = rng.choice(n_items, size=16, replace=False)
-        for k, i in enumerate(items):
-            rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 6)), start + k * (0.1 if u % 4 == 0 else 0.35) * MONTH))
-    inter = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
-    ids = sorted(inter["item"].unique(), key=int)
-    items = pd.DataFrame({"title": [f"Movie {i}" for i in ids]}, index=pd.Index(ids))
-    text = pd.Series([f"Movie {i}" for i in ids], index=items.index)
-    digest = hashlib.sha256(inter.to_csv().encode()).hexdigest()
-    return Dataset("ctr-tiny", inter, items, text, digest, {"card": {"text_template": "{title}"}})
+from tests.conftest import ctr_dataset  # noqa: E402
 
 
 def ctr_split(dataset=None, **over):

@@ -131,3 +131,14 @@ def test_a_path_setting_is_identified_by_content(tmp_path):
         handle.write("\n")
     three = expand(suite, {"dataset": {"path": str(second)}})
     assert [s.run_id for s in three] != [s.run_id for s in one]
+
+
+def test_a_method_override_reaches_every_part_that_has_the_key():
+    """`--set method.KEY` on a suite with parts: applied where a method has KEY, an error where none has."""
+    from bench.errors import BenchError
+
+    specs = expand(load_suite("pte"), {"method": {"max_new_tokens": 16}})
+    assert {s.method_settings["max_new_tokens"] for s in specs if s.method.startswith("pte")} == {16}
+    assert any(s.method.startswith("llminit") for s in specs)  # the LLMInit part still runs, untouched
+    with pytest.raises(BenchError, match="unknown method setting"):
+        expand(load_suite("pte"), {"method": {"max_new_tokenz": 16}})

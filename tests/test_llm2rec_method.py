@@ -36,9 +36,10 @@ def test_csft_sequences_come_from_training_only(tiny_dataset):
 
 def test_llm2rec_method_end_to_end_and_cached(tiny_dataset, tiny_decoder, tmp_path):  # noqa: F811
     cls = METHODS.get("llm2rec")
-    settings = cls.Settings(base_model=str(tiny_decoder), csft=TINY, mntp=TINY, ic={**TINY, "batch_size": 8})
+    settings = METHODS.settings("llm2rec", {"base_model": str(tiny_decoder), "csft": TINY, "mntp": TINY,
+                                            "ic": {**TINY, "batch_size": 8}})
     cache = tmp_path / "cache"
-    method = cls(settings)
+    method = cls(settings, name="llm2rec")
     ctx = _ctx(tiny_dataset, tmp_path / "run1", cache)
     method.fit(ctx)
     users = np.sort(ctx.split.test["user"].unique())
@@ -59,8 +60,7 @@ def test_llm2rec_method_end_to_end_and_cached(tiny_dataset, tiny_decoder, tmp_pa
 def test_untrained_rows_differ(tiny_dataset, tiny_decoder, tmp_path):  # noqa: F811
     matrices = {}
     for name in ("llm-causal", "llm-bidir"):
-        cls = METHODS.get(name)
-        method = cls(cls.Settings(base_model=str(tiny_decoder)))
+        method = METHODS.create(name, {"base_model": str(tiny_decoder)})
         ctx = _ctx(tiny_dataset, tmp_path / name, tmp_path / "cache")
         method.fit(ctx)
         matrices[name] = method.item_matrix(ctx)

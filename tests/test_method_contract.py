@@ -31,8 +31,7 @@ def _fit(method_name, backbone, dataset, tmp_path, seed=0):
     split = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
     config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
-    cls = METHODS.get(method_name)
-    method = cls(cls.Settings())
+    method = METHODS.create(method_name)
     rng = np.random.default_rng(7)
     text = rng.normal(size=(len(dataset.item_ids), FakeEncoder.dim)).astype(np.float32)
     ctx = FitContext(dataset=dataset, split=split, seed=seed, device="cpu", run_dir=tmp_path / method_name,
@@ -105,4 +104,4 @@ def test_settings_round_trip_and_unknown_rejected():
 
 def test_every_registered_method_resolves():
     for name in METHODS.names():
-        assert METHODS.get(name).name == name
+        assert METHODS.create(name).name == name

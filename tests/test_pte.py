@@ -166,8 +166,8 @@ def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
     assert names == {"pte", "pte-noprofile", "pte-useronly", "pte-itemonly", "pte-singlepass", "pte-noreward",
                      "pte-nodist", "pte-nocollab", "pte-init"}
     assert set(method_families()["pte"]) == names
-    assert METHODS.get("pte-nodist").Settings().lambda_dist == 0.0  # recorded in method_settings
-    assert METHODS.get("pte-noprofile").Settings().model_dump()["profile_items"] is False
+    assert METHODS.settings("pte-nodist").lambda_dist == 0.0  # the preset, recorded in method_settings
+    assert METHODS.defaults("pte-noprofile")["profile_items"] is False
 
 
 def test_longtail_split_segments_and_no_leakage(tiny_dataset):
@@ -248,8 +248,7 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
                                                                                        "test_fraction": 0.2}))
     config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
-    cls = METHODS.get(method_name)
-    method = cls(cls.Settings(batch_size=16))
+    method = METHODS.create(method_name, {"batch_size": 16})
     encoder = HashEncoder()
     ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
                      cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=encoder,

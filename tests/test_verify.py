@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from bench.cli import main
 
@@ -18,7 +19,9 @@ def _fake_run(spec, store, *args):
                               "provenance": {"packages": {"torch": "x"}, "machine": {"torch_threads": 1}}}, per_user)
 
 
-def test_verify_reports_identical_then_the_largest_difference(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def results(tmp_path, capsys, monkeypatch):
+    """The smoke suite 'run' with the fake run into tmp_path/results (reruns use the same fake)."""
     from bench import executors, runner
 
     monkeypatch.setattr(runner, "_execute_locked", lambda spec, store, *a: _fake_run(spec, store))
@@ -26,6 +29,10 @@ def test_verify_reports_identical_then_the_largest_difference(tmp_path, capsys, 
     results = tmp_path / "results"
     assert main(["run", "--suite", "smoke", "--results", str(results), "--no-table"]) == 0
     capsys.readouterr()
+    return results
+
+
+def test_verify_reports_identical_then_the_largest_difference(results, tmp_path, capsys):
     argv = ["verify", "--suite", "smoke", "--all", "--results", str(results), "--cache", str(tmp_path / "c"),
             "--scratch", str(tmp_path / "scratch")]
     assert main(argv) == 0
@@ -41,14 +48,7 @@ def test_verify_reports_identical_then_the_largest_difference(tmp_path, capsys, 
     assert "1 of 2 rerun runs bit-identical" in out and "0.25 (overall.ndcg@10)" in out
 
 
-def test_verify_samples_with_a_seed(tmp_path, capsys, monkeypatch):
-    from bench import executors, runner
-
-    monkeypatch.setattr(runner, "_execute_locked", lambda spec, store, *a: _fake_run(spec, store))
-    monkeypatch.setattr(executors, "prepare_shared", lambda *a, **k: None)
-    results = tmp_path / "results"
-    assert main(["run", "--suite", "smoke", "--results", str(results), "--no-table"]) == 0
-    capsys.readouterr()
+def test_verify_samples_with_a_seed(results, tmp_path, capsys):
     base = ["verify", "--suite", "smoke", "--sample", "1", "--results", str(results), "--cache", str(tmp_path)]
     assert main([*base, "--scratch", str(tmp_path / "a")]) == 0
     first = capsys.readouterr().out

@@ -225,7 +225,7 @@ def _stage_problem(folder: Path, key: str, cache_dir: Path) -> str | None:
     """None when a finished stage folder can be reused: its stage.json parses and names this key, and its
     files match its manifest (hashes memoised in cache_dir/file_hashes.json). A folder from before manifests
     whose stage.json checks out and whose files pass the light load check is given a manifest."""
-    from bench.hashing import MANIFEST_MISSING, check_files, verify_manifest, write_manifest
+    from bench.hashing import verify_or_adopt
 
     try:
         record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
@@ -234,16 +234,7 @@ def _stage_problem(folder: Path, key: str, cache_dir: Path) -> str | None:
     if not isinstance(record, dict) or record.get("key") != key:
         found = record.get("key") if isinstance(record, dict) else None
         return f"{STAGE_FILE} is for key {found!r}, the folder for {key!r}"
-    problem = verify_manifest(folder, cache_dir)
-    if problem == MANIFEST_MISSING:
-        problem = check_files(folder)
-        if problem is not None:
-            return f"no manifest, and {problem}"
-        try:
-            write_manifest(folder, cache_dir)
-        except OSError:
-            pass  # a read-only shared cache: usable as it is, checked again next time
-    return problem
+    return verify_or_adopt(folder, cache_dir)
 
 
 
