@@ -173,8 +173,8 @@ class ResultStore:
         for path in files:
             shutil.move(str(path), target / path.name)
         (target / "reason.txt").write_text(reason + "\n")
-        print(f"bench: record {run_id} is incomplete ({reason}); moved to {target}, redoing the run",
-              file=sys.stderr)
+        print(f"bench: record {run_id} does not count as complete ({reason}); moved to {target}; the next "
+              "`bench run` of it redoes it", file=sys.stderr)
         return target
 
     def per_user(self, run_id: str) -> pd.DataFrame:
