@@ -290,7 +290,10 @@ def test_end_to_end_ctr_run(tiny_lm, split, tmp_path):
         for spec in (spec_cf, spec_llm):
             record = execute(spec, store, tmp_path / "cache")
             overall = record["metrics"]["overall"]
-            assert 0 <= overall["auc"] <= 1 and 0 <= overall["uauc"] <= 1
+            per_user = store.per_user(spec.run_id)  # UAUC is the mean of the per-user AUCs the sidecar keeps
+            assert overall["uauc"] == pytest.approx(per_user["uauc"].dropna().mean())
+            assert overall["n_users"] == per_user["uauc"].notna().sum()
+            assert per_user["n_pairs"].sum() == len(split.test)
             assert overall["n_pairs"] == len(split.test)
             assert {"pair:warm", "pair:cold"} <= set(record["metrics"])
             assert record["latency"]["per_pair_ms"] > 0 and record["params"]["trainable"] > 0
