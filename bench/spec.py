@@ -199,8 +199,9 @@ def _part_suite(suite: Suite, index: int, part: dict[str, Any]) -> Suite:
         raise BenchError(f"suite {suite.name!r}: parts[{index}]: {exc}") from exc
 
 
-def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | None) -> None:
-    """A `--set method.KEY` that no method of the suite has is an error, never silently dropped."""
+def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | None) -> dict[str, set[str]]:
+    """A `--set method.KEY` that no method of the suite has is an error, never silently dropped; returns
+    each method's setting names."""
     from bench.catalog import METHODS
 
     method_keys = {m: set(METHODS.get(m).Settings.model_fields) for m in dict.fromkeys(methods)}
@@ -209,6 +210,7 @@ def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | 
         raise BenchError(f"unknown method setting(s) {', '.join(sorted(unknown))} for the methods of suite "
                          f"{suite.name!r}; valid settings: " + "; ".join(
                              f"{m}: {', '.join(sorted(k)) or '(none)'}" for m, k in method_keys.items()))
+    return method_keys
 
 
 def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
@@ -275,9 +277,8 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
                                  f"suite does not run; it runs: {', '.join(listed)}")
     # `--set method.KEY=V` goes to the suite's methods that have KEY (e.g. base_model for the LLM methods,
     # not for `random`); a key no method of the suite has is an error, never silently dropped
-    method_keys = {m: set(METHODS.get(m).Settings.model_fields) for m in suite.methods}
-    if not _method_keys_checked:
-        _check_method_overrides(suite, suite.methods, overrides)
+    # (already checked against the suite and all its parts when this is one of their sub-grids)
+    method_keys = _check_method_overrides(suite, suite.methods, None if _method_keys_checked else overrides)
     specs = []
     for dataset in suite.datasets:
         dataset_settings = {**suite.dataset_settings.get(dataset, {}), **overrides.get("dataset", {})}

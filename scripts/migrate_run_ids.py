@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 from bench import SCHEMA_VERSION
+from bench.identity import FORMER_RUNTIME_KEYS
 from bench.records import atomic_write, atomic_write_text
 from bench.spec import RunSpec
-
-FORMER_RUNTIME = {"backbone": {"eval_batch_size"}, "method": {"progress", "eval_batch_size", "prefix_cache"}}
 
 
 def resolved_spec(old: dict) -> RunSpec:
@@ -38,8 +37,8 @@ def resolved_spec(old: dict) -> RunSpec:
 
     cls = METHODS.get(old["method"])
     method = {k: v for k, v in old["method_settings"].items()
-              if k not in FORMER_RUNTIME["method"] or k in cls.Settings.model_fields}
-    backbone = {k: v for k, v in old["backbone_settings"].items() if k not in FORMER_RUNTIME["backbone"]}
+              if k not in FORMER_RUNTIME_KEYS["method"] or k in cls.Settings.model_fields}
+    backbone = {k: v for k, v in old["backbone_settings"].items() if k not in FORMER_RUNTIME_KEYS["backbone"]}
     return RunSpec(
         dataset=old["dataset"], dataset_settings=DatasetCard.model_validate(old["dataset_settings"]).model_dump(
             mode="json"),
