@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
 
     claims = sub.add_parser("claims", help="check the papers' claims against the stored runs")
-    claims.add_argument("--file", type=Path, help="claims YAML (default bench/claims.yaml)")
+    claims.add_argument("--file", type=Path, help="claims YAML (default bench/report/claims.yaml)")
     claims.add_argument("--correction", choices=["holm", "bh", "none"], default="holm")
     claims.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     claims.add_argument("--out", type=Path, help="also write the report here (default <results>/claims.md)")
@@ -103,10 +103,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_list() -> int:
     from bench.catalog import METHODS
-    from bench.data import CARD_NAMES
+    from bench.data.cards import CARD_NAMES
+    from bench.data.splits import SPLIT_INFO
     from bench.encoders import ENCODER_NAMES
     from bench.spec import load_suite, suite_names
-    from bench.splits import SPLIT_INFO
     from methods.backbones.cf import BACKBONES
 
     sections = {
@@ -179,8 +179,8 @@ def _run_options(args, suite_options: dict | None = None):
 def _cmd_run(args) -> int:
     from bench.executors import run_specs
     from bench.records import ResultStore
+    from bench.report.tables import write_tables
     from bench.spec import expand, parse_overrides
-    from bench.tables import write_tables
 
     if args.suite and "," in args.suite:  # several suites, one after the other
         return max(_cmd_run(argparse.Namespace(**{**vars(args), "suite": name}))
@@ -241,8 +241,8 @@ def _cmd_run(args) -> int:
 
 def _cmd_table(args) -> int:
     from bench.records import ResultStore
+    from bench.report.tables import write_tables
     from bench.spec import expand, load_suite
-    from bench.tables import write_tables
 
     suite = load_suite(args.suite, args.profile)
     specs = expand(suite)
@@ -258,8 +258,8 @@ def _cmd_table(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from bench.compare import DEFAULT_METRICS, compare_report
     from bench.records import ResultStore
+    from bench.report.compare import DEFAULT_METRICS, compare_report
     from bench.selection import parse_selector, stored_specs
     from bench.spec import expand, load_suite
 
@@ -276,8 +276,8 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_claims(args) -> int:
-    from bench.claims import check_claims, load_claims, render_claims
     from bench.records import ResultStore, atomic_write_text
+    from bench.report.claims import check_claims, load_claims, render_claims
 
     store = ResultStore(args.results)
     claims = load_claims(args.file)
@@ -305,8 +305,8 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_figures(args) -> int:
-    from bench.figures import FIGURES, write_figures
     from bench.records import ResultStore
+    from bench.report.figures import FIGURES, write_figures
 
     which = args.only or list(FIGURES)
     for name in which:

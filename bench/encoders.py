@@ -85,7 +85,7 @@ class Encoder:
     def fingerprint(self) -> str:
         """sha256 of the model folder's files and the pooling settings."""
         if self._fingerprint is None:
-            from bench.assets import files_fingerprint
+            from bench.data.assets import files_fingerprint
 
             parts = {"files": files_fingerprint(self.path, self.cache_dir), "class": type(self).__name__,
                      "settings": self.settings()}
@@ -214,7 +214,7 @@ class DecoderMeanPoolEncoder(TransformersEncoder):
 
 
 def _default_path(name: str, cache_dir: Path) -> Path:
-    from bench import assets
+    from bench.data import assets
 
     if name == "minilm":
         return assets.minilm_dir()

@@ -75,13 +75,13 @@ def _layer(name: str | None, version: int, cls, values: dict[str, Any], defaults
 
 @cache
 def _builtin_card_json(name: str) -> str:
-    from bench.data import load_card
+    from bench.data.cards import load_card
 
     return load_card(name).model_dump_json()
 
 
 def dataset_layer(spec) -> dict[str, Any]:
-    from bench.data import CARD_NAMES, DatasetCard
+    from bench.data.cards import CARD_NAMES, DatasetCard
 
     card = dict(spec.dataset_settings)
     builtin = spec.dataset in CARD_NAMES
@@ -99,7 +99,7 @@ def dataset_layer(spec) -> dict[str, Any]:
 
 
 def split_layer(spec) -> dict[str, Any]:
-    from bench.splits import SPLIT_SETTINGS, resolve_split_params
+    from bench.data.splits import SPLIT_SETTINGS, resolve_split_params
 
     cls = SPLIT_SETTINGS[spec.split]
     return _layer(spec.split, cls.version, cls, spec.split_settings, resolve_split_params(spec.split, {}),
@@ -116,7 +116,7 @@ def backbone_layer(spec) -> dict[str, Any]:
 
 def method_layer(spec) -> dict[str, Any]:
     from bench.catalog import METHODS
-    from bench.data import CARD_NAMES
+    from bench.data.cards import CARD_NAMES
 
     cls = METHODS.get(spec.method)
     defaults = METHODS.defaults(spec.method)  # the class's defaults with the entry's preset
@@ -148,9 +148,9 @@ def defaults_snapshot() -> dict[str, dict[str, Any]]:
     """Every settings class's version and defaults, per layer entry (tests/golden/settings_defaults.json
     pins it: a default that changes without a version bump fails tests/test_identity.py)."""
     from bench.catalog import METHODS
-    from bench.data import CARD_NAMES, DatasetCard, load_card
+    from bench.data.cards import CARD_NAMES, DatasetCard, load_card
+    from bench.data.splits import SPLIT_SETTINGS
     from bench.encoders import EncoderSettings
-    from bench.splits import SPLIT_SETTINGS
     from methods.backbones.cf import BACKBONES
 
     out: dict[str, dict[str, Any]] = {}

@@ -23,13 +23,13 @@ from bench.types import FitContext
 
 
 def _dataset(spec: RunSpec, cache_dir: Path):
-    from bench.data import DatasetCard, load_dataset
+    from bench.data.cards import DatasetCard, load_dataset
 
     return load_dataset(DatasetCard.model_validate(spec.dataset_settings), cache_dir)
 
 
 def _split(spec: RunSpec, dataset, cache_dir: Path):
-    from bench.splits import load_or_make_split
+    from bench.data.splits import load_or_make_split
 
     return load_or_make_split(dataset, spec.split, spec.split_settings, cache_dir)
 
@@ -129,7 +129,7 @@ def _as_options(options: RunOptions | str | None) -> RunOptions:
 
 def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOptions,
                     requested: dict[str, Any] | None) -> dict[str, Any]:
-    from bench.metrics import evaluate, rank_users
+    from bench.eval.ranking import evaluate, rank_users
 
     run_id = spec.run_id
     run_dir = store.run_dir(run_id)
@@ -147,7 +147,7 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
 
     t0 = time.perf_counter()
     if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs
-        from bench.pointwise import evaluate_method
+        from bench.eval.pointwise import evaluate_method
 
         summary, per_user, latency, evaluation = evaluate_method(method, split)
         timings["evaluate"] = time.perf_counter() - t0
@@ -161,7 +161,7 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
     exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
     n_negatives = int(split.params.get("eval_negatives", 0) or 0)
     if n_negatives:  # labelled option (LLM-ESR): rank the positives among N sampled unseen items only
-        from bench.splits import sampled_negative_exclusion
+        from bench.data.splits import sampled_negative_exclusion
 
         exclude = sampled_negative_exclusion(split, item_ids, positives, exclude, n_negatives)
     top = rank_users(method.score, users, item_ids, positives, exclude)

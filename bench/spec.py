@@ -252,10 +252,10 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
                 specs.setdefault(spec.run_id, spec)
         return list(specs.values())
     from bench.catalog import METHODS
-    from bench.data import load_card
+    from bench.data.cards import load_card
+    from bench.data.splits import resolve_split_params
     from bench.encoders import ENCODER_NAMES, EncoderSettings
     from bench.settings import validate_settings
-    from bench.splits import resolve_split_params
     from methods.backbones.cf import resolve_backbone_config
 
     overrides = overrides or {}

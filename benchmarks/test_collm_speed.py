@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import load_card, load_dataset
+from bench.data.cards import load_card, load_dataset
+from bench.data.splits import load_or_make_split, resolve_split_params
 from bench.options import RunOptions
-from bench.splits import load_or_make_split, resolve_split_params
 from bench.types import FitContext
 
 pytestmark = pytest.mark.benchmark

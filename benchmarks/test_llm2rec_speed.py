@@ -31,9 +31,9 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 def test_csft_throughput(tmp_path, benchmark):
     import torch
 
-    from bench import assets
-    from bench.data import load_card, load_dataset
-    from bench.splits import load_or_make_split, resolve_split_params
+    from bench.data import assets
+    from bench.data.cards import load_card, load_dataset
+    from bench.data.splits import load_or_make_split, resolve_split_params
     from methods.llm2rec.method import item_titles, training_sequences
     from methods.llm2rec.stages import build_csft_examples, csft_throughput
 

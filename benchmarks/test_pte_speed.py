@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import assets
-from bench.data import load_card, load_dataset
-from bench.splits import load_or_make_split, resolve_split_params
+from bench.data import assets
+from bench.data.cards import load_card, load_dataset
+from bench.data.splits import load_or_make_split, resolve_split_params
 
 pytestmark = pytest.mark.benchmark
 CACHE = Path(os.environ.get("BENCH_CACHE", "datasets/cache"))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.data import load_card, load_dataset
-from bench.splits import load_or_make_split, resolve_split_params
+from bench.data.cards import load_card, load_dataset
+from bench.data.splits import load_or_make_split, resolve_split_params
 from methods.backbones.cf import RecBoleCF, resolve_backbone_config
 
 pytestmark = pytest.mark.benchmark

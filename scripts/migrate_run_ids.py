@@ -29,10 +29,10 @@ from bench.spec import RunSpec
 def resolved_spec(old: dict) -> RunSpec:
     """The old spec with every layer re-resolved through today's settings classes."""
     from bench.catalog import METHODS
-    from bench.data import DatasetCard
+    from bench.data.cards import DatasetCard
+    from bench.data.splits import resolve_split_params
     from bench.encoders import EncoderSettings
     from bench.settings import validate_settings
-    from bench.splits import resolve_split_params
     from methods.backbones.cf import resolve_backbone_config
 
     cls = METHODS.get(old["method"])

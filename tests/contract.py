@@ -5,9 +5,9 @@ Every registered entry of `bench.catalog.METHODS` must, on tiny synthetic data a
    preset's values, and reject an unknown setting;
 2. fit, then `score(users)` -> [n_users, n_items] (catalogue order), `score(users, items)` -> the requested
    columns, every value finite;
-3. ranking entries: no user's ranked list (`bench.metrics.rank_users`, masking train + valid items as
+3. ranking entries: no user's ranked list (`bench.eval.ranking.rank_users`, masking train + valid items as
    `bench.runner` does) holds one of the user's own training or validation items; pointwise entries: AUC by
-   `bench.pointwise` in [0, 1], scores that are not all equal, and P(Yes) in (0, 1) for the LLM (Yes/No) ones;
+   `bench.eval.pointwise` in [0, 1], scores that are not all equal, and P(Yes) in (0, 1) for the LLM (Yes/No) ones;
 4. give identical scores when fitted twice with the same seed;
 5. report non-negative int parameter counts, trainable > 0 unless the entry trains nothing.
 
@@ -252,7 +252,7 @@ class Artifacts:
 
     @classmethod
     def build(cls, root: Path) -> Artifacts:
-        from bench.splits import make_split, resolve_split_params
+        from bench.data.splits import make_split, resolve_split_params
 
         made = cls(root, make_tiny_lm(root / "tiny-llama"), root / "cache", make_dataset(), ctr_dataset())
         made.splits["ranking"] = make_split(made.ranking, "temporal_loo", resolve_split_params("temporal_loo", {}))
@@ -293,7 +293,7 @@ def fit(case: Case, art: Artifacts, settings: dict[str, Any], seed: int, run_dir
 
 def pair_scores(method, split) -> np.ndarray:
     """Scores of the split's labelled test pairs, one `score([user], items)` call per user (as
-    `bench.pointwise.evaluate_method` calls it)."""
+    `bench.eval.pointwise.evaluate_method` calls it)."""
     test = split.test.reset_index(drop=True)
     out = np.full(len(test), np.nan)
     for user, rows in test.groupby("user", sort=True).indices.items():
@@ -459,7 +459,7 @@ class MethodContract:
     @staticmethod
     def check_ranking(fitted: Fitted):
         """Mask each user's train + valid items as bench.runner does; none may reach the ranked list."""
-        from bench.metrics import KS, rank_users
+        from bench.eval.ranking import KS, rank_users
 
         split, item_ids, users = fitted.split, fitted.dataset.item_ids, fitted.users
         position = {item: i for i, item in enumerate(item_ids)}
@@ -476,7 +476,7 @@ class MethodContract:
             assert len(set(top[row])) == max(KS)
 
     def check_pointwise(self, fitted: Fitted):
-        from bench.pointwise import evaluate_pairs
+        from bench.eval.pointwise import evaluate_pairs
 
         test = fitted.split.test.reset_index(drop=True)
         assert test["label"].nunique() == 2, "tiny test pairs need both labels"

@@ -91,8 +91,8 @@ def test_an_incomplete_record_is_moved_aside_and_the_run_redone(damage, tmp_path
 
 def test_tables_name_a_bad_record_and_skip_it(tmp_path, capsys):
     from bench.records import ResultStore
+    from bench.report.tables import write_tables
     from bench.spec import expand, load_suite
-    from bench.tables import write_tables
 
     suite = load_suite("smoke")
     specs = expand(suite)

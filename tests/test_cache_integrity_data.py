@@ -12,10 +12,9 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-import bench.data
-from bench.data import cache_key, load_card, load_dataset, source_files
-from bench.errors import BenchError, UnknownChoiceError
-from bench.splits import (
+import bench.data.cards
+from bench.data.cards import cache_key, load_card, load_dataset, source_files
+from bench.data.splits import (
     SPLIT_DEFAULTS,
     SPLIT_SETTINGS,
     SPLITTERS,
@@ -24,6 +23,7 @@ from bench.splits import (
     resolve_split_params,
     split_hash,
 )
+from bench.errors import BenchError, UnknownChoiceError
 from bench.types import Dataset
 from tests.test_data import CHAIN, card, write_atomic
 
@@ -271,9 +271,9 @@ def test_cache_key_ignores_the_path_and_shares_identical_content(chain, tmp_path
 
 
 def test_dataset_card_has_a_version():
-    assert bench.data.DatasetCard.version == 1
-    assert "version" not in bench.data.DatasetCard.model_fields
-    assert bench.data.CACHE_VERSION == 2
+    assert bench.data.cards.DatasetCard.version == 1
+    assert "version" not in bench.data.cards.DatasetCard.model_fields
+    assert bench.data.cards.CACHE_VERSION == 2
 
 
 # ---------------------------------------------------------------- thin data
@@ -353,7 +353,7 @@ def test_ctr_error_names_the_dataset_once(tiny_dataset):
 
 
 def test_missing_text_line_printed_once(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench.data, "_MISSING_TEXT_REPORTED", set())
+    monkeypatch.setattr(bench.data.cards, "_MISSING_TEXT_REPORTED", set())
     rows = [("1", "1", 5, 1), ("1", "2", 5, 2), ("2", "2", 5, 3), ("2", "3", 5, 4), ("3", "4", 5, 5)]
     folder = write_atomic(tmp_path / "m", rows, [("1", "One", 2000, "A"), ("2", "", 2001, "B"),
                                                  ("3", "Three", 2002, "C")])
@@ -363,7 +363,7 @@ def test_missing_text_line_printed_once(tmp_path, capsys, monkeypatch):
     load_dataset(card(folder))  # prepared again, no cache
     assert capsys.readouterr().err.splitlines() == [line]
     assert first.meta["missing_text"] == {"policy": "placeholder", "count": 2, "first_ids": ["2", "4"]}
-    monkeypatch.setattr(bench.data, "_MISSING_TEXT_REPORTED", set())  # a new process
+    monkeypatch.setattr(bench.data.cards, "_MISSING_TEXT_REPORTED", set())  # a new process
     load_dataset(card(folder), tmp_path / "cache")
     assert capsys.readouterr().err.splitlines() == [line]
     complete = write_atomic(tmp_path / "c", rows, [(i, f"T{i}", 2000, "A") for i in "1234"])

@@ -1,5 +1,5 @@
 """Caches are verified on load and rebuilt when they do not match: embedding .npy files, converted model
-folders (bench.assets._build_once), LLM2Rec stage folders and PtE profile chunks; each mismatch is reported on
+folders (bench.data.assets._build_once), LLM2Rec stage folders and PtE profile chunks; each mismatch is reported on
 one stderr line (`bench: cache: <path>: ...`). Also the typed encoder settings. Tiny models only."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from bench import assets, hashing
+from bench import hashing
+from bench.data import assets
 from bench.encoders import ENCODER_SETTINGS, Encoder, EncoderSettings, encode_items, get_encoder
 from bench.errors import BenchError
 from bench.hashing import MANIFEST_NAME, write_manifest

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from bench.data.splits import make_split, resolve_split_params  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
-from bench.pointwise import auc, evaluate_pairs, histories, uauc  # noqa: E402
-from bench.splits import make_split, resolve_split_params  # noqa: E402
+from bench.eval.pointwise import auc, evaluate_pairs, histories, uauc  # noqa: E402
 from bench.types import FitContext  # noqa: E402
 from methods.collm import model as cm  # noqa: E402
 from tests.conftest import ctr_dataset  # noqa: E402
@@ -51,7 +51,7 @@ def test_ctr_split_windows_labels_and_no_leakage():
 
 
 def test_ctr_split_is_saved_with_labels(tmp_path):
-    from bench.splits import load_or_make_split
+    from bench.data.splits import load_or_make_split
 
     dataset = ctr_dataset()
     params = resolve_split_params("ctr_temporal", {"train_months": 4, "valid_months": 2, "test_months": 2})

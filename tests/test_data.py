@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.data import CARD_NAMES, DatasetCard, kcore_filter, load_card, load_dataset
+from bench.data.cards import CARD_NAMES, DatasetCard, kcore_filter, load_card, load_dataset
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
@@ -243,7 +243,7 @@ def test_load_card_builtin_overrides_and_errors(tmp_path):
 
 
 def test_card_names_match_files():
-    folder = Path(__file__).resolve().parents[1] / "bench" / "cards"
+    folder = Path(__file__).resolve().parents[1] / "datasets" / "cards"
     assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(CARD_NAMES)
     for name in CARD_NAMES:
         assert load_card(name).name == name

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import assets
+from bench.data import assets
 from bench.encoders import (
     ENCODER_NAMES,
     DecoderMeanPoolEncoder,

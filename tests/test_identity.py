@@ -113,7 +113,7 @@ def test_a_path_setting_is_identified_by_content(tmp_path):
     """Moving a data folder keeps the id; changing a byte in it moves the id."""
     import shutil
 
-    from bench.data import load_card, source_files
+    from bench.data.cards import load_card, source_files
 
     files = source_files(load_card("ml-100k"))
     first = tmp_path / "a" / "ml-100k"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from bench.catalog import METHODS
-from bench.splits import make_split, resolve_split_params
+from bench.data.splits import make_split, resolve_split_params
 from bench.types import FitContext
 from methods.backbones.cf import resolve_backbone_config
 from methods.llm2rec.method import item_titles, training_sequences

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.metrics import evaluate, per_user_metrics, rank_users
+from bench.eval.ranking import evaluate, per_user_metrics, rank_users
 
 
 def test_per_user_metrics_by_hand():

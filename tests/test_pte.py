@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from bench.catalog import METHODS, method_families
+from bench.data.splits import make_split, resolve_split_params
 from bench.errors import BenchError
-from bench.splits import make_split, resolve_split_params
 from bench.types import FitContext
 from methods.backbones.cf import resolve_backbone_config
 from methods.pte.generate import ProfileStore, PromptSet, Sampling
@@ -283,7 +283,7 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
 
 
 def test_sampled_negatives_option_keeps_positives_and_n_unseen(tiny_dataset):
-    from bench.splits import sampled_negative_exclusion
+    from bench.data.splits import sampled_negative_exclusion
 
     split = make_split(tiny_dataset, "longtail", resolve_split_params("longtail", {"eval_negatives": 5,
                                                                                    "tail_user_threshold": 13}))
@@ -308,7 +308,7 @@ def test_real_generator_seeds_are_per_profile(tmp_path):
 
     import torch
 
-    from bench import assets
+    from bench.data import assets
     from bench.errors import BenchError
     from methods.pte.generate import ChatGenerator
 

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from bench.catalog import METHODS
-from bench.metrics import rank_users
-from bench.splits import make_split, resolve_split_params
+from bench.data.splits import make_split, resolve_split_params
+from bench.eval.ranking import rank_users
 from bench.types import FitContext
 from methods.backbones.cf import resolve_backbone_config
 from methods.backbones.sequential import user_sequences, write_sequence_split

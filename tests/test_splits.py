@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.data.splits import SPLITTERS, load_or_make_split, make_split, resolve_split_params
 from bench.errors import BenchError, UnknownChoiceError
-from bench.splits import SPLITTERS, load_or_make_split, make_split, resolve_split_params
 
 
 def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:

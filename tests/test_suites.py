@@ -5,8 +5,8 @@ import yaml
 
 from bench.errors import BenchError
 from bench.options import RunOptions
+from bench.report.tables import method_labels
 from bench.spec import expand, load_suite
-from bench.tables import method_labels
 
 
 def _write(tmp_path, body: dict):

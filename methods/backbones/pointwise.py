@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.pointwise import auc, histories
+from bench.eval.pointwise import auc, histories
 from bench.types import FitContext
 
 CF_MODELS = ("mf", "lightgcn", "sasrec", "din")

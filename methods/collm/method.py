@@ -23,9 +23,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
+from bench.eval.pointwise import histories
 from bench.method import Method
 from bench.options import RunOptions
-from bench.pointwise import histories
 from bench.settings import path_field
 from bench.types import FitContext, ParamCounts
 from methods.backbones.pointwise import CFSettings, Index, TestHistories, build_model, pretrained_cf
@@ -101,7 +101,7 @@ class LLMMethod(Method):
 
     # ------------------------------------------------------------------------------- setup and checks
     def base_dir(self, ctx: FitContext) -> Path:
-        from bench import assets
+        from bench.data import assets
 
         if self.settings.base_model == "smollm2":
             return assets.smollm2_dir(ctx.cache_dir)
@@ -154,7 +154,7 @@ class LLMMethod(Method):
                             "n_train_pairs_available": int(len(ctx.split.train))}
 
     def _fingerprint(self, base: Path, ctx: FitContext) -> str:
-        from bench.assets import files_fingerprint
+        from bench.data.assets import files_fingerprint
 
         return files_fingerprint(base, ctx.cache_dir)
 

@@ -80,7 +80,7 @@ class LLM2Rec(SeqText):
     resources: ClassVar[dict[str, float]] = {"num_gpus": 1}
 
     def _base_dir(self, ctx: FitContext) -> Path:
-        from bench import assets
+        from bench.data import assets
 
         if self.settings.base_model == "smollm2":
             return assets.smollm2_dir(ctx.cache_dir)
@@ -92,8 +92,8 @@ class LLM2Rec(SeqText):
             return training_sequences(ctx.split.train, titles), titles.tolist(), {
                 "source": "split training interactions", "dataset_hash": ctx.dataset.content_hash,
                 "split_hash": ctx.split.content_hash}
-        from bench.data import load_card, load_dataset
-        from bench.splits import load_or_make_split, resolve_split_params
+        from bench.data.cards import load_card, load_dataset
+        from bench.data.splits import load_or_make_split, resolve_split_params
 
         other = load_dataset(load_card(self.settings.train_dataset), ctx.cache_dir)
         split = load_or_make_split(other, "temporal_loo", resolve_split_params("temporal_loo", {}), ctx.cache_dir)

@@ -193,7 +193,7 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
     key, the files match the manifest); one that fails is reported on one stderr line, removed and trained
     again.
     """
-    from bench.assets import files_fingerprint
+    from bench.data.assets import files_fingerprint
 
     resolved = resolve_settings(stage_name, settings)
     cache_dir = Path(cache_dir)

@@ -111,7 +111,7 @@ class ChatGenerator:
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            from bench.assets import files_fingerprint
+            from bench.data.assets import files_fingerprint
 
             self._fingerprint = files_fingerprint(self.model_dir, self.cache_dir)
         return self._fingerprint

@@ -20,8 +20,8 @@ import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.eval.pointwise import ctr_description, ctr_temporal
 from bench.hashing import cache_warning, sha256_file
-from bench.pointwise import ctr_description, ctr_temporal
 from bench.settings import runtime_field, validate_settings
 from bench.types import INTER_COLUMNS, Dataset, Split
 

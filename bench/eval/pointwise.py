@@ -1,7 +1,7 @@
 """The pointwise (CTR) protocol of CoLLM / TALLRec (paper 002): labelled pairs, temporal windows,
 histories of earlier positives, AUC and UAUC over all test pairs and over warm / cold pair subsets.
 
-`ctr_temporal` is a splitter of `bench.splits` (registered there): train / valid / test keep every rated
+`ctr_temporal` is a splitter of `bench.data.splits` (registered there): train / valid / test keep every rated
 pair with a `label` column (rating >= `label_threshold`) and, for valid / test, a pair `segment`
 ("warm": user and item each with more than `warm_threshold` training pairs; "cold": user or item absent
 from training; "other": the rest). The split file is hashed and shared by every method of the table.
