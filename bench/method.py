@@ -8,7 +8,12 @@ A method class declares, at class level:
 - `needs_encoder`: whether the run's text encoder is built for it; `resources`: what one run asks a Ray
   cluster for beyond CPUs (e.g. {"num_gpus": 1}), asked for only where the cluster has it.
 The constructor is this one: settings (validated, preset applied: `bench.catalog.METHODS.create`) and the
-registry entry's name. Instances implement `fit(ctx)`, `score(users, items=None)` and `parameter_counts()`.
+registry entry's name. Instances implement:
+- `fit(data: TrainView, ctx: RunContext) -> FitReport`: `data` holds the catalogue, train and valid, never
+  test (model selection on valid only); `ctx` says how to run (seed, device, folders, encoder, options);
+- `score(query: ScoreQuery) -> np.ndarray`: [len(query.users), len(items)] scores, items = the catalogue
+  when `query.items` is None; a pointwise protocol passes each pair's history in the query;
+- `parameter_counts()`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from bench.types import FitContext, ParamCounts
+from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 
 
 class NoSettings(BaseModel):
@@ -43,13 +48,22 @@ class Method:
         self.settings = settings if settings is not None else self.Settings()
         self.name = name or self.default_name or type(self).__name__.lower()
 
-    def fit(self, ctx: FitContext) -> None:
-        """Train on `ctx.split.train` (model selection on `ctx.split.valid` only)."""
+    def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
+        """Train on `data.train` (model selection on `data.valid` only); return what happened."""
         raise NotImplementedError
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        """Scores [len(users), len(items)]; items=None: the whole catalogue in `Dataset.item_ids` order."""
+    def score(self, query: ScoreQuery) -> np.ndarray:
+        """Scores [len(query.users), len(query.items)]; items None: the catalogue in `data.item_ids` order."""
         raise NotImplementedError
+
+    def start_fit(self, data: TrainView) -> FitReport:
+        """Keep the training view for the method's own helpers and open this fit's report."""
+        self.data, self.report = data, FitReport()
+        return self.report
+
+    def query_items(self, query: ScoreQuery) -> np.ndarray:
+        """The query's columns: its items, or the whole catalogue."""
+        return self.data.item_ids if query.items is None else np.asarray(query.items)
 
     def parameter_counts(self) -> ParamCounts:
         raise NotImplementedError

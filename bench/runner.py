@@ -19,7 +19,7 @@ import pandas as pd
 from bench.options import RunOptions
 from bench.records import ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
-from bench.types import FitContext
+from bench.types import RunContext, ScoreQuery, TrainView
 
 
 def _dataset(spec: RunSpec, cache_dir: Path):
@@ -62,11 +62,11 @@ def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress:
 def _latency(method, users: np.ndarray, n: int = 30) -> dict[str, float]:
     """Milliseconds to score one user against every item (after one warm-up call)."""
     sample = users[:n]
-    method.score(sample[:1])
+    method.score(ScoreQuery.of(sample[:1]))
     times = []
     for user in sample:
         start = time.perf_counter()
-        method.score(np.array([user]))
+        method.score(ScoreQuery.of([user]))
         times.append((time.perf_counter() - start) * 1000)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "n_users": len(times)}
 
@@ -90,7 +90,7 @@ def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOpti
 
 def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | None, run_dir: Path,
                   timings: dict[str, float]):
-    """The method instance and its FitContext for one spec (data, split, encoder prepared or cached):
+    """The method instance, its RunContext and TrainView for one spec (data, split, encoder prepared or cached):
     what a run fits, and what tools that run one stage of a method (scripts/pte_profiles.py) use."""
     from bench.catalog import METHODS
     from bench.encoders import encode_items
@@ -115,10 +115,10 @@ def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | No
         return matrix
 
     method = METHODS.create(spec.method, spec.method_settings)
-    ctx = FitContext(dataset=dataset, split=split, seed=spec.seed, device=device, run_dir=run_dir,
-                     cache_dir=Path(cache_dir), backbone=spec.backbone, backbone_config=dict(spec.backbone_settings),
-                     encoder=encoder, embed_items=embed_items if encoder is not None else None, options=options)
-    return method, ctx, dataset, split, encoder, embedding_info
+    ctx = RunContext(seed=spec.seed, device=device, run_dir=run_dir, cache_dir=Path(cache_dir),
+                     backbone=spec.backbone, backbone_config=dict(spec.backbone_settings), encoder=encoder,
+                     embed_items=embed_items if encoder is not None else None, options=options)
+    return method, ctx, TrainView.of(dataset, split), dataset, split, encoder, embedding_info
 
 
 def _as_options(options: RunOptions | str | None) -> RunOptions:
@@ -139,11 +139,12 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
     started = datetime.now(timezone.utc).isoformat()
     timings: dict[str, float] = {}
 
-    method, ctx, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, options, run_dir, timings)
+    method, ctx, data, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, options, run_dir,
+                                                                               timings)
     t0 = time.perf_counter()
-    method.fit(ctx)
+    report = method.fit(data, ctx)
     timings["fit_total"] = time.perf_counter() - t0
-    timings.update(ctx.timings)
+    timings.update(report.timings)
 
     t0 = time.perf_counter()
     if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs
@@ -152,7 +153,7 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
         summary, per_user, latency, evaluation = evaluate_method(method, split)
         timings["evaluate"] = time.perf_counter() - t0
         return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
-                             summary, evaluation, method, timings, latency, ctx, per_user)
+                             summary, evaluation, method, timings, latency, ctx, report, per_user)
     item_ids = dataset.item_ids
     position = {item: i for i, item in enumerate(item_ids)}
     users = np.sort(split.test["user"].unique())
@@ -164,7 +165,8 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
         from bench.data.splits import sampled_negative_exclusion
 
         exclude = sampled_negative_exclusion(split, item_ids, positives, exclude, n_negatives)
-    top = rank_users(method.score, users, item_ids, positives, exclude)
+    top = rank_users(lambda batch: method.score(ScoreQuery.of(batch)), users, item_ids, positives, exclude,
+                     who=f"method {spec.method!r}")
     item_segment_of = split.item_segment.reindex(item_ids).fillna("tail").to_numpy()
     summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of)
     timings["evaluate"] = time.perf_counter() - t0
@@ -174,11 +176,11 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
                   "negatives (LLM-ESR protocol; inflates numbers vs full ranking)", "sampled_negatives": n_negatives,
                   "n_items": int(len(item_ids)), "n_test_users": int(len(users))}
     return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
-                         summary, evaluation, method, timings, latency, ctx, per_user)
+                         summary, evaluation, method, timings, latency, ctx, report, per_user)
 
 
 def _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started, summary,
-                  evaluation, method, timings, latency, ctx, per_user) -> dict[str, Any]:
+                  evaluation, method, timings, latency, ctx, report, per_user) -> dict[str, Any]:
     record = {
         "status": "complete",
         "run_id": run_id,
@@ -200,7 +202,8 @@ def _write_record(spec, store, requested, run_id, dataset, split, encoder, embed
         "params": method.parameter_counts().as_dict(),
         "timings": timings,
         "latency": latency,
-        "method_info": ctx.extra,
+        "method_info": report.facts,
+        "fit": report.as_dict(),  # converged: stopped early on validation (False: at the epoch cap)
     }
     store.write(run_id, record, per_user)
     return record

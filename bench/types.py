@@ -1,11 +1,12 @@
-"""The small frozen objects that carry a run: Dataset, Split, FitContext, ParamCounts.
+"""The small objects that carry a run: Dataset and Split (the engine's), and what a method sees of them:
+TrainView (catalogue + train + valid), RunContext, ScoreQuery, FitReport, ParamCounts.
 
 The method contract every paradigm implements is `bench.method.Method`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,114 @@ class ParamCounts:
         }
 
 
-@dataclass
-class FitContext:
-    """What a method gets to fit: data, split, seed, device, its run folder and shared services."""
+@dataclass(frozen=True, eq=False)
+class Catalogue:
+    """What a method may know of the data set: its items (fields, text) and user ids, no interactions."""
 
-    dataset: Dataset
-    split: Split
+    name: str
+    items: pd.DataFrame  # index: item id (str); metadata columns
+    item_text: pd.Series  # item id -> text rendered from the card's template
+    user_ids: np.ndarray  # every user of the data set, sorted (who exists, not who is tested)
+    content_hash: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """The catalogue, in `Dataset.item_ids` order: every score matrix uses these columns."""
+        return self.items.index.to_numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class TrainSplit:
+    """A split without its test part: train and valid interactions, its settings, its item segments."""
+
+    name: str
+    params: dict[str, Any]
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    item_segment: pd.Series  # item -> "head" | "tail" (by training popularity)
+    content_hash: str
+    description: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class TrainView:
+    """Everything `Method.fit` receives of the data: the catalogue, train and valid. Never test."""
+
+    catalogue: Catalogue
+    split: TrainSplit
+
+    @classmethod
+    def of(cls, dataset: Dataset, split: Split) -> TrainView:
+        """The view of a prepared data set and split that a method may train on."""
+        catalogue = Catalogue(name=dataset.name, items=dataset.items, item_text=dataset.item_text,
+                              user_ids=dataset.user_ids, content_hash=dataset.content_hash, meta=dataset.meta)
+        part = TrainSplit(name=split.name, params=split.params, train=split.train, valid=split.valid,
+                          item_segment=split.item_segment, content_hash=split.content_hash,
+                          description=split.description)
+        return cls(catalogue, part)
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.split.train
+
+    @property
+    def valid(self) -> pd.DataFrame:
+        return self.split.valid
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.catalogue.item_ids
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.catalogue.user_ids
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreQuery:
+    """What `Method.score` is asked: rows `users`, columns `items` (None: the whole catalogue in
+    `Catalogue.item_ids` order), and the held-out histories the protocol provides, if any.
+
+    `pair_histories[(user, item)]`: the history (item ids, oldest first) a pointwise protocol scores that pair
+    with; a pair it does not name is scored with the user's history from train + valid."""
+
+    users: np.ndarray
+    items: np.ndarray | None = None
+    pair_histories: Mapping[tuple[Any, Any], tuple] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, users, items=None, pair_histories: Mapping | None = None) -> ScoreQuery:
+        return cls(np.asarray(users), None if items is None else np.asarray(items), dict(pair_histories or {}))
+
+
+@dataclass
+class FitReport:
+    """What `Method.fit` returns: stage timings, facts the record keeps (`method_info`), the validation
+    curve of its main training, and whether that training stopped early on validation."""
+
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    facts: dict[str, Any] = field(default_factory=dict)  # method-reported facts recorded in the run
+    curve: list[dict[str, Any]] = field(default_factory=list)  # per evaluation: epoch / step, valid metric
+    converged: bool | None = None  # True: stopped early on validation; False: hit the cap; None: no selection
+
+    def training(self, info: dict[str, Any]) -> None:
+        """Take a backbone's training summary (`early_stopped`, `curve`, `train_seconds`) into the report."""
+        self.facts["training"] = info
+        self.timings["train"] = info.get("train_seconds", 0.0)
+        if "early_stopped" in info:
+            self.converged = bool(info["early_stopped"])
+        if info.get("curve"):
+            self.curve = list(info["curve"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"converged": self.converged, "curve": self.curve}
+
+
+@dataclass
+class RunContext:
+    """How a method runs (never what it learns from): seed, device, its run folder, shared services."""
+
     seed: int
     device: str
     run_dir: Path
@@ -85,8 +188,6 @@ class FitContext:
     backbone: str | None = None
     backbone_config: dict[str, Any] = field(default_factory=dict)
     encoder: Any = None  # bench.encoders.Encoder or None
-    # item text embeddings [n_items, dim] in Dataset.item_ids order, from the on-disk cache (lazy)
+    # item text embeddings [n_items, dim] in Catalogue.item_ids order, from the on-disk cache (lazy)
     embed_items: Callable[[], np.ndarray] | None = None
     options: RunOptions = field(default_factory=RunOptions)  # how to run (batch sizes, progress): not settings
-    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds, filled by the method
-    extra: dict[str, Any] = field(default_factory=dict)  # method-reported facts recorded in the run

@@ -19,7 +19,7 @@ import pytest
 from bench.data.cards import load_card, load_dataset
 from bench.data.splits import load_or_make_split, resolve_split_params
 from bench.options import RunOptions
-from bench.types import FitContext
+from tests.conftest import FitCall
 
 pytestmark = pytest.mark.benchmark
 CACHE = Path(os.environ.get("BENCH_CACHE", "datasets/cache"))
@@ -38,9 +38,9 @@ def test_prefix_cache_vs_full_prompt_pairs_per_second(benchmark):
     split = load_or_make_split(dataset, "ctr_temporal", params, CACHE)
     method = ICL()
     method.options = RunOptions(llm_eval_batch_size=BATCH)
-    ctx = FitContext(dataset=dataset, split=split, seed=0, device="cpu", run_dir=CACHE / "bench-tmp",
+    ctx = FitCall(dataset=dataset, split=split, seed=0, device="cpu", run_dir=CACHE / "bench-tmp",
                      cache_dir=CACHE, backbone="none")
-    method.fit(ctx)
+    ctx.run(method)
     test = split.test
     users, items = list(test["user"]), list(test["item"])
     hists = [method.tests.get(u, i) for u, i in zip(users, items)]

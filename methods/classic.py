@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.errors import BenchError
 from bench.method import Method
-from bench.types import FitContext, ParamCounts
+from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES, RecBoleCF
-from methods.backbones.pointwise import CFSettings, TestHistories, predict, pretrained_cf
+from methods.backbones.pointwise import CFSettings, PairHistories, predict, pretrained_cf
 
 
 class RecBoleMethod(Method):
@@ -22,46 +22,49 @@ class RecBoleMethod(Method):
 
     backbones: ClassVar[tuple[str, ...]] = CF_BACKBONES
     cf: RecBoleCF | None = None
-    _item_ids: np.ndarray | None = None
 
-    def embedding_size(self, ctx: FitContext) -> int:
+    def embedding_size(self, ctx: RunContext) -> int:
         """CF embedding size; LLMInit-Full overrides it with the encoder's dimension."""
         return int(ctx.backbone_config["embedding_size"])
 
-    def initial_embeddings(self, ctx: FitContext, cf: RecBoleCF) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(user matrix over ctx.dataset.user_ids, item matrix over ctx.dataset.item_ids) or Nones."""
+    def initial_embeddings(self, ctx: RunContext, cf: RecBoleCF) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(user matrix over self.data.catalogue.user_ids, item matrix over self.data.catalogue.item_ids) or Nones."""
         return None, None
 
-    def customise(self, ctx: FitContext, cf: RecBoleCF) -> None:
+    def model_class(self, ctx: RunContext, cls):
+        """The RecBole model class to build (a method may extend the backbone's); by default the backbone's."""
+        return cls
+
+    def customise(self, ctx: RunContext, cf: RecBoleCF) -> None:
         """After the model is built, before training: by default, apply `initial_embeddings`."""
         users, items = self.initial_embeddings(ctx, cf)
         if users is not None or items is not None:
-            cf.set_embeddings(ctx.dataset.user_ids, users, ctx.dataset.item_ids, items)
+            cf.set_embeddings(self.data.catalogue.user_ids, users, self.data.catalogue.item_ids, items)
 
-    def fit(self, ctx: FitContext) -> None:
+    def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
+        self.start_fit(data)
         if ctx.backbone not in self.backbones:
             raise BenchError(f"method {self.name!r} does not run on backbone {ctx.backbone!r}; valid "
                              f"backbones: {', '.join(self.backbones)}")
         config = dict(ctx.backbone_config, embedding_size=self.embedding_size(ctx),
                       eval_batch_size=ctx.options.eval_batch_size)
-        ctx.extra["effective_embedding_size"] = config["embedding_size"]
+        self.report.facts["effective_embedding_size"] = config["embedding_size"]
         if BACKBONES[ctx.backbone].sequential:
             from methods.backbones.sequential import RecBoleSeq as backbone_cls
         else:
             backbone_cls = RecBoleCF
         self.cf = backbone_cls(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
         start = time.perf_counter()
-        self.cf.prepare(ctx.split)
+        self.cf.prepare(data)
+        self.cf.model_cls = self.model_class(ctx, self.cf.model_cls)
         self.cf.build_model()
-        ctx.timings["recbole_prepare"] = time.perf_counter() - start
+        self.report.timings["recbole_prepare"] = time.perf_counter() - start
         self.customise(ctx, self.cf)
-        info = self.cf.train()
-        ctx.timings["train"] = info["train_seconds"]
-        ctx.extra["training"] = info
-        self._item_ids = ctx.dataset.item_ids
+        self.report.training(self.cf.train())
+        return self.report
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        return self.cf.score(users, self._item_ids if items is None else items)
+    def score(self, query: ScoreQuery) -> np.ndarray:
+        return self.cf.score(query.users, self.query_items(query))
 
     def parameter_counts(self) -> ParamCounts:
         return ParamCounts(trainable=self.cf.parameter_count())
@@ -91,15 +94,15 @@ class SeqText(RecBoleMethod):
     backbones = SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
 
-    def item_matrix(self, ctx: FitContext):
-        """[n_items, d] in ctx.dataset.item_ids order; LLM2Rec variants override this."""
+    def item_matrix(self, ctx: RunContext):
+        """[n_items, d] in self.data.catalogue.item_ids order; LLM2Rec variants override this."""
         self._frozen = int(ctx.encoder.parameter_count())
         return ctx.embed_items()
 
-    def customise(self, ctx: FitContext, cf) -> None:
+    def customise(self, ctx: RunContext, cf) -> None:
         matrix = self.item_matrix(ctx)
-        cf.replace_item_embeddings(ctx.dataset.item_ids, matrix, self.settings.item_embedding)
-        ctx.extra["item_embedding"] = {"mode": self.settings.item_embedding, "dim": int(matrix.shape[1])}
+        cf.replace_item_embeddings(self.data.catalogue.item_ids, matrix, self.settings.item_embedding)
+        self.report.facts["item_embedding"] = {"mode": self.settings.item_embedding, "dim": int(matrix.shape[1])}
 
     def parameter_counts(self) -> ParamCounts:
         trainable = self.cf.parameter_count()  # the adapter and the sequence encoder; the matrix is a buffer
@@ -121,22 +124,22 @@ class CTRModel(Method):
     backbones: ClassVar[tuple[str, ...]] = ("none",)
     protocol = "pointwise"
 
-    def fit(self, ctx: FitContext) -> None:
-        if "label" not in ctx.split.train.columns:
+    def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
+        self.start_fit(data)
+        if "label" not in data.train.columns:
             raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
-                             f"got {ctx.split.name!r}")
-        self.model, self.index, info = pretrained_cf(self.settings.model, self.cf_settings(), ctx)
-        self.device, self.length = ctx.device, int(ctx.split.params["history_length"])
-        self.tests = TestHistories(ctx.split)
-        self._items = ctx.dataset.item_ids
-        ctx.timings["train"] = info["train_seconds"]
-        ctx.extra["training"] = {k: v for k, v in info.items() if k != "curve"} | {"curve": info["curve"]}
+                             f"got {data.split.name!r}")
+        self.model, self.index, info = pretrained_cf(self.settings.model, self.cf_settings(), data, ctx)
+        self.device, self.length = ctx.device, int(data.split.params["history_length"])
+        self.histories = PairHistories(data)
+        self.report.training(info)
+        return self.report
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        items = self._items if items is None else np.asarray(items)
-        out = np.zeros((len(users), len(items)), dtype=np.float32)
-        for row, user in enumerate(users):
-            hists = [self.tests.get(user, it) for it in items]
+    def score(self, query: ScoreQuery) -> np.ndarray:
+        items = self.query_items(query)
+        out = np.zeros((len(query.users), len(items)), dtype=np.float32)
+        for row, user in enumerate(query.users):
+            hists = [self.histories.get(query, user, it) for it in items]
             out[row] = predict(self.model, self.index.users([user] * len(items)), self.index.items(items),
                                self.index.history(hists, self.length), self.device)
         return out

@@ -36,11 +36,12 @@ def main() -> None:
         if not matches:
             raise BenchError(f"suite {args.suite} has no {name} run on split {args.split}")
         with tempfile.TemporaryDirectory() as run_dir:
-            method, ctx, *_ = build_context(matches[0], cache_dir, args.device, Path(run_dir), {})
+            method, ctx, data, *_ = build_context(matches[0], cache_dir, args.device, Path(run_dir), {})
             if not hasattr(method, "profile_embeddings"):
                 raise BenchError(f"{name} is not a PtE method (no profile stage)")
+            report = method.start_fit(data)
             method.profile_embeddings(ctx)
-        info = ctx.extra.get("pte", {})
+        info = report.facts.get("pte", {})
         print(json.dumps({"method": name, "split": args.split, "rounds": info.get("rounds"),
                           "distances": info.get("distances"), "cost": info.get("offline_cost")}, default=str))
 

@@ -52,3 +52,38 @@ def ctr_dataset(n_users: int = 24, n_items: int = 20, seed: int = 0) -> Dataset:
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     return make_dataset()
+
+
+class FitCall:
+    """One fit as tests drive it: the TrainView and RunContext built from a data set and split, and the
+    FitReport the method returned (`extra` / `timings` read it)."""
+
+    def __init__(self, dataset: Dataset, split, **context):
+        from bench.types import RunContext, TrainView
+
+        self.data = TrainView.of(dataset, split)
+        self.dataset, self.split = dataset, split  # the test's own handles (the method never gets these)
+        self.ctx = RunContext(**context)
+        self.report = None
+
+    def __getattr__(self, name):  # seed, device, cache_dir, ...: the RunContext's
+        return getattr(self.__dict__["ctx"], name)
+
+    def run(self, method):
+        self.report = method.fit(self.data, self.ctx)
+        return self.report
+
+    @property
+    def extra(self) -> dict:
+        return self.report.facts
+
+    @property
+    def timings(self) -> dict:
+        return self.report.timings
+
+
+def score(method, users, items=None) -> np.ndarray:
+    """`method.score` of a ScoreQuery over `users` (and `items`; None: the catalogue)."""
+    from bench.types import ScoreQuery
+
+    return method.score(ScoreQuery.of(users, items))

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 from bench.catalog import METHODS
 from bench.errors import BenchError
 from bench.options import RunOptions
-from bench.types import Dataset, FitContext, ParamCounts
+from bench.types import Dataset, FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from tests.conftest import ctr_dataset, make_dataset
 
 TEXT_DIM = 32  # the fake encoder's (and the fake item-text matrix's) width
@@ -272,7 +272,8 @@ class Artifacts:
 @dataclass
 class Fit:
     method: Any
-    ctx: FitContext
+    ctx: RunContext
+    report: FitReport
 
 
 def fit(case: Case, art: Artifacts, settings: dict[str, Any], seed: int, run_dir: Path,
@@ -281,26 +282,20 @@ def fit(case: Case, art: Artifacts, settings: dict[str, Any], seed: int, run_dir
     kind = case.protocol
     text = art.item_text(kind)
     encoder = HashEncoder() if cls.needs_encoder else None
-    ctx = FitContext(dataset=art.dataset(kind), split=art.splits[kind], seed=seed, device=case.device,
-                     run_dir=run_dir, cache_dir=cache_dir or art.cache_dir, backbone=case.backbone,
+    ctx = RunContext(seed=seed, device=case.device, run_dir=run_dir, cache_dir=cache_dir or art.cache_dir, backbone=case.backbone,
                      backbone_config=tiny_backbone_config(case.backbone), encoder=encoder,
                      embed_items=(lambda: text.copy()) if encoder is not None else None,
                      options=RunOptions(device=case.device, progress=False, threads=1))
     method = create(case.name, settings)
-    method.fit(ctx)
-    return Fit(method, ctx)
+    report = method.fit(TrainView.of(art.dataset(kind), art.splits[kind]), ctx)
+    return Fit(method, ctx, report)
 
 
 def pair_scores(method, split) -> np.ndarray:
-    """Scores of the split's labelled test pairs, one `score([user], items)` call per user (as
-    `bench.eval.pointwise.evaluate_method` calls it)."""
-    test = split.test.reset_index(drop=True)
-    out = np.full(len(test), np.nan)
-    for user, rows in test.groupby("user", sort=True).indices.items():
-        values = np.asarray(method.score(np.array([user]), test["item"].to_numpy()[rows]), dtype=np.float64)
-        assert values.shape == (1, len(rows)), f"score([user], {len(rows)} items) gave shape {values.shape}"
-        out[rows] = values[0]
-    return out
+    """Scores of the split's labelled test pairs, as `bench.eval.pointwise.evaluate_method` gets them."""
+    from bench.eval.pointwise import score_pairs
+
+    return score_pairs(method, split)[1]
 
 
 @dataclass
@@ -336,7 +331,7 @@ def fit_twice(case: Case, art: Artifacts, root: Path, seed: int = 0) -> Fitted:
     split = art.splits[case.protocol]
     users = np.sort(split.test["user"].unique())
     if case.protocol == "ranking":
-        scores_a, scores_b = np.asarray(a.method.score(users)), np.asarray(b.method.score(users))
+        scores_a, scores_b = (np.asarray(fit.method.score(ScoreQuery.of(users))) for fit in (a, b))
     else:
         scores_a, scores_b = pair_scores(a.method, split), pair_scores(b.method, split)
     return Fitted(case, settings, art, a, b, users, scores_a, scores_b)
@@ -435,7 +430,7 @@ class MethodContract:
     def test_scores_shape_finite_and_columns(self, fitted: Fitted):
         method, items = fitted.a.method, fitted.dataset.item_ids
         users = fitted.users[:3]
-        full = np.asarray(method.score(users))
+        full = np.asarray(method.score(ScoreQuery.of(users)))
         assert full.shape == (len(users), len(items))
         assert np.isfinite(full).all(), f"{int((~np.isfinite(full)).sum())} non-finite scores"
         if fitted.case.protocol == "ranking":
@@ -445,7 +440,7 @@ class MethodContract:
             assert np.isfinite(fitted.scores_a).all()
         # requested items (out of catalogue order): the same values, in the order asked for
         pick = np.array([len(items) - 1, 0, len(items) // 2, 3])
-        some = np.asarray(method.score(users, items[pick]))
+        some = np.asarray(method.score(ScoreQuery.of(users, items[pick])))
         assert some.shape == (len(users), len(pick))
         np.testing.assert_allclose(some, full[:, pick], rtol=1e-4, atol=1e-5)
 
@@ -468,7 +463,7 @@ class MethodContract:
         exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
         # the data leaves every user max(KS) unseen items, so a ranked list never needs a masked one
         assert len(item_ids) - max(len(v) for v in exclude.values()) >= max(KS)
-        top = rank_users(fitted.a.method.score, users, item_ids, positives, exclude)
+        top = rank_users(lambda batch: fitted.a.method.score(ScoreQuery.of(batch)), users, item_ids, positives, exclude)
         assert top.shape == (len(users), max(KS))
         for row, user in enumerate(users):
             leaked = set(top[row]) & set(exclude.get(user, ()))

@@ -16,9 +16,13 @@ pytest.importorskip("peft")
 from bench.data.splits import make_split, resolve_split_params  # noqa: E402
 from bench.errors import BenchError  # noqa: E402
 from bench.eval.pointwise import auc, evaluate_pairs, histories, uauc  # noqa: E402
-from bench.types import FitContext  # noqa: E402
+from bench.types import ScoreQuery  # noqa: E402
 from methods.collm import model as cm  # noqa: E402
-from tests.conftest import ctr_dataset  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    FitCall,
+    ctr_dataset,  # noqa: E402
+    score,
+)
 
 
 def ctr_split(dataset=None, **over):
@@ -135,7 +139,7 @@ CF_FAST = {"embedding_size": 8, "epochs": 3, "batch_size": 64}
 
 
 def _ctx(split, tmp_path, seed=0, name="run"):
-    return FitContext(dataset=split_dataset(split), split=split, seed=seed, device="cpu", run_dir=tmp_path / name,
+    return FitCall(dataset=split_dataset(split), split=split, seed=seed, device="cpu", run_dir=tmp_path / name,
                       cache_dir=tmp_path / "cache", backbone="none")
 
 
@@ -166,9 +170,9 @@ def _method(name, tiny_lm, **over):
 # ------------------------------------------------------------------------------ splicing and scoring
 def test_splice_changes_only_placeholder_positions(tiny_lm, split, tmp_path):
     method = _method("collm-mf", tiny_lm)
-    method.fit(_ctx(split, tmp_path))
+    _ctx(split, tmp_path).run(method)
     test = split.test.iloc[:3]
-    hists = [method.tests.get(u, i) for u, i in zip(test["user"], test["item"])]
+    hists = [method.histories.get(ScoreQuery.of([]), u, i) for u, i in zip(test["user"], test["item"])]
     encoded = [method.builder.encode(h, i) for h, i in zip(hists, test["item"])]
     ids, _, _ = cm.batch_tensors(encoded, 0, method.pad_id, "cpu")
     plain = method.head.embed(ids)
@@ -189,10 +193,10 @@ def test_splice_changes_only_placeholder_positions(tiny_lm, split, tmp_path):
 @pytest.mark.parametrize("name", ["icl", "collm-mf", "collm-din"])
 def test_prefix_cache_scoring_equals_full_scoring(tiny_lm, split, tmp_path, name):
     method = _method(name, tiny_lm, max_train_pairs=8)
-    method.fit(_ctx(split, tmp_path))
+    _ctx(split, tmp_path).run(method)
     test = split.test
     users, items = test["user"].to_numpy(), test["item"].to_numpy()
-    hists = [method.tests.get(u, i) for u, i in zip(users, items)]
+    hists = [method.histories.get(ScoreQuery.of([]), u, i) for u, i in zip(users, items)]
     fast = method.logits(list(users), list(items), hists, cached=True)
     full = method.logits(list(users), list(items), hists, cached=False)
     assert fast.shape == (len(test), 2)
@@ -203,20 +207,20 @@ def test_prefix_cache_scoring_equals_full_scoring(tiny_lm, split, tmp_path, name
 def test_template_missing_placeholder_is_an_error(tiny_lm, split, tmp_path):
     method = _method("collm-mf", tiny_lm, prompt=cm.COLLM_PROMPT.replace("<UserID>", "the user"))
     with pytest.raises(cm.PromptTemplateError, match="<UserID>"):
-        method.fit(_ctx(split, tmp_path))
+        _ctx(split, tmp_path).run(method)
     with pytest.raises(BenchError, match="TargetItemTitle"):
-        _method("tallrec", tiny_lm, prompt="Would the user like it? <HisItemTitleList>").fit(_ctx(split, tmp_path))
+        _ctx(split, tmp_path).run(_method("tallrec", tiny_lm, prompt="Would the user like it? <HisItemTitleList>"))
 
 
 def test_answer_token_must_be_single(tiny_lm, split, tmp_path):
     with pytest.raises(cm.AnswerTokenError, match="Maybe Yes"):
-        _method("tallrec", tiny_lm, answer_tokens=["Maybe Yes", "No"]).fit(_ctx(split, tmp_path))
+        _ctx(split, tmp_path).run(_method("tallrec", tiny_lm, answer_tokens=["Maybe Yes", "No"]))
 
 
 def test_history_longer_than_context_names_the_user(tmp_path, split):
     short = make_tiny_lm(tmp_path / "short", max_positions=40)
     with pytest.raises(cm.ContextLengthError, match="user '"):
-        _method("tallrec", short).fit(_ctx(split, tmp_path))
+        _ctx(split, tmp_path).run(_method("tallrec", short))
     assert not (tmp_path / "cache" / "collm").exists(), "training started before the check"
 
 
@@ -224,19 +228,19 @@ def test_history_longer_than_context_names_the_user(tmp_path, split):
 def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
     ctx = _ctx(split, tmp_path, name="a")
     tallrec = _method("tallrec", tiny_lm)
-    tallrec.fit(ctx)
+    ctx.run(tallrec)
     assert ctx.extra["stage1"]["cached"] is False and ctx.extra["stage1"]["steps"] == 3
     ctx2 = _ctx(split, tmp_path, name="b")
     collm = _method("collm-mf", tiny_lm)
-    collm.fit(ctx2)
+    ctx2.run(collm)
     assert ctx2.extra["stage1"]["cached"] is True and ctx2.extra["stage1"]["key"] == ctx.extra["stage1"]["key"]
     ctx3 = _ctx(split, tmp_path, seed=1, name="c")
-    _method("tallrec", tiny_lm).fit(ctx3)
+    ctx3.run(_method("tallrec", tiny_lm))
     assert ctx3.extra["stage1"]["cached"] is False, "another seed must train its own LoRA"
     counts = collm.parameter_counts()
     assert counts.trainable == collm.trainable_counts["lora"] + collm.trainable_counts["mapper"]
     assert collm.trainable_counts["mapper"] == (8 * 80 + 80) + (80 * 32 + 32)
-    a = tallrec.score(np.array(["5"]), np.array(["1", "2"]))
+    a = score(tallrec, np.array(["5"]), np.array(["1", "2"]))
     assert a.shape == (1, 2) and ((a > 0) & (a < 1)).all()
 
 
@@ -245,7 +249,7 @@ def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
 def test_tuning_variants_train_the_right_parts(tiny_lm, split, tmp_path, tuning):
     method = _method("collm-lightgcn", tiny_lm, tuning=tuning, max_train_pairs=8)
     ctx = _ctx(split, tmp_path)
-    method.fit(ctx)
+    ctx.run(method)
     keys = set(method.trainable_counts)
     assert keys == ({"lora", "mapper", "cf"} if tuning != "t3" else {"lora", "mapper"})
     assert ("stage1" in ctx.extra) == (tuning != "t3")
@@ -255,15 +259,15 @@ def test_tuning_variants_train_the_right_parts(tiny_lm, split, tmp_path, tuning)
 @pytest.mark.slow
 def test_uitoken_ablation_and_ensemble(tiny_lm, split, tmp_path):
     method = _method("collm-uitoken", tiny_lm, max_train_pairs=8)
-    method.fit(_ctx(split, tmp_path))
+    _ctx(split, tmp_path).run(method)
     assert set(method.trainable_counts) == {"lora", "mapper"}
     from bench.catalog import METHODS
 
     cls = METHODS.get("ensemble-mf-tallrec")
     ens = cls(cls.Settings.model_validate({"mf": CF_FAST, "llm": {**FAST, "base_model": str(tiny_lm),
                                                                    "max_train_pairs": 8}}))
-    ens.fit(_ctx(split, tmp_path, name="ens"))
-    out = ens.score(np.array(["5"]), np.array(["1", "2", "3"]))
+    _ctx(split, tmp_path, name="ens").run(ens)
+    out = score(ens, np.array(["5"]), np.array(["1", "2", "3"]))
     assert out.shape == (1, 3) and ((out > 0) & (out < 1)).all()
 
 

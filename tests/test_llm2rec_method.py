@@ -7,9 +7,9 @@ import pandas as pd
 
 from bench.catalog import METHODS
 from bench.data.splits import make_split, resolve_split_params
-from bench.types import FitContext
 from methods.backbones.cf import resolve_backbone_config
 from methods.llm2rec.method import item_titles, training_sequences
+from tests.conftest import FitCall, score
 from tests.test_llm2rec_stages import tiny_dir as tiny_decoder  # noqa: F401  (fixture)
 
 TINY = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "max_length": 64, "progress": False}
@@ -18,7 +18,7 @@ TINY = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "ma
 def _ctx(dataset, tmp_path, cache):
     split = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
     config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
-    return FitContext(dataset=dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=cache,
+    return FitCall(dataset=dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=cache,
                       backbone="sasrec", backbone_config=config)
 
 
@@ -46,9 +46,9 @@ def test_llm2rec_method_end_to_end_and_cached(tiny_dataset, tiny_decoder, tmp_pa
     cache = tmp_path / "cache"
     method = cls(settings, name="llm2rec")
     ctx = _ctx(tiny_dataset, tmp_path / "run1", cache)
-    method.fit(ctx)
+    ctx.run(method)
     users = np.sort(ctx.split.test["user"].unique())
-    assert method.score(users).shape == (len(users), len(tiny_dataset.item_ids))
+    assert score(method, users).shape == (len(users), len(tiny_dataset.item_ids))
     info = ctx.extra["llm2rec"]
     assert info["stages"] == ["csft", "mntp", "ic"] and info["llm_tokens_seen"] > 0
     assert method.parameter_counts().frozen_offline > 0
@@ -57,7 +57,7 @@ def test_llm2rec_method_end_to_end_and_cached(tiny_dataset, tiny_decoder, tmp_pa
     # a second seed reuses every stage: no new folders, no training time
     ctx2 = _ctx(tiny_dataset, tmp_path / "run2", cache)
     ctx2.seed = 1
-    cls(settings).fit(ctx2)
+    ctx2.run(cls(settings))
     assert sorted(p.name for p in (cache / "llm2rec").iterdir() if not p.name.startswith(".")) == folders
     assert ctx2.timings["llm_stages"] < ctx.timings["llm_stages"]
 
@@ -67,7 +67,7 @@ def test_untrained_rows_differ(tiny_dataset, tiny_decoder, tmp_path):  # noqa: F
     for name in ("llm-causal", "llm-bidir"):
         method = METHODS.create(name, {"base_model": str(tiny_decoder)})
         ctx = _ctx(tiny_dataset, tmp_path / name, tmp_path / "cache")
-        method.fit(ctx)
+        ctx.run(method)
         matrices[name] = method.item_matrix(ctx)
         assert ctx.extra["llm2rec"]["stages"] == []
     assert matrices["llm-causal"].shape == matrices["llm-bidir"].shape

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from bench.catalog import METHODS
 from bench.data.splits import make_split, resolve_split_params
 from bench.eval.ranking import rank_users
-from bench.types import FitContext
 from methods.backbones.cf import resolve_backbone_config
+from tests.conftest import FitCall, score
 
 
 class FakeEncoder:
@@ -34,10 +34,10 @@ def _fit(method_name, backbone, dataset, tmp_path, seed=0):
     method = METHODS.create(method_name)
     rng = np.random.default_rng(7)
     text = rng.normal(size=(len(dataset.item_ids), FakeEncoder.dim)).astype(np.float32)
-    ctx = FitContext(dataset=dataset, split=split, seed=seed, device="cpu", run_dir=tmp_path / method_name,
+    ctx = FitCall(dataset=dataset, split=split, seed=seed, device="cpu", run_dir=tmp_path / method_name,
                      cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=FakeEncoder(),
                      embed_items=lambda: text)
-    method.fit(ctx)
+    ctx.run(method)
     return method, split, ctx
 
 
@@ -48,13 +48,13 @@ def _fit(method_name, backbone, dataset, tmp_path, seed=0):
 def test_fit_score_contract(tiny_dataset, tmp_path, method_name, backbone):
     method, split, ctx = _fit(method_name, backbone, tiny_dataset, tmp_path)
     users = np.sort(split.test["user"].unique())
-    scores = method.score(users)
+    scores = score(method, users)
     assert scores.shape == (len(users), len(tiny_dataset.item_ids))
     assert np.isfinite(scores).all()
     position = {item: i for i, item in enumerate(tiny_dataset.item_ids)}
     seen = pd.concat([split.train, split.valid])
     exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
-    top = rank_users(method.score, users, tiny_dataset.item_ids, {}, exclude)
+    top = rank_users(lambda batch: score(method, batch), users, tiny_dataset.item_ids, {}, exclude)
     for row, user in enumerate(users):
         assert not set(top[row]) & set(exclude[user]), "a training item was recommended"
     counts = method.parameter_counts()
@@ -69,7 +69,7 @@ def test_same_seed_same_scores(tiny_dataset, tmp_path):
     a, split, _ = _fit("llminit-var", "lightgcn", tiny_dataset, tmp_path / "a")
     b, _, _ = _fit("llminit-var", "lightgcn", tiny_dataset, tmp_path / "b")
     users = np.sort(split.test["user"].unique())
-    np.testing.assert_array_equal(a.score(users), b.score(users))
+    np.testing.assert_array_equal(score(a, users), score(b, users))
 
 
 def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
@@ -80,14 +80,15 @@ def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
     config = resolve_backbone_config("mf", {"epochs": 1, "embedding_size": 16})
     text = np.random.default_rng(1).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
     method = METHODS.create("llminit-uni")
-    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+    ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
                      backbone="mf", backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
     from methods.backbones.cf import RecBoleCF
 
     cf = RecBoleCF("mf", config, 0, "cpu", tmp_path / "work")
-    cf.prepare(split)
+    cf.prepare(ctx.data)
     cf.build_model()
-    users, items = method.initial_embeddings(ctx, cf)
+    method.start_fit(ctx.data)
+    users, items = method.initial_embeddings(ctx.ctx, cf)
     cf.set_embeddings(tiny_dataset.user_ids, users, tiny_dataset.item_ids, items)
     rows = cf.token_index("item_id", tiny_dataset.item_ids)
     weight = cf.model.item_embedding.weight.detach().numpy()
@@ -105,3 +106,50 @@ def test_settings_round_trip_and_unknown_rejected():
 def test_every_registered_method_resolves():
     for name in METHODS.names():
         assert METHODS.create(name).name == name
+
+
+def _frames(obj, seen=None):
+    """Every DataFrame / Series reachable from a TrainView's fields (dataclasses, dicts, lists)."""
+    import dataclasses
+
+    seen = seen if seen is not None else set()
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, (pd.DataFrame, pd.Series)):
+        yield obj
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _frames(getattr(obj, f.name), seen)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _frames(value, seen)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _frames(value, seen)
+
+
+@pytest.mark.parametrize("split_name", ["temporal_loo", "random_loo", "half_history", "cold_users", "longtail"])
+def test_train_view_and_recbole_files_hold_no_test_interaction(tiny_dataset, tmp_path, split_name):
+    """What `fit` receives (the TrainView) and what RecBole reads hold no test interaction."""
+    from bench.types import TrainView
+    from methods.backbones.cf import write_atomic_split
+
+    params = {"empty_segments": "allow"} if split_name == "longtail" else {}
+    split = make_split(tiny_dataset, split_name, resolve_split_params(split_name, params))
+    view = TrainView.of(tiny_dataset, split)
+    assert not hasattr(view, "test") and not hasattr(view.split, "test")
+    held = set(zip(split.test["user"], split.test["item"])) - set(zip(split.train["user"], split.train["item"])) \
+        - set(zip(split.valid["user"], split.valid["item"]))
+    assert held, "the split must hold test pairs for this test to mean anything"
+    n_frames = 0
+    for frame in _frames(view):
+        if isinstance(frame, pd.DataFrame) and {"user", "item"} <= set(frame.columns):
+            n_frames += 1
+            assert not held & set(zip(frame["user"], frame["item"]))
+    assert n_frames == 2  # train and valid
+    write_atomic_split(view, tmp_path)
+    files = {p.name: pd.read_csv(p, sep="\t", dtype=str) for p in (tmp_path / "bench").glob("*.inter")}
+    for name, frame in files.items():
+        assert not held & set(zip(frame["user_id:token"], frame["item_id:token"])), name
+    assert files["bench.test.inter"].equals(files["bench.valid.inter"])

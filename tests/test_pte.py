@@ -12,7 +12,6 @@ import pytest
 from bench.catalog import METHODS, method_families
 from bench.data.splits import make_split, resolve_split_params
 from bench.errors import BenchError
-from bench.types import FitContext
 from methods.backbones.cf import resolve_backbone_config
 from methods.pte.generate import ProfileStore, PromptSet, Sampling
 from methods.pte.stage import (
@@ -24,6 +23,7 @@ from methods.pte.stage import (
     select_best,
     total_reward,
 )
+from tests.conftest import FitCall, score
 
 
 class FakeGenerator:
@@ -250,14 +250,14 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
                                                 "stopping_step": 1})
     method = METHODS.create(method_name, {"batch_size": 16})
     encoder = HashEncoder()
-    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
+    ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
                      cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=encoder,
                      embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
     generator.load = lambda: (type("M", (), {"parameters": lambda self: iter(())})(), None)
     generator.model_dir = "fake"
-    method.fit(ctx)
+    ctx.run(method)
     users = np.sort(split.test["user"].unique())
-    scores = method.score(users)
+    scores = score(method, users)
     assert scores.shape == (len(users), len(tiny_dataset.item_ids)) and np.isfinite(scores).any(axis=1).all()
     if method_name == "pte":
         assert generator.calls > 0
@@ -265,17 +265,17 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
         assert cost["tokens"] > 0 and cost["generated"] == generator.rows and cost["rounds"] == 1
         assert "profile_stage" in ctx.timings
         assert ctx.extra["pte_downstream"]["user_embedding"] == "add"
-        table = method.cf.model.pte_user.frozen
+        table = method.cf.model.user_term.frozen
         assert float(table[0].abs().sum()) == 0.0 and float(table[1:].abs().sum()) > 0
         # the user term reaches the training loss (its adapter got gradients) ...
-        assert method.cf.model.pte_user.adapter.weight.grad is not None
+        assert method.cf.model.user_term.adapter.weight.grad is not None
         # ... and the scores: changing one user's profile embedding changes that user's scores only
         import torch
 
         row = int(method.cf.token_index("user_id", users[:1])[0])
         with torch.no_grad():
             table[row] += 1.0
-        changed = method.score(users)
+        changed = score(method, users)
         moved = ~np.isclose(changed, scores, equal_nan=True).all(axis=1)
         assert moved.tolist() == [True] + [False] * (len(users) - 1)
     else:
@@ -354,10 +354,10 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
         config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": size, "train_batch_size": 64,
                                                     "stopping_step": 1})
         method = METHODS.create("pte-init", {"batch_size": 16})
-        ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / f"r{size}",
+        ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / f"r{size}",
                          cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
                          embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
-        method.fit(ctx)
+        ctx.run(method)
         return method, ctx
 
     method, ctx = fit(16)
@@ -367,6 +367,6 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
 
     table = method.cf.model.item_embedding
     assert type(table) is torch.nn.Embedding and table.weight.requires_grad  # not a frozen table + adapter
-    assert np.isfinite(method.score(np.sort(split.test["user"].unique()))).any(axis=1).all()
+    assert np.isfinite(score(method, np.sort(split.test["user"].unique()))).any(axis=1).all()
     with pytest.raises(BenchError, match="seq_items 'init' needs embedding_size"):
         fit(HashEncoder.dim + 2)  # wider than the 32-d profile embeddings

@@ -12,15 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.claims import Claim, ClaimsFile, check_claims, claims_table, load_claims
 from bench.cli import main
-from bench.compare import compare_report
 from bench.errors import BenchError
 from bench.records import ResultStore
+from bench.report.claims import Claim, ClaimsFile, check_claims, claims_table, load_claims
+from bench.report.compare import compare_report
+from bench.report.stats import compare, correct
+from bench.report.tables import collect, main_table, offline_cost_table, profile_examples, significance_table
 from bench.selection import field_value, pair, parse_selector, stored_specs
 from bench.spec import RunSpec, Suite, expand, load_suite
-from bench.stats import compare, correct
-from bench.tables import collect, main_table, offline_cost_table, profile_examples, significance_table
 
 N_USERS = 200
 
@@ -113,11 +113,15 @@ def test_compare_effect_and_tests(store):
     b = [spec("random", seed=s) for s in range(3)]
     result = compare(store, a, b, "ndcg@10")
     assert result["relative"] == pytest.approx(0.3, abs=0.02)
-    assert result["n_pairs"] == 3 * N_USERS and result["n_seeds"] == 3
+    assert result["unit"] == "users" and result["n_users"] == N_USERS and result["n_seeds"] == 3
+    assert result["n_nonzero"] == N_USERS
     assert result["wilcoxon_p"] < 1e-10 and result["ttest_p"] < 0.01 and result["effect_dz"] > 1
+    # no sign flip reaches the observed mean: the smallest two-sided p of 10000 resamples
+    assert result["signflip_p"] == pytest.approx(2 / 10_001)
+    assert result["ci_low"] < result["relative"] < result["ci_high"]
     # a metric with no per-user values falls back to seed-level means (t-test only)
     del_metric = compare(store, a, b, "n_users")
-    assert del_metric["n_pairs"] == 0 and np.isnan(del_metric["wilcoxon_p"])
+    assert del_metric["unit"] == "seeds" and del_metric["n_users"] == 0 and np.isnan(del_metric["wilcoxon_p"])
 
 
 def test_correction_holm_and_bh():
@@ -228,7 +232,7 @@ def test_offline_cost_table_counts_shared_profiles_once(store):
 
 
 def test_figures_written_as_png_and_pdf(store, tmp_path):
-    from bench.figures import write_figures
+    from bench.report.figures import write_figures
 
     for size, level in ((64, 0.31), (256, 0.3)):
         put(store, spec("llminit-var", split="temporal_loo", size=size), level)
@@ -307,7 +311,7 @@ def test_family_filter_runs_only_that_family(tmp_path, capsys, monkeypatch):
 
 
 def test_table_note_names_the_sampled_protocol_when_runs_used_it():
-    from bench.tables import ranking_protocol
+    from bench.report.tables import ranking_protocol
 
     full = RunSpec(dataset="ml-100k", split="longtail", backbone="sasrec", method="random", seed=0)
     sampled = full.model_copy(update={"split_settings": {"eval_negatives": 100}})

@@ -5,22 +5,26 @@ import pytest
 from bench.catalog import METHODS
 from bench.data.splits import make_split, resolve_split_params
 from bench.eval.ranking import rank_users
-from bench.types import FitContext
+from bench.types import TrainView
 from methods.backbones.cf import resolve_backbone_config
 from methods.backbones.sequential import user_sequences, write_sequence_split
+from tests.conftest import FitCall, score
 from tests.test_method_contract import FakeEncoder
 
 
 def test_sequence_files_use_only_earlier_items(tiny_dataset, tmp_path):
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    write_sequence_split(split, tmp_path, max_len=4)
-    test = pd.read_csv(tmp_path / "bench" / "bench.test.inter", sep="\t", dtype=str)
+    write_sequence_split(TrainView.of(tiny_dataset, split), tmp_path, max_len=4)
+    valid = pd.read_csv(tmp_path / "bench" / "bench.valid.inter", sep="\t", dtype=str)
     train = pd.read_csv(tmp_path / "bench" / "bench.train.inter", sep="\t", dtype=str)
-    history = user_sequences([split.train, split.valid])
-    for _, row in test.iterrows():
+    history = user_sequences([split.train])
+    assert len(valid) == len(split.valid)
+    for _, row in valid.iterrows():
         past = row["item_id_list:token_seq"].split(" ")
         assert past == history[row["user_id:token"]][-4:]
         assert row["item_id:token"] not in past
+    # RecBole never gets the test part: its test file is a copy of valid
+    assert (tmp_path / "bench" / "bench.test.inter").read_text() == (tmp_path / "bench" / "bench.valid.inter").read_text()
     # training rows: targets are training interactions only (no valid/test target leaks into training)
     held = set(zip(split.test["user"], split.test["item"])) | set(zip(split.valid["user"], split.valid["item"]))
     assert not held & set(zip(train["user_id:token"], train["item_id:token"]))
@@ -31,7 +35,7 @@ def test_train_targets_per_user_keeps_each_users_last_positions(tiny_dataset, tm
     from bench.errors import BenchError
 
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    write_sequence_split(split, tmp_path, max_len=4, train_targets_per_user=2)
+    write_sequence_split(TrainView.of(tiny_dataset, split), tmp_path, max_len=4, train_targets_per_user=2)
     train = pd.read_csv(tmp_path / "bench" / "bench.train.inter", sep="\t", dtype=str)
     sequences = user_sequences([split.train])
     assert len(train) == sum(min(2, len(s) - 1) for s in sequences.values())
@@ -41,7 +45,7 @@ def test_train_targets_per_user_keeps_each_users_last_positions(tiny_dataset, tm
         # histories still reach back max_len items before each kept target
         assert rows["item_id_list:token_seq"].iloc[-1].split(" ") == items[-5:-1]
     with pytest.raises(BenchError, match="train_targets_per_user"):
-        write_sequence_split(split, tmp_path, max_len=4, train_targets_per_user=0)
+        write_sequence_split(TrainView.of(tiny_dataset, split), tmp_path, max_len=4, train_targets_per_user=0)
 
 
 @pytest.mark.parametrize("method_name,backbone", [("random", "sasrec"), ("random", "gru4rec"),
@@ -52,16 +56,16 @@ def test_sequential_contract(tiny_dataset, tmp_path, method_name, backbone):
     cls = METHODS.get(method_name)
     method = cls(cls.Settings())
     text = np.random.default_rng(3).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
-    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+    ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
                      backbone=backbone, backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
-    method.fit(ctx)
+    ctx.run(method)
     users = np.sort(split.test["user"].unique())
-    scores = method.score(users)
+    scores = score(method, users)
     assert scores.shape == (len(users), len(tiny_dataset.item_ids)) and np.isfinite(scores).all()
     position = {item: i for i, item in enumerate(tiny_dataset.item_ids)}
     seen = pd.concat([split.train, split.valid])
     exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
-    top = rank_users(method.score, users, tiny_dataset.item_ids, {}, exclude)
+    top = rank_users(lambda batch: score(method, batch), users, tiny_dataset.item_ids, {}, exclude)
     assert all(not set(top[r]) & set(exclude[u]) for r, u in enumerate(users))
     if method_name == "seq-text":
         embedding = method.cf.model.item_embedding
@@ -76,7 +80,7 @@ def test_cf_method_rejects_sequential_backbone(tiny_dataset, tmp_path):
 
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
     cls = METHODS.get("llminit-var")
-    ctx = FitContext(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+    ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
                      backbone="sasrec", backbone_config=resolve_backbone_config("sasrec", {}))
     with pytest.raises(BenchError, match="valid backbones: mf, lightgcn, sgl, sgcl"):
-        cls(cls.Settings()).fit(ctx)
+        ctx.run(cls(cls.Settings()))

@@ -160,18 +160,25 @@ def evaluate_pairs(frame: pd.DataFrame, scores: np.ndarray) -> tuple[dict, pd.Da
     return summary, table
 
 
-def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict]:
-    """Score every test pair through `method.score([user], candidates)` (one call per user, in one
-    process), then AUC / UAUC overall and per pair segment; latency = scoring seconds per pair."""
+def score_pairs(method, split) -> tuple[pd.DataFrame, np.ndarray, list[float], float]:
+    """(test pairs, their scores, ms per pair of each user's call, total seconds): every test pair scored
+    through `method.score(ScoreQuery)`, one call per user, with the history the split defines for each pair.
+    Non-finite scores are an error."""
     import time
 
-    test = split.test.reset_index(drop=True)
+    from bench.types import ScoreQuery
+
+    data = histories(split, "test")
+    test = data.frame
+    pair_history = {(u, i): h for u, i, h in zip(test["user"], test["item"], data.histories)}
     scores = np.zeros(len(test), dtype=np.float64)
     per_user_ms = []
     start_all = time.perf_counter()
     for user, rows in test.groupby("user", sort=True).indices.items():
+        items = test["item"].to_numpy()[rows]
+        query = ScoreQuery.of([user], items, {(user, i): pair_history[(user, i)] for i in items})
         start = time.perf_counter()
-        values = np.asarray(method.score(np.array([user]), test["item"].to_numpy()[rows]), dtype=np.float64)
+        values = np.asarray(method.score(query), dtype=np.float64)
         per_user_ms.append((time.perf_counter() - start) * 1000 / len(rows))
         if values.shape != (1, len(rows)):
             raise ValueError(f"method returned scores of shape {values.shape}, expected {(1, len(rows))}")
@@ -179,6 +186,12 @@ def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict]:
     total = time.perf_counter() - start_all
     if not np.isfinite(scores).all():
         raise ValueError(f"method returned {int((~np.isfinite(scores)).sum())} non-finite scores")
+    return test, scores, per_user_ms, total
+
+
+def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict]:
+    """AUC / UAUC overall and per pair segment of `score_pairs`; latency = scoring seconds per pair."""
+    test, scores, per_user_ms, total = score_pairs(method, split)
     summary, table = evaluate_pairs(test, scores)
     latency = {"median_ms": float(np.median(per_user_ms)), "p90_ms": float(np.percentile(per_user_ms, 90)),
                "per_pair_ms": 1000 * total / max(1, len(test)), "unit": "ms per test pair",

@@ -36,6 +36,10 @@ def per_user_metrics(pos_index: np.ndarray, pos_len: np.ndarray) -> dict[str, np
     return out
 
 
+class NonFiniteScoresError(ValueError):
+    """A method scored some (user, item) NaN or +inf."""
+
+
 def rank_users(
     score_fn: Callable[[np.ndarray], np.ndarray],
     users: np.ndarray,
@@ -43,8 +47,11 @@ def rank_users(
     positives: dict[str, np.ndarray],
     exclude: dict[str, np.ndarray],
     batch_size: int = 256,
+    who: str = "the method",
 ) -> np.ndarray:
-    """Top-max(KS) catalogue indices per user, after masking each user's `exclude` items (-inf)."""
+    """Top-max(KS) catalogue indices per user, after masking each user's `exclude` items (-inf).
+
+    A NaN or +inf score is an error naming `who` (torch.topk would rank NaN first); -inf means "never"."""
     import torch
 
     max_k = max(KS)
@@ -55,6 +62,11 @@ def rank_users(
         if scores.shape != (len(batch), len(item_ids)):
             raise ValueError(f"method returned scores of shape {tuple(scores.shape)}, "
                              f"expected {(len(batch), len(item_ids))}")
+        bad = torch.isnan(scores) | (scores == torch.inf)
+        if bad.any():
+            row = int(bad.any(dim=1).nonzero()[0, 0])
+            raise NonFiniteScoresError(f"{who} returned {int(bad.sum())} NaN / +inf scores (first for user "
+                                       f"{batch[row]!r}); scores must be finite or -inf")
         for row, user in enumerate(batch):
             seen = exclude.get(user)
             if seen is not None and len(seen):

@@ -1,6 +1,6 @@
 """The papers' directional findings as checks over whatever runs the result store holds.
 
-A claims file (bench/claims.yaml) lists claims of four kinds, each over runs selected by spec fields
+A claims file (bench/report/claims.yaml) lists claims of four kinds, each over runs selected by spec fields
 (see bench/selection.py), never by suite membership:
 - `better`: A > B on `metric` (inside one context: same data, split, backbone settings);
 - `order`: a chain, each entry > the next;
@@ -8,9 +8,11 @@ A claims file (bench/claims.yaml) lists claims of four kinds, each over runs sel
 - `falls_after`: with `axis` (a LAYER.KEY setting) above `at`, the metric is lower than at `at`.
 
 A claim *holds* when every comparison goes the claimed way and its corrected p < alpha; it *fails*
-otherwise (reversed, or not significant); it is *not run* when the runs are missing. p-values are
-per-user paired Wilcoxon (users x seeds) where per-user values exist, else paired t over seeds;
-every comparison of the file is one family for the correction (Holm by default).
+otherwise (reversed, or not significant); it is *not run* when the runs are missing. The verdict's
+p is the Wilcoxon signed-rank test over users (each user's metric averaged over the seeds first;
+bench/report/stats.py) where per-user values exist, else the paired t over seeds; the user-level
+sign-flip permutation p and the 95% user-bootstrap interval of the effect are reported beside it.
+Every comparison of the file is one family for the correction (Holm by default).
 """
 
 from __future__ import annotations
@@ -28,9 +30,19 @@ from scipy import stats as sps
 
 from bench.errors import BenchError
 from bench.records import ResultStore
+from bench.report.stats import (
+    bootstrap_interval,
+    compare,
+    correct,
+    decisive_p,
+    format_gain,
+    format_p,
+    paired_users,
+    sign_flip_p,
+    wilcoxon_p,
+)
 from bench.selection import Pairing, pair, stored_specs
 from bench.spec import RunSpec
-from bench.stats import compare, correct, paired_vectors
 
 
 class Claim(BaseModel):
@@ -60,11 +72,11 @@ class ClaimsFile(BaseModel):
 
 
 def load_claims(path: str | Path | None = None) -> ClaimsFile:
-    text = Path(path).read_text() if path else (resources.files("bench") / "claims.yaml").read_text()
+    text = Path(path).read_text() if path else (resources.files("bench.report") / "claims.yaml").read_text()
     try:
         return ClaimsFile.model_validate(yaml.safe_load(text))
     except (yaml.YAMLError, ValidationError) as exc:
-        raise BenchError(f"{path or 'bench/claims.yaml'}: invalid claims file: {exc}") from exc
+        raise BenchError(f"{path or 'bench/report/claims.yaml'}: invalid claims file: {exc}") from exc
 
 
 @dataclass
@@ -74,11 +86,17 @@ class Comparison:
     label: str
     effect: float  # relative gain of hi over lo (larger_gain: difference of relative gains)
     dz: float
-    p: float
+    p: float  # the verdict's p: user-level Wilcoxon, or seed-level t for a record-level metric
     direction_ok: bool
     runs: list[str]
     seeds: int
     p_corr: float = float("nan")
+    signflip_p: float = float("nan")
+    signflip_corr: float = float("nan")
+    ci: tuple[float, float] = (float("nan"), float("nan"))
+    users: int = 0  # 0: seed-level test (no per-user values)
+    nonzero: int = 0
+    mde: float = float("nan")
 
 
 @dataclass
@@ -106,9 +124,13 @@ def _pick(pairings: list[Pairing]) -> Pairing | None:
 
 def _directional(store: ResultStore, hi: list[RunSpec], lo: list[RunSpec], metric: str, label: str) -> Comparison:
     result = compare(store, hi, lo, metric)
-    p = result["wilcoxon_p"] if result.get("n_pairs") else result.get("ttest_p", float("nan"))
-    return Comparison(label, result.get("relative", float("nan")), result.get("effect_dz", float("nan")),
-                      float(p), result.get("diff", 0) > 0, [s.run_id for s in hi + lo], result["n_seeds"])
+    nan = float("nan")
+    return Comparison(label, result.get("relative", nan), result.get("effect_dz", nan), float(decisive_p(result)),
+                      result.get("diff", 0) > 0, [s.run_id for s in hi + lo], result["n_seeds"],
+                      signflip_p=result.get("signflip_p", nan), ci=(result.get("ci_low", nan),
+                                                                    result.get("ci_high", nan)),
+                      users=result.get("n_users", 0), nonzero=result.get("n_nonzero", 0),
+                      mde=result.get("mde", nan))
 
 
 def _name(selector: dict[str, Any]) -> str:
@@ -125,13 +147,14 @@ def _better(store, specs, claim: Claim, hi: dict, lo: dict) -> tuple[Comparison 
 
 
 def _relative_per_user(store, pairing: Pairing, metric: str) -> pd.Series:
-    """Per user: (a - b) / mean(b), averaged over seeds; its mean is the relative gain."""
-    pairs = paired_vectors(store, pairing.runs_a, pairing.runs_b, metric)
-    if pairs.empty:
+    """Per user: (a - b) / mean(b) of the user's seed means (stats.paired_users); its mean is the
+    relative gain."""
+    runs_a = [s for s in pairing.runs_a if s.seed in pairing.seeds]
+    runs_b = [s for s in pairing.runs_b if s.seed in pairing.seeds]
+    users = paired_users(store, runs_a, runs_b, metric)
+    if users.empty:
         return pd.Series(dtype=float)
-    base = pairs.groupby("seed")["b"].mean().mean()
-    pairs["r"] = (pairs["a"] - pairs["b"]) / base
-    return pairs.groupby("user")["r"].mean()
+    return ((users["a"] - users["b"]) / users["b"].mean()).round(12)
 
 
 def _larger_gain(store, specs, claim: Claim) -> Result:
@@ -144,14 +167,19 @@ def _larger_gain(store, specs, claim: Claim) -> Result:
             return result
         chosen.append(pairing)
     big, small = (_relative_per_user(store, p, claim.metric) for p in chosen)
-    gains = [compare(store, p.runs_a, p.runs_b, claim.metric) for p in chosen]
+    gains = [compare(store, [s for s in p.runs_a if s.seed in p.seeds], [s for s in p.runs_b if s.seed in p.seeds],
+                     claim.metric) for p in chosen]
     effect = gains[0].get("relative", np.nan) - gains[1].get("relative", np.nan)
     common = big.index.intersection(small.index)
+    extra: dict[str, Any] = {}
     if len(common) >= 10:  # the same test users (e.g. half_history keeps temporal_loo's test items)
-        diff = big[common] - small[common]
-        p = float(sps.wilcoxon(big[common], small[common]).pvalue) if (diff != 0).any() else 1.0
+        x, y = big[common].to_numpy(), small[common].to_numpy()
+        diff = x - y
+        p = wilcoxon_p(x, y)
         dz = float(diff.mean() / diff.std(ddof=1)) if diff.std(ddof=1) > 0 else np.nan
-    elif len(big) and len(small):
+        extra = {"signflip_p": sign_flip_p(diff), "users": len(diff), "nonzero": int((diff != 0).sum()),
+                 "ci": bootstrap_interval((x, y), lambda a, b, axis=-1: np.mean(a - b, axis=axis))}
+    elif len(big) and len(small):  # different users: unpaired
         p = float(sps.mannwhitneyu(big, small).pvalue)
         pooled = np.sqrt((big.var(ddof=1) + small.var(ddof=1)) / 2)
         dz = float((big.mean() - small.mean()) / pooled) if pooled > 0 else np.nan
@@ -162,7 +190,7 @@ def _larger_gain(store, specs, claim: Claim) -> Result:
              f"({100 * gains[0].get('relative', np.nan):+.1f}%) > {_name(claim.smaller)} "
              f"({100 * gains[1].get('relative', np.nan):+.1f}%)")
     result.comparisons.append(Comparison(label, effect, dz, p, bool(effect > 0), runs,
-                                         min(len(c.seeds) for c in chosen)))
+                                         min(len(c.seeds) for c in chosen), **extra))
     result.context = " vs ".join(c.context for c in chosen)
     return result
 
@@ -212,8 +240,9 @@ def check_claims(store: ResultStore, claims: ClaimsFile, correction: str = "holm
     specs = stored_specs(store)
     results = [evaluate_claim(store, specs, claim) for claim in claims.claims]
     comparisons = [c for r in results for c in r.comparisons]
-    for c, p in zip(comparisons, correct([c.p for c in comparisons], correction)):
-        c.p_corr = p
+    for c, p, q in zip(comparisons, correct([c.p for c in comparisons], correction),
+                       correct([c.signflip_p for c in comparisons], correction)):
+        c.p_corr, c.signflip_corr = p, q
     return results
 
 
@@ -221,7 +250,13 @@ def _fmt(value: float, spec: str) -> str:
     return "—" if value is None or value != value else format(value, spec)
 
 
+def _users(c: Comparison) -> str:
+    return f"{c.users} ({c.nonzero})" if c.users else "— (seed-level)"
+
+
 def claims_table(results: list[Result], alpha: float) -> pd.DataFrame:
+    """One row per claim: status, the weakest comparison's effect with its 95% user-bootstrap interval,
+    the worst corrected p (user-level Wilcoxon, or seed-level t) and sign-flip p."""
     rows = []
     for r in results:
         status, why = r.status(alpha)
@@ -229,28 +264,40 @@ def claims_table(results: list[Result], alpha: float) -> pd.DataFrame:
         weakest = min(r.comparisons, key=lambda c: c.effect if c.effect == c.effect else np.inf) if r.comparisons else None
         rows.append({
             "Claim": r.claim.id, "Statement": r.claim.text, "Paper": r.claim.paper, "Status": status,
-            "Effect (rel.)": _fmt(100 * weakest.effect, "+.1f") + "%" if weakest else "—",
+            "Effect (rel.) [95% CI]": format_gain(weakest.effect, *weakest.ci) if weakest else "—",
             "d_z": _fmt(weakest.dz, ".2f") if weakest else "—",
-            "p (corr.)": _fmt(worst.p_corr, ".3g") if worst else "—",
+            "p (corr.)": format_p(worst.p_corr) if worst else "—",
+            "Sign-flip p (corr.)": format_p(worst.signflip_corr) if worst else "—",
+            "Users (≠ 0)": _users(weakest) if weakest else "—",
             "Seeds": min(c.seeds for c in r.comparisons) if r.comparisons else 0,
             "Runs": sum(len(c.runs) for c in r.comparisons),
             "Context": r.context or "—", "Why": why or "—"})
     return pd.DataFrame(rows)
 
 
+def _detail(c: Comparison) -> str:
+    mde = f", MDE ±{100 * c.mde:.1f}%" if c.mde == c.mde else ""
+    return (f"  - {c.label}: {format_gain(c.effect, *c.ci)}, d_z {_fmt(c.dz, '.2f')}, p {format_p(c.p)} "
+            f"(corrected {format_p(c.p_corr)}), sign-flip p {format_p(c.signflip_p)} (corrected "
+            f"{format_p(c.signflip_corr)}), users {_users(c)}{mde}, {c.seeds} seeds, runs {', '.join(c.runs)}")
+
+
 def render_claims(results: list[Result], claims: ClaimsFile, correction: str, store: ResultStore) -> str:
+    """The claims report (Markdown): the table, how it was tested, one detail block per claim."""
     table = claims_table(results, claims.alpha)
-    lines = [table.drop(columns=["Context", "Why"]).to_markdown(index=False), "",
-             f"Checked on the {len(stored_specs(store))} run records under {store.root}/runs; "
-             f"p: per-user paired Wilcoxon (users x seeds) where per-user values exist, else paired t over "
-             f"seeds; {correction}-corrected over all {sum(len(r.comparisons) for r in results)} comparisons; "
-             f"a claim holds when every comparison goes the claimed way with corrected p < {claims.alpha}. "
-             "Effect: relative gain of the claimed-better side (weakest comparison); d_z: mean / sd of the "
-             "paired per-user differences.", "", "Details:"]
+    lines = [table.drop(columns=["Context", "Why"]).to_markdown(index=False, disable_numparse=True), "",
+             f"Checked on the {len(stored_specs(store))} run records under {store.root}/runs. Users are the unit: "
+             f"each user's metric is averaged over the seeds first (users present in every run of both sides). "
+             f"p: Wilcoxon signed-rank test over users where per-user values exist, else paired t over the seeds "
+             f"(seed-level; e.g. AUC); sign-flip: paired permutation test over users (seeded); both "
+             f"{correction}-corrected over all {sum(len(r.comparisons) for r in results)} comparisons; a claim "
+             f"holds when every comparison goes the claimed way with corrected p < {claims.alpha}. Effect: "
+             "relative gain of the claimed-better side (weakest comparison) with its 95% user-bootstrap "
+             "interval; d_z: mean / sd of the per-user differences; Users: users tested (with a non-zero "
+             "difference); MDE: minimum detectable relative effect at 80% power (two-sided α = 0.05).", "",
+             "Details:"]
     for r in results:
         status, why = r.status(claims.alpha)
         lines.append(f"- `{r.claim.id}` ({status}){': ' + why if why else ''}. Context: {r.context or '—'}.")
-        for c in r.comparisons:
-            lines.append(f"  - {c.label}: {100 * c.effect:+.2f}%, d_z {_fmt(c.dz, '.2f')}, p {_fmt(c.p, '.3g')}, "
-                         f"corrected {_fmt(c.p_corr, '.3g')}, {c.seeds} seeds, runs {', '.join(c.runs)}")
+        lines += [_detail(c) for c in r.comparisons]
     return "\n".join(lines) + "\n"

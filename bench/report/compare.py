@@ -3,8 +3,10 @@
 A and B are run ids (or unique prefixes of stored ones), or selectors: a method name, or
 `method=llminit-var,encoder=mpnet` (any spec field or LAYER.KEY setting). `--where` / `--suite` /
 `--dataset` / `--split` / `--backbone` narrow the runs; every context (same data, split and backbone
-settings) holding both A and B gets one block: means ± std over seeds, delta, relative delta,
-Cohen's d_z, per-user paired Wilcoxon p and paired t p over seeds, corrected over all rows.
+settings) holding both A and B gets one block: means ± std over seeds, delta,
+relative delta with its 95% user-bootstrap interval, Cohen's d_z, user-level Wilcoxon and sign-flip p
+(each user's metric averaged over seeds first), paired t p over seed means, corrected over all rows,
+and the minimum detectable effect (bench/report/stats.py).
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from bench.errors import BenchError
 from bench.records import ResultStore
+from bench.report.stats import compare, correct, format_gain, format_p
 from bench.selection import pair, parse_selector, variant_label
 from bench.spec import RunSpec
-from bench.stats import compare, correct
 
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
@@ -42,30 +43,28 @@ def _row(result: dict, metric: str) -> dict:
     def cell(mean, std):
         return f"{mean:.4f}" if std != std else f"{mean:.4f} ± {std:.4f}"
 
+    users = result.get("unit") == "users"
     return {"Metric": metric, "A": cell(result["mean_a"], result.get("std_a", np.nan)),
-            "B": cell(result["mean_b"], result.get("std_b", np.nan)), "Δ (A−B)": result["diff"],
-            "Δ %": 100 * result["relative"], "d_z": result.get("effect_dz", np.nan),
-            "Wilcoxon p": result["wilcoxon_p"], "t p (seeds)": result["ttest_p"],
-            "Users x seeds": result.get("n_pairs", 0), "Seeds": result["n_seeds"]}
+            "B": cell(result["mean_b"], result.get("std_b", np.nan)), "Δ (A−B)": f"{result['diff']:+.4g}",
+            "Δ % [95% CI]": format_gain(result["relative"], result["ci_low"], result["ci_high"]),
+            "d_z": result["effect_dz"], "Wilcoxon p": result["wilcoxon_p"], "Sign-flip p": result["signflip_p"],
+            "t p (seeds)": result["ttest_p"],
+            "Users (≠ 0)": f"{result['n_users']} ({result['n_nonzero']})" if users else "— (seed-level)",
+            "Seeds": result["n_seeds"], "MDE %": f"±{100 * result['mde']:.1f}" if users else "—"}
 
 
-def _two_runs(store: ResultStore, id_a: str, id_b: str, metric: str) -> dict:
-    a, b = store.per_user(id_a), store.per_user(id_b)
-    if metric not in a.columns or metric not in b.columns:
-        va = store.load(id_a)["metrics"]["overall"].get(metric)
-        vb = store.load(id_b)["metrics"]["overall"].get(metric)
-        if va is None or vb is None:
-            return {"n_seeds": 0}
-        return {"mean_a": va, "mean_b": vb, "diff": va - vb, "relative": va / vb - 1 if vb else np.nan,
-                "wilcoxon_p": np.nan, "ttest_p": np.nan, "n_pairs": 0, "n_seeds": 1}
-    merged = a[["user", metric]].merge(b[["user", metric]], on="user", suffixes=("_a", "_b")).dropna()
-    diff = merged[f"{metric}_a"] - merged[f"{metric}_b"]
-    p = float(sps.wilcoxon(merged[f"{metric}_a"], merged[f"{metric}_b"]).pvalue) if (diff != 0).any() else 1.0
-    sd = diff.std(ddof=1)
-    ma, mb = float(merged[f"{metric}_a"].mean()), float(merged[f"{metric}_b"].mean())
-    return {"mean_a": ma, "mean_b": mb, "diff": ma - mb, "relative": ma / mb - 1 if mb else np.nan,
-            "effect_dz": float(diff.mean() / sd) if sd > 0 else np.nan, "wilcoxon_p": p, "ttest_p": np.nan,
-            "n_pairs": int(len(merged)), "n_seeds": 1}
+P_COLUMNS = ("Wilcoxon p", "Sign-flip p", "t p (seeds)")
+
+
+def _format(table: pd.DataFrame, corrected: dict[str, list[float]]) -> pd.DataFrame:
+    """p columns (raw and corrected) as 0.030 / <0.001, the rest of the floats to 3 decimals."""
+    table = table.copy()
+    for column in P_COLUMNS:
+        table.insert(table.columns.get_loc(column) + 1, f"{column} (corr.)", corrected[column])
+        for name in (column, f"{column} (corr.)"):
+            table[name] = table[name].map(format_p)
+    table["d_z"] = table["d_z"].map(lambda v: "—" if v != v else f"{v:.3f}")
+    return table
 
 
 def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, where: dict[str, Any],
@@ -76,7 +75,8 @@ def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, whe
     if id_a and id_b:
         spec_a = RunSpec.model_validate(store.load(id_a)["spec"])
         spec_b = RunSpec.model_validate(store.load(id_b)["spec"])
-        rows = [_row(r, m) for m in metrics if (r := _two_runs(store, id_a, id_b, m)).get("n_seeds")]
+        rows = [_row(r, m) for m in metrics
+                if (r := compare(store, [spec_a], [spec_b], m, match_seeds=False)).get("n_seeds")]
         blocks.append((f"A = {id_a} ({spec_a.label}), B = {id_b} ({spec_b.label})", pd.DataFrame(rows)))
     elif id_a or id_b:
         raise BenchError("compare two run ids, or two selectors (method names / KEY=VALUE lists), not a mix")
@@ -103,20 +103,17 @@ def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, whe
     all_rows = pd.concat([t for _, t in blocks if not t.empty], ignore_index=True) if blocks else pd.DataFrame()
     if all_rows.empty:
         raise BenchError(f"none of the metrics {', '.join(metrics)} is stored for both A and B")
-    w_corr = iter(correct(all_rows["Wilcoxon p"].tolist(), correction))
-    t_corr = iter(correct(all_rows["t p (seeds)"].tolist(), correction))
+    corrected = {c: iter(correct(all_rows[c].tolist(), correction)) for c in P_COLUMNS}
     out = []
     for title, table in blocks:
         if table.empty:
             continue
-        table = table.copy()
-        table.insert(table.columns.get_loc("t p (seeds)"), "Wilcoxon p (corr.)", [next(w_corr) for _ in table.index])
-        table.insert(table.columns.get_loc("Users x seeds"), "t p (corr.)", [next(t_corr) for _ in table.index])
-        for column in table.columns:
-            if table[column].dtype.kind == "f":
-                table[column] = table[column].map(lambda v: "—" if v != v else f"{v:.4g}")
-        out.append(f"### {title}\n\n{table.to_markdown(index=False)}")
-    out.append(f"Wilcoxon: per-user paired signed-rank test (users x seeds); t: paired over seeds; "
-               f"d_z: mean / sd of the paired per-user differences; p corrected ({correction}) over all "
-               f"{len(all_rows)} rows.")
+        table = _format(table, {c: [next(corrected[c]) for _ in table.index] for c in P_COLUMNS})
+        out.append(f"### {title}\n\n{table.to_markdown(index=False, disable_numparse=True)}")
+    out.append(f"Users are the unit: each user's metric is averaged over the seeds first (users present in every "
+               f"run of both sides). Wilcoxon: signed-rank test over users; sign-flip: paired permutation test "
+               f"over users (seeded); t: paired over the seed means; 95% CI: user bootstrap of the relative "
+               f"gain; MDE: minimum detectable relative effect at 80% power (two-sided α = 0.05); d_z: mean / sd "
+               f"of the per-user differences; a metric without per-user values (seed-level) has only the t-test. "
+               f"p corrected ({correction}) over all {len(all_rows)} rows.")
     return "\n\n".join(out) + "\n"

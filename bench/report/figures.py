@@ -3,7 +3,8 @@
 - `collapse`: NDCG@10 against the CF embedding size (LightGCN, temporal_loo): random and LLMInit-var
   along the sweep, LLMInit-full at its encoder's dimension (embedding collapse).
 - `coldstart_gain`: relative NDCG@10 gain of each LLMInit variant over `random`, per backbone, one panel
-  per cold-start split; † marks a Holm-corrected per-user Wilcoxon p < 0.05.
+  per cold-start split, with its 95% user-bootstrap interval; † marks a Holm-corrected Wilcoxon p < 0.05
+  over users (each user's seeds averaged first; bench/report/stats.py, as in the tables).
 - `activity`: NDCG@10 by user-activity bucket (training interactions of the test user, from the split
   the record names, recomputed from the cache and checked against the record's split hash).
 
@@ -20,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore
+from bench.report.stats import compare, correct, decisive_p
 from bench.selection import context_key, matches, pair, stored_specs
 from bench.spec import RunSpec
-from bench.stats import compare, correct
 
 FIGURES = ("collapse", "coldstart_gain", "activity")
 ACTIVITY_BINS = (1, 4, 8, 16, 32, 64, 128, 10**9)
@@ -109,7 +110,8 @@ def collapse_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, met
 
 def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
               splits=("half_history", "cold_users"), correction: str = "holm") -> pd.DataFrame:
-    """Relative gain over random per (split, backbone, LLMInit variant), with per-seed spread and p."""
+    """Relative gain over random per (split, backbone, LLMInit variant), with its 95% user-bootstrap
+    interval, the per-seed spread and the user-level Wilcoxon p (`bench.report.stats.compare`)."""
     rows = []
     methods = sorted({s.method for s in specs if s.method.startswith("llminit-")})
     for split in splits:
@@ -124,8 +126,9 @@ def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
                             for a, b in zip(runs_a, runs_b)]
                 rows.append({"split": split, "backbone": pairing.spec.backbone, "context": pairing.context,
                              "method": method, "gain": result["relative"], "base": base,
+                             "ci_low": result.get("ci_low", np.nan), "ci_high": result.get("ci_high", np.nan),
                              "gain_std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
-                             "p": result["wilcoxon_p"], "seeds": len(seeds)})
+                             "p": decisive_p(result), "seeds": len(seeds)})
     frame = pd.DataFrame(rows)
     if not frame.empty:
         # one context per (split, backbone, method): the best-covered (pair() sorts by seeds)
@@ -152,10 +155,12 @@ def coldstart_gain_figure(store: ResultStore, specs: list[RunSpec], out_dir: Pat
         for j, method in enumerate(methods):
             rows = part[part["method"] == method].set_index("backbone").reindex(backbones)
             x = np.arange(len(backbones)) + (j - (len(methods) - 1) / 2) * width
-            ax.bar(x, 100 * rows["gain"], width, yerr=100 * rows["gain_std"].fillna(0), capsize=2, label=method)
-            for xi, (gain, std, p) in zip(x, rows[["gain", "gain_std", "p_corr"]].to_numpy()):
+            errors = np.nan_to_num(np.vstack([rows["gain"] - rows["ci_low"], rows["ci_high"] - rows["gain"]]))
+            ax.bar(x, 100 * rows["gain"], width, yerr=100 * errors, capsize=2, label=method)
+            for xi, (gain, low, high, p) in zip(x, rows[["gain", "ci_low", "ci_high", "p_corr"]].to_numpy()):
                 if p == p and p < 0.05:
-                    ax.text(xi, 100 * (gain + np.sign(gain) * (std if std == std else 0)) + (1 if gain >= 0 else -4),
+                    edge = high if gain >= 0 else low
+                    ax.text(xi, 100 * (edge if edge == edge else gain) + (1 if gain >= 0 else -4),
                             "†", ha="center", fontsize=8)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(backbones)), backbones)
@@ -163,8 +168,8 @@ def coldstart_gain_figure(store: ResultStore, specs: list[RunSpec], out_dir: Pat
         ax.set_ylabel("relative gain (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.text(0.01, -0.04, "error bars: std of per-seed gains; †: per-user Wilcoxon vs random, Holm-corrected "
-             "p < 0.05", fontsize=7)
+    fig.text(0.01, -0.04, "error bars: 95% bootstrap interval over users (seeds averaged per user); †: Wilcoxon "
+             "over users vs random, Holm-corrected p < 0.05", fontsize=7)
     return _save(fig, out_dir, "coldstart_gain")
 
 

@@ -131,11 +131,11 @@ def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
-                       correction: str = "holm") -> pd.DataFrame:
-    """Each method vs `random` on the same dataset/split/backbone: per-user paired Wilcoxon (users x
-    seeds) and paired t over seeds, corrected for the number of comparisons in the table."""
-    from bench.stats import compare, correct
+def significance_results(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
+                         correction: str = "holm") -> pd.DataFrame:
+    """Each method vs `random` on the same dataset/split/backbone (`bench.report.stats.compare`: users
+    as the unit, seeds averaged per user), numeric, with p-values corrected over the table."""
+    from bench.report.stats import compare, correct
 
     groups: dict[tuple, list[RunSpec]] = {}
     labels, mlabels = backbone_labels(specs), method_labels(specs, store)
@@ -147,23 +147,57 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
         if method == "random" or not base:
             continue
         result = compare(store, runs, base, metric)
-        if not result["n_seeds"]:
-            continue
-        rows.append({"Dataset": dataset, "Split": split, "Backbone": backbone, "Method": method,
-                     f"{metric} method": result["mean_a"], f"{metric} random": result["mean_b"],
-                     "Gain %": 100 * result["relative"], "Effect d_z": result["effect_dz"],
-                     "Wilcoxon p": result["wilcoxon_p"],
-                     "t-test p (seeds)": result["ttest_p"], "Users x seeds": result["n_pairs"]})
+        if result["n_seeds"]:
+            rows.append({"Dataset": dataset, "Split": split, "Backbone": backbone, "Method": method, **result})
     table = pd.DataFrame(rows)
+    for column in ("wilcoxon_p", "signflip_p", "ttest_p"):
+        if not table.empty:
+            table[f"{column}_corr"] = correct(table[column].tolist(), correction)
+    return table
+
+
+def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
+                       correction: str = "holm", results: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The significance table as printed: gain with its 95% user-bootstrap interval, user-level Wilcoxon
+    and sign-flip p, paired t over seed means, each raw and corrected, n users (non-zero difference),
+    the minimum detectable effect; `Significant`: corrected Wilcoxon p < 0.05."""
+    from bench.report.stats import format_gain, format_p
+
+    table = significance_results(specs, store, metric, correction) if results is None else results
     if table.empty:
         return table
-    table["Wilcoxon p (corr.)"] = correct(table["Wilcoxon p"].tolist(), correction)
-    table["t p (corr.)"] = correct(table["t-test p (seeds)"].tolist(), correction)
-    table["Significant"] = np.where(table["Wilcoxon p (corr.)"] < 0.05, "yes", "no")
-    for column in table.columns:
-        if table[column].dtype.kind == "f":
-            table[column] = table[column].map(lambda v: f"{v:.4g}")
-    return table
+    users = table["unit"] == "users"
+    out = table[["Dataset", "Split", "Backbone", "Method"]].copy()
+    out[f"{metric} method"] = table["mean_a"].map(lambda v: f"{v:.4f}")
+    out[f"{metric} random"] = table["mean_b"].map(lambda v: f"{v:.4f}")
+    out["Gain % [95% CI]"] = [format_gain(r["relative"], r["ci_low"], r["ci_high"]) for _, r in table.iterrows()]
+    out["d_z"] = table["effect_dz"].map(lambda v: "—" if v != v else f"{v:.3f}")
+    for column, name in (("wilcoxon_p", "Wilcoxon p"), ("signflip_p", "Sign-flip p"), ("ttest_p", "t p (seed means)")):
+        out[name] = table[column].map(format_p)
+        out[f"{name} (corr.)"] = table[f"{column}_corr"].map(format_p)
+    out["Users (≠ 0)"] = [f"{r['n_users']} ({r['n_nonzero']})" if u else "— (seed-level)"
+                          for u, (_, r) in zip(users, table.iterrows())]
+    out["Seeds"] = table["n_seeds"].astype(int)
+    out["MDE %"] = table["mde"].map(lambda v: "—" if v != v else f"±{100 * v:.1f}")
+    out["Significant"] = np.where(table["wilcoxon_p_corr"].fillna(1) < 0.05, "yes", "no")
+    return out
+
+
+def mde_lines(results: pd.DataFrame, metric: str = "ndcg@10") -> list[str]:
+    """One line per test set (dataset, split) of the significance results: the median MDE over its
+    comparisons and its number of users."""
+    from bench.report.stats import mde_line
+
+    lines = []
+    if results.empty:
+        return lines
+    tested = results[results["unit"] == "users"]
+    for (dataset, split), group in tested.groupby(["Dataset", "Split"], sort=False):
+        spread = (f"; median over {len(group)} comparisons, {100 * group['mde'].min():.1f}–"
+                  f"{100 * group['mde'].max():.1f}%" if len(group) > 1 else "")
+        lines.append(mde_line(float(group["mde"].median()), metric, int(group["n_users"].max()),
+                              f", {dataset}/{split}, relative to random{spread}"))
+    return lines
 
 
 CTR_SEGMENTS = ("overall", "pair:warm", "pair:cold")
@@ -240,11 +274,13 @@ def profile_examples(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
+def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
+    """The table as Markdown, LaTeX or CSV; `numparse` False keeps formatted numbers (0.030) as written."""
     if fmt == "markdown":
-        return table.to_markdown(index=False)
+        return table.to_markdown(index=False, disable_numparse=not numparse)
     if fmt == "latex":
-        return table.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+        return (table.to_latex(index=False, escape=True).replace("±", r"$\pm$").replace("−", "$-$")
+                .replace("≠", r"$\neq$").replace("—", "---"))
     if fmt == "csv":
         return table.to_csv(index=False)
     raise ValueError(fmt)
@@ -252,7 +288,7 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 def ranking_protocol(specs: list[RunSpec]) -> str:
     """How the runs were evaluated, from their split settings (full ranking unless eval_negatives > 0)."""
-    from bench.splits import resolve_split_params
+    from bench.data.splits import resolve_split_params
 
     if {spec.split for spec in specs} == {"ctr_temporal"}:
         return "pointwise: AUC / UAUC over the labelled test pairs"
@@ -302,7 +338,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     if frame.empty:
         return {}
     target = Path(out_dir) / suite.name
-    significance = significance_table(specs, store, correction=correction)
+    results = significance_results(specs, store, correction=correction)
+    significance = significance_table(specs, store, correction=correction, results=results)
     marks = set() if significance.empty else {
         (r["Dataset"], r["Split"], r["Backbone"], r["Method"])
         for _, r in significance[significance["Significant"] == "yes"].iterrows()}
@@ -316,8 +353,11 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     missing = [s.label for s in specs if not store.has(s.run_id)]
     note = settings_note(suite, specs)
     if not significance.empty:
-        note += (f"\n- † on ndcg@10: per-user paired Wilcoxon vs `random` (same dataset, split, backbone; users x "
-                 f"seeds), {correction}-corrected p < 0.05 (significance table)")
+        note += (f"\n- † on ndcg@10: Wilcoxon signed-rank vs `random` over users (same dataset, split, backbone; "
+                 f"each user's ndcg@10 averaged over the seeds first), {correction}-corrected p < 0.05 "
+                 f"(significance table, which adds a sign-flip permutation test over users, a 95% user-bootstrap "
+                 f"interval of the gain and a paired t over seed means)")
+    power = "\n".join(f"- {line}" for line in mde_lines(results))
     sources = (f"{len(used)} run records (results/runs/<run_id>/record.json): " + ", ".join(used)
                + (f"\nNot run yet ({len(missing)}): " + ", ".join(missing) if missing else ""))
     written = {}
@@ -328,11 +368,13 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             if table.empty:
                 continue
             path = target / f"{name}.{ext[fmt]}"
-            body = render(table, fmt)
+            body = render(table, fmt, numparse=name != "significance")
+            marked = name == "significance" or (name == "main" and "auc" not in frame.columns)
+            text = note + (f"\n{power}" if power and marked else "")
             if fmt == "markdown":
-                body = f"{body}\n\n{note}\n\nSources: {sources}\n"
+                body = f"{body}\n\n{text}\n\nSources: {sources}\n"
             elif fmt == "latex":
-                body = "% " + note.replace("\n", "\n% ") + f"\n% Sources: {sources}\n{body}"
+                body = "% " + text.replace("\n", "\n% ") + f"\n% Sources: {sources}\n{body}"
             atomic_write_text(path, body)
             written[f"{name}.{ext[fmt]}"] = path
     if not examples.empty and "markdown" in formats:

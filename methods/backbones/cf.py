@@ -8,12 +8,14 @@ trains with early stopping on validation NDCG@10, and scores users over the harn
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
@@ -147,17 +149,41 @@ def _model_class(spec: BackboneSpec):
     return get_model(spec.model)
 
 
-def write_atomic_split(split, folder: Path, name: str = "bench") -> Path:
-    """Write train/valid/test as RecBole atomic files `<name>.{train,valid,test}.inter` under folder/name."""
+def write_atomic_split(data, folder: Path, name: str = "bench") -> Path:
+    """Write a TrainView as RecBole atomic files under folder/name: `<name>.train.inter`, `<name>.valid.inter`,
+    the catalogue as `<name>.user` / `<name>.item`, and `<name>.test.inter` as a copy of valid.
+
+    RecBole's benchmark mode wants three parts; the harness evaluates test itself, so RecBole never gets the
+    test interactions (a method cannot reach them). Ids follow first appearance in train, then valid, then
+    the catalogue files for users / items seen in neither (RecBole remaps interactions before features)."""
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
-    header = "user_id:token\titem_id:token\ttimestamp:float\n"
-    for part in ("train", "valid", "test"):
-        frame = getattr(split, part)[["user", "item", "timestamp"]]
+    write_inter_files(target, name, "user_id:token\titem_id:token\ttimestamp:float\n",
+                      {part: getattr(data, part)[["user", "item", "timestamp"]] for part in ("train", "valid")})
+    write_catalogue_files(data, target, name)
+    return folder
+
+
+def write_inter_files(target: Path, name: str, header: str, parts: dict[str, pd.DataFrame | list[str]]) -> None:
+    """`<name>.<part>.inter` for train and valid (frames or pre-formatted lines), and test = valid."""
+    for part in ("train", "valid"):
         with open(target / f"{name}.{part}.inter", "w", encoding="utf-8") as fh:
             fh.write(header)
-            frame.to_csv(fh, sep="\t", header=False, index=False)
-    return folder
+            rows = parts[part]
+            if isinstance(rows, pd.DataFrame):
+                rows.to_csv(fh, sep="\t", header=False, index=False)
+            else:
+                fh.writelines(rows)
+    shutil.copyfile(target / f"{name}.valid.inter", target / f"{name}.test.inter")
+
+
+def write_catalogue_files(data, target: Path, name: str) -> None:
+    """`<name>.user` and `<name>.item`: every user and item of the catalogue (ids for those without training
+    interactions: unseen users and items are scored from their initial or text-derived rows)."""
+    for suffix, field, ids in (("user", "user_id", data.user_ids), ("item", "item_id", data.item_ids)):
+        with open(target / f"{name}.{suffix}", "w", encoding="utf-8") as fh:
+            fh.write(f"{field}:token\n")
+            fh.writelines(f"{x}\n" for x in ids)
 
 
 class RecBoleCF:
@@ -178,7 +204,7 @@ class RecBoleCF:
             "checkpoint_dir": str(self.work_dir / "checkpoints"),
             "benchmark_filename": ["train", "valid", "test"],
             "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "user": ["user_id"], "item": ["item_id"]},
             "embedding_size": s["embedding_size"], "epochs": s["epochs"],
             "train_batch_size": s["train_batch_size"], "learning_rate": s["learning_rate"],
             "weight_decay": s["weight_decay"], "stopping_step": s["stopping_step"],
@@ -196,15 +222,15 @@ class RecBoleCF:
             cfg["gpu_id"] = self.device.split(":")[1]
         return cfg
 
-    def prepare(self, split) -> None:
-        """Write the split's files and build RecBole's dataset and dataloaders."""
+    def prepare(self, data) -> None:
+        """Write the TrainView's files (train, valid, catalogue) and build RecBole's dataset and dataloaders."""
         from methods.backbones import recbole_compat
 
         recbole_compat.apply()
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
 
-        write_atomic_split(split, self.work_dir / "data")
+        write_atomic_split(data, self.work_dir / "data")
         model_cls = _model_class(self.spec)
         with self._log_to_run_dir():
             self.config = Config(model=model_cls, dataset="bench", config_dict=self.recbole_config_dict())

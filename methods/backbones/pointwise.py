@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.eval.pointwise import auc, histories
-from bench.types import FitContext
+from bench.types import RunContext, ScoreQuery, TrainView
 
 CF_MODELS = ("mf", "lightgcn", "sasrec", "din")
 
@@ -209,12 +207,12 @@ def predict(model, user, item, hist, device: str, batch: int = 4096) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def train_cf(kind: str, s: CFSettings, ctx: FitContext, index: Index, train: PairTensors, valid: PairTensors,
-             seed: int, log=None):
+def train_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, index: Index, train: PairTensors,
+             valid: PairTensors, seed: int, log=None):
     """BCE training with Adam; the epoch with the best validation AUC is kept."""
     import torch
 
-    length = int(ctx.split.params["history_length"])
+    length = int(data.split.params["history_length"])
     pos = train.label == 1
     torch.manual_seed(seed)
     model = build_model(kind, len(index.user), len(index.item), s, length,
@@ -253,59 +251,51 @@ def train_cf(kind: str, s: CFSettings, ctx: FitContext, index: Index, train: Pai
     return model, info
 
 
-def _cache_key(kind: str, s: CFSettings, ctx: FitContext) -> str:
-    text = json.dumps({"kind": kind, "settings": s.model_dump(), "split": ctx.split.content_hash,
+def _cache_key(kind: str, s: CFSettings, data: TrainView, ctx: RunContext) -> str:
+    text = json.dumps({"kind": kind, "settings": s.model_dump(), "split": data.split.content_hash,
                        "seed": ctx.seed, "version": 1}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pretrained_cf(kind: str, s: CFSettings, ctx: FitContext):
+def pretrained_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext):
     """(model, index, info): trained once per (model, settings, split, seed) and cached on disk, so the
     CF baseline of a seed and CoLLM's frozen encoder of the same seed are one and the same model."""
     import torch
 
-    index = Index(ctx.dataset.user_ids, ctx.dataset.item_ids)
-    length = int(ctx.split.params["history_length"])
-    train = PairTensors(histories(ctx.split, "train"), index, length)
-    valid = PairTensors(histories(ctx.split, "valid"), index, length)
-    folder = Path(ctx.cache_dir) / "ctr_cf" / f"{kind}-{_cache_key(kind, s, ctx)}"
+    from bench.cache import cached_artifact
+
+    index = Index(data.catalogue.user_ids, data.catalogue.item_ids)
+    length = int(data.split.params["history_length"])
+    train = PairTensors(histories(data.split, "train"), index, length)
+    valid = PairTensors(histories(data.split, "valid"), index, length)
     pos = train.label == 1
     model = build_model(kind, len(index.user), len(index.item), s, length, (train.user[pos], train.item[pos]))
-    if (folder / "info.json").exists():
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-        info = json.loads((folder / "info.json").read_text()) | {"cached": True}
-        return model.to(ctx.device).eval(), index, info
-    model, info = train_cf(kind, s, ctx, index, train, valid, ctx.seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
-    (tmp / "info.json").write_text(json.dumps(info))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # a concurrent run saved it first
-        pass
-    return model, index, info | {"cached": False}
+    trained: dict = {}
+
+    def build(tmp: Path) -> None:
+        trained["model"], trained["info"] = train_cf(kind, s, data, ctx, index, train, valid, ctx.seed)
+        torch.save({k: v.cpu() for k, v in trained["model"].state_dict().items()}, tmp / "model.pt")
+        (tmp / "info.json").write_text(json.dumps(trained["info"]))
+
+    folder, built = cached_artifact(Path(ctx.cache_dir) / "ctr_cf" / f"{kind}-{_cache_key(kind, s, data, ctx)}",
+                                    build, memo_dir=ctx.cache_dir)
+    if built:
+        return trained["model"], index, trained["info"] | {"cached": False}
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    info = json.loads((folder / "info.json").read_text()) | {"cached": True}
+    return model.to(ctx.device).eval(), index, info
 
 
-class TestHistories:
-    """The history each (user, item) test pair is scored with (the split's definition), for `score`."""
+class PairHistories:
+    """The history each (user, item) pair is scored with: the one the query's protocol names, else the
+    user's latest `history_length` positives of train + valid (the split's window-start history)."""
 
-    def __init__(self, split):
-        data = histories(split, "test")
-        self.pair = {(u, i): h for u, i, h in zip(data.frame["user"], data.frame["item"], data.histories)}
-        self.user: dict[str, tuple] = {}
-        for u, h in zip(data.frame["user"], data.histories):
-            self.user.setdefault(u, h)
-        # users not in test: their window-start history (all earlier positives of train + valid)
-        self.split = split
+    def __init__(self, data: TrainView):
+        self.length = int(data.split.params["history_length"])
+        pos = pd.concat([data.train, data.valid])
+        pos = pos[pos["label"] == 1].sort_values(["user", "timestamp", "item"], kind="mergesort")
+        self.known = {u: tuple(g.to_numpy()[-self.length:]) for u, g in pos.groupby("user")["item"]}
 
-    def get(self, user, item) -> tuple:
-        if (user, item) in self.pair:
-            return self.pair[(user, item)]
-        if user in self.user:
-            return self.user[user]
-        pos = pd.concat([self.split.train, self.split.valid])
-        pos = pos[(pos["user"] == user) & (pos["label"] == 1)].sort_values("timestamp", kind="mergesort")
-        hist = tuple(pos["item"].to_numpy()[-int(self.split.params["history_length"]):])
-        self.user[user] = hist
-        return hist
+    def get(self, query: ScoreQuery, user, item) -> tuple:
+        hist = query.pair_histories.get((user, item))
+        return hist if hist is not None else self.known.get(user, ())

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from methods.backbones.cf import RecBoleCF
+from methods.backbones.cf import RecBoleCF, write_catalogue_files, write_inter_files
 
 
 def user_sequences(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
@@ -25,35 +25,34 @@ def user_sequences(frames: list[pd.DataFrame]) -> dict[str, list[str]]:
     return {u: g.tolist() for u, g in inter.groupby("user")["item"]}
 
 
-def write_sequence_split(split, folder: Path, max_len: int, name: str = "bench",
+def write_sequence_split(data, folder: Path, max_len: int, name: str = "bench",
                          train_targets_per_user: int | None = None) -> None:
-    """(user, history, target) rows for train / valid / test, histories truncated to max_len.
+    """(user, history, target) rows for train and valid, histories truncated to max_len; the catalogue files.
 
     train_targets_per_user=K keeps only each user's last K training positions as targets (histories
-    still reach back max_len items); None keeps every position."""
+    still reach back max_len items); None keeps every position. Test is the harness's (see
+    `write_atomic_split`): RecBole gets a copy of valid in its place."""
     if train_targets_per_user is not None and train_targets_per_user < 1:
         raise BenchError(f"backbone setting train_targets_per_user must be >= 1 or null, got "
                          f"{train_targets_per_user}")
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
-    header = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
-    train_seq = user_sequences([split.train])
-    before_test = user_sequences([split.train, split.valid])
-    rows = {"train": [], "valid": [], "test": []}
+    train_seq = user_sequences([data.train])
+    rows: dict[str, list[str]] = {"train": [], "valid": []}
     for user, items in train_seq.items():
         first = 1 if train_targets_per_user is None else max(1, len(items) - train_targets_per_user)
         for t in range(first, len(items)):
-            rows["train"].append((user, items[max(0, t - max_len):t], items[t]))
-    for part, history in (("valid", train_seq), ("test", before_test)):
-        for user, item in zip(getattr(split, part)["user"], getattr(split, part)["item"]):
-            past = history.get(user, [])
-            if past:  # a sequence model needs at least one earlier item
-                rows[part].append((user, past[-max_len:], item))
-    for part, part_rows in rows.items():
-        with open(target / f"{name}.{part}.inter", "w", encoding="utf-8") as fh:
-            fh.write(header)
-            for user, history, item in part_rows:
-                fh.write(f"{user}\t{' '.join(history)}\t{item}\n")
+            rows["train"].append(_row(user, items[max(0, t - max_len):t], items[t]))
+    for user, item in zip(data.valid["user"], data.valid["item"]):
+        past = train_seq.get(user, [])
+        if past:  # a sequence model needs at least one earlier item
+            rows["valid"].append(_row(user, past[-max_len:], item))
+    write_inter_files(target, name, "user_id:token\titem_id_list:token_seq\titem_id:token\n", rows)
+    write_catalogue_files(data, target, name)
+
+
+def _row(user: str, history: list[str], item: str) -> str:
+    return f"{user}\t{' '.join(history)}\t{item}\n"
 
 
 class AdaptedItemEmbedding:
@@ -93,7 +92,7 @@ class RecBoleSeq(RecBoleCF):
         cfg.pop("train_targets_per_user", None)
         cfg.update({
             "MAX_ITEM_LIST_LENGTH": s["max_len"], "ITEM_LIST_LENGTH_FIELD": "item_length",
-            "LIST_SUFFIX": "_list", "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+            "LIST_SUFFIX": "_list", "load_col": {"inter": ["user_id", "item_id_list", "item_id"], "user": ["user_id"], "item": ["item_id"]},
             # one vocabulary for history lists and targets (RecBole remaps each field separately otherwise)
             "alias_of_item_id": ["item_id_list"],
             "TIME_FIELD": None, "valid_metric": s["valid_metric"], "train_neg_sample_args": None,
@@ -101,7 +100,7 @@ class RecBoleSeq(RecBoleCF):
         })
         return cfg
 
-    def prepare(self, split) -> None:
+    def prepare(self, data) -> None:
         from methods.backbones import recbole_compat
 
         recbole_compat.apply()
@@ -110,14 +109,14 @@ class RecBoleSeq(RecBoleCF):
 
         from methods.backbones.cf import _model_class
 
-        write_sequence_split(split, self.work_dir / "data", self.settings["max_len"],
+        write_sequence_split(data, self.work_dir / "data", self.settings["max_len"],
                              train_targets_per_user=self.settings["train_targets_per_user"])
         self.model_cls = _model_class(self.spec)
         with self._log_to_run_dir():
             self.config = Config(model=self.model_cls, dataset="bench", config_dict=self.recbole_config_dict())
             self.dataset = create_dataset(self.config)
             self.train_data, self.valid_data, self.test_data = data_preparation(self.config, self.dataset)
-        self.history = user_sequences([split.train, split.valid])
+        self.history = user_sequences([data.train, data.valid])
 
     def replace_item_embeddings(self, item_ids, matrix: np.ndarray, mode: str) -> None:
         """mode 'adapter': frozen matrix + trained Linear; 'init': copy (same width) and train as usual."""
@@ -154,8 +153,11 @@ class RecBoleSeq(RecBoleCF):
                 raise BenchError(f"user {user!r} has no history for the sequential backbone")
             seqs[row, :len(past)], lengths[row] = past, len(past)
         device = self.config["device"]
+        users = self.token_index("user_id", user_ids)
+        users[users < 0] = 0  # a user RecBole never saw: the padding row, never another user's (-1)
         inter = Interaction({"item_id_list": torch.as_tensor(seqs, device=device),
-                             "item_length": torch.as_tensor(lengths, device=device)})
+                             "item_length": torch.as_tensor(lengths, device=device),
+                             "user_id": torch.as_tensor(users, device=device)})
         with torch.no_grad():
             scores = self.model.full_sort_predict(inter).float().cpu().numpy()
         columns = self.token_index("item_id", item_ids)
@@ -165,3 +167,59 @@ class RecBoleSeq(RecBoleCF):
         out[:, known & (columns == 0)] = -np.inf
         return out
 
+
+
+def with_user_term(model_cls):
+    """`model_cls` (a RecBole sequential model: SASRec, GRU4Rec) extended with a user term: the sequence
+    representation becomes h(seq) + Linear(z_u), z_u a frozen per-user vector (PtE's user profiles).
+
+    The subclass keeps its base's constructor (identical parameters and initialisation); the user table is
+    added by `attach_user_term` once the model exists. Each entry point (`calculate_loss`, `predict`,
+    `full_sort_predict`) notes the batch's user ids, which `forward` reads: RecBole's `forward` takes only
+    the item sequence."""
+    import torch
+    from torch import nn
+
+    class UserProfiles(nn.Module):
+        def __init__(self, table: np.ndarray, hidden: int):
+            super().__init__()
+            self.register_buffer("frozen", torch.as_tensor(table))
+            self.adapter = nn.Linear(table.shape[1], hidden)
+
+        def forward(self, users):
+            return self.adapter(self.frozen[users])
+
+    class WithUserTerm(model_cls):
+        def attach_user_term(self, table: np.ndarray) -> None:
+            """Frozen [n_users, d] table over RecBole's user ids (row 0: padding, zero) + a trained Linear."""
+            self.user_term = UserProfiles(table, int(self.item_embedding.weight.shape[1])).to(
+                self.item_embedding.weight.device)
+
+        def forward(self, item_seq, item_seq_len):
+            output = super().forward(item_seq, item_seq_len)
+            term = self._modules.get("user_term")  # a registered submodule once attached
+            if term is None:
+                return output
+            if self._batch_users is None:
+                raise BenchError(f"{model_cls.__name__} with a user term was called without user ids")
+            return output + term(self._batch_users.to(output.device))
+
+        def _with_users(self, interaction, call):
+            self._batch_users = interaction[self.USER_ID] if self.USER_ID in interaction.interaction else None
+            try:
+                return call(interaction)
+            finally:
+                self._batch_users = None
+
+        def calculate_loss(self, interaction):
+            return self._with_users(interaction, super().calculate_loss)
+
+        def predict(self, interaction):
+            return self._with_users(interaction, super().predict)
+
+        def full_sort_predict(self, interaction):
+            return self._with_users(interaction, super().full_sort_predict)
+
+    WithUserTerm.__name__ = WithUserTerm.__qualname__ = f"{model_cls.__name__}WithUserTerm"
+    WithUserTerm._batch_users = None
+    return WithUserTerm

@@ -27,8 +27,8 @@ from bench.eval.pointwise import histories
 from bench.method import Method
 from bench.options import RunOptions
 from bench.settings import path_field
-from bench.types import FitContext, ParamCounts
-from methods.backbones.pointwise import CFSettings, Index, TestHistories, build_model, pretrained_cf
+from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
+from methods.backbones.pointwise import CFSettings, Index, PairHistories, build_model, pretrained_cf
 from methods.classic import CTRModel, CTRSettings
 from methods.collm import model as cm
 
@@ -100,7 +100,7 @@ class LLMMethod(Method):
         self.options = RunOptions()  # the run's options once fit (batch size, prefix cache)
 
     # ------------------------------------------------------------------------------- setup and checks
-    def base_dir(self, ctx: FitContext) -> Path:
+    def base_dir(self, ctx: RunContext) -> Path:
         from bench.data import assets
 
         if self.settings.base_model == "smollm2":
@@ -113,13 +113,13 @@ class LLMMethod(Method):
     def templates(self) -> list[tuple[str, tuple[str, ...]]]:
         return [(self.settings.prompt, self.required)]
 
-    def setup(self, ctx: FitContext) -> None:
+    def setup(self, ctx: RunContext) -> None:
         """Every input check (templates, answer tokens, context length) before any training."""
         from methods.llm2rec import model as lm
 
-        if "label" not in ctx.split.train.columns:
+        if "label" not in self.data.split.train.columns:
             raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
-                             f"got {ctx.split.name!r}")
+                             f"got {self.data.split.name!r}")
         for template, required in self.templates():
             cm.parse_template(template, required)
         self.device, self.options = ctx.device, ctx.options
@@ -127,8 +127,8 @@ class LLMMethod(Method):
         self.tokenizer = lm.load_tokenizer(base)
         self.yes_no = cm.answer_token_ids(self.tokenizer, self.settings.answer_tokens)
         self.base_fingerprint = self._fingerprint(base, ctx)
-        items = ctx.dataset.items
-        titles = items["title"] if "title" in items.columns else ctx.dataset.item_text
+        items = self.data.catalogue.items
+        titles = items["title"] if "title" in items.columns else self.data.catalogue.item_text
         self.titles = {k: str(v) for k, v in titles.items()}
         self.lm = lm.load_causal_lm(base, ctx.device, self.settings.attn_implementation)
         for p in self.lm.parameters():
@@ -137,23 +137,37 @@ class LLMMethod(Method):
         self.limit = min(self.settings.max_length or 10**9, int(getattr(self.lm.config, "max_position_embeddings",
                                                                         10**9)))
         self.builder = self.make_builder(self.settings.prompt)
-        self.tests = TestHistories(ctx.split)
-        test = ctx.split.test
-        encoded = [self.builder.encode(self.tests.get(u, i), i) for u, i in zip(test["user"], test["item"])]
-        cm.check_lengths(encoded, test["user"].to_numpy(), self.limit, "test pairs")
+        self.histories = PairHistories(self.data)
         self.train_data = self.training_pairs(ctx)
         for template, required in self.templates():
             builder = self.make_builder(template, required)
             data = self.train_data
             encoded = [builder.encode(h, i) for h, i in zip(data.histories, data.frame["item"])]
             cm.check_lengths(encoded, data.frame["user"].to_numpy(), self.limit, "training pairs")
+        self.check_longest_prompt()
         self.pad_id = self.tokenizer.pad_token_id
-        ctx.extra["llm"] = {"base_model": str(base), "base_fingerprint": self.base_fingerprint,
+        self.report.facts["llm"] = {"base_model": str(base), "base_fingerprint": self.base_fingerprint,
                             "answer_token_ids": self.yes_no, "context_limit": self.limit,
                             "n_train_pairs_used": int(len(self.train_data.frame)),
-                            "n_train_pairs_available": int(len(ctx.split.train))}
+                            "n_train_pairs_available": int(len(self.data.split.train))}
 
-    def _fingerprint(self, base: Path, ctx: FitContext) -> str:
+    def check_longest_prompt(self) -> None:
+        """Before training, the longest prompt any scored pair can have (its `history_length` items the
+        longest titles, the target the longest title) must fit the context; training pairs are checked
+        exactly, scored pairs again in `score`."""
+        length = int(self.data.split.params["history_length"])
+        sizes = {item: len(self.tokenizer(title, add_special_tokens=False)["input_ids"])
+                 for item, title in self.titles.items()}
+        longest = sorted(sizes, key=lambda item: (-sizes[item], item))
+        if longest:
+            n_tokens = len(self.builder.encode(tuple(longest[:length]), longest[0]).ids)
+            if n_tokens > self.limit:
+                raise cm.ContextLengthError(
+                    f"scored pairs: the longest prompt a pair can have ({length} history items and the target, "
+                    f"all with the longest titles) has {n_tokens} tokens, more than the model's context of "
+                    f"{self.limit}; shorten history_length or the template")
+
+    def _fingerprint(self, base: Path, ctx: RunContext) -> str:
         from bench.data.assets import files_fingerprint
 
         return files_fingerprint(base, ctx.cache_dir)
@@ -162,9 +176,9 @@ class LLMMethod(Method):
         return cm.PromptBuilder(self.tokenizer, template, required or self.required, self.titles,
                                 self.target_dependent_user)
 
-    def training_pairs(self, ctx: FitContext):
+    def training_pairs(self, ctx: RunContext):
         """The training pairs used (a seeded random subset when `max_train_pairs` > 0)."""
-        data = histories(ctx.split, "train")
+        data = histories(self.data.split, "train")
         n = int(self.settings.max_train_pairs)
         if 0 < n < len(data.frame):
             rows = np.sort(np.random.default_rng(ctx.seed).choice(len(data.frame), size=n, replace=False))
@@ -172,13 +186,15 @@ class LLMMethod(Method):
         return data
 
     # ------------------------------------------------------------------------------------ fit / score
-    def fit(self, ctx: FitContext) -> None:
+    def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
+        self.start_fit(data)
         self.setup(ctx)
         self.train(ctx)
         self.lm.eval()
+        return self.report
 
-    def train(self, ctx: FitContext) -> None:
-        ctx.timings["train"] = 0.0
+    def train(self, ctx: RunContext) -> None:
+        self.report.timings["train"] = 0.0
 
     def vectors(self, users, items, hists):
         """(user vectors, item vectors) [n, d_llm] for the placeholders, or Nones."""
@@ -205,13 +221,15 @@ class LLMMethod(Method):
                                           self.device).float().cpu())
             return torch.cat(out)
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        """P(Yes) for every (user, item) cell, each pair with its split-defined history."""
+    def score(self, query: ScoreQuery) -> np.ndarray:
+        """P(Yes) for every (user, item) cell, each pair with the history the query's protocol gives it."""
         self.lm.eval()
-        items = np.asarray(list(self.titles) if items is None else items)
-        out = np.zeros((len(users), len(items)), dtype=np.float32)
-        for row, user in enumerate(users):
-            hists = [self.tests.get(user, it) for it in items]
+        items = np.asarray(list(self.titles) if query.items is None else query.items)
+        out = np.zeros((len(query.users), len(items)), dtype=np.float32)
+        for row, user in enumerate(query.users):
+            hists = [self.histories.get(query, user, it) for it in items]
+            encoded = [self.builder.encode(h, it) for h, it in zip(hists, items)]
+            cm.check_lengths(encoded, np.array([user] * len(items)), self.limit, "scored pairs")
             logits = self.logits([user] * len(items), list(items), hists)
             out[row] = cm.probabilities(logits, self.settings.scoring).numpy()
         return out
@@ -275,7 +293,7 @@ class LLMMethod(Method):
                 "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "losses": losses}
 
-    def stage1(self, ctx: FitContext, template: str) -> dict:
+    def stage1(self, ctx: RunContext, template: str) -> dict:
         """TALLRec's LoRA on the text-only prompt (loss: softmax over Yes / No), from the disk cache if there."""
         import torch
         from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -285,7 +303,7 @@ class LLMMethod(Method):
         data = self.train_data
         key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
                           "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
-                                              data.histories, ctx.split.content_hash]),
+                                              data.histories, self.data.split.content_hash]),
                           "lora": s.lora.model_dump(), "lr": s.learning_rate, "wd": s.weight_decay,
                           "epochs": s.epochs, "batch": s.batch_size, "loss": "yes_no_softmax",
                           "seed": ctx.seed, "version": 2})  # 2: LoRA init seeded
@@ -321,10 +339,10 @@ class TALLRec(LLMMethod):
     default_name = "tallrec"
     version = 2  # 2: stage-1 LoRA initialised from the run seed (was the process's global random state)
 
-    def train(self, ctx: FitContext) -> None:
+    def train(self, ctx: RunContext) -> None:
         info = self.stage1(ctx, self.settings.prompt)
-        ctx.timings["train"] = info["train_seconds"]
-        ctx.extra["stage1"] = {k: v for k, v in info.items()}
+        self.report.timings["train"] = info["train_seconds"]
+        self.report.facts["stage1"] = {k: v for k, v in info.items()}
 
 
 class CoLLM(LLMMethod):
@@ -342,23 +360,23 @@ class CoLLM(LLMMethod):
     def templates(self):
         return [(self.settings.prompt, self.required), (self.settings.stage1_prompt, (cm.HISTORY, cm.TITLE))]
 
-    def setup(self, ctx: FitContext) -> None:
+    def setup(self, ctx: RunContext) -> None:
         self.target_dependent_user = self.cf_kind == "din"
         super().setup(ctx)
 
-    def make_id_encoder(self, ctx: FitContext):
+    def make_id_encoder(self, ctx: RunContext):
         """The CF model (pre-trained, cached per seed, or fresh for t2) and the mapper."""
         import torch
         from torch import nn
 
         s = self.settings
-        cf, self.index, info = pretrained_cf(self.cf_kind, s.cf, ctx)
+        cf, self.index, info = pretrained_cf(self.cf_kind, s.cf, self.data, ctx)
         if s.tuning == "t2":
             torch.manual_seed(ctx.seed)
-            train = histories(ctx.split, "train")
+            train = histories(self.data.split, "train")
             pos = train.frame["label"].to_numpy() == 1
             cf = build_model(self.cf_kind, len(self.index.user), len(self.index.item), s.cf,
-                             int(ctx.split.params["history_length"]),
+                             int(self.data.split.params["history_length"]),
                              (self.index.users(train.frame["user"][pos]), self.index.items(train.frame["item"][pos])))
             cf = cf.to(self.device)
         self.cf = cf.eval()
@@ -379,12 +397,12 @@ class CoLLM(LLMMethod):
             uv, iv = self.cf.user_vector(u, i, h), self.cf.item_vector(i)
         return self.mapper(uv), self.mapper(iv)
 
-    def train(self, ctx: FitContext) -> None:
+    def train(self, ctx: RunContext) -> None:
         s = self.settings
-        self.cf_length = int(ctx.split.params["history_length"])
+        self.cf_length = int(self.data.split.params["history_length"])
         self.cf_trainable = s.tuning in ("t1", "t2")
         cf_info = self.make_id_encoder(ctx)
-        ctx.extra["cf"] = {k: v for k, v in cf_info.items() if k != "curve"} | {"kind": self.cf_kind,
+        self.report.facts["cf"] = {k: v for k, v in cf_info.items() if k != "curve"} | {"kind": self.cf_kind,
                                                                                 "tuning": s.tuning}
         mapper = list(self.mapper.parameters())
         self.trainable_counts["mapper"] = sum(p.numel() for p in mapper)
@@ -398,7 +416,7 @@ class CoLLM(LLMMethod):
             params += lora
         else:
             info = self.stage1(ctx, s.stage1_prompt)
-            ctx.extra["stage1"] = dict(info)
+            self.report.facts["stage1"] = dict(info)
             total += info["train_seconds"]
         if self.cf_trainable:
             cf_params = list(self.cf.parameters())
@@ -408,8 +426,8 @@ class CoLLM(LLMMethod):
             self.cf.train()
         info = self.run_training(params, groups, self.builder, s.scoring, ctx.seed + 1, self.vectors)
         self.cf.eval()
-        ctx.extra["stage2"] = info
-        ctx.timings["train"] = total + info["train_seconds"]
+        self.report.facts["stage2"] = info
+        self.report.timings["train"] = total + info["train_seconds"]
 
     def frozen_cf(self) -> int:
         return 0 if self.cf_trainable else sum(p.numel() for p in self.cf.parameters())
@@ -425,11 +443,11 @@ class CoLLMUIToken(CoLLM):
     default_name = "collm-uitoken"
     Settings: ClassVar[type[BaseModel]] = UITokenSettings
 
-    def make_id_encoder(self, ctx: FitContext):
+    def make_id_encoder(self, ctx: RunContext):
         import torch
         from torch import nn
 
-        self.index = Index(ctx.dataset.user_ids, ctx.dataset.item_ids)
+        self.index = Index(self.data.catalogue.user_ids, self.data.catalogue.item_ids)
         hidden = self.lm.get_input_embeddings().weight
         torch.manual_seed(ctx.seed)
         self.user_tokens = nn.Embedding(len(self.index.user) + 1, hidden.shape[1]).to(self.device)
@@ -469,17 +487,20 @@ class EnsembleMFCoLLM(Method):
     def llm_settings(self):
         return self.settings.llm
 
-    def fit(self, ctx: FitContext) -> None:
+    def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
+        report = self.start_fit(data)
         self.mf = CTRModel(CTRSettings(**self.settings.mf.model_dump(), model="mf"), name="mf-ctr")
-        self.mf.fit(ctx)
-        mf_train = ctx.timings.get("train", 0.0)
+        mf = self.mf.fit(data, ctx)
         self.llm = self.llm_cls(self.llm_settings())
-        self.llm.fit(ctx)
-        ctx.timings["train"] = mf_train + ctx.timings.get("train", 0.0)
+        llm = self.llm.fit(data, ctx)
+        report.facts.update({**mf.facts, **llm.facts})
+        report.timings.update({**mf.timings, **llm.timings})
+        report.timings["train"] = mf.timings.get("train", 0.0) + llm.timings.get("train", 0.0)
+        return report
 
-    def score(self, users: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
-        mf = 1 / (1 + np.exp(-self.mf.score(users, items).astype(np.float64)))
-        return ((mf + self.llm.score(users, items)) / 2).astype(np.float32)
+    def score(self, query: ScoreQuery) -> np.ndarray:
+        mf = 1 / (1 + np.exp(-self.mf.score(query).astype(np.float64)))
+        return ((mf + self.llm.score(query)) / 2).astype(np.float32)
 
     def parameter_counts(self) -> ParamCounts:
         a, b = self.mf.parameter_counts(), self.llm.parameter_counts()

@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.settings import path_field
-from bench.types import FitContext, ParamCounts
+from bench.types import ParamCounts, RunContext
 from methods.classic import SeqText
 from methods.llm2rec.train import STAGES, CSFTSettings, ICSettings, MNTPSettings
 
@@ -79,19 +79,19 @@ class LLM2Rec(SeqText):
     # scheduling hint for `--executor ray`: LLM stages take a GPU where the cluster has one
     resources: ClassVar[dict[str, float]] = {"num_gpus": 1}
 
-    def _base_dir(self, ctx: FitContext) -> Path:
+    def _base_dir(self, ctx: RunContext) -> Path:
         from bench.data import assets
 
         if self.settings.base_model == "smollm2":
             return assets.smollm2_dir(ctx.cache_dir)
         return Path(self.settings.base_model)
 
-    def _training_data(self, ctx: FitContext) -> tuple[list[list[str]], list[str], dict]:
+    def _training_data(self, ctx: RunContext) -> tuple[list[list[str]], list[str], dict]:
         if self.settings.train_dataset is None:
-            titles = item_titles(ctx.dataset)
-            return training_sequences(ctx.split.train, titles), titles.tolist(), {
-                "source": "split training interactions", "dataset_hash": ctx.dataset.content_hash,
-                "split_hash": ctx.split.content_hash}
+            titles = item_titles(self.data.catalogue)
+            return training_sequences(self.data.split.train, titles), titles.tolist(), {
+                "source": "split training interactions", "dataset_hash": self.data.catalogue.content_hash,
+                "split_hash": self.data.split.content_hash}
         from bench.data.cards import load_card, load_dataset
         from bench.data.splits import load_or_make_split, resolve_split_params
 
@@ -102,7 +102,7 @@ class LLM2Rec(SeqText):
             "source": f"{self.settings.train_dataset} temporal_loo training interactions (transfer)",
             "dataset_hash": other.content_hash, "split_hash": split.content_hash}
 
-    def item_matrix(self, ctx: FitContext) -> np.ndarray:
+    def item_matrix(self, ctx: RunContext) -> np.ndarray:
         from bench.encoders import encode_items
         from methods.llm2rec.stages import LLMItemEncoder, pipeline, read_stage
 
@@ -128,18 +128,18 @@ class LLM2Rec(SeqText):
                                                                                         "step_tokens", "step_seconds")}
                           | {"folder": str(path)} for stage, path in folders.items()}
             stage_info["training_data"] = source
-        ctx.timings["llm_stages"] = time.perf_counter() - start  # ~0 when every stage came from the cache
+        self.report.timings["llm_stages"] = time.perf_counter() - start  # ~0 when every stage came from the cache
         pooling = self.settings.resolved_pooling()
         encoder = LLMItemEncoder(folder, ctx.device, mode=pooling, max_length=self.settings.max_length,
                                  name=f"{self.name}:{pooling}", cache_dir=ctx.cache_dir)
-        titles = item_titles(ctx.dataset)
+        titles = item_titles(self.data.catalogue)
         start = time.perf_counter()
         matrix, info = encode_items(encoder, titles, f"title|{pooling}", ctx.cache_dir, progress=False)
-        ctx.timings["encode"] = time.perf_counter() - start
+        self.report.timings["encode"] = time.perf_counter() - start
         self._frozen = encoder.parameter_count()
         llm_train_seconds = sum(v.get("seconds", 0.0) for k, v in stage_info.items()
                                 if k in self.settings.stages)
-        ctx.extra["llm2rec"] = {"stages": list(self.settings.stages), "pooling": pooling, "base_model": str(base),
+        self.report.facts["llm2rec"] = {"stages": list(self.settings.stages), "pooling": pooling, "base_model": str(base),
                                 "embeddings": info, "stage_outputs": json.loads(json.dumps(stage_info, default=str)),
                                 "llm_train_seconds": llm_train_seconds,
                                 "llm_tokens_seen": sum(v.get("tokens", 0) for k, v in stage_info.items()

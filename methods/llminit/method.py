@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
-from bench.types import FitContext, ParamCounts
+from bench.types import FitReport, ParamCounts, RunContext, TrainView
 from methods.backbones.cf import SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
 
@@ -79,19 +79,19 @@ class LLMInit(RecBoleMethod):
     def selection(self) -> str:
         return self.settings.selection
 
-    def embedding_size(self, ctx: FitContext) -> int:
+    def embedding_size(self, ctx: RunContext) -> int:
         if self.selection == "full":
             return int(ctx.encoder.dim)
         return int(ctx.backbone_config["embedding_size"])
 
-    def initial_embeddings(self, ctx: FitContext, cf) -> tuple[np.ndarray, np.ndarray]:
-        text = ctx.embed_items()  # [n_items, N] in ctx.dataset.item_ids order, cached on disk
+    def initial_embeddings(self, ctx: RunContext, cf) -> tuple[np.ndarray, np.ndarray]:
+        text = ctx.embed_items()  # [n_items, N] in self.data.catalogue.item_ids order, cached on disk
         n_dims, k = text.shape[1], self.embedding_size(ctx)
         if k > n_dims:
             raise BenchError(f"{self.name}: embedding_size {k} exceeds the encoder's {n_dims} dimensions")
-        item_ids = ctx.dataset.item_ids
+        item_ids = self.data.catalogue.item_ids
         item_pos = {item: i for i, item in enumerate(item_ids)}
-        train = ctx.split.train
+        train = self.data.split.train
         degree = np.bincount(train["item"].map(item_pos).to_numpy(), minlength=len(item_ids))
         rng = np.random.default_rng(ctx.seed)
         settings: LLMInitSettings = self.settings
@@ -114,11 +114,11 @@ class LLMInit(RecBoleMethod):
             else:  # full
                 chosen = np.arange(n_dims)
             items = text[:, chosen].astype(np.float32)
-        user_ids = ctx.dataset.user_ids
+        user_ids = self.data.catalogue.user_ids
         by_user = train.groupby("user")["item"].agg(list)
         user_items = [np.array([item_pos[i] for i in by_user.get(u, [])], dtype=np.int64) for u in user_ids]
         users = pool_users(items, user_items, settings.user_init, degree)
-        ctx.extra["llminit"] = {
+        self.report.facts["llminit"] = {
             "selection": self.selection, "encoder_dim": int(n_dims), "k": int(k),
             "selected_dims": None if chosen is None else [int(i) for i in chosen],
             "unique_dims": None if chosen is None else int(len(np.unique(chosen))),
@@ -130,9 +130,9 @@ class LLMInit(RecBoleMethod):
         return ParamCounts(trainable=base.trainable, frozen_online=0,
                            frozen_offline=self._encoder_params)
 
-    def fit(self, ctx: FitContext) -> None:
+    def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
         self._encoder_params = int(ctx.encoder.parameter_count()) if ctx.encoder is not None else 0
-        super().fit(ctx)
+        return super().fit(data, ctx)
 
 
 class LLMInitSeq(LLMInit):
@@ -142,6 +142,6 @@ class LLMInitSeq(LLMInit):
     default_name = "llminit-var-seq"
     backbones = SEQUENTIAL_BACKBONES
 
-    def customise(self, ctx: FitContext, cf) -> None:
+    def customise(self, ctx: RunContext, cf) -> None:
         _, items = self.initial_embeddings(ctx, cf)
-        cf.replace_item_embeddings(ctx.dataset.item_ids, items, "init")
+        cf.replace_item_embeddings(self.data.catalogue.item_ids, items, "init")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
 from bench.settings import path_field
-from bench.types import FitContext, ParamCounts
+from bench.types import ParamCounts, RunContext
 from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
 
@@ -74,63 +74,14 @@ class PtESettings(BaseModel):
         return StageSettings(**{k: v for k, v in self.model_dump().items() if k in keys})
 
 
-def attach_user_embeddings(cf, user_ids, matrix: np.ndarray) -> None:
-    """SASRec / GRU4Rec: h(seq) + Linear(z_u). A frozen user-profile table (row 0 = padding, zero) and a
-    trained adapter become a submodule of the model; the model's forward output gets the user term."""
-    import torch
-    from torch import nn
-
-    model = cf.model
+def user_table(cf, user_ids, matrix: np.ndarray) -> np.ndarray:
+    """`matrix` (rows over `user_ids`) laid out over RecBole's user ids; row 0 (padding) and users RecBole
+    does not know stay zero."""
     index = cf.token_index("user_id", user_ids)
-    n_rows = int(cf.dataset.user_num)
-    full = np.zeros((n_rows, matrix.shape[1]), dtype=np.float32)
+    full = np.zeros((int(cf.dataset.user_num), matrix.shape[1]), dtype=np.float32)
     known = index >= 0
     full[index[known]] = matrix[known]
-    hidden = int(model.item_embedding.weight.shape[1])
-
-    class UserProfiles(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("frozen", torch.as_tensor(full))
-            self.adapter = nn.Linear(full.shape[1], hidden)
-
-        def forward(self, users):
-            return self.adapter(self.frozen[users])
-
-    model.pte_user = UserProfiles().to(cf.config["device"])
-    model._pte_users = None
-    user_field = cf.config["USER_ID_FIELD"]
-
-    # RecBole's sequential models call self.forward(...) directly (not through __call__), so a forward
-    # hook would never fire: the instance's forward is wrapped instead
-    original_forward = model.forward
-
-    def forward(*args, **kwargs):
-        output = original_forward(*args, **kwargs)
-        users = model._pte_users
-        if users is None:
-            raise BenchError("PtE user embeddings: the model was called without user ids")
-        return output + model.pte_user(users.to(output.device))
-
-    model.forward = forward
-    for name in ("calculate_loss", "predict", "full_sort_predict"):
-        original = getattr(model, name)
-
-        def wrapped(interaction, _original=original):
-            if user_field in interaction.interaction:
-                model._pte_users = interaction[user_field]
-            return _original(interaction)
-
-        setattr(model, name, wrapped)
-    original_score = cf.score
-
-    def score(users, items):
-        index = cf.token_index("user_id", users)
-        index[index < 0] = 0  # a user RecBole never saw gets the zero padding row, never another user's (-1)
-        model._pte_users = torch.as_tensor(index)
-        return original_score(users, items)
-
-    cf.score = score
+    return full
 
 
 class PtE(RecBoleMethod):
@@ -142,7 +93,7 @@ class PtE(RecBoleMethod):
     needs_encoder: ClassVar[bool] = True
 
     # ---- profile embeddings ---------------------------------------------------------------------------
-    def _generator(self, ctx: FitContext):
+    def _generator(self, ctx: RunContext):
         from bench.data import assets
         from methods.pte.generate import ChatGenerator
 
@@ -152,8 +103,8 @@ class PtE(RecBoleMethod):
             raise BenchError(f"PtE generator folder {folder} does not exist")
         return ChatGenerator(folder, ctx.device, ctx.cache_dir)
 
-    def profile_embeddings(self, ctx: FitContext) -> tuple[np.ndarray, np.ndarray]:
-        """(users [n_users, d] over ctx.dataset.user_ids, items [n_items, d] over ctx.dataset.item_ids)."""
+    def profile_embeddings(self, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+        """(users [n_users, d] over self.data.catalogue.user_ids, items [n_items, d] over self.data.catalogue.item_ids)."""
         from bench.encoders import encode_items
         from methods.pte.generate import PROMPT_DIR, ProfileStore, PromptSet
         from methods.pte.stage import ProfileStage
@@ -161,7 +112,7 @@ class PtE(RecBoleMethod):
         s: PtESettings = self.settings
         raw = ctx.embed_items()
         raw = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-        item_ids = [str(i) for i in ctx.dataset.item_ids]
+        item_ids = [str(i) for i in self.data.catalogue.item_ids]
         raw_of = dict(zip(item_ids, raw))
         encoder = ctx.encoder
         self._encoder_params = int(encoder.parameter_count())
@@ -173,7 +124,7 @@ class PtE(RecBoleMethod):
             matrix, _ = encode_items(encoder, series, tag, ctx.cache_dir, progress=False)
             return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
-        train = ctx.split.train.astype({"user": str, "item": str})
+        train = self.data.split.train.astype({"user": str, "item": str})
         result = None
         start = time.perf_counter()
         if s.profile_users or s.profile_items:
@@ -188,27 +139,27 @@ class PtE(RecBoleMethod):
             generator = self._generator(ctx)
             prompts = PromptSet(s.prompt_dir or PROMPT_DIR, s.item_noun)
             store = ProfileStore(Path(ctx.cache_dir) / "pte" / "store")
-            stage = ProfileStage(train, item_titles(ctx.dataset), ctx.dataset.item_text, generator, prompts, store,
+            stage = ProfileStage(train, item_titles(self.data.catalogue), self.data.catalogue.item_text, generator, prompts, store,
                                  encode, s.stage_settings(), progress=ctx.options.progress, grpo=grpo)
             result = stage.run(raw_of)
             self._generator_params = int(sum(p.numel() for p in generator.load()[0].parameters()))
-            ctx.extra["pte"] = {
+            self.report.facts["pte"] = {
                 **result.info, "generator": str(generator.model_dir), "generator_hash": generator.fingerprint(),
                 "prompt_hashes": prompts.hashes, "grpo": grpo.info if grpo is not None else None,
                 "offline_cost": {**result.stats.as_dict(), "rounds": result.info["rounds"]},
                 "examples": {u: result.user_text[u] for u in sorted(result.user_text)[:3]},
             }
-            ctx.timings["profile_stage"] = time.perf_counter() - start
+            self.report.timings["profile_stage"] = time.perf_counter() - start
         else:
-            ctx.extra["pte"] = {"profiles": "none (direct embedding of raw item text)"}
-        user_ids = [str(u) for u in ctx.dataset.user_ids]
+            self.report.facts["pte"] = {"profiles": "none (direct embedding of raw item text)"}
+        user_ids = [str(u) for u in self.data.catalogue.user_ids]
         by_user = train.groupby("user")["item"].agg(list)
         if result is not None and s.profile_items:
             texts = [result.item_text.get(i) for i in item_ids]
             have = [i for i, t in enumerate(texts) if t is not None]
             items = raw.copy()  # items without training users keep their raw text embedding
             items[have] = encode([texts[i] for i in have], "pte-item-final")
-            ctx.extra["pte"]["items_without_profile"] = len(item_ids) - len(have)
+            self.report.facts["pte"]["items_without_profile"] = len(item_ids) - len(have)
         else:
             items = raw
         item_pos = {i: k for k, i in enumerate(item_ids)}
@@ -221,11 +172,19 @@ class PtE(RecBoleMethod):
                 rows = [item_pos[i] for i in by_user.get(u, []) if i in item_pos]
                 if rows:
                     users[k] = items[rows].mean(axis=0)
-        ctx.timings["pte_embed"] = time.perf_counter() - start - ctx.timings.get("profile_stage", 0.0)
+        self.report.timings["pte_embed"] = time.perf_counter() - start - self.report.timings.get("profile_stage", 0.0)
         return users.astype(np.float32), items.astype(np.float32)
 
     # ---- downstream -----------------------------------------------------------------------------------
-    def initial_embeddings(self, ctx: FitContext, cf) -> tuple[np.ndarray, np.ndarray]:
+    def model_class(self, ctx: RunContext, cls):
+        """Sequential backbones with `user_embedding: add`: the backbone extended with the user term."""
+        if BACKBONES[ctx.backbone].sequential and self.settings.user_embedding == "add":
+            from methods.backbones.sequential import with_user_term
+
+            return with_user_term(cls)
+        return cls
+
+    def initial_embeddings(self, ctx: RunContext, cf) -> tuple[np.ndarray, np.ndarray]:
         """CF backbones: profile embeddings of users and items projected together by PCA (LLMInit-style)."""
         from sklearn.decomposition import PCA
 
@@ -235,10 +194,10 @@ class PtE(RecBoleMethod):
         if k > stacked.shape[1]:
             raise BenchError(f"{self.name}: embedding_size {k} exceeds the encoder's {stacked.shape[1]} dims")
         projected = PCA(n_components=k, random_state=ctx.seed).fit_transform(stacked).astype(np.float32)
-        ctx.extra["pte_downstream"] = {"mode": "init", "projection": "pca", "dim": k}
+        self.report.facts["pte_downstream"] = {"mode": "init", "projection": "pca", "dim": k}
         return projected[:len(users)], projected[len(users):]
 
-    def customise(self, ctx: FitContext, cf) -> None:
+    def customise(self, ctx: RunContext, cf) -> None:
         if not BACKBONES[ctx.backbone].sequential:
             return super().customise(ctx, cf)
         users, items = self.profile_embeddings(ctx)
@@ -253,10 +212,10 @@ class PtE(RecBoleMethod):
             table = PCA(n_components=k, random_state=ctx.seed).fit_transform(items).astype(np.float32)
         else:
             table = items
-        cf.replace_item_embeddings(ctx.dataset.item_ids, table, mode)
+        cf.replace_item_embeddings(self.data.catalogue.item_ids, table, mode)
         if self.settings.user_embedding == "add":
-            attach_user_embeddings(cf, ctx.dataset.user_ids, users)
-        ctx.extra["pte_downstream"] = {"mode": mode, "user_embedding": self.settings.user_embedding,
+            cf.model.attach_user_term(user_table(cf, self.data.catalogue.user_ids, users))
+        self.report.facts["pte_downstream"] = {"mode": mode, "user_embedding": self.settings.user_embedding,
                                        "dim": int(items.shape[1])}
 
     def parameter_counts(self) -> ParamCounts:
