@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from bench.options import RunOptions
 from bench.records import ResultStore, git_state, machine, package_versions
@@ -129,7 +128,6 @@ def _as_options(options: RunOptions | str | None) -> RunOptions:
 
 def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOptions,
                     requested: dict[str, Any] | None) -> dict[str, Any]:
-    from bench.eval.ranking import evaluate, rank_users
 
     run_id = spec.run_id
     run_dir = store.run_dir(run_id)
@@ -152,29 +150,12 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
 
         summary, per_user, latency, evaluation = evaluate_method(method, split)
         timings["evaluate"] = time.perf_counter() - t0
-        return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
-                             summary, evaluation, method, timings, latency, ctx, report, per_user)
-    item_ids = dataset.item_ids
-    position = {item: i for i, item in enumerate(item_ids)}
-    users = np.sort(split.test["user"].unique())
-    positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
-    seen = pd.concat([split.train, split.valid])
-    exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
-    n_negatives = int(split.params.get("eval_negatives", 0) or 0)
-    if n_negatives:  # labelled option (LLM-ESR): rank the positives among N sampled unseen items only
-        from bench.data.splits import sampled_negative_exclusion
+    else:
+        from bench.eval.ranking import evaluate_ranking
 
-        exclude = sampled_negative_exclusion(split, item_ids, positives, exclude, n_negatives)
-    top = rank_users(lambda batch: method.score(ScoreQuery.of(batch)), users, item_ids, positives, exclude,
-                     who=f"method {spec.method!r}")
-    item_segment_of = split.item_segment.reindex(item_ids).fillna("tail").to_numpy()
-    summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of)
-    timings["evaluate"] = time.perf_counter() - t0
-    latency = _latency(method, users)
-    evaluation = {"protocol": "full ranking over the catalogue; each user's train and valid items masked"
-                  if not n_negatives else f"sampled: each test positive ranked among {n_negatives} sampled "
-                  "negatives (LLM-ESR protocol; inflates numbers vs full ranking)", "sampled_negatives": n_negatives,
-                  "n_items": int(len(item_ids)), "n_test_users": int(len(users))}
+        summary, per_user, evaluation = evaluate_ranking(method, dataset, split, who=f"method {spec.method!r}")
+        timings["evaluate"] = time.perf_counter() - t0
+        latency = _latency(method, np.sort(split.test["user"].unique()))
     return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
                          summary, evaluation, method, timings, latency, ctx, report, per_user)
 

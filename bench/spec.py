@@ -77,6 +77,7 @@ class Suite(BaseModel):
     splits: list[str]
     backbones: list[str]
     methods: list[str]
+    baseline: str = "random"  # the row every other method is compared with (gain, significance)
     seeds: list[int] = [0, 1, 2]
     encoder: str | list[str] = "minilm"  # a list runs every encoder-using method once per encoder
     encoder_settings: dict[str, Any] = Field(default_factory=dict)

@@ -93,6 +93,7 @@ class SeqText(RecBoleMethod):
     Settings: ClassVar[type[BaseModel]] = SeqTextSettings
     backbones = SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
+    text_encoder_rows: ClassVar[bool] = True  # its item table is the suite's encoder: tables name the encoder
 
     def item_matrix(self, ctx: RunContext):
         """[n_items, d] in self.data.catalogue.item_ids order; LLM2Rec variants override this."""

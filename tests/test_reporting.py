@@ -18,9 +18,10 @@ from bench.records import ResultStore
 from bench.report.claims import Claim, ClaimsFile, check_claims, claims_table, load_claims
 from bench.report.compare import compare_report
 from bench.report.stats import compare, correct
-from bench.report.tables import collect, main_table, offline_cost_table, profile_examples, significance_table
+from bench.report.tables import collect, main_table, significance_table
 from bench.selection import field_value, pair, parse_selector, stored_specs
 from bench.spec import RunSpec, Suite, expand, load_suite
+from methods.pte.report import offline_cost_table, profile_examples
 
 N_USERS = 200
 

@@ -80,8 +80,12 @@ def method_labels(specs: list[RunSpec], store: ResultStore | None = None) -> dic
 
 
 def _label(spec: RunSpec) -> str:
-    """Method name, with the encoder when the method uses one chosen by the suite (seq-text [mpnet])."""
-    return f"{spec.method} [{spec.encoder}]" if spec.encoder and spec.method.startswith("seq-") else spec.method
+    """Method name, with the encoder when the method's item table is the suite's text encoder itself
+    (`text_encoder_rows` in its registry entry: seq-text [mpnet])."""
+    from bench.catalog import METHODS
+
+    shown = spec.encoder and getattr(METHODS.get(spec.method), "text_encoder_rows", False)
+    return f"{spec.method} [{spec.encoder}]" if shown else spec.method
 
 
 def _cell(values: pd.Series) -> str:
@@ -91,8 +95,9 @@ def _cell(values: pd.Series) -> str:
 
 
 def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "overall",
-               significant: set[tuple] | None = None, tested_metric: str = "ndcg@10") -> pd.DataFrame:
-    """Rows (backbone, method); per (dataset, split): metric cells, gain of NDCG@10 over random.
+               significant: set[tuple] | None = None, tested_metric: str = "ndcg@10",
+               baseline: str = "random") -> pd.DataFrame:
+    """Rows (backbone, method); per (dataset, split): metric cells, gain of NDCG@10 over the baseline.
     `significant` holds (dataset, split, backbone, method) keys whose `tested_metric` cell gets a †."""
     significant = significant or set()
     data = frame[frame["segment"] == segment]
@@ -105,10 +110,10 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
             for metric in metrics:
                 row[f"{prefix} {metric}"] = _cell(cell[metric]) + (
                     " †" if metric == tested_metric and (dataset, split, backbone, method) in significant else "")
-            base = data[(data["backbone"] == backbone) & (data["method"] == "random")
+            base = data[(data["backbone"] == backbone) & (data["method"] == baseline)
                         & (data["dataset"] == dataset) & (data["split"] == split)]
             gain = "—"
-            if method != "random" and len(base):
+            if method != baseline and len(base):
                 gain = f"{100 * (cell['ndcg@10'].mean() / base['ndcg@10'].mean() - 1):+.1f}%"
             row[f"{prefix} gain ndcg@10"] = gain
             row[f"{prefix} seeds"] = int(cell["seed"].nunique())
@@ -132,8 +137,8 @@ def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
 
 
 def significance_results(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
-                         correction: str = "holm") -> pd.DataFrame:
-    """Each method vs `random` on the same dataset/split/backbone (`bench.report.stats.compare`: users
+                         correction: str = "holm", baseline: str = "random") -> pd.DataFrame:
+    """Each method vs the baseline (the suite's `baseline`, default `random`) on the same dataset/split/backbone (`bench.report.stats.compare`: users
     as the unit, seeds averaged per user), numeric, with p-values corrected over the table."""
     from bench.report.stats import compare, correct
 
@@ -143,8 +148,8 @@ def significance_results(specs: list[RunSpec], store: ResultStore, metric: str =
         groups.setdefault((spec.dataset, spec.split, labels[spec.run_id], mlabels[spec.run_id]), []).append(spec)
     rows = []
     for (dataset, split, backbone, method), runs in groups.items():
-        base = groups.get((dataset, split, backbone, "random"))
-        if method == "random" or not base:
+        base = groups.get((dataset, split, backbone, baseline))
+        if method == baseline or not base:
             continue
         result = compare(store, runs, base, metric)
         if result["n_seeds"]:
@@ -157,19 +162,20 @@ def significance_results(specs: list[RunSpec], store: ResultStore, metric: str =
 
 
 def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
-                       correction: str = "holm", results: pd.DataFrame | None = None) -> pd.DataFrame:
+                       correction: str = "holm", results: pd.DataFrame | None = None,
+                       baseline: str = "random") -> pd.DataFrame:
     """The significance table as printed: gain with its 95% user-bootstrap interval, user-level Wilcoxon
     and sign-flip p, paired t over seed means, each raw and corrected, n users (non-zero difference),
     the minimum detectable effect; `Significant`: corrected Wilcoxon p < 0.05."""
     from bench.report.stats import format_gain, format_p
 
-    table = significance_results(specs, store, metric, correction) if results is None else results
+    table = significance_results(specs, store, metric, correction, baseline) if results is None else results
     if table.empty:
         return table
     users = table["unit"] == "users"
     out = table[["Dataset", "Split", "Backbone", "Method"]].copy()
     out[f"{metric} method"] = table["mean_a"].map(lambda v: f"{v:.4f}")
-    out[f"{metric} random"] = table["mean_b"].map(lambda v: f"{v:.4f}")
+    out[f"{metric} {baseline}"] = table["mean_b"].map(lambda v: f"{v:.4f}")
     out["Gain % [95% CI]"] = [format_gain(r["relative"], r["ci_low"], r["ci_high"]) for _, r in table.iterrows()]
     out["d_z"] = table["effect_dz"].map(lambda v: "—" if v != v else f"{v:.3f}")
     for column, name in (("wilcoxon_p", "Wilcoxon p"), ("signflip_p", "Sign-flip p"), ("ttest_p", "t p (seed means)")):
@@ -225,53 +231,24 @@ def ctr_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _first_pte_info(specs: list[RunSpec], store: ResultStore, field: str):
-    """(spec, method label, the record's PtE info) for the lowest-seed run per (dataset, split, method
-    label) whose PtE info has `field`: the profile stage is shared by every seed and backbone."""
-    seen = set()
-    mlabels = method_labels(specs, store)
-    for spec in sorted(specs, key=lambda s: s.seed):
-        if not store.has(spec.run_id):
+def paradigm_tables(specs: list[RunSpec], store: ResultStore) -> dict[str, pd.DataFrame]:
+    """The tables each method family adds for its own runs (a family package's `report.tables(specs, store)`,
+    e.g. PtE's offline cost and profile examples), by table name; empty tables left out."""
+    import importlib
+
+    from bench.catalog import METHODS
+
+    out: dict[str, pd.DataFrame] = {}
+    for family in sorted({METHODS.family(spec.method) for spec in specs}):
+        try:
+            module = importlib.import_module(f"methods.{family}.report")
+        except ModuleNotFoundError as err:
+            if err.name != f"methods.{family}.report":
+                raise
             continue
-        info = store.load(spec.run_id).get("method_info", {}).get("pte") or {}
-        key = (spec.dataset, spec.split, mlabels[spec.run_id])
-        if info.get(field) and key not in seen:
-            seen.add(key)
-            yield spec, mlabels[spec.run_id], info
-
-
-def offline_cost_table(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
-    """PtE's offline cost, one row per (dataset, split, method): the profiles the method uses, the tokens
-    and seconds it took to generate them when they were first generated (shared by every seed and
-    backbone, so counted once), tokens/s, refinement rounds and the convergence distance per round
-    (mean 1 - cos between successive rounds' profile encodings, users / items). Online latency is in
-    the main table."""
-    rows = []
-    for spec, label, info in _first_pte_info(specs, store, "offline_cost"):
-        cost = info["offline_cost"]
-        rate = cost["first_tokens"] / cost["first_seconds"] if cost.get("first_seconds") else float("nan")
-        distances = "; ".join(
-            f"r{d['round']}: " + ", ".join(f"{k} {d[k]:.3f}" for k in ("user", "item") if k in d)
-            for d in info.get("distances", [])) or "—"
-        rows.append({"Dataset": spec.dataset, "Split": spec.split, "Method": label,
-                     "Users": info.get("n_users"), "Items": info.get("n_items"),
-                     "Profiles used": cost["requested"], "Tokens generated": cost["first_tokens"],
-                     "Generation s": round(cost["first_seconds"], 1),
-                     "Tokens/s": round(rate, 1), "Rounds": info.get("rounds"),
-                     "Converged": "yes" if info.get("converged") else "no",
-                     "Distance per round": distances, "Run": spec.run_id})
-    return pd.DataFrame(rows)
-
-
-def profile_examples(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
-    """The profiles PtE kept for the first three users (by id), per (dataset, split, method), as the
-    first seed's record stores them (the profile stage is shared by every seed and backbone)."""
-    rows = []
-    for spec, label, info in _first_pte_info(specs, store, "examples"):
-        for user, text in info["examples"].items():
-            rows.append({"Dataset": spec.dataset, "Split": spec.split, "Method": label,
-                         "User": user, "Profile": text.replace("\n", " ").replace("|", "/"), "Run": spec.run_id})
-    return pd.DataFrame(rows)
+        family_specs = [spec for spec in specs if METHODS.family(spec.method) == family]
+        out.update({name: table for name, table in module.tables(family_specs, store).items() if not table.empty})
+    return out
 
 
 def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
@@ -288,12 +265,14 @@ def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
 
 def ranking_protocol(specs: list[RunSpec]) -> str:
     """How the runs were evaluated, from their split settings (full ranking unless eval_negatives > 0)."""
+    from bench.catalog import METHODS
     from bench.data.splits import resolve_split_params
 
-    if {spec.split for spec in specs} == {"ctr_temporal"}:
+    ranking = [spec for spec in specs if METHODS.get(spec.method).protocol == "ranking"]
+    if not ranking:
         return "pointwise: AUC / UAUC over the labelled test pairs"
     negatives = sorted({int(resolve_split_params(spec.split, spec.split_settings).get("eval_negatives", 0))
-                        for spec in specs if spec.split != "ctr_temporal"})
+                        for spec in ranking})
     described = [("full ranking, train+valid items masked" if n == 0 else
                   f"sampled: each test positive ranked among {n} sampled negatives (train+valid items excluded)")
                  for n in negatives]
@@ -338,22 +317,23 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     if frame.empty:
         return {}
     target = Path(out_dir) / suite.name
-    results = significance_results(specs, store, correction=correction)
-    significance = significance_table(specs, store, correction=correction, results=results)
+    baseline = suite.baseline
+    results = significance_results(specs, store, correction=correction, baseline=baseline)
+    significance = significance_table(specs, store, correction=correction, results=results, baseline=baseline)
     marks = set() if significance.empty else {
         (r["Dataset"], r["Split"], r["Backbone"], r["Method"])
         for _, r in significance[significance["Significant"] == "yes"].iterrows()}
     if "auc" in frame.columns:  # pointwise (CTR) suite: AUC / UAUC overall and per pair segment
         main, segments = ctr_table(frame), pd.DataFrame()
     else:
-        main, segments = main_table(frame, significant=marks), segment_table(frame)
-    costs = offline_cost_table(specs, store)
-    examples = profile_examples(specs, store)
+        main, segments = main_table(frame, significant=marks, baseline=baseline), segment_table(frame)
+    family_tables = paradigm_tables(specs, store)
+    examples = family_tables.pop("pte_examples", pd.DataFrame())
     used = sorted(frame["run_id"].unique())
     missing = [s.label for s in specs if not store.has(s.run_id)]
     note = settings_note(suite, specs)
     if not significance.empty:
-        note += (f"\n- † on ndcg@10: Wilcoxon signed-rank vs `random` over users (same dataset, split, backbone; "
+        note += (f"\n- † on ndcg@10: Wilcoxon signed-rank vs `{baseline}` over users (same dataset, split, backbone; "
                  f"each user's ndcg@10 averaged over the seeds first), {correction}-corrected p < 0.05 "
                  f"(significance table, which adds a sign-flip permutation test over users, a 95% user-bootstrap "
                  f"interval of the gain and a paired t over seed means)")
@@ -364,7 +344,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}
     for fmt in formats:
         for name, table in (("main", main), ("segments", segments), ("significance", significance),
-                            ("offline_cost", costs)):
+                            *family_tables.items()):
             if table.empty:
                 continue
             path = target / f"{name}.{ext[fmt]}"

@@ -76,6 +76,7 @@ class LLM2Rec(SeqText):
     default_name = "llm2rec"
     Settings: ClassVar[type[BaseModel]] = LLM2RecSettings
     needs_encoder: ClassVar[bool] = False  # the method builds its own encoder from the LLM
+    text_encoder_rows: ClassVar[bool] = False
     # scheduling hint for `--executor ray`: LLM stages take a GPU where the cluster has one
     resources: ClassVar[dict[str, float]] = {"num_gpus": 1}
 
