@@ -320,3 +320,23 @@ def test_table_note_names_the_sampled_protocol_when_runs_used_it():
     assert "100 sampled negatives" in ranking_protocol([sampled]) and "full" not in ranking_protocol([sampled])
     assert ranking_protocol([full, sampled]).startswith("full ranking") and "100 sampled" in ranking_protocol(
         [full, sampled])
+
+
+def test_cap_stopped_runs_are_marked_and_counted(tmp_path):
+    """A cell with a run that stopped at its epoch cap carries ‡ and the note counts runs and cells."""
+    from bench.report.tables import cap_note
+
+    store = ResultStore(tmp_path / "results")
+    runs = [spec("random", seed=s) for s in range(2)] + [spec("llminit-var", seed=s) for s in range(2)]
+    for run in runs:
+        put(store, run, 0.2)
+    capped = runs[3]  # llminit-var seed 1: at the cap; the rest stopped early
+    for run in runs:
+        record = store.load(run.run_id)
+        record["fit"] = {"converged": run.run_id != capped.run_id, "curve": []}
+        store.write(run.run_id, record, store.per_user(run.run_id))
+    frame = collect(runs, store)
+    table = main_table(frame, metrics=("ndcg@10",))
+    cells = dict(zip(table["Method"], table["ml-100k/half_history ndcg@10"]))
+    assert cells["llminit-var"].endswith("‡") and not cells["random"].endswith("‡")
+    assert cap_note(frame).startswith("- ‡: 1 of 4 runs (1 cells) stopped at the epoch cap")

@@ -57,10 +57,34 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
                 "trainable": record["params"]["trainable"], "latency_ms": record["latency"]["median_ms"],
                 "frozen": record["params"].get("frozen_online", 0),
                 "train_s": record["timings"].get("train", np.nan),
-                "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan)}
+                "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan),
+                "capped": run_capped(record)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
     return pd.DataFrame(rows)
+
+
+CAP_MARK = "‡"
+
+
+def run_capped(record: dict) -> bool:
+    """True when the run's main training stopped at its epoch cap instead of early on validation (not
+    converged); False when it stopped early or selects no checkpoint on validation."""
+    converged = (record.get("fit") or {}).get("converged")
+    if converged is None:  # records from before FitReport: the backbone's training summary
+        converged = (record.get("method_info") or {}).get("training", {}).get("early_stopped")
+    return converged is False
+
+
+def cap_note(frame: pd.DataFrame) -> str:
+    """The note under a table with cap-stopped cells: how many runs and cells, and what ‡ means."""
+    runs = frame.drop_duplicates("run_id")
+    capped = runs[runs["capped"]]
+    if capped.empty:
+        return ""
+    cells = capped.drop_duplicates(["dataset", "split", "backbone", "method"])
+    return (f"- {CAP_MARK}: {len(capped)} of {len(runs)} runs ({len(cells)} cells) stopped at the epoch cap "
+            "without early stopping on validation: not converged, read those cells as lower bounds")
 
 
 def method_labels(specs: list[RunSpec], store: ResultStore | None = None) -> dict[str, str]:
@@ -107,9 +131,11 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
         row = {"Backbone": backbone, "Method": method}
         for (dataset, split), cell in group.groupby(["dataset", "split"], sort=False):
             prefix = f"{dataset}/{split}"
+            capped = f" {CAP_MARK}" if cell["capped"].any() else ""
             for metric in metrics:
                 row[f"{prefix} {metric}"] = _cell(cell[metric]) + (
-                    " †" if metric == tested_metric and (dataset, split, backbone, method) in significant else "")
+                    " †" if metric == tested_metric and (dataset, split, backbone, method) in significant else "") \
+                    + capped
             base = data[(data["backbone"] == backbone) & (data["method"] == baseline)
                         & (data["dataset"] == dataset) & (data["split"] == split)]
             gain = "—"
@@ -131,7 +157,8 @@ def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
         for segment in ("overall", *SEGMENTS):
             cell = group[group["segment"] == segment]
             n_users = int(cell["n_users"].iloc[0]) if len(cell) else 0
-            row[f"{segment} {metric}"] = _cell(cell[metric]) + f" (n={n_users})" if len(cell) else "—"
+            capped = f" {CAP_MARK}" if len(cell) and cell["capped"].any() else ""
+            row[f"{segment} {metric}"] = _cell(cell[metric]) + f" (n={n_users}){capped}" if len(cell) else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -220,7 +247,8 @@ def ctr_table(frame: pd.DataFrame) -> pd.DataFrame:
                 part = cell[cell["segment"] == segment]
                 name = segment.split(":")[-1]
                 for metric in ("auc", "uauc"):
-                    row[f"{dataset} {name} {metric.upper()}"] = _cell(part[metric]) if len(part) else "—"
+                    capped = f" {CAP_MARK}" if len(part) and part["capped"].any() else ""
+                    row[f"{dataset} {name} {metric.upper()}"] = _cell(part[metric]) + capped if len(part) else "—"
             row[f"{dataset} seeds"] = int(cell["seed"].nunique())
             row[f"{dataset} test pairs"] = int(cell[cell["segment"] == "overall"]["n_pairs"].iloc[0])
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
@@ -338,6 +366,9 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
                  f"(significance table, which adds a sign-flip permutation test over users, a 95% user-bootstrap "
                  f"interval of the gain and a paired t over seed means)")
     power = "\n".join(f"- {line}" for line in mde_lines(results))
+    capped_note = cap_note(frame)
+    if capped_note:
+        note += f"\n{capped_note}"
     sources = (f"{len(used)} run records (results/runs/<run_id>/record.json): " + ", ".join(used)
                + (f"\nNot run yet ({len(missing)}): " + ", ".join(missing) if missing else ""))
     written = {}
