@@ -96,6 +96,7 @@ class Suite(BaseModel):
     # they never enter run ids
     options: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
+    reference: str = ""  # published values quoted under the tables as context, never as rows
 
 
 def suite_names() -> list[str]:

@@ -33,14 +33,18 @@ from tests.test_data import CHAIN, card, write_atomic
 FORMER_DEFAULTS = {
     "temporal_loo": {"seed": 0},
     "random_loo": {"seed": 0},
-    "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5},
+    "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5, "rounding": "ceil"},
     "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3},
     "longtail": {"seed": 0, "tail_user_threshold": 10, "tail_item_threshold": 20, "count_on": "all",
                  "eval_negatives": 0},
     "ctr_temporal": {"seed": 0, "label_threshold": 4, "train_months": 10.0, "valid_months": 5.0,
-                     "test_months": 5.0, "warm_threshold": 3, "history": "window_start", "history_length": 10,
-                     "max_valid_users": 0, "max_test_users": 0, "max_pairs_per_test_user": 0},
+                     "test_months": 5.0, "warm_threshold": 3, "history": "pair", "history_length": 10,
+                     "max_valid_users": 0, "max_test_users": 0, "max_pairs_per_test_user": 0, "shots": 0,
+                     "shots_seed": 0},
 }
+# version 2: half_history rounds the removed count up (PROTOCOLS.md), ctr_temporal's history is every earlier
+# positive (CoLLM's code) and it gained few-shot sampling; each default change bumped its class's version
+SPLIT_VERSIONS = {"half_history": 2, "ctr_temporal": 2}
 FORMER_SEGMENT_DEFAULTS = {"cold_user_threshold": 10, "head_item_fraction": 0.2}
 
 
@@ -54,7 +58,8 @@ def test_resolved_defaults_are_the_former_ones(name):
     assert json.dumps(resolved, sort_keys=True) == json.dumps(expected, sort_keys=True)
     assert {k: v for k, v in SPLIT_DEFAULTS[name].items() if k != "empty_segments"} == FORMER_DEFAULTS[name]
     cls = SPLIT_SETTINGS[name]
-    assert cls.version == 1 and cls.model_config["extra"] == "forbid" and cls.model_config["frozen"]
+    assert cls.version == SPLIT_VERSIONS.get(name, 1)
+    assert cls.model_config["extra"] == "forbid" and cls.model_config["frozen"]
 
 
 def test_every_splitter_has_settings():
@@ -112,7 +117,7 @@ def test_unknown_split_key_and_name_keep_their_messages():
     with pytest.raises(BenchError) as err:
         resolve_split_params("half_history", {"drop_fractoin": 0.3})
     assert str(err.value) == ("unknown setting 'drop_fractoin' for split 'half_history'; valid settings: "
-                              "base, cold_user_threshold, drop_fraction, head_item_fraction, seed")
+                              "base, cold_user_threshold, drop_fraction, head_item_fraction, rounding, seed")
     with pytest.raises(UnknownChoiceError, match="did you mean 'longtail'"):
         resolve_split_params("longtial", {})
 

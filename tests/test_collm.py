@@ -63,11 +63,11 @@ def test_ctr_split_is_saved_with_labels(tmp_path):
     again = load_or_make_split(dataset, "ctr_temporal", params, tmp_path)
     assert made.content_hash == again.content_hash
     pd.testing.assert_frame_equal(made.test.reset_index(drop=True), again.test.reset_index(drop=True))
-    assert list(again.test.columns) == ["user", "item", "rating", "timestamp", "label", "segment"]
+    assert list(again.test.columns) == ["user", "item", "rating", "timestamp", "label", "segment", "history"]
 
 
 def test_histories_are_earlier_positives_only():
-    split = ctr_split()
+    split = ctr_split(history="window_start")
     train = histories(split, "train")
     for (_, row), hist in zip(train.frame.iterrows(), train.histories):
         earlier = split.train[(split.train["user"] == row["user"]) & (split.train["timestamp"] < row["timestamp"])

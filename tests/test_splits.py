@@ -53,7 +53,7 @@ def test_half_history_removes_half_keeps_one(tiny_dataset):
     half = make_split(tiny_dataset, "half_history", resolve_split_params("half_history", {}))
     before = base.train.groupby("user").size()
     after = half.train.groupby("user").size().reindex(before.index)
-    expected = np.maximum(1, before - np.floor(before * 0.5)).astype(int)
+    expected = np.maximum(1, before - np.ceil(before * 0.5)).astype(int)  # rounding: ceil (the default)
     assert (after == expected).all()
     assert _pairs(half.train) <= _pairs(base.train)
     assert _pairs(half.test) == _pairs(base.test)  # same evaluation targets as the base split

@@ -6,7 +6,7 @@ import yaml
 from bench.errors import BenchError
 from bench.options import RunOptions
 from bench.report.tables import method_labels
-from bench.spec import expand, load_suite
+from bench.spec import expand, load_suite, suite_names
 
 
 def _write(tmp_path, body: dict):
@@ -64,6 +64,13 @@ def test_coldstart_default_fits_its_budget_and_profile_adds_llm2rec():
     assert {(s.split, s.backbone, s.method) for s in extra} == {("cold_users", "sasrec", "random"),
                                                                  ("cold_users", "sasrec", "llm2rec")}
     assert len(extra) == 6
+
+
+@pytest.mark.parametrize("name", suite_names())
+def test_every_suite_and_profile_expands(name):
+    """Every builtin suite, under every profile, resolves to runs (names and settings all valid)."""
+    for profile in [None, *load_suite(name).profiles]:
+        assert expand(load_suite(name, profile)), (name, profile)
 
 
 def test_transfer_suite_reuses_in_domain_runs_of_sequential_suite():

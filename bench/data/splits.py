@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
-from bench.eval.pointwise import ctr_description, ctr_temporal
+from bench.eval.pointwise import MONTH_SECONDS
 from bench.hashing import cache_warning, sha256_file
 from bench.settings import runtime_field, validate_settings
 from bench.types import INTER_COLUMNS, Dataset, Split
@@ -56,8 +56,15 @@ class RandomLooSettings(SplitSettings):
 
 
 class HalfHistorySettings(SplitSettings):
+    """LLMInit 4.4: drop `drop_fraction` of each user's training interactions (at least one kept).
+    `rounding` of the dropped count: ceil (default; PROTOCOLS.md: a user with 3 training items keeps 1,
+    so single-interaction users exist, as the paper says) or floor (version 1's behaviour)."""
+
+    version: ClassVar[int] = 2  # 2: rounding ceil by default (version 1 rounded the dropped count down)
+
     base: Literal["temporal_loo", "random_loo"] = "temporal_loo"
     drop_fraction: Float = Field(0.5, gt=0, lt=1)
+    rounding: Literal["ceil", "floor"] = "ceil"
 
 
 class ColdUsersSettings(SplitSettings):
@@ -81,18 +88,29 @@ class LongtailSettings(SplitSettings):
 
 
 class CtrTemporalSettings(SplitSettings):
-    """CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75."""
+    """CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75.
+
+    Every pair's history is computed on the full window before any subsampling and saved with the split
+    (column `history`): `pair` (default, CoLLM's code) = the user's positives strictly earlier than the
+    pair, held-out ones included; `window_start` = frozen at the start of the pair's window.
+    `seed` draws the valid / test subsample (valid and test from separate streams: the test sample does
+    not depend on `max_valid_users`); `shots` > 0 keeps N random training pairs drawn with `shots_seed`
+    (TALLRec's few-shot protocol: one sample per seed), leaving valid, test and every history unchanged."""
+
+    version: ClassVar[int] = 2  # 2: history `pair` by default; histories from the full window, before subsampling
 
     label_threshold: Int = Field(4, ge=1)
     train_months: Float = Field(10.0, gt=0)
     valid_months: Float = Field(5.0, gt=0)
     test_months: Float = Field(5.0, gt=0)
     warm_threshold: Int = Field(3, ge=1)
-    history: Literal["window_start", "pair"] = "window_start"
+    history: Literal["window_start", "pair"] = "pair"
     history_length: Int = Field(10, ge=1)
     max_valid_users: Int = Field(0, ge=0)
     max_test_users: Int = Field(0, ge=0)
     max_pairs_per_test_user: Int = Field(0, ge=0)
+    shots: Int = Field(0, ge=0)  # 0 = every training pair; N > 0 = N random training pairs (few-shot)
+    shots_seed: Int = Field(0, ge=0)  # the few-shot sample's seed (never the valid / test sample's)
 
 
 SPLIT_SETTINGS: dict[str, type[SplitSettings]] = {
@@ -114,13 +132,14 @@ SPLIT_INFO = {
     "temporal_loo": "leave-one-out on time order: last interaction test, second last valid (default)",
     "random_loo": "leave-one-out with random held-out interactions (LLMInit code, RecBole RO order)",
     "half_history": "LLMInit 4.4: a leave-one-out split with half of each user's training interactions "
-                    "removed (at least one kept)",
+                    "removed (rounded up by default: a user with 3 keeps 1; at least one kept)",
     "cold_users": "PtE: users sorted by last interaction; newest held out for valid/test, each keeping "
                   "only its first `keep_history` interactions in training",
     "longtail": "PtE/LLM-ESR long tail: temporal leave-one-out; user segment cold = tail user (< "
                 "tail_user_threshold interactions), warm = head user; item tail = < tail_item_threshold "
                 "interactions (count_on: all interactions, as LLM-ESR, or train)",
-    "ctr_temporal": "CoLLM pointwise CTR: labelled pairs (rating >= threshold), temporal month windows",
+    "ctr_temporal": "CoLLM pointwise CTR: labelled pairs (rating >= threshold), temporal month windows; "
+                    "histories of earlier positives; optional few-shot training sample (TALLRec)",
 }
 
 
@@ -159,9 +178,129 @@ def half_history(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     shuffled = train.assign(_r=rng.random(len(train))).sort_values(["user", "_r"], kind="mergesort")
     rank = shuffled.groupby("user").cumcount()
     size = shuffled.groupby("user")["item"].transform("size")
-    keep = np.maximum(1, size - np.floor(size * params["drop_fraction"]).astype(int))
+    keep = np.maximum(1, size - dropped_count(size, params["drop_fraction"], params.get("rounding", "floor")))
     kept = shuffled[rank < keep].drop(columns="_r")
     return _ordered(kept), valid, test
+
+
+def dropped_count(size, fraction: float, rounding: str):
+    """How many of `size` training interactions half_history drops: ceil or floor of size x fraction.
+    ceil ignores float noise (0.3 x 10 is 3, not 4); floor is version 1's expression, bit for bit."""
+    if rounding not in ("ceil", "floor"):
+        raise UnknownChoiceError("half_history rounding", rounding, ["ceil", "floor"])
+    size = np.asarray(size)
+    if rounding == "floor":
+        return np.floor(size * fraction).astype(int)
+    return np.ceil(np.round(size * fraction, 9)).astype(int)
+
+
+def half_history_description(params: dict, train: pd.DataFrame, eval_users) -> str:
+    counts = train.groupby("user").size().reindex(sorted(eval_users)).fillna(0)
+    single = int((counts == 1).sum())
+    return (f"LLMInit 4.4: {params['base']} with {params['drop_fraction']:g} of each user's training "
+            f"interactions removed (count rounded {'up' if params['rounding'] == 'ceil' else 'down'}, at "
+            f"least one kept); {single} of {len(counts)} evaluated users keep a single training interaction")
+
+
+# ------------------------------------------------------------------------------------------ ctr_temporal
+def _pair_histories(window: pd.DataFrame, part: np.ndarray, bounds: dict[str, float], mode: str,
+                    length: int) -> list[str]:
+    """Each pair's history (JSON list of item ids, oldest first, last `length`): the user's positives of
+    the whole window strictly earlier than the pair (training pairs always; valid / test with `pair`), or
+    (valid / test with `window_start`) every positive up to the start of the pair's window."""
+    pos = window[window["label"] == 1]
+    by_user = {u: (g["timestamp"].to_numpy(), g["item"].to_numpy()) for u, g in pos.groupby("user", sort=False)}
+    empty = (np.zeros(0), np.zeros(0, dtype=object))
+    out = []
+    for user, ts, where in zip(window["user"].to_numpy(), window["timestamp"].to_numpy(), part):
+        times, items = by_user.get(user, empty)
+        if where == "train" or mode == "pair":
+            n = int(np.searchsorted(times, ts, side="left"))
+        else:
+            n = int(np.searchsorted(times, bounds[where], side="right"))
+        out.append(json.dumps([str(i) for i in items[max(0, n - length):n]], separators=(",", ":")))
+    return out
+
+
+def ctr_temporal(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    """CoLLM's split: the last train+valid+test months; first part train, middle valid, last test.
+
+    No k-core: cold users and items stay in valid and test. In this order, so that nothing drawn later
+    changes what came before: (1) every pair's `history` from the full window; (2) the pair segments
+    (warm / cold / other) from the full training window; (3) the valid users (`max_valid_users`, its own
+    stream of `seed`), the test users and pairs (`max_test_users`, `max_pairs_per_test_user`, `seed`) and the
+    few-shot training sample (`shots`, `shots_seed`). The test sample is thus fixed for every run seed,
+    shot count and few-shot seed, and no subsampling removes a positive from any history.
+    """
+    if params["history"] not in ("window_start", "pair"):
+        raise BenchError(f"ctr_temporal: unknown history {params['history']!r}; valid: window_start, pair")
+    end = float(inter["timestamp"].max())
+    t_test = end - params["test_months"] * MONTH_SECONDS
+    t_valid = t_test - params["valid_months"] * MONTH_SECONDS
+    t_start = t_valid - params["train_months"] * MONTH_SECONDS
+    if t_start < float(inter["timestamp"].min()) - MONTH_SECONDS:
+        raise BenchError(f"ctr_temporal: {params['train_months']}+{params['valid_months']}+"
+                         f"{params['test_months']} months reach before the first rating; the data spans "
+                         f"{(end - float(inter['timestamp'].min())) / MONTH_SECONDS:.1f} months")
+    window = inter[inter["timestamp"] > t_start].assign(
+        label=lambda f: (f["rating"] >= params["label_threshold"]).astype(int))
+    window = window.sort_values(["user", "timestamp", "item"], kind="mergesort").reset_index(drop=True)
+    ts = window["timestamp"].to_numpy()
+    part = np.where(ts <= t_valid, "train", np.where(ts <= t_test, "valid", "test"))
+    window["history"] = _pair_histories(window, part, {"valid": t_valid, "test": t_test}, params["history"],
+                                        int(params["history_length"]))
+    train, valid, test = (window[part == name].reset_index(drop=True) for name in ("train", "valid", "test"))
+
+    user_n = train.groupby("user").size()
+    item_n = train.groupby("item").size()
+
+    def segment(frame: pd.DataFrame) -> pd.DataFrame:
+        nu = frame["user"].map(user_n).fillna(0).to_numpy()
+        ni = frame["item"].map(item_n).fillna(0).to_numpy()
+        seg = np.where((nu > params["warm_threshold"]) & (ni > params["warm_threshold"]), "warm",
+                       np.where((nu == 0) | (ni == 0), "cold", "other"))
+        return frame.assign(segment=seg)
+
+    valid, test = segment(valid), segment(test)
+
+    def keep_users(frame: pd.DataFrame, limit: int, rng) -> pd.DataFrame:
+        users = np.sort(frame["user"].unique())
+        if 0 < limit < len(users):
+            frame = frame[frame["user"].isin(set(rng.choice(users, size=limit, replace=False)))]
+        return frame
+
+    # valid: its own stream; test: default_rng(seed), drawn exactly as version 1 drew it without max_valid_users
+    valid = keep_users(valid, int(params["max_valid_users"]), np.random.default_rng([params["seed"], 1]))
+    rng = np.random.default_rng(params["seed"])
+    test = keep_users(test, int(params["max_test_users"]), rng)
+    cap = int(params["max_pairs_per_test_user"])
+    if cap > 0:  # a fixed random subset of each test user's pairs
+        keys = rng.random(len(test))
+        rank = test.assign(_k=keys).groupby("user")["_k"].rank(method="first")
+        test = test[rank.to_numpy() <= cap]
+    shots = int(params.get("shots", 0))
+    if 0 < shots < len(train):  # TALLRec's few-shot sample: N training pairs, one sample per shots_seed
+        rows = np.random.default_rng([params.get("shots_seed", 0), 2]).choice(len(train), size=shots, replace=False)
+        train = train.iloc[np.sort(rows)]
+    return train, valid, test
+
+
+def ctr_description(params: dict, train: pd.DataFrame, test: pd.DataFrame) -> str:
+    history = ("every earlier positive of the window, held-out ones included (CoLLM code)"
+               if params["history"] == "pair" else "positives before the pair's window only")
+    return (f"pointwise CTR (CoLLM): label = rating >= {params['label_threshold']}; the last "
+            f"{params['train_months']} / {params['valid_months']} / {params['test_months']} months "
+            f"(of {MONTH_SECONDS / 86400:.2f} days) as train / valid / test, no k-core; history = {history}, "
+            f"last {params['history_length']}, computed on the full window before any subsampling; "
+            f"warm pair: user and item > {params['warm_threshold']} training pairs, cold: either absent"
+            + (f"; test users subsampled to {params['max_test_users']}" if params["max_test_users"] else "")
+            + (f"; valid users subsampled to {params['max_valid_users']}" if params["max_valid_users"] else "")
+            + (f"; at most {params['max_pairs_per_test_user']} random test pairs per user"
+               if params["max_pairs_per_test_user"] else "")
+            + (f"; test sample (split seed {params['seed']}, the same for every run seed): {len(test)} pairs of "
+               f"{test['user'].nunique()} users")
+            + (f"; few-shot training (TALLRec): {len(train)} random training pairs (shots_seed "
+               f"{params['shots_seed']})" if params.get("shots") else ""))
 
 
 def longtail(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
@@ -324,7 +463,7 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     except BenchError as exc:
         raise BenchError(f"{where}: {str(exc).removeprefix(f'{name}: ')}") from None
     # pointwise splits carry a `label` (all parts) and a pair `segment` (valid / test) column
-    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment") if c in p)]] for p in made]
+    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment", "history") if c in p)]] for p in made]
     train, valid, test = parts
     eval_users = set(valid["user"]) | set(test["user"])
     user_segment, item_segment = segments(train, eval_users, params)
@@ -333,10 +472,12 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     _check_thin(where, name, params, {"train": train, "valid": valid, "test": test}, user_segment, item_segment)
     content_hash = _frames_hash({"train": train, "valid": valid, "test": test,
                                  "users": user_segment, "items": item_segment})
+    description = (ctr_description(params, train, test) if name == "ctr_temporal"
+                   else half_history_description(params, train, eval_users) if name == "half_history"
+                   else SPLIT_INFO[name])
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
                  user_segment=user_segment, item_segment=item_segment, content_hash=content_hash,
-                 dataset_hash=dataset.content_hash,
-                 description=ctr_description(params) if name == "ctr_temporal" else SPLIT_INFO[name])
+                 dataset_hash=dataset.content_hash, description=description)
 
 
 def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Path:
@@ -351,7 +492,8 @@ PART_FILES = {"train": "train.tsv", "valid": "valid.tsv", "test": "test.tsv", "u
 def _read(path: Path) -> pd.DataFrame:
     # round_trip: floats read back bit for bit, so the recomputed hash matches the recorded one
     return pd.read_csv(path, sep="\t", float_precision="round_trip",
-                       dtype={"user": str, "item": str, "rating": float, "timestamp": float, "segment": str})
+                       dtype={"user": str, "item": str, "rating": float, "timestamp": float, "segment": str,
+                              "history": str})
 
 
 def _read_segment(path: Path) -> pd.Series:

@@ -1,7 +1,7 @@
 """The pointwise (CTR) protocol of CoLLM / TALLRec (paper 002): labelled pairs, temporal windows,
 histories of earlier positives, AUC and UAUC over all test pairs and over warm / cold pair subsets.
 
-`ctr_temporal` is a splitter of `bench.data.splits` (registered there): train / valid / test keep every rated
+`ctr_temporal` is a splitter of `bench.data.splits` (there): train / valid / test keep every rated
 pair with a `label` column (rating >= `label_threshold`) and, for valid / test, a pair `segment`
 ("warm": user and item each with more than `warm_threshold` training pairs; "cold": user or item absent
 from training; "other": the rest). The split file is hashed and shared by every method of the table.
@@ -9,78 +9,14 @@ from training; "other": the rest). The split file is hashed and shared by every 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
-
 MONTH_SECONDS = 365.25 / 12 * 86400  # windows are counted in average months back from the last rating
 PAIR_SEGMENTS = ("warm", "cold", "other")
-
-
-def ctr_temporal(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
-    """CoLLM's split: the last train+valid+test months; first part train, middle valid, last test.
-
-    No k-core: cold users and items stay in valid and test. `max_test_users` / `max_valid_users` > 0 keep
-    a fixed random subset of those users (split seed), so a CPU run scores the same pairs for every method.
-    """
-    if params["history"] not in ("window_start", "pair"):
-        raise BenchError(f"ctr_temporal: unknown history {params['history']!r}; valid: window_start, pair")
-    end = float(inter["timestamp"].max())
-    t_test = end - params["test_months"] * MONTH_SECONDS
-    t_valid = t_test - params["valid_months"] * MONTH_SECONDS
-    t_start = t_valid - params["train_months"] * MONTH_SECONDS
-    if t_start < float(inter["timestamp"].min()) - MONTH_SECONDS:
-        raise BenchError(f"ctr_temporal: {params['train_months']}+{params['valid_months']}+"
-                         f"{params['test_months']} months reach before the first rating; the data spans "
-                         f"{(end - float(inter['timestamp'].min())) / MONTH_SECONDS:.1f} months")
-    frame = inter.assign(label=(inter["rating"] >= params["label_threshold"]).astype(int))
-    ts = frame["timestamp"]
-    train = frame[(ts > t_start) & (ts <= t_valid)]
-    valid = frame[(ts > t_valid) & (ts <= t_test)]
-    test = frame[ts > t_test]
-    rng = np.random.default_rng(params["seed"])
-    for key, part in (("max_valid_users", "valid"), ("max_test_users", "test")):
-        limit = int(params[key])
-        current = valid if part == "valid" else test
-        users = np.sort(current["user"].unique())
-        if 0 < limit < len(users):
-            keep = set(rng.choice(users, size=limit, replace=False))
-            current = current[current["user"].isin(keep)]
-        if part == "valid":
-            valid = current
-        else:
-            test = current
-    cap = int(params["max_pairs_per_test_user"])
-    if cap > 0:  # a fixed random subset of each test user's pairs (split seed)
-        keys = rng.random(len(test))
-        rank = test.assign(_k=keys).groupby("user")["_k"].rank(method="first")
-        test = test[rank.to_numpy() <= cap]
-    user_n = train.groupby("user").size()
-    item_n = train.groupby("item").size()
-
-    def segment(part: pd.DataFrame) -> pd.DataFrame:
-        nu = part["user"].map(user_n).fillna(0).to_numpy()
-        ni = part["item"].map(item_n).fillna(0).to_numpy()
-        seg = np.where((nu > params["warm_threshold"]) & (ni > params["warm_threshold"]), "warm",
-                       np.where((nu == 0) | (ni == 0), "cold", "other"))
-        return part.assign(segment=seg)
-
-    return train, segment(valid), segment(test)
-
-
-def ctr_description(params: dict) -> str:
-    return (f"pointwise CTR (CoLLM): label = rating >= {params['label_threshold']}; the last "
-            f"{params['train_months']} / {params['valid_months']} / {params['test_months']} months "
-            f"(of {MONTH_SECONDS / 86400:.2f} days) as train / valid / test, no k-core; history = the user's "
-            f"earlier positives (valid/test: {params['history']}), last {params['history_length']}; "
-            f"warm pair: user and item > {params['warm_threshold']} training pairs, cold: either absent"
-            + (f"; test users subsampled to {params['max_test_users']}" if params["max_test_users"] else "")
-            + (f"; valid users subsampled to {params['max_valid_users']}" if params["max_valid_users"] else "")
-            + (f"; at most {params['max_pairs_per_test_user']} random test pairs per user"
-               if params["max_pairs_per_test_user"] else ""))
 
 
 @dataclass
@@ -102,6 +38,8 @@ def histories(split, part: str) -> PairData:
     params = split.params
     length, mode = int(params["history_length"]), params["history"]
     frame = getattr(split, part).reset_index(drop=True)
+    if "history" in frame.columns:  # saved by the splitter from the full windows, before any subsampling
+        return PairData(frame, [tuple(json.loads(h)) for h in frame["history"]])
     per_pair = part == "train" or mode == "pair"
     earlier = {"train": [], "valid": [split.train], "test": [split.train, split.valid]}[part]
     source = pd.concat([*earlier, frame]) if per_pair else pd.concat(earlier)

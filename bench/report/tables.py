@@ -43,16 +43,29 @@ def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
     return _sweep_labels(specs, lambda s: s.backbone, lambda s: s.backbone_settings, lambda s: s.backbone)
 
 
+# split settings that vary with the run seed by design (a few-shot sample per seed): never a column of their own
+PER_SEED_SPLIT_SETTINGS = frozenset({"shots_seed"})
+
+
+def split_labels(specs: list[RunSpec]) -> dict[str, str]:
+    """Run id -> split name, plus the split settings that vary among the runs of that split (`ctr_temporal
+    [shots=16]`), so runs on different splits are never pooled; per-seed settings are left out."""
+    def settings(spec):
+        return {k: v for k, v in spec.split_settings.items() if k not in PER_SEED_SPLIT_SETTINGS}
+
+    return _sweep_labels(specs, lambda s: (s.dataset, s.split), settings, lambda s: s.split)
+
+
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
     """One row per (run, segment) with every metric; runs without a record are absent."""
     rows = []
-    labels = backbone_labels(specs)
+    labels, slabels = backbone_labels(specs), split_labels(specs)
     mlabels = method_labels(specs, store)
     for spec in specs:
         if not store.has(spec.run_id):
             continue
         record = store.load(spec.run_id)
-        base = {"run_id": spec.run_id, "dataset": spec.dataset, "split": spec.split,
+        base = {"run_id": spec.run_id, "dataset": spec.dataset, "split": slabels[spec.run_id],
                 "backbone": labels[spec.run_id], "method": mlabels[spec.run_id], "seed": spec.seed,
                 "trainable": record["params"]["trainable"], "latency_ms": record["latency"]["median_ms"],
                 "frozen": record["params"].get("frozen_online", 0),
@@ -240,17 +253,19 @@ def ctr_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Pointwise suites (CoLLM): rows (backbone, method); AUC / UAUC overall, warm, cold; mean ± std over
     seeds; trainable / frozen parameters, training seconds and milliseconds per scored pair."""
     rows = []
+    n_splits = frame[["dataset", "split"]].drop_duplicates().shape[0]
     for (backbone, method), group in frame.groupby(["backbone", "method"], sort=False):
         row = {"Backbone": backbone, "Method": method}
-        for (dataset, _split), cell in group.groupby(["dataset", "split"], sort=False):
+        for (dataset, split), cell in group.groupby(["dataset", "split"], sort=False):
+            prefix = dataset if n_splits == 1 else f"{dataset}/{split}"
             for segment in CTR_SEGMENTS:
                 part = cell[cell["segment"] == segment]
                 name = segment.split(":")[-1]
                 for metric in ("auc", "uauc"):
                     capped = f" {CAP_MARK}" if len(part) and part["capped"].any() else ""
-                    row[f"{dataset} {name} {metric.upper()}"] = _cell(part[metric]) + capped if len(part) else "—"
-            row[f"{dataset} seeds"] = int(cell["seed"].nunique())
-            row[f"{dataset} test pairs"] = int(cell[cell["segment"] == "overall"]["n_pairs"].iloc[0])
+                    row[f"{prefix} {name} {metric.upper()}"] = _cell(part[metric]) + capped if len(part) else "—"
+            row[f"{prefix} seeds"] = int(cell["seed"].nunique())
+            row[f"{prefix} test pairs"] = int(cell[cell["segment"] == "overall"]["n_pairs"].iloc[0])
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
         row["Frozen params"] = f"{int(group['frozen'].median()):,}" if "frozen" in group else "—"
         row["Train s (median)"] = f"{group['train_s'].median():.1f}"
@@ -331,6 +346,9 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
     lines.append(f"- encoder: {suite.encoder}; seeds: {suite.seeds}; {ranking_protocol(specs)}")
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
+    if suite.reference:
+        lines.append(f"\nPublished reference values (context only, never rows of this table: other models, splits "
+                     f"and test samples): {suite.reference.strip()}")
     return "\n".join(lines)
 
 
