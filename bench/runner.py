@@ -18,7 +18,7 @@ import numpy as np
 from bench.options import RunOptions
 from bench.records import ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
-from bench.types import RunContext, ScoreQuery, TrainView
+from bench.types import RunContext, TrainView
 
 
 def _dataset(spec: RunSpec, cache_dir: Path):
@@ -58,14 +58,18 @@ def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress:
                          cache_dir, progress=progress)
 
 
-def _latency(method, users: np.ndarray, n: int = 30) -> dict[str, float]:
-    """Milliseconds to score one user against every item (after one warm-up call)."""
+def _latency(method, users: np.ndarray, histories: dict | None = None, n: int = 30) -> dict[str, float]:
+    """Milliseconds to score one user against every item (after one warm-up call); `histories`: the
+    held-out sequences the protocol gives users absent from training."""
+    from bench.eval.ranking import query_for
+
+    histories = histories or {}
     sample = users[:n]
-    method.score(ScoreQuery.of(sample[:1]))
+    method.score(query_for(sample[:1], histories))
     times = []
     for user in sample:
         start = time.perf_counter()
-        method.score(ScoreQuery.of([user]))
+        method.score(query_for([user], histories))
         times.append((time.perf_counter() - start) * 1000)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "n_users": len(times)}
 
@@ -151,11 +155,11 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
         summary, per_user, latency, evaluation = evaluate_method(method, split)
         timings["evaluate"] = time.perf_counter() - t0
     else:
-        from bench.eval.ranking import evaluate_ranking
+        from bench.eval.ranking import evaluate_ranking, test_user_histories
 
         summary, per_user, evaluation = evaluate_ranking(method, dataset, split, who=f"method {spec.method!r}")
         timings["evaluate"] = time.perf_counter() - t0
-        latency = _latency(method, np.sort(split.test["user"].unique()))
+        latency = _latency(method, np.sort(split.test["user"].unique()), test_user_histories(split))
     return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
                          summary, evaluation, method, timings, latency, ctx, report, per_user)
 

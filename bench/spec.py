@@ -215,6 +215,20 @@ def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | 
     return method_keys
 
 
+def _check_unseen_users(suite: str, split: str, backbone: str) -> None:
+    """A split whose test users are absent from training (cold_users) runs only on backbones that fold a
+    user in from its sequence (the sequential ones): an ID table has no row learnt for such a user."""
+    from bench.data.splits import SPLIT_SETTINGS
+    from methods.backbones.cf import BACKBONES
+
+    if getattr(SPLIT_SETTINGS[split], "unseen_users", False) and not BACKBONES[backbone].sequential:
+        sequential = ", ".join(name for name, b in BACKBONES.items() if b.sequential)
+        raise BenchError(f"suite {suite!r}: split {split!r} holds its test users out of training, and backbone "
+                         f"{backbone!r} cannot score a user it never saw; use a sequential backbone ({sequential})"
+                         f" or split 'new_users_fewshot' (held-out users keep their first keep_history "
+                         f"interactions in training)")
+
+
 def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
            _method_keys_checked: bool = False) -> list[RunSpec]:
     """Every run of the suite, resolved and validated (unknown names/settings raise BenchError).
@@ -289,6 +303,7 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
             split_params = resolve_split_params(split, {**suite.split_settings.get(split, {}),
                                                         **overrides.get("split", {})})
             for backbone in suite.backbones:
+                _check_unseen_users(suite.name, split, backbone)
                 backbone_config = resolve_backbone_config(backbone, {
                     **suite.backbone_settings, **suite.backbone_overrides.get(backbone, {}),
                     **overrides.get("backbone", {})})

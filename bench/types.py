@@ -55,6 +55,9 @@ class Split:
     dataset_hash: str
     description: str = ""
     path: Path | None = None
+    # interactions of held-out users known at inference only (cold_users: each one's earlier sequence),
+    # column `part` = valid / test; empty for splits whose evaluated users are in training
+    context: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*INTER_COLUMNS, "part"]))
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class TrainSplit:
     item_segment: pd.Series  # item -> "head" | "tail" (by training popularity)
     content_hash: str
     description: str = ""
+    # held-out validation users' earlier interactions (cold_users), known at inference only: never the test
+    # users' (they come with the ScoreQuery)
+    valid_context: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(INTER_COLUMNS)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,7 +123,8 @@ class TrainView:
                               user_ids=dataset.user_ids, content_hash=dataset.content_hash, meta=dataset.meta)
         part = TrainSplit(name=split.name, params=split.params, train=split.train, valid=split.valid,
                           item_segment=split.item_segment, content_hash=split.content_hash,
-                          description=split.description)
+                          description=split.description,
+                          valid_context=split.context[split.context["part"] == "valid"][list(INTER_COLUMNS)])
         return cls(catalogue, part)
 
     @property
@@ -143,15 +150,20 @@ class ScoreQuery:
     `Catalogue.item_ids` order), and the held-out histories the protocol provides, if any.
 
     `pair_histories[(user, item)]`: the history (item ids, oldest first) a pointwise protocol scores that pair
-    with; a pair it does not name is scored with the user's history from train + valid."""
+    with; a pair it does not name is scored with the user's history from train + valid.
+    `user_histories[user]`: a held-out user's earlier sequence (item ids, oldest first), given at inference
+    only (cold_users); a user it does not name is scored from what the method learnt of it."""
 
     users: np.ndarray
     items: np.ndarray | None = None
     pair_histories: Mapping[tuple[Any, Any], tuple] = field(default_factory=dict)
+    user_histories: Mapping[Any, tuple] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, users, items=None, pair_histories: Mapping | None = None) -> ScoreQuery:
-        return cls(np.asarray(users), None if items is None else np.asarray(items), dict(pair_histories or {}))
+    def of(cls, users, items=None, pair_histories: Mapping | None = None,
+           user_histories: Mapping | None = None) -> ScoreQuery:
+        return cls(np.asarray(users), None if items is None else np.asarray(items), dict(pair_histories or {}),
+                   dict(user_histories or {}))
 
 
 @dataclass

@@ -10,6 +10,8 @@ The old -> new map is appended to <results>/migrations/<name>.json.
 
     python scripts/rekey_records.py --split half_history --set rounding=floor --name half-history-floor
     python scripts/rekey_records.py --split ctr_temporal --name ctr-window-start   # spec states it already
+    python scripts/rekey_records.py --split cold_users --rename-to new_users_fewshot --backbones lightgcn,sgl,sgcl \
+        --name cold-users-fewshot   # a split renamed, its computation unchanged
 """
 
 from __future__ import annotations
@@ -33,22 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a split setting the stored records were made with (the former default)")
+    parser.add_argument("--rename-to", help="the split's new name (same computation under that name)")
+    parser.add_argument("--backbones", help="only records on these backbones (comma-separated)")
     parser.add_argument("--name", required=True, help="file name of the id map under <results>/migrations/")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     explicit = {key: yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in args.set)}
+    backbones = set(args.backbones.split(",")) if args.backbones else None
     runs = args.results / "runs"
     mapping: dict[str, str] = {}
     for path in sorted(runs.glob("*/record.json")):
         record = json.loads(path.read_text())
         old_id = path.parent.name
-        if record["spec"]["split"] != args.split or RunSpec.model_validate(record["spec"]).run_id == old_id:
-            continue
         stored = record["spec"]
+        if stored["split"] != args.split or (backbones and stored["backbone"] not in backbones):
+            continue
+        if not args.rename_to and RunSpec.model_validate(stored).run_id == old_id:
+            continue
         # the stored resolution of the split settings, plus the former defaults stated explicitly; keys
         # the stored spec lacks (added since) take today's defaults, which by rule reproduce the old behaviour
-        settings = resolve_split_params(args.split, {**stored["split_settings"], **explicit})
-        spec = RunSpec.model_validate({**stored, "split_settings": settings})
+        split = args.rename_to or args.split
+        settings = resolve_split_params(split, {**stored["split_settings"], **explicit})
+        spec = RunSpec.model_validate({**stored, "split": split, "split_settings": settings})
         changed = {layer for layer in ("dataset", "backbone", "method", "encoder", "seed")
                    if spec.identity.get(layer) != record.get("identity", {}).get(layer)}
         if changed:

@@ -292,3 +292,41 @@ def test_ctr_test_windows_stay_as_version_1_drew_them():
     test = full.test[full.test["user"].isin(keep)].reset_index(drop=True)
     rank = test.assign(_k=rng.random(len(test))).groupby("user")["_k"].rank(method="first")
     assert _pairs(split.test) == _pairs(test[rank.to_numpy() <= 3])
+
+
+# ---------------------------------------------------------------- cold_users: PtE's protocol (version 2)
+def test_cold_users_hold_test_users_out_of_training_with_their_sequence_as_context(tiny_dataset):
+    from bench.data.splits import make_split, resolve_split_params
+    from bench.eval.ranking import test_user_histories
+    from bench.types import TrainView
+
+    split = make_split(tiny_dataset, "cold_users", resolve_split_params("cold_users", {}))
+    held = set(split.valid["user"]) | set(split.test["user"])
+    assert held and not held & set(split.train["user"])  # absent from training
+    assert split.test.groupby("user").size().eq(1).all() and split.valid.groupby("user").size().eq(1).all()
+    inter = tiny_dataset.interactions
+    for user, row in split.test.set_index("user").iterrows():  # the held-out positive is the user's last item
+        mine = inter[inter["user"] == user].sort_values(["timestamp", "item"], kind="mergesort")
+        assert row["item"] == mine["item"].iloc[-1]
+        assert test_user_histories(split)[user] == tuple(mine["item"].iloc[:-1])
+    assert set(split.context["part"]) == {"valid", "test"}
+    # the method's view: the valid users' context, never the test users'
+    view = TrainView.of(tiny_dataset, split)
+    assert set(view.split.valid_context["user"]) == set(split.valid["user"])
+    assert not set(view.split.valid_context["user"]) & set(split.test["user"])
+
+
+def test_cold_users_refuse_id_backbones_and_few_shot_variant_keeps_history(tiny_dataset):
+    from bench.data.splits import make_split, resolve_split_params
+    from bench.errors import BenchError
+    from bench.spec import Suite, expand
+
+    suite = Suite(name="t", datasets=["ml-100k"], splits=["cold_users"], backbones=["lightgcn"],
+                  methods=["random"], seeds=[0])
+    with pytest.raises(BenchError, match="cannot score a user it never saw.*new_users_fewshot"):
+        expand(suite)
+    assert expand(suite.model_copy(update={"backbones": ["sasrec"]}))
+    fewshot = make_split(tiny_dataset, "new_users_fewshot", resolve_split_params("new_users_fewshot", {}))
+    held = set(fewshot.test["user"])
+    kept = fewshot.train[fewshot.train["user"].isin(held)].groupby("user").size()
+    assert kept.eq(3).all() and set(kept.index) == held

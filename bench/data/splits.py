@@ -67,10 +67,26 @@ class HalfHistorySettings(SplitSettings):
     rounding: Literal["ceil", "floor"] = "ceil"
 
 
-class ColdUsersSettings(SplitSettings):
+class NewUsersFewShotSettings(SplitSettings):
+    """Few-shot new users (the harness's `cold_users` before version 2): the newest users held out for valid
+    / test keep their first `keep_history` interactions in training; every later one is a positive."""
+
     valid_fraction: Float = Field(0.1, gt=0, lt=1)
     test_fraction: Float = Field(0.1, gt=0, lt=1)
     keep_history: Int = Field(3, ge=0)
+
+
+class ColdUsersSettings(SplitSettings):
+    """PtE's cold-start users: users sorted by their last interaction; the newest `test_fraction` (test) and
+    the `valid_fraction` before them (valid) are absent from training. Each one's last item is its held-out
+    positive, predicted from its earlier sequence, which the method gets at inference only (the split's
+    `context`). Only a method that can fold in an unseen user runs on it (sequential backbones)."""
+
+    version: ClassVar[int] = 2  # 2: PtE's protocol (version 1 is `new_users_fewshot`)
+    unseen_users: ClassVar[bool] = True  # test users have no training interaction at all
+
+    valid_fraction: Float = Field(0.1, gt=0, lt=1)
+    test_fraction: Float = Field(0.1, gt=0, lt=1)
 
 
 class LongtailSettings(SplitSettings):
@@ -118,6 +134,7 @@ SPLIT_SETTINGS: dict[str, type[SplitSettings]] = {
     "random_loo": RandomLooSettings,
     "half_history": HalfHistorySettings,
     "cold_users": ColdUsersSettings,
+    "new_users_fewshot": NewUsersFewShotSettings,
     "longtail": LongtailSettings,
     "ctr_temporal": CtrTemporalSettings,
 }
@@ -133,8 +150,11 @@ SPLIT_INFO = {
     "random_loo": "leave-one-out with random held-out interactions (LLMInit code, RecBole RO order)",
     "half_history": "LLMInit 4.4: a leave-one-out split with half of each user's training interactions "
                     "removed (rounded up by default: a user with 3 keeps 1; at least one kept)",
-    "cold_users": "PtE: users sorted by last interaction; newest held out for valid/test, each keeping "
-                  "only its first `keep_history` interactions in training",
+    "cold_users": "PtE: users sorted by last interaction; the newest held out of training for valid / test; "
+                  "each one's last item predicted from its earlier sequence, given at inference only",
+    "new_users_fewshot": "few-shot new users: users sorted by last interaction; the newest held out for "
+                         "valid / test keep their first `keep_history` interactions in training, every later "
+                         "one is a positive",
     "longtail": "PtE/LLM-ESR long tail: temporal leave-one-out; user segment cold = tail user (< "
                 "tail_user_threshold interactions), warm = head user; item tail = < tail_item_threshold "
                 "interactions (count_on: all interactions, as LLM-ESR, or train)",
@@ -342,7 +362,9 @@ def longtail_segments(inter: pd.DataFrame, train: pd.DataFrame, eval_users, para
     return user_segment, item_segment
 
 
-def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+def _held_out_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, set, set]:
+    """(interactions in time order, valid users, test users): users sorted by their last interaction, the
+    newest `test_fraction` for test and the `valid_fraction` before them for valid."""
     order = _ordered(inter)
     last = order.groupby("user")["timestamp"].max().reset_index().sort_values(["timestamp", "user"])
     users = last["user"].to_numpy()
@@ -352,7 +374,11 @@ def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
         raise BenchError(f"valid_fraction={params['valid_fraction']} and test_fraction={params['test_fraction']} "
                          f"of {len(users)} users hold out no {'test' if n_test < 1 else 'valid'} user; "
                          f"raise them (each holds out round(users x fraction) users)")
-    test_users, valid_users = set(users[-n_test:]), set(users[-(n_test + n_valid):-n_test])
+    return order, set(users[-(n_test + n_valid):-n_test]), set(users[-n_test:])
+
+
+def new_users_fewshot(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    order, valid_users, test_users = _held_out_users(inter, params)
     position = order.groupby("user").cumcount()
     held = order["user"].isin(test_users | valid_users)
     history = position < params["keep_history"]
@@ -362,11 +388,25 @@ def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     return train, valid, test
 
 
+def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    """(train, valid, test, context): held-out users' last items are valid / test; their earlier
+    interactions are the context (column `part`: valid / test), never training data."""
+    order, valid_users, test_users = _held_out_users(inter, params)
+    held = order["user"].isin(valid_users | test_users)
+    last = order.groupby("user").cumcount(ascending=False) == 0
+    valid = order[held & last & order["user"].isin(valid_users)]
+    test = order[held & last & order["user"].isin(test_users)]
+    context = order[held & ~last].copy()
+    context["part"] = np.where(context["user"].isin(test_users), "test", "valid")
+    return order[~held], valid, test, context
+
+
 SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, ...]]] = {
     "temporal_loo": temporal_loo,
     "random_loo": random_loo,
     "half_history": half_history,
     "cold_users": cold_users,
+    "new_users_fewshot": new_users_fewshot,
     "longtail": longtail,
     "ctr_temporal": ctr_temporal,
 }
@@ -409,18 +449,32 @@ def _frames_hash(frames: dict[str, pd.DataFrame | pd.Series]) -> str:
     return digest.hexdigest()
 
 
+EMPTY_CONTEXT = pd.DataFrame({**{c: pd.Series(dtype=object if c in ("user", "item") else float)
+                                 for c in INTER_COLUMNS}, "part": pd.Series(dtype=object)})
+
+
+def _hashed_frames(train, valid, test, users, items, context) -> dict:
+    """The frames a split's content hash covers; the context only where a split has one (so the hashes of
+    splits without one are what they always were)."""
+    frames = {"train": train, "valid": valid, "test": test, "users": users, "items": items}
+    if len(context):
+        frames["context"] = context
+    return frames
+
+
 def split_hash(split: Split) -> str:
     """The content hash of a split's frames (what `make_split` records as `content_hash`)."""
-    return _frames_hash({"train": split.train, "valid": split.valid, "test": split.test,
-                         "users": split.user_segment, "items": split.item_segment})
+    return _frames_hash(_hashed_frames(split.train, split.valid, split.test, split.user_segment,
+                                       split.item_segment, split.context))
 
 
 # why a part can be empty, per split (the hint of the error)
 _EMPTY_HINTS = {
     "loo": "leave-one-out holds out the last two interactions of each user with at least 3; check the "
            "dataset's filters (min_rating, kcore)",
-    "cold_users": "the held-out users have no interactions after the first keep_history; lower keep_history, "
-                  "or change valid_fraction / test_fraction",
+    "cold_users": "no user is held out; change valid_fraction / test_fraction",
+    "new_users_fewshot": "the held-out users have no interactions after the first keep_history; lower "
+                         "keep_history, or change valid_fraction / test_fraction",
     "ctr_temporal": "no rating falls in that part's month window; change train_months / valid_months / "
                     "test_months to fit the data's time span",
 }
@@ -463,21 +517,22 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     except BenchError as exc:
         raise BenchError(f"{where}: {str(exc).removeprefix(f'{name}: ')}") from None
     # pointwise splits carry a `label` (all parts) and a pair `segment` (valid / test) column
-    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment", "history") if c in p)]] for p in made]
+    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment", "history") if c in p)]]
+             for p in made[:3]]
     train, valid, test = parts
+    context = made[3][[*INTER_COLUMNS, "part"]] if len(made) > 3 else EMPTY_CONTEXT
     eval_users = set(valid["user"]) | set(test["user"])
     user_segment, item_segment = segments(train, eval_users, params)
     if name == "longtail":
         user_segment, item_segment = longtail_segments(inter, train, eval_users, params)
     _check_thin(where, name, params, {"train": train, "valid": valid, "test": test}, user_segment, item_segment)
-    content_hash = _frames_hash({"train": train, "valid": valid, "test": test,
-                                 "users": user_segment, "items": item_segment})
+    content_hash = _frames_hash(_hashed_frames(train, valid, test, user_segment, item_segment, context))
     description = (ctr_description(params, train, test) if name == "ctr_temporal"
                    else half_history_description(params, train, eval_users) if name == "half_history"
                    else SPLIT_INFO[name])
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
                  user_segment=user_segment, item_segment=item_segment, content_hash=content_hash,
-                 dataset_hash=dataset.content_hash, description=description)
+                 dataset_hash=dataset.content_hash, description=description, context=context)
 
 
 def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Path:
@@ -485,6 +540,7 @@ def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Pat
     return Path(cache_dir) / "splits" / dataset.content_hash[:16] / f"{name}-{key}"
 
 
+CONTEXT_FILE = "context.tsv"  # held-out users' interactions known at inference only (cold_users)
 PART_FILES = {"train": "train.tsv", "valid": "valid.tsv", "test": "test.tsv", "user_segment": "user_segment.tsv",
               "item_segment": "item_segment.tsv"}
 
@@ -522,6 +578,8 @@ def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Spli
                    if not (folder / file).is_file() or sha256_file(folder / file) != digest]
         frames = {part: _read(folder / PART_FILES[part]) for part in ("train", "valid", "test")}
         users, items = (_read_segment(folder / PART_FILES[part]) for part in ("user_segment", "item_segment"))
+        if CONTEXT_FILE in (info.get("files") or {}):
+            frames["context"] = _read(folder / CONTEXT_FILE)
     except _StaleSplit:
         raise
     except Exception as exc:  # a missing, truncated or garbled file
@@ -554,12 +612,16 @@ def _save(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
             getattr(split, part).to_csv(tmp / PART_FILES[part], sep="\t", index=False)
         split.user_segment.to_csv(tmp / PART_FILES["user_segment"], sep="\t")
         split.item_segment.to_csv(tmp / PART_FILES["item_segment"], sep="\t")
+        files = list(PART_FILES.values())
+        if len(split.context):
+            split.context.to_csv(tmp / CONTEXT_FILE, sep="\t", index=False)
+            files.append(CONTEXT_FILE)
         info = {"name": split.name, "params": params, "content_hash": split.content_hash,
                 "dataset_hash": dataset.content_hash, "description": split.description,
                 "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")},
                 "segments": {"users": split.user_segment.value_counts().to_dict(),
                              "items": split.item_segment.value_counts().to_dict()},
-                "files": {file: sha256_file(tmp / file) for file in PART_FILES.values()}}
+                "files": {file: sha256_file(tmp / file) for file in files}}
         (tmp / "split.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         try:
             os.replace(tmp, folder)

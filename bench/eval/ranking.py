@@ -116,30 +116,50 @@ def evaluate(
     return summary, table
 
 
+def test_user_histories(split) -> dict:
+    """Held-out test users' earlier sequences (item ids, oldest first): what the protocol gives a method at
+    inference for users absent from training (cold_users' context); empty for other splits."""
+    context = split.context[split.context["part"] == "test"]
+    ordered = context.sort_values(["user", "timestamp", "item"], kind="mergesort")
+    return {u: tuple(g) for u, g in ordered.groupby("user")["item"]}
+
+
+def query_for(users, histories: dict):
+    """The ScoreQuery of `users` with the held-out histories the protocol provides for them."""
+    from bench.types import ScoreQuery
+
+    return ScoreQuery.of(users, user_histories={u: histories[u] for u in users if u in histories})
+
+
 def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[dict, pd.DataFrame, dict]:
     """The ranking protocol: every test user's scores over the catalogue (`method.score(ScoreQuery)`), each
     user's train + valid items masked (or, with the split's `eval_negatives` N, the positives ranked among N
     sampled unseen items: LLM-ESR's labelled option); metrics overall and per segment, per-user table, and
     what the protocol was."""
-    from bench.types import ScoreQuery
-
     item_ids = dataset.item_ids
     position = {item: i for i, item in enumerate(item_ids)}
     users = np.sort(split.test["user"].unique())
     positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
-    seen = pd.concat([split.train, split.valid])
+    # masked: what the user is known to have interacted with (train, valid, and a held-out user's context)
+    seen = pd.concat([split.train, split.valid, split.context[list(split.train.columns.intersection(
+        split.context.columns))]])
     exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
     n_negatives = int(split.params.get("eval_negatives", 0) or 0)
     if n_negatives:
         from bench.data.splits import sampled_negative_exclusion
 
         exclude = sampled_negative_exclusion(split, item_ids, positives, exclude, n_negatives)
-    top = rank_users(lambda batch: method.score(ScoreQuery.of(batch)), users, item_ids, positives, exclude, who=who)
+    histories = test_user_histories(split)
+    top = rank_users(lambda batch: method.score(query_for(batch, histories)), users, item_ids, positives, exclude,
+                     who=who)
     item_segment_of = split.item_segment.reindex(item_ids).fillna("tail").to_numpy()
     summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of)
     protocol = ("full ranking over the catalogue; each user's train and valid items masked" if not n_negatives
                 else f"sampled: each test positive ranked among {n_negatives} sampled negatives (LLM-ESR protocol; "
                      "inflates numbers vs full ranking)")
+    if histories:
+        protocol += ("; test users are absent from training, each scored from its earlier sequence (given at "
+                     "inference only), which is masked")
     evaluation = {"protocol": protocol, "sampled_negatives": n_negatives, "n_items": int(len(item_ids)),
                   "n_test_users": int(len(users))}
     return summary, per_user, evaluation
