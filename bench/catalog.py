@@ -62,7 +62,9 @@ M("pte-noprofile", PTE, "PtE ablation: no profile (raw item text embedded)",
 M("pte-useronly", PTE, "PtE ablation: user profiles only", {"profile_items": False})
 M("pte-itemonly", PTE, "PtE ablation: item profiles only", {"profile_users": False})
 M("pte-singlepass", PTE, "PtE ablation: single pass (no refinement)", {"max_rounds": 0})
-M("pte-noreward", PTE, "PtE ablation: no reward selection (No GRPO)", {"selection": "none"})
+M("pte-noreward", PTE, "PtE ablation: no reward selection (the first candidate kept)", {"selection": "none"})
+M("pte-nogrpo", PTE, "PtE ablation (Table 5 'No GRPO'): reward selection kept, generator not GRPO-tuned",
+  {"grpo_steps": 0})
 M("pte-nodist", PTE, "PtE ablation: reward without distinctiveness", {"lambda_dist": 0.0})
 M("pte-nocollab", PTE, "PtE ablation: reward without collaborative alignment", {"lambda_collab": 0.0})
 M("pte-init", PTE, "PtE variant: PCA of the profile embeddings initialises the trainable SASRec item table",
