@@ -88,3 +88,38 @@ def test_token_seq_lengths_are_per_row(tmp_path):
     tokens = dataset.field2id_token["item_id"]
     first = [tokens[i] for i in dataset.inter_feat["item_id_list"].iloc[0]]
     assert first == ["a", "b", "c"] and tokens[dataset.inter_feat["item_id"].iloc[0]] == "d"
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_anomaly_detection_is_off_and_changes_no_number(tiny_dataset, tmp_path, backbone):
+    """RecBole's sine.py turns autograd anomaly detection on at import; apply() imports it and turns it off.
+    The same seed trains bit-identical weights and validation scores with it on (RecBole as imported) and
+    off (the harness)."""
+    import torch
+
+    from bench.data.splits import make_split, resolve_split_params
+    from bench.types import TrainView
+    from methods.backbones.cf import resolve_backbone_config
+    from methods.backbones.sequential import RecBoleSeq
+    from tests.test_backbone_protocol import recbole_valid
+
+    assert "recbole.model.sequential_recommender.sine" in sys.modules and not torch.is_anomaly_enabled()
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
+
+    def train(anomaly: bool):
+        torch.autograd.set_detect_anomaly(anomaly)
+        try:
+            seq = RecBoleSeq(backbone, config, 0, "cpu", tmp_path / str(anomaly))
+            seq.prepare(TrainView.of(tiny_dataset, split))
+            seq.build_model()
+            info = seq.train()
+            return seq.model.state_dict(), info, recbole_valid(seq)
+        finally:
+            torch.autograd.set_detect_anomaly(False)
+
+    (state_on, info_on, valid_on), (state_off, info_off, valid_off) = train(True), train(False)
+    assert state_on.keys() == state_off.keys()
+    assert all(torch.equal(state_on[k], state_off[k]) for k in state_on)
+    assert valid_on == valid_off and info_on["best_valid"] == info_off["best_valid"]
+    assert info_on["best_epoch"] == info_off["best_epoch"]

@@ -84,3 +84,31 @@ def test_cf_method_rejects_sequential_backbone(tiny_dataset, tmp_path):
                      backbone="sasrec", backbone_config=resolve_backbone_config("sasrec", {}))
     with pytest.raises(BenchError, match="valid backbones: mf, lightgcn, sgl, sgcl"):
         ctx.run(cls(cls.Settings()))
+
+
+def test_cold_users_are_scored_from_their_context_sequence(tiny_dataset, tmp_path):
+    """cold_users: SASRec validates on the held-out valid users (their context as history) and scores each
+    held-out test user from the sequence the protocol gives at inference; without it the user has none."""
+    from bench.errors import BenchError
+    from bench.eval.ranking import evaluate_ranking, test_user_histories
+
+    split = make_split(tiny_dataset, "cold_users", resolve_split_params("cold_users", {"valid_fraction": 0.2,
+                                                                                       "test_fraction": 0.2}))
+    config = resolve_backbone_config("sasrec", {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
+    method = METHODS.create("random")
+    ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
+                  backbone="sasrec", backbone_config=config)
+    ctx.run(method)
+    valid_file = pd.read_csv(tmp_path / "work" / "data" / "bench" / "bench.valid.inter", sep="\t", dtype=str)
+    assert set(valid_file["user_id:token"]) == set(split.valid["user"])  # every held-out valid user validated
+    summary, per_user, evaluation = evaluate_ranking(method, tiny_dataset, split)
+    assert summary["overall"]["n_users"] == split.test["user"].nunique() == len(per_user)
+    assert "absent from training" in evaluation["protocol"]
+    user = split.test["user"].iloc[0]
+    with pytest.raises(BenchError, match="no history"):
+        score(method, [user])
+    histories = test_user_histories(split)
+    from bench.types import ScoreQuery
+
+    with_context = method.score(ScoreQuery.of([user], user_histories={user: histories[user]}))
+    assert np.isfinite(with_context).sum() == len(tiny_dataset.item_ids)

@@ -39,7 +39,20 @@ class CommonSettings(BaseModel):
     eval_step: int = Field(1, ge=1)
 
 
-class GraphSettings(CommonSettings):
+# What RecBole 1.2.1's Trainer._build_optimizer accepts, less "sparse_adam": every backbone here has dense
+# embeddings, which torch's SparseAdam rejects at the first step (and RecBole drops weight_decay for it).
+# An unknown name would make RecBole log a warning and silently train with Adam: hence a closed list.
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
+
+
+class RecBoleSettings(CommonSettings):
+    """Settings of a backbone that RecBole's trainer trains (not the `none` backbone)."""
+
+    # RecBole's optimizer; "adam" is RecBole's default, so the setting moves no id. LLM2Rec's code: AdamW.
+    learner: Literal[LEARNERS] = "adam"
+
+
+class GraphSettings(RecBoleSettings):
     n_layers: int = Field(2, ge=1)
     reg_weight: float = Field(1e-5, ge=0)
 
@@ -60,7 +73,7 @@ class SGCLSettings(GraphSettings):
     require_pow: bool = False
 
 
-class SequentialSettings(CommonSettings):
+class SequentialSettings(RecBoleSettings):
     # LLM2Rec code: max length 10, wd 1e-4, model selection on validation Recall@20
     max_len: int = Field(10, ge=1)
     valid_metric: Literal["Recall@10", "Recall@20", "NDCG@10", "NDCG@20", "Hit@10", "Hit@20", "MRR@10",
@@ -73,6 +86,11 @@ class SequentialSettings(CommonSettings):
 
 
 class SASRecSettings(SequentialSettings):
+    # 2: validation masks each user's training items, as the harness's test ranking does (RecBole's sequential
+    # validation masked nothing, so checkpoints were selected on another protocol), and RecBole no longer
+    # receives the test file, which changed the order of its item token ids
+    version: ClassVar[int] = 2
+
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(2, ge=1)
     inner_size: int = Field(256, ge=1)
@@ -84,6 +102,9 @@ class SASRecSettings(SequentialSettings):
 
 
 class GRU4RecSettings(SequentialSettings):
+    # 2: as SASRecSettings (masked validation; token ids without the test file)
+    version: ClassVar[int] = 2
+
     num_layers: int = Field(1, ge=1)
     hidden_size: int = Field(128, ge=1)
     dropout_prob: float = Field(0.3, ge=0, lt=1)
@@ -108,7 +129,7 @@ class BackboneSpec:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "mf": BackboneSpec("BPR", "BPR-MF (RecBole BPR)"),
+    "mf": BackboneSpec("BPR", "BPR-MF (RecBole BPR)", RecBoleSettings),
     "lightgcn": BackboneSpec("LightGCN", "LightGCN (RecBole), 2 layers, BPR", LightGCNSettings),
     "sgl": BackboneSpec("SGL", "SGL-ED (RecBole), edge dropout 0.1, ssl_tau 0.2, ssl_weight 0.05", SGLSettings),
     "sgcl": BackboneSpec("methods.backbones.sgcl:SGCL", "SGCL: LightGCN encoder + supervised graph contrastive loss",
@@ -197,6 +218,7 @@ class RecBoleCF:
         self.train_info: dict[str, Any] = {}
 
     def recbole_config_dict(self) -> dict[str, Any]:
+        """RecBole's config: the backbone's own settings (n_layers, learner, ...) pass through by name."""
         s = self.settings
         cfg = {k: v for k, v in s.items() if k not in COMMON_DEFAULTS and k != "eval_batch_size"}
         cfg.update({
@@ -304,8 +326,9 @@ class RecBoleCF:
         }
         return self.train_info
 
-    def score(self, user_ids, item_ids) -> np.ndarray:
-        """Scores [len(user_ids), len(item_ids)] via the model's full_sort_predict (raw ids in, catalogue out)."""
+    def score(self, user_ids, item_ids, histories: dict | None = None) -> np.ndarray:
+        """Scores [len(user_ids), len(item_ids)] via the model's full_sort_predict (raw ids in, catalogue out).
+        An ID table cannot fold in a user from `histories` (suites refuse such splits when they expand)."""
         import torch
         from recbole.data.interaction import Interaction
 

@@ -1,4 +1,5 @@
-"""Make RecBole 1.2.1 run on today's stack (torch 2.13, numpy 2, pandas 3, scipy 1.17).
+"""Make RecBole 1.2.1 run on today's stack (torch 2.13, numpy 2, pandas 3, scipy 1.17), and undo the one
+import-time side effect that slows every training step (anomaly detection, `_anomaly_detection_off`).
 
 Every patch names the version that broke RecBole and what broke, so each can be dropped when RecBole
 releases a fix. `apply()` is idempotent and must run before any RecBole Config / Dataset / model is built.
@@ -133,6 +134,20 @@ def _tensorboard_in_run_dir(trainer_module) -> None:
     trainer_module.get_tensorboard = get_tensorboard
 
 
+def _anomaly_detection_off() -> None:
+    # Not a version break but a cost: recbole/model/sequential_recommender/sine.py (RecBole 1.2.1) calls
+    # torch.autograd.set_detect_anomaly(True) at import time, and any model lookup (get_model, the package
+    # import) imports it, so every later backward pass in the process runs in anomaly mode: a NaN check
+    # (ne + any) on every gradient of every node and a forward trace kept per node. That is about half of a
+    # SASRec step and 70% of a GRU4Rec step on CPU (benchmarks/test_recbole_epoch.py). Anomaly mode only
+    # checks and records, it computes nothing (trained weights are bit-identical with it off,
+    # tests/test_recbole_compat.py), so import the module here and restore torch's default.
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (the import that turns it on)
+    import torch
+
+    torch.autograd.set_detect_anomaly(False)
+
+
 def apply() -> None:
     """Apply all patches once (safe to call many times)."""
     global _APPLIED
@@ -150,4 +165,5 @@ def apply() -> None:
     _scipy_dok_update()
     _torch_load_trusted(trainer_module)
     _tensorboard_in_run_dir(trainer_module)
+    _anomaly_detection_off()
     _APPLIED = True

@@ -9,6 +9,7 @@ Any item-embedding matrix can replace the ID table through a trained linear adap
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,16 @@ def write_sequence_split(data, folder: Path, max_len: int, name: str = "bench",
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
     train_seq = user_sequences([data.train])
+    # a held-out validation user (cold_users) is absent from training: its earlier sequence is its context
+    valid_seq = {**user_sequences([data.split.valid_context]), **train_seq} if len(data.split.valid_context) \
+        else train_seq
     rows: dict[str, list[str]] = {"train": [], "valid": []}
     for user, items in train_seq.items():
         first = 1 if train_targets_per_user is None else max(1, len(items) - train_targets_per_user)
         for t in range(first, len(items)):
             rows["train"].append(_row(user, items[max(0, t - max_len):t], items[t]))
     for user, item in zip(data.valid["user"], data.valid["item"]):
-        past = train_seq.get(user, [])
+        past = valid_seq.get(user, [])
         if past:  # a sequence model needs at least one earlier item
             rows["valid"].append(_row(user, past[-max_len:], item))
     write_inter_files(target, name, "user_id:token\titem_id_list:token_seq\titem_id:token\n", rows)
@@ -53,6 +57,48 @@ def write_sequence_split(data, folder: Path, max_len: int, name: str = "bench",
 
 def _row(user: str, history: list[str], item: str) -> str:
     return f"{user}\t{' '.join(history)}\t{item}\n"
+
+
+@cache
+def _masked_loader_class():
+    from recbole.data.dataloader import FullSortEvalDataLoader
+
+    class MaskedSequentialFullSortEvalDataLoader(FullSortEvalDataLoader):
+        """RecBole's sequential full-sort loader, with the history index its general models get.
+
+        For general models RecBole masks, per user, the items of earlier phases less the row's positives
+        (`FullSortEvalDataLoader._set_user_property`: used - positive); for sequential models it passes
+        `history_index=None` and masks nothing. Here each row gets the general models' mask, built from
+        `user_items` (user index -> item indices of earlier phases); the trainer applies it unchanged
+        (`Trainer._full_sort_batch_eval`: scores[history_index] = -inf)."""
+
+        def __init__(self, config, dataset, sampler, user_items: dict[int, np.ndarray]):
+            self.user_items = user_items
+            super().__init__(config, dataset, sampler, shuffle=False)
+
+        def collate_fn(self, index):
+            import torch
+
+            interaction, _, positive_u, positive_i = super().collate_fn(index)
+            users = interaction[self.uid_field].numpy()
+            empty = np.zeros(0, dtype=np.int64)
+            items = [self.user_items.get(int(u), empty) for u in users]
+            rows = np.repeat(np.arange(len(users)), [len(x) for x in items])
+            cols = np.concatenate(items) if items else empty
+            # a positive stays rankable, as in RecBole's general mask (a no-op on the harness's splits, which
+            # keep one interaction per user and item: a valid item is never a training item)
+            keep = cols != positive_i.numpy()[rows]
+            history_index = (torch.as_tensor(rows[keep], dtype=torch.int64),
+                             torch.as_tensor(cols[keep], dtype=torch.int64))
+            return interaction, history_index, positive_u, positive_i
+
+    return MaskedSequentialFullSortEvalDataLoader
+
+
+def masked_full_sort_loader(loader, user_items: dict[int, np.ndarray]):
+    """The same evaluation rows as RecBole's sequential full-sort `loader`, each masking its user's
+    `user_items` (RecBole indices) but the row's target: an extension, RecBole's trainer is unchanged."""
+    return _masked_loader_class()(loader.config, loader._dataset, loader._sampler, user_items)
 
 
 class AdaptedItemEmbedding:
@@ -116,7 +162,20 @@ class RecBoleSeq(RecBoleCF):
             self.config = Config(model=self.model_cls, dataset="bench", config_dict=self.recbole_config_dict())
             self.dataset = create_dataset(self.config)
             self.train_data, self.valid_data, self.test_data = data_preparation(self.config, self.dataset)
+            # select checkpoints on the protocol the harness tests with: each user's training items masked
+            self.valid_data = masked_full_sort_loader(self.valid_data, self.train_items(data))
         self.history = user_sequences([data.train, data.valid])
+
+    def train_items(self, data) -> dict[int, np.ndarray]:
+        """RecBole user index -> RecBole indices of the items the user is known to have before valid: training
+        items, and a held-out valid user's context (cold_users). The harness masks the same one phase later
+        when it ranks test (train + valid + context). Taken from the split, not from RecBole's training rows,
+        which miss older items when `train_targets_per_user` caps the targets."""
+        known = pd.concat([data.train[["user", "item"]], data.split.valid_context[["user", "item"]]])
+        frame = pd.DataFrame({"user": self.token_index("user_id", known["user"]),
+                              "item": self.token_index("item_id", known["item"])})
+        frame = frame[(frame["user"] >= 0) & (frame["item"] >= 0)]
+        return {int(u): np.unique(g.to_numpy()) for u, g in frame.groupby("user")["item"]}
 
     def replace_item_embeddings(self, item_ids, matrix: np.ndarray, mode: str) -> None:
         """mode 'adapter': frozen matrix + trained Linear; 'init': copy (same width) and train as usual."""
@@ -139,7 +198,9 @@ class RecBoleSeq(RecBoleCF):
         else:
             raise BenchError(f"unknown item embedding mode {mode!r}; valid choices: adapter, init")
 
-    def score(self, user_ids, item_ids) -> np.ndarray:
+    def score(self, user_ids, item_ids, histories: dict | None = None) -> np.ndarray:
+        """Scores over `item_ids`, each user's sequence = `histories[user]` where given (a held-out user's
+        earlier items, given at inference), else its train + valid items."""
         import torch
         from recbole.data.interaction import Interaction
 
@@ -147,7 +208,9 @@ class RecBoleSeq(RecBoleCF):
         seqs = np.zeros((len(user_ids), max_len), dtype=np.int64)
         lengths = np.zeros(len(user_ids), dtype=np.int64)
         for row, user in enumerate(user_ids):
-            past = self.token_index("item_id", self.history.get(user, [])[-max_len:])
+            known = (histories or {}).get(user)
+            past = self.token_index("item_id", list(known if known is not None else self.history.get(user, []))
+                                    [-max_len:])
             past = past[past >= 0]
             if len(past) == 0:
                 raise BenchError(f"user {user!r} has no history for the sequential backbone")
