@@ -64,7 +64,7 @@ class RecBoleMethod(Method):
         return self.report
 
     def score(self, query: ScoreQuery) -> np.ndarray:
-        return self.cf.score(query.users, self.query_items(query))
+        return self.cf.score(query.users, self.query_items(query), query.user_histories)
 
     def parameter_counts(self) -> ParamCounts:
         return ParamCounts(trainable=self.cf.parameter_count())
