@@ -63,8 +63,8 @@ def test_tokenizer_padding_and_checks(tiny, tmp_path):
     right, left = load_tokenizer(tiny), load_tokenizer(tiny, padding_side="left", require_chat_template=True)
     assert right.padding_side == "right" and left.padding_side == "left"
     assert right.pad_token_id == 1 and right.eos_token_id == 2
-    assert right.pad(({"input_ids": [[10, 11, 12], [13]]}))["input_ids"][1] == [13, 1, 1]
-    assert left.pad(({"input_ids": [[10, 11, 12], [13]]}))["input_ids"][1] == [1, 1, 13]
+    assert right.pad({"input_ids": [[10, 11, 12], [13]]})["input_ids"][1] == [13, 1, 1]
+    assert left.pad({"input_ids": [[10, 11, 12], [13]]})["input_ids"][1] == [1, 1, 13]
     plain = make_model(tmp_path)  # the same tokenizer without a chat template
     with pytest.raises(BenchError, match="no chat template"):
         load_tokenizer(plain, require_chat_template=True)
