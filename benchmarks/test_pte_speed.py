@@ -26,8 +26,9 @@ N, BATCH, TOKENS = 16, 16, 32
 
 @pytest.mark.parametrize("mode", ["greedy", "sampled"])
 def test_profile_generation_throughput(benchmark, mode):
+    from methods.llm.generate import ChatGenerator, Sampling
     from methods.llm2rec.method import item_titles
-    from methods.pte.generate import ChatGenerator, ProfileStore, PromptSet, Sampling
+    from methods.pte.generate import ProfileStore, PromptSet
     from methods.pte.method import PtESettings
     from methods.pte.stage import ProfileStage
 

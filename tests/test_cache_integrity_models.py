@@ -1,5 +1,5 @@
 """Caches are verified on load and rebuilt when they do not match: embedding .npy files, converted model
-folders (bench.data.assets._build_once), LLM2Rec stage folders and PtE profile chunks; each mismatch is reported on
+folders (bench.cache.cached_artifact), LLM2Rec stage folders and PtE profile chunks; each mismatch is reported on
 one stderr line (`bench: cache: <path>: ...`). Also the typed encoder settings. Tiny models only."""
 
 from __future__ import annotations
@@ -232,6 +232,13 @@ class FakeConversion:
         return out
 
 
+def _build(target, build, cache):
+    """The converted-model cache folder as `bench.data.assets` builds it."""
+    from bench.cache import cached_artifact
+
+    return cached_artifact(target, build, memo_dir=cache)[0]
+
+
 def test_fingerprint_unchanged_by_manifest(tmp_path):
     folder = FakeConversion()(tmp_path)
     before = assets.files_fingerprint(folder, tmp_path / "memo")
@@ -245,7 +252,7 @@ def test_fingerprint_unchanged_by_manifest(tmp_path):
 def test_converted_folder_is_built_once_with_a_manifest(tmp_path, monkeypatch, capsys):
     build, cache = FakeConversion(), tmp_path / "cache"
     target = cache / "models" / "fake"
-    assert assets._build_once(target, build, cache) == target and build.builds == 1
+    assert _build(target, build, cache) == target and build.builds == 1
     manifest = json.loads((target / MANIFEST_NAME).read_text())
     assert manifest["version"] == 1
     assert manifest["files"]["model.bin"] == {"sha256": hashlib.sha256(bytes(range(64))).hexdigest(), "size": 64}
@@ -253,11 +260,11 @@ def test_converted_folder_is_built_once_with_a_manifest(tmp_path, monkeypatch, c
     hashed: list[str] = []
     original = hashing.sha256_file
     monkeypatch.setattr(hashing, "sha256_file", lambda p: hashed.append(Path(p).name) or original(p))
-    assert assets._build_once(target, build, cache) == target and build.builds == 1
+    assert _build(target, build, cache) == target and build.builds == 1
     assert hashed == []  # the build seeded the memo: verifying the unchanged folder reads no file
     assert assets.files_fingerprint(target, cache) == _fingerprint_by_hand(target) and hashed == []
     (target / "model.bin").write_bytes(bytes(range(64)))  # same bytes, new mtime: read again, still fine
-    assert assets._build_once(target, build, cache) == target and build.builds == 1 and hashed == ["model.bin"]
+    assert _build(target, build, cache) == target and build.builds == 1 and hashed == ["model.bin"]
     assert cache_lines(capsys) == []
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".fake.") and p.is_dir()]
 
@@ -271,31 +278,31 @@ def test_converted_folder_is_built_once_with_a_manifest(tmp_path, monkeypatch, c
 ])
 def test_corrupted_converted_folder_is_rebuilt(tmp_path, capsys, damage, reason):
     build, cache = FakeConversion(), tmp_path / "cache"
-    target = assets._build_once(cache / "models" / "fake", build, cache)
+    target = _build(cache / "models" / "fake", build, cache)
     fingerprint = assets.files_fingerprint(target, cache)
     damage(target)
-    assert assets._build_once(target, build, cache) == target and build.builds == 2
+    assert _build(target, build, cache) == target and build.builds == 2
     lines = cache_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith(f"{PREFIX}{target}: {reason}") and lines[0].endswith("; rebuilding")
     assert (target / "model.bin").read_bytes() == bytes(range(64))
     assert assets.files_fingerprint(target, cache) == fingerprint
-    assert assets._build_once(target, build, cache) == target and build.builds == 2 and cache_lines(capsys) == []
+    assert _build(target, build, cache) == target and build.builds == 2 and cache_lines(capsys) == []
     assert not [p for p in target.parent.iterdir() if ".bad-" in p.name]
 
 
 def test_folder_from_before_manifests(tmp_path, capsys):
     """A folder without a manifest is adopted (manifest written, fingerprint kept) when its files load."""
     build, cache = FakeConversion(), tmp_path / "cache"
-    target = assets._build_once(cache / "models" / "fake", build, cache)
+    target = _build(cache / "models" / "fake", build, cache)
     (target / MANIFEST_NAME).unlink()
     fingerprint = assets.files_fingerprint(target, cache)
-    assert assets._build_once(target, build, cache) == target and build.builds == 1
+    assert _build(target, build, cache) == target and build.builds == 1
     assert (target / MANIFEST_NAME).is_file() and cache_lines(capsys) == []
     assert assets.files_fingerprint(target, cache) == fingerprint
     # ... but one whose files do not load is rebuilt
     (target / MANIFEST_NAME).unlink()
     (target / "config.json").write_text('{"hidden_size": ')
-    assert assets._build_once(target, build, cache) == target and build.builds == 2
+    assert _build(target, build, cache) == target and build.builds == 2
     lines = cache_lines(capsys)
     assert len(lines) == 1 and "no manifest, and config.json does not load" in lines[0]
     assert json.loads((target / "config.json").read_text()) == {"hidden_size": 4}
@@ -360,7 +367,7 @@ def test_corrupted_stage_output_is_retrained(tiny_lm, tmp_path, capsys):
     assert _csft_stage(tiny_lm, cache, calls) == folder and len(calls) == 2  # same key, same folder
     lines = cache_lines(capsys)
     assert lines == [f"{PREFIX}{folder}: model.safetensors does not match its sha256 in the manifest; "
-                     "removing it and training the stage again"]
+                     "rebuilding"]
     again = _weights(folder)
     assert set(again) == set(trained)
     for name in trained:

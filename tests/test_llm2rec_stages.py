@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from bench.errors import BenchError  # noqa: E402
+from methods.llm.load import load_model, load_tokenizer  # noqa: E402
 from methods.llm2rec import model as lm  # noqa: E402
 from methods.llm2rec import stages as st  # noqa: E402
 
@@ -84,7 +85,7 @@ def test_csft_examples_history_window_and_target():
 
 
 def test_csft_labels_cover_target_and_eos_only(tiny_dir):
-    tokenizer = lm.load_tokenizer(tiny_dir)
+    tokenizer = load_tokenizer(tiny_dir)
     examples = [("star wars, the matrix", "toy story\n"), ("alien", "heat\n")]
     batch = st.csft_collate(tokenizer, examples, max_length=64)
     for row, (source, target) in enumerate(examples):
@@ -99,7 +100,7 @@ def test_csft_labels_cover_target_and_eos_only(tiny_dir):
 
 
 def test_csft_dynamic_padding_and_truncation(tiny_dir):
-    tokenizer = lm.load_tokenizer(tiny_dir)
+    tokenizer = load_tokenizer(tiny_dir)
     examples = [("alien", "up\n"), ("star wars, the matrix, toy story", "heat\n")]
     batch = st.csft_collate(tokenizer, examples, max_length=64)
     lengths = batch["attention_mask"].sum(1).tolist()
@@ -119,7 +120,7 @@ def test_csft_dynamic_padding_and_truncation(tiny_dir):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_bidirectional_first_position_sees_last_token(tmp_path, arch, attn):
     folder = make_model(tmp_path, arch)
-    model = lm.load_causal_lm(folder, "cpu", attn).eval()
+    model = load_model(folder, "cpu", attn, use_cache=False).eval()
     # rows 0/1 differ only in their last real token; row 2 is padded (padding must change nothing)
     ids = torch.tensor([[10, 11, 12, 13, 14], [10, 11, 12, 13, 15], [10, 11, 12, 1, 1]])
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -143,7 +144,7 @@ def test_bidirectional_mask_values():
 
 
 def test_bidirectional_forward_accepts_bare_decoder(tiny_dir):
-    model = lm.load_causal_lm(tiny_dir).eval()
+    model = load_model(tiny_dir, use_cache=False).eval()
     ids, mask = torch.tensor([[10, 11, 12]]), torch.ones(1, 3, dtype=torch.long)
     with torch.no_grad():
         torch.testing.assert_close(lm.bidirectional_forward(model, ids, mask),
@@ -191,7 +192,7 @@ def test_shifted_loss_predicts_token_i_from_position_i_minus_1():
 
 
 def test_mask_token_must_be_in_vocabulary(tiny_dir):
-    tokenizer = lm.load_tokenizer(tiny_dir)
+    tokenizer = load_tokenizer(tiny_dir)
     assert st.mask_token_id(tokenizer, "_") == 4
     with pytest.raises(BenchError, match="not a single token"):
         st.mask_token_id(tokenizer, "<mask>")
@@ -243,7 +244,7 @@ def test_item_contrastive_trains_with_dropout(tiny_dir, tmp_path):
 
 
 def test_set_dropout_makes_two_views_differ(tiny_dir):
-    model = lm.load_causal_lm(tiny_dir, "cpu", "eager")
+    model = load_model(tiny_dir, "cpu", "eager", use_cache=False)
     st.set_dropout(model, 0.2)
     model.train()
     ids, mask = torch.tensor([[10, 11, 12, 13]]), torch.ones(1, 4, dtype=torch.long)
@@ -363,14 +364,14 @@ def test_csft_throughput_reports_rates(tiny_dir):
     result = st.csft_throughput(tiny_dir, st.build_csft_examples(sequences()), steps=3, batch_size=4,
                                 device="cpu")
     assert result["tokens"] > 0 and result["tokens_per_s"] > 0 and result["steps_timed"] == 2
-    n_params = sum(p.numel() for p in lm.load_causal_lm(tiny_dir).parameters())
+    n_params = sum(p.numel() for p in load_model(tiny_dir, use_cache=False).parameters())
     assert result["n_params"] == n_params
     assert result["gflops_per_s"] == pytest.approx(6 * n_params * result["tokens_per_s"] / 1e9)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_stages_on_cuda(tiny_dir, tmp_path):
-    model = lm.load_causal_lm(tiny_dir, "cuda").eval()
+    model = load_model(tiny_dir, "cuda", use_cache=False).eval()
     ids = torch.tensor([[10, 11, 12, 13], [10, 11, 12, 14]], device="cuda")
     mask = torch.ones_like(ids)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):

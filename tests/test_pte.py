@@ -195,13 +195,9 @@ def test_grpo_step_changes_lora_and_uses_group_relative_loss():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from methods.pte.grpo import (
-        apply_lora,
-        completion_logprobs,
-        group_relative_advantages,
-        grpo_loss,
-        grpo_step,
-    )
+    from methods.llm.lora import add_lora, lora_config
+    from methods.llm.train import train_loop
+    from methods.pte.grpo import completion_logprobs, group_loss, group_relative_advantages, grpo_loss
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -213,7 +209,8 @@ def test_grpo_step_changes_lora_and_uses_group_relative_loss():
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [2 + (ord(c) % 60) for c in text]}
 
-    model = apply_lora(model, r=4, alpha=8)
+    model = add_lora(model, lora_config(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "k_proj", "v_proj",
+                                                                                    "o_proj"), task_type="CAUSAL_LM"))
     for name, p in model.named_parameters():  # peft zero-initialises B: perturb so A also gets gradients
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
@@ -229,9 +226,11 @@ def test_grpo_step_changes_lora_and_uses_group_relative_loss():
     np.testing.assert_allclose(group_relative_advantages(rewards).numpy(), advantage, rtol=1e-5)
     expected = -(advantage * logp.numpy()).mean()
     assert float(grpo_loss(logp, rewards)) == pytest.approx(expected, rel=1e-4)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    loss = grpo_step(model, Tok(), optimizer, prompts, completions, rewards)
-    assert loss == pytest.approx(expected, rel=1e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    result = train_loop(params, lambda ps: torch.optim.SGD(ps, lr=0.5), iter([(prompts, completions, rewards)]),
+                        lambda batch: group_loss(model, Tok(), *batch), model=model)
+    assert result.steps == 1 and result.losses[0] == pytest.approx(expected, rel=1e-4)
+    assert not model.training  # back in eval mode for generation
     changed = [n for n, p in model.named_parameters() if "lora_" in n and not torch.equal(p, before[n])]
     assert changed and all("lora_" in n for n in changed)
     frozen = [p for n, p in model.named_parameters() if "lora_" not in n]
@@ -310,7 +309,7 @@ def test_real_generator_seeds_are_per_profile(tmp_path):
 
     from bench.data import assets
     from bench.errors import BenchError
-    from methods.pte.generate import ChatGenerator
+    from methods.llm.generate import ChatGenerator
 
     torch.set_num_threads(1)
     try:

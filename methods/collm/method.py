@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-import time
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -26,64 +23,19 @@ from bench.errors import BenchError
 from bench.eval.pointwise import histories
 from bench.method import Method
 from bench.options import RunOptions
-from bench.settings import path_field
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from methods.backbones.pointwise import CFSettings, Index, PairHistories, build_model, pretrained_cf
 from methods.classic import CTRModel, CTRSettings
 from methods.collm import model as cm
-
-
-class LoRASettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-
-
-class LLMSettings(BaseModel):
-    """An LLM asked the Yes / No question; LoRA tuning settings apply where the method tunes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_model: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local causal-LM folder (a 7B)
-    prompt: str = cm.TEXT_PROMPT
-    answer_tokens: tuple[str, str] = (" Yes", " No")
-    scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_no_softmax"  # TALLRec's
-    lora: LoRASettings = Field(default_factory=LoRASettings)
-    learning_rate: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(1e-3, ge=0)
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    max_train_pairs: int = Field(0, ge=0)  # 0 = every training pair; else a random subset (run seed)
-    max_length: int | None = Field(None, ge=8)  # None = the model's context (max_position_embeddings)
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
-
-
-class CoLLMSettings(LLMSettings):
-    prompt: str = cm.COLLM_PROMPT
-    scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_logit"  # CoLLM's: BCE on the Yes logit
-    stage1_prompt: str = cm.TEXT_PROMPT
-    tuning: Literal["two_step", "t1", "t2", "t3"] = "two_step"
-    cf_model: Literal["mf", "lightgcn", "sasrec", "din"] = "mf"  # the CF model whose vectors are mapped
-    mapper_learning_rate: float = Field(1e-3, gt=0)
-    mapper_hidden_factor: int = Field(10, ge=1)
-    cf: CFSettings = Field(default_factory=CFSettings)
-
-
-def _cuda_devices(device: str) -> list[int]:
-    """The CUDA device whose random state `torch.random.fork_rng` must also keep (none on the CPU)."""
-    import torch
-
-    return [torch.device(device).index or 0] if str(device).startswith("cuda") else []
+from methods.collm.settings import CoLLMSettings, LLMSettings
+from methods.collm.tuning import LoRATuning
 
 
 def _file_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class LLMMethod(Method):
+class LLMMethod(LoRATuning, Method):
     """ICL: the untuned LLM. Subclasses tune it (`train`) and add ID vectors (`vectors`)."""
 
     default_name = "icl"
@@ -115,7 +67,7 @@ class LLMMethod(Method):
 
     def setup(self, ctx: RunContext) -> None:
         """Every input check (templates, answer tokens, context length) before any training."""
-        from methods.llm2rec import model as lm
+        from methods.llm.load import load_model, load_tokenizer
 
         if "label" not in self.data.split.train.columns:
             raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
@@ -124,13 +76,13 @@ class LLMMethod(Method):
             cm.parse_template(template, required)
         self.device, self.options = ctx.device, ctx.options
         base = self.base_dir(ctx)
-        self.tokenizer = lm.load_tokenizer(base)
+        self.tokenizer = load_tokenizer(base)
         self.yes_no = cm.answer_token_ids(self.tokenizer, self.settings.answer_tokens)
         self.base_fingerprint = self._fingerprint(base, ctx)
         items = self.data.catalogue.items
         titles = items["title"] if "title" in items.columns else self.data.catalogue.item_text
         self.titles = {k: str(v) for k, v in titles.items()}
-        self.lm = lm.load_causal_lm(base, ctx.device, self.settings.attn_implementation)
+        self.lm = load_model(base, ctx.device, self.settings.attn_implementation, use_cache=False)
         for p in self.lm.parameters():
             p.requires_grad_(False)
         self.head = cm.YesNoHead(self.lm, self.yes_no)
@@ -241,63 +193,9 @@ class LLMMethod(Method):
     def frozen_cf(self) -> int:
         return 0
 
-    # ------------------------------------------------------------------------------------- LoRA / loop
-    def add_lora(self, seed: int):
-        """LoRA layers injected into the LLM, initialised from `seed` alone: the global random state is
-        neither read nor advanced (before version 2 the init came from whatever ran earlier in the process,
-        so a cached adapter depended on run order)."""
-        import torch
-        from peft import LoraConfig, get_peft_model
-
-        s = self.settings.lora
-        config = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                            target_modules=list(s.target_modules), bias="none")
-        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
-            torch.manual_seed(seed)
-            self.peft = get_peft_model(self.lm, config)  # injects LoRA layers into self.lm's modules in place
-        self.head = cm.YesNoHead(self.lm, self.yes_no)
-        return [p for n, p in self.lm.named_parameters() if "lora_" in n]
-
-    def run_training(self, params, lr_groups, builder, scoring: str, seed: int, vectors=None) -> dict:
-        """AdamW over the training pairs (shuffled by `seed`), `epochs` passes; returns loss curve."""
-        import torch
-
-        s = self.settings
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(lr_groups, weight_decay=s.weight_decay)
-        data = self.train_data
-        encoded = [builder.encode(h, i) for h, i in zip(data.histories, data.frame["item"])]
-        labels = torch.as_tensor(data.frame["label"].to_numpy().copy(), device=self.device)
-        users, items = data.frame["user"].to_numpy(), data.frame["item"].to_numpy()
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        self.lm.train()
-        losses, start = [], time.perf_counter()
-        for _ in range(s.epochs):
-            order = rng.permutation(len(encoded))
-            for b in range(0, len(order), s.batch_size):
-                idx = order[b:b + s.batch_size]
-                uv, iv = (vectors or (lambda *a: (None, None)))(users[idx], items[idx],
-                                                                 [data.histories[i] for i in idx])
-                logits = cm.full_logits(self.head, [encoded[i] for i in idx], uv, iv, self.pad_id, self.device)
-                loss = cm.loss_fn(logits, labels[idx], scoring)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss))
-        self.lm.eval()
-        for p in params:
-            p.requires_grad_(False)
-        return {"train_seconds": time.perf_counter() - start, "steps": len(losses),
-                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                "losses": losses}
-
+    # ------------------------------------------------------------------- step 1 (LoRA; tuning.LoRATuning)
     def stage1(self, ctx: RunContext, template: str) -> dict:
         """TALLRec's LoRA on the text-only prompt (loss: softmax over Yes / No), from the disk cache if there."""
-        import torch
-        from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
         s = self.settings
         lora_params = self.add_lora(ctx.seed)
         data = self.train_data
@@ -309,22 +207,13 @@ class LLMMethod(Method):
                           "seed": ctx.seed, "version": 2})  # 2: LoRA init seeded
         folder = Path(ctx.cache_dir) / "collm" / f"lora-{key}"
         self.trainable_counts["lora"] = sum(p.numel() for p in lora_params)
-        if (folder / "info.json").exists():
-            set_peft_model_state_dict(self.peft, torch.load(folder / "adapter.pt", map_location=self.device,
-                                                            weights_only=True))
-            return json.loads((folder / "info.json").read_text()) | {"cached": True, "key": key}
-        builder = self.make_builder(template, (cm.HISTORY, cm.TITLE))
-        info = self.run_training(lora_params, [{"params": lora_params, "lr": s.learning_rate}], builder,
-                                 "yes_no_softmax", ctx.seed)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-        torch.save({k: v.cpu() for k, v in get_peft_model_state_dict(self.peft).items()}, tmp / "adapter.pt")
-        (tmp / "info.json").write_text(json.dumps(info))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # a concurrent run saved the same adapter first
-            pass
-        return info | {"cached": False, "key": key}
+
+        def train() -> dict:
+            builder = self.make_builder(template, (cm.HISTORY, cm.TITLE))
+            return self.run_training(lora_params, [{"params": lora_params, "lr": s.learning_rate}], builder,
+                                     "yes_no_softmax", ctx.seed)
+
+        return self.cached_adapter(folder, train, ctx.cache_dir) | {"key": key}
 
 
 class ICL(LLMMethod):

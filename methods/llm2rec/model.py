@@ -1,5 +1,5 @@
-"""LLM2Rec (paper 003) model helpers: loading, the bidirectional (non-causal) forward pass, pooling, and
-`LLMItemEncoder`, the item-title encoder over a (trained or raw) decoder LLM.
+"""LLM2Rec (paper 003) model helpers: the bidirectional (non-causal) forward pass, pooling, and
+`LLMItemEncoder`, the item-title encoder over a (trained or raw) decoder LLM (loaded by `methods.llm.load`).
 
 Bidirectional attention with transformers (checked on 5.23, Llama and Qwen2): the decoder's mask
 preparation (`masking_utils.create_causal_mask`) rebuilds a *causal* mask from a 2-D padding mask, and
@@ -23,53 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.encoders import TransformersEncoder, _check_device
+from bench.encoders import TransformersEncoder
 from bench.errors import BenchError, UnknownChoiceError
+from methods.llm.load import ATTN_IMPLEMENTATIONS, load_model, load_tokenizer
 
 ENCODER_MODES = {
     "causal_last": "causal attention, hidden state of the last token (EOS appended): the raw 'causal' row",
     "bidirectional_mean": "no causal mask, mean of the hidden states over the title's tokens",
 }
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; an explicit CUDA device must exist."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    _check_device(device)
-    return device
-
-
-def load_tokenizer(model_dir: Path | str):
-    """The folder's tokenizer, padding on the right (real tokens keep positions 0..n-1)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    if tokenizer.pad_token is None:
-        fallback = tokenizer.eos_token or tokenizer.unk_token
-        if fallback is None:
-            raise BenchError(f"{model_dir}: tokenizer has no pad, eos or unk token to pad with")
-        tokenizer.pad_token = fallback  # padded positions are masked everywhere, so any id will do
-    if tokenizer.eos_token_id is None:
-        raise BenchError(f"{model_dir}: tokenizer has no EOS token (LLM2Rec appends one to targets)")
-    tokenizer.padding_side = "right"
-    return tokenizer
-
-
-def load_causal_lm(model_dir: Path | str, device: str = "cpu", attn_implementation: str = "sdpa"):
-    """AutoModelForCausalLM in float32 on `device` (training keeps fp32 master weights)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise UnknownChoiceError("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32,
-                                                 attn_implementation=attn_implementation)
-    model.config.use_cache = False
-    return model.to(device)
 
 
 def decoder_of(model):
@@ -197,13 +158,9 @@ class LLMItemEncoder(TransformersEncoder):
         self.attn_implementation = attn_implementation
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModel
-
         tokenizer = load_tokenizer(self.path)
-        model = AutoModel.from_pretrained(str(self.path), local_files_only=True, dtype=torch.float32,
-                                          attn_implementation=self.attn_implementation)
-        self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
+        model = load_model(self.path, self.device, self.attn_implementation, head=False)
+        self._tokenizer, self._model = tokenizer, model.eval()
 
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, "max_length": self.max_length, "normalize": self.normalize}

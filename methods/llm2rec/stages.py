@@ -9,25 +9,21 @@ feeds `LLMItemEncoder`. `run_stage` caches each stage's output under
 `cache_dir/llm2rec/<stage>-<sha256(base fingerprint, data hash, settings)[:16]>/` with a `stage.json`;
 `pipeline` runs the chain. Defaults follow the authors' code (noted where it differs from the paper).
 
-Modules: `llm2rec_model` (loading, bidirectional forward, pooling, LLMItemEncoder), `llm2rec_data`
-(examples, padding, masking, losses), `llm2rec_train` (settings, training loop), this one (stages, cache,
-pipeline, throughput). The public names of all four are importable from here.
+Modules: `model` (bidirectional forward, pooling, LLMItemEncoder), `data` (examples, padding, masking,
+losses), `train` (settings, model preparation, the stage's use of the shared loop `methods.llm.train`),
+this one (stages, cache, pipeline, throughput). The public names of the first three are importable here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, UnknownChoiceError
-from bench.records import discard_folder
 from methods.llm2rec.data import (
     build_csft_examples,
     csft_collate,
@@ -54,8 +50,8 @@ from methods.llm2rec.train import (
     finish,
     prepare_model,
     resolve_settings,
+    run_steps,
     set_dropout,
-    train_loop,
 )
 
 __all__ = [
@@ -87,7 +83,7 @@ def run_csft(model_dir: Path | str, examples: Sequence[tuple[str, str]], setting
         hidden = causal_forward(model, batch["input_ids"], batch["attention_mask"])
         return shifted_token_loss(hidden, batch["labels"], head), batch["attention_mask"].sum()
 
-    stats = train_loop(model, settings, len(examples), step, "llm2rec csft", device)
+    stats = run_steps(model, settings, len(examples), step, "llm2rec csft", device)
     stats["examples"] = len(examples)
     return model, wrapper, tokenizer, stats
 
@@ -127,7 +123,7 @@ def mntp(model_dir: Path | str, texts: Sequence[str], out_dir: Path | str,
         hidden = bidirectional_forward(model, corrupted, attention)
         return shifted_token_loss(hidden, labels, head), attention.sum()
 
-    stats = train_loop(model, settings, len(texts), step, "llm2rec mntp", device)
+    stats = run_steps(model, settings, len(texts), step, "llm2rec mntp", device)
     stats.update(texts=len(texts), mask_token=settings.mask_token, mask_token_id=mask_id)
     finish(model, wrapper, tokenizer, out_dir, settings)
     return stats
@@ -152,7 +148,7 @@ def item_contrastive(model_dir: Path | str, titles: Sequence[str], out_dir: Path
         z2 = mean_pool(bidirectional_forward(decoder, input_ids, attention), attention)
         return info_nce(z1, z2, settings.temperature), 2 * attention.sum()
 
-    stats = train_loop(model, settings, len(titles), step, "llm2rec ic", device)
+    stats = run_steps(model, settings, len(titles), step, "llm2rec ic", device)
     stats["titles"] = len(titles)
     for key, value in old_dropout.items():  # the saved config keeps the base model's dropout
         setattr(model.config, key, value)
@@ -185,69 +181,24 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
               cache_dir: Path | str, fn: Callable[[Path], dict | None]) -> Path:
     """The cached output folder of one stage, computed by `fn(out_dir) -> stats` only if absent.
 
-    Folder: cache_dir/llm2rec/<stage>-<sha256(base files fingerprint, data_hash, settings)[:16]>. `fn` must
-    create `out_dir` (the stage functions do); run_stage adds `stage.json` (inputs, settings, steps,
-    tokens, seconds, loss curve) and a manifest of the folder's files (`.bench-manifest.json`, left out of
-    every fingerprint, so stage keys do not depend on it) and renames the folder into place, so a folder
-    with stage.json is complete. A folder is verified before reuse (stage.json parses and holds the folder's
-    key, the files match the manifest); one that fails is reported on one stderr line, removed and trained
-    again.
+    Folder: cache_dir/llm2rec/<stage>-<sha256(base files fingerprint, data_hash, settings)[:16]>, built by
+    `bench.cache.cached_artifact` (lock in cache_dir/.locks, so parallel runs train a stage once; temp
+    folder renamed into place; a manifest of the folder's files, left out of every fingerprint, so stage
+    keys do not depend on it). `fn` must create `out_dir` (the stage functions do); a `stage.json` (inputs,
+    settings, steps, tokens, seconds, loss curve) is added. A folder is verified before reuse (stage.json
+    parses and holds the folder's key, the files match the manifest); one that fails is reported on one
+    stderr line, removed and trained again.
     """
+    from bench.cache import cached_artifact
     from bench.data.assets import files_fingerprint
 
     resolved = resolve_settings(stage_name, settings)
     cache_dir = Path(cache_dir)
     base_fingerprint = files_fingerprint(Path(base_dir), cache_dir)
     key, parts = stage_key(stage_name, base_fingerprint, data_hash, resolved)
-    target = cache_dir / CACHE_SUBDIR / f"{stage_name}-{key}"
-    if (target / STAGE_FILE).is_file() and _stage_problem(target, key, cache_dir) is None:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from filelock import FileLock
 
-    # one process trains a stage; parallel runs needing the same stage wait for it, then reuse it
-    locks = cache_dir / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"llm2rec-{target.name}.lock")):
-        if (target / STAGE_FILE).is_file():
-            problem = _stage_problem(target, key, cache_dir)
-            if problem is None:
-                return target
-            from bench.hashing import cache_warning
-
-            cache_warning(target, problem, "removing it and training the stage again")
-            discard_folder(target)
-        return _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target, fn,
-                              cache_dir)
-
-
-def _stage_problem(folder: Path, key: str, cache_dir: Path) -> str | None:
-    """None when a finished stage folder can be reused: its stage.json parses and names this key, and its
-    files match its manifest (hashes memoised in cache_dir/file_hashes.json). A folder from before manifests
-    whose stage.json checks out and whose files pass the light load check is given a manifest."""
-    from bench.hashing import verify_or_adopt
-
-    try:
-        record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return f"{STAGE_FILE} does not parse ({err})"
-    if not isinstance(record, dict) or record.get("key") != key:
-        found = record.get("key") if isinstance(record, dict) else None
-        return f"{STAGE_FILE} is for key {found!r}, the folder for {key!r}"
-    return verify_or_adopt(folder, cache_dir)
-
-
-
-
-def _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_fingerprint, target: Path,
-                   fn: Callable[[Path], dict | None], cache_dir: Path | None = None) -> Path:
-    from bench.hashing import remember_manifest, write_manifest
-
-    if target.exists():  # no stage.json: not made by run_stage (it renames complete folders only)
-        shutil.rmtree(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        out_dir = staging / "out"
+    def compute(tmp: Path) -> Path:
+        out_dir = tmp / "out"
         start = time.perf_counter()
         stats = dict(fn(out_dir) or {})
         if not out_dir.is_dir():
@@ -256,17 +207,24 @@ def _compute_stage(stage_name, base_dir, data_hash, resolved, key, parts, base_f
                   "data_hash": data_hash, "settings": resolved.model_dump(), "key_parts": parts,
                   "wall_seconds": time.perf_counter() - start, **stats}
         (out_dir / STAGE_FILE).write_text(json.dumps(record, indent=1))
-        write_manifest(out_dir)  # verified on every reuse
-        out_dir.chmod(0o755)
-        try:
-            os.rename(out_dir, target)
-            remember_manifest(target, cache_dir)  # its next reuse and fingerprint read nothing again
-        except OSError:
-            if not (target / STAGE_FILE).is_file():  # not another process finishing first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return out_dir
+
+    target, _ = cached_artifact(cache_dir / CACHE_SUBDIR / f"{stage_name}-{key}", compute, memo_dir=cache_dir,
+                                check=lambda folder: _stage_problem(folder, key), lock_dir=cache_dir / ".locks")
     return target
+
+
+def _stage_problem(folder: Path, key: str) -> str | None:
+    """None when a stage folder's stage.json parses and names this key (its files are checked against
+    its manifest by `cached_artifact`)."""
+    try:
+        record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return f"{STAGE_FILE} does not parse ({err})"
+    if not isinstance(record, dict) or record.get("key") != key:
+        found = record.get("key") if isinstance(record, dict) else None
+        return f"{STAGE_FILE} is for key {found!r}, the folder for {key!r}"
+    return None
 
 
 def read_stage(folder: Path | str) -> dict:

@@ -1,4 +1,5 @@
-"""LLM2Rec (paper 003) stage settings and the shared training loop (plain torch, one process).
+"""LLM2Rec (paper 003) stage settings, model preparation and the stage's use of the shared training loop
+(`methods.llm.train`; loading and LoRA from `methods.llm.load` / `methods.llm.lora`).
 
 The device is chosen at run time (`device: auto` -> cuda when torch sees a GPU, else cpu); weights stay
 float32 and `precision: auto` turns on bf16 autocast on GPUs that support it.
@@ -7,19 +8,18 @@ float32 and `precision: auto` turns on bf16 autocast on GPUs that support it.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.errors import BenchError, UnknownChoiceError
+from bench.errors import UnknownChoiceError
 from bench.settings import runtime_field
-from methods.llm2rec.model import load_causal_lm, load_tokenizer, resolve_device, save_model_atomic
+from methods.llm.load import load_model, load_tokenizer, resolve_device
+from methods.llm2rec.model import save_model_atomic
 
 STAGES = ("csft", "mntp", "ic")
-LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
 
 
 class StageSettings(BaseModel):
@@ -95,20 +95,6 @@ def resolve_settings(stage: str, settings: dict[str, Any] | StageSettings | None
     return validate_settings(cls, settings, f"llm2rec {stage}")
 
 
-def _sampler(n: int, batch_size: int, seed: int):
-    """Endless micro-batches of indices: shuffled epochs, no index twice in one batch."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(n, generator=generator).tolist()
-        if n <= batch_size:
-            yield order
-            continue
-        for start in range(0, n - batch_size + 1, batch_size):  # drops the ragged tail of each epoch
-            yield order[start:start + batch_size]
-
-
 def _schedule(step: int, settings: StageSettings) -> float:
     if step < settings.warmup_steps:
         return (step + 1) / (settings.warmup_steps + 1)
@@ -138,7 +124,7 @@ def prepare_model(model_dir: Path | str, settings: StageSettings):
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     tokenizer = load_tokenizer(model_dir)
-    model = load_causal_lm(model_dir, device, settings.attn_implementation)
+    model = load_model(model_dir, device, settings.attn_implementation, use_cache=False)
     if settings.gradient_checkpointing:
         # transformers >= 5 renamed gradient_checkpointing_* to activation_checkpointing_*
         if hasattr(model, "activation_checkpointing_enable"):
@@ -146,57 +132,37 @@ def prepare_model(model_dir: Path | str, settings: StageSettings):
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     wrapper = None
-    if settings.lora:
-        from peft import LoraConfig, get_peft_model
+    if settings.lora:  # r 8, alpha 16, dropout 0.05 on q_proj / v_proj
+        from methods.llm.lora import add_lora, lora_config
 
-        wrapper = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", bias="none", **LORA))
+        # no seed: the initialisation continues the global random state seeded above, as do the dropout masks
+        wrapper = add_lora(model, lora_config(task_type="CAUSAL_LM"))
     model.train()
     return model, wrapper, tokenizer, device
 
 
-def train_loop(model, settings: StageSettings, n: int, step_fn: Callable, desc: str, device: str) -> dict:
-    """Optimise `model` for settings.max_steps steps of `grad_accum` micro-batches.
+def run_steps(model, settings: StageSettings, n: int, step_fn: Callable, desc: str, device: str) -> dict:
+    """Optimise `model` for settings.max_steps steps of `grad_accum` micro-batches of its n examples.
 
     `step_fn(indices) -> (loss, tokens)` computes one micro-batch's loss (the model's forward pass inside)
-    and the number of non-pad input tokens it processed. Returns steps, tokens, seconds, losses.
+    and the number of non-pad input tokens it processed. AdamW, the warmup + decay schedule, gradient
+    clipping, bf16 autocast where `precision` asks for it. Returns steps, tokens, seconds, losses.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, settings))
-    batches = _sampler(n, settings.batch_size, settings.seed)
+    from methods.llm.train import shuffled_batches, train_loop
+
     bf16 = _use_bf16(settings, device)
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    losses, step_seconds, step_tokens = [], [], []
-    bar = tqdm(range(settings.max_steps), desc=desc, unit="step", disable=not settings.progress)
-    start = time.perf_counter()
-    for _ in bar:
-        t0 = time.perf_counter()
-        total, tokens = 0.0, 0
-        for _ in range(settings.grad_accum):
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-                loss, n_tokens = step_fn(next(batches))
-            if not torch.isfinite(loss):
-                raise BenchError(f"{desc}: loss is {float(loss)} at step {len(losses)}; "
-                                 "lower lr or use precision=fp32")
-            (loss / settings.grad_accum).backward()
-            total += float(loss.detach()) / settings.grad_accum
-            tokens += int(n_tokens)
-        if settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-        losses.append(total)
-        step_seconds.append(time.perf_counter() - t0)
-        step_tokens.append(tokens)
-        bar.set_postfix(loss=f"{total:.4f}")
-    return {"steps": settings.max_steps, "tokens": sum(step_tokens), "seconds": time.perf_counter() - start,
-            "losses": losses, "step_seconds": step_seconds, "step_tokens": step_tokens,
+    result = train_loop(
+        [p for p in model.parameters() if p.requires_grad],
+        lambda params: torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay),
+        shuffled_batches(n, settings.batch_size, settings.seed), step_fn, steps=settings.max_steps,
+        grad_accum=settings.grad_accum, max_grad_norm=settings.max_grad_norm,
+        make_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, settings)),
+        model=model, device=device, autocast_dtype=torch.bfloat16 if bf16 else None, check_finite=True,
+        hint="lower lr or use precision=fp32", desc=desc, progress=settings.progress)
+    return {"steps": settings.max_steps, "tokens": sum(result.step_tokens), "seconds": result.seconds,
+            "losses": result.losses, "step_seconds": result.step_seconds, "step_tokens": result.step_tokens,
             "device": device, "bf16": bf16}
 
 

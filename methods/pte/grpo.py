@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from methods.pte.generate import ChatGenerator, Request, Sampling
+from methods.llm.generate import ChatGenerator, Sampling
+from methods.pte.generate import Request
+
+GRPO_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # LoRA on every attention projection
 
 
 def group_relative_advantages(rewards):
@@ -56,27 +59,12 @@ def grpo_loss(logprobs, rewards):
     return -(advantages * logprobs).mean()
 
 
-def apply_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0):
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    return get_peft_model(model, config)
-
-
-def grpo_step(model, tokenizer, optimizer, chat_texts: list[list[str]], completions: list[list[str]],
-              rewards) -> float:
-    """One update on U groups of K (prompt, completion) pairs with their rewards [U, K]."""
-    model.train()
+def group_loss(model, tokenizer, chat_texts: list[list[str]], completions: list[list[str]], rewards):
+    """The GRPO loss of U groups of K (prompt, completion) pairs with their rewards [U, K]."""
     flat_prompts = [p for group in chat_texts for p in group]
     flat = [c for group in completions for c in group]
     logp = completion_logprobs(model, tokenizer, flat_prompts, flat).view(len(completions), -1)
-    loss = grpo_loss(logp, rewards)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    model.eval()
-    return float(loss.detach())
+    return grpo_loss(logp, rewards)
 
 
 class LoRAChatGenerator(ChatGenerator):
@@ -99,42 +87,48 @@ class GRPOFineTune:
     def __call__(self, stage, user_prompts: dict[str, str], user_profiles: dict[str, str], raw_item_vectors):
         import torch
 
+        from methods.llm.lora import add_lora, lora_config, lora_digest
+        from methods.llm.train import train_loop
         from methods.pte.stage import collab_reward, derive_seed, dist_reward, total_reward
 
         base: ChatGenerator = stage.generator
         model, tokenizer = base.load()
-        torch.manual_seed(self.seed)
-        model = apply_lora(model, self.lora_r, self.lora_alpha)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.learning_rate)
+        torch.manual_seed(self.seed)  # the adapter's initialisation continues from this global state
+        model = add_lora(model, lora_config(r=self.lora_r, alpha=self.lora_alpha, dropout=0.0,
+                                            target_modules=GRPO_TARGETS, task_type="CAUSAL_LM"))
         generator = LoRAChatGenerator(base, model, tokenizer, "grpo-step0")
         users = sorted(user_prompts)
         current = dict(zip(users, stage.encode([user_profiles[u] for u in users], "pte-user")))
         rng = np.random.default_rng(self.seed)
-        losses = []
         s = stage.s
         sampling = Sampling(s.max_new_tokens, s.temperature, s.top_p, s.repetition_penalty)
-        for step in range(self.steps):
-            batch = rng.choice(users, min(self.users_per_step, len(users)), replace=False).tolist()
-            prompts, completions, rewards = [], [], []
-            for u in batch:
-                reqs = [Request(u, "user_init", user_prompts[u], derive_seed(self.seed, "grpo", step, u, k), sampling)
-                        for k in range(self.group_size)]
-                outs = generator.generate(stage.prompts.system, [r.prompt for r in reqs],
-                                          [r.seed for r in reqs], sampling)
-                texts = [t for t, _ in outs]
-                vec = stage.encode(texts, "pte-user")
-                hist = np.stack([raw_item_vectors[i] for i in stage.user_items[u]])
-                nb = [current[n] for n in stage.user_nb.get(u, [])]
-                nb_vec = np.stack(nb) if nb else np.zeros((0, vec.shape[1]))
-                rewards.append(total_reward(collab_reward(vec, hist), dist_reward(vec, nb_vec),
-                                            s.lambda_collab, s.lambda_dist))
-                prompts.append(generator.chat_texts(stage.prompts.system, [r.prompt for r in reqs]))
-                completions.append(texts)
-            losses.append(grpo_step(model, tokenizer, optimizer, prompts, completions, np.array(rewards)))
-        digest = hashlib.sha256()
-        for name, tensor in sorted(model.state_dict().items()):
-            if "lora_" in name:
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().numpy().tobytes())
-        self.info = {"steps": self.steps, "losses": losses, "lora_hash": digest.hexdigest()[:16]}
-        return LoRAChatGenerator(base, model, tokenizer, digest.hexdigest())
+
+        def groups():
+            """On-policy batches: each step's completions are sampled from the adapter as trained so far."""
+            for step in range(self.steps):
+                model.eval()
+                batch = rng.choice(users, min(self.users_per_step, len(users)), replace=False).tolist()
+                prompts, completions, rewards = [], [], []
+                for u in batch:
+                    reqs = [Request(u, "user_init", user_prompts[u], derive_seed(self.seed, "grpo", step, u, k),
+                                    sampling) for k in range(self.group_size)]
+                    outs = generator.generate(stage.prompts.system, [r.prompt for r in reqs],
+                                              [r.seed for r in reqs], sampling)
+                    texts = [t for t, _ in outs]
+                    vec = stage.encode(texts, "pte-user")
+                    hist = np.stack([raw_item_vectors[i] for i in stage.user_items[u]])
+                    nb = [current[n] for n in stage.user_nb.get(u, [])]
+                    nb_vec = np.stack(nb) if nb else np.zeros((0, vec.shape[1]))
+                    rewards.append(total_reward(collab_reward(vec, hist), dist_reward(vec, nb_vec),
+                                                s.lambda_collab, s.lambda_dist))
+                    prompts.append(generator.chat_texts(stage.prompts.system, [r.prompt for r in reqs]))
+                    completions.append(texts)
+                yield prompts, completions, np.array(rewards)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        result = train_loop(params, lambda ps: torch.optim.AdamW(ps, lr=self.learning_rate), groups(),
+                            lambda batch: group_loss(model, tokenizer, *batch), model=model, device=base.device,
+                            desc="PtE GRPO")
+        digest = lora_digest(model)
+        self.info = {"steps": self.steps, "losses": result.losses, "lora_hash": digest[:16]}
+        return LoRAChatGenerator(base, model, tokenizer, digest)

@@ -95,7 +95,7 @@ class PtE(RecBoleMethod):
     # ---- profile embeddings ---------------------------------------------------------------------------
     def _generator(self, ctx: RunContext):
         from bench.data import assets
-        from methods.pte.generate import ChatGenerator
+        from methods.llm.generate import ChatGenerator
 
         folder = assets.smollm2_dir(ctx.cache_dir) if self.settings.generator == "smollm2" else Path(
             self.settings.generator)

@@ -1,0 +1,43 @@
+"""CoLLM / TALLRec / ICL settings (paper 002): the LLM, its prompt and answers, LoRA and step-1 / step-2
+training, and for CoLLM the CF model whose vectors are mapped into the prompt."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.settings import path_field
+from methods.backbones.pointwise import CFSettings
+from methods.collm import model as cm
+from methods.llm.lora import LoRASettings
+
+
+class LLMSettings(BaseModel):
+    """An LLM asked the Yes / No question; LoRA tuning settings apply where the method tunes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local causal-LM folder (a 7B)
+    prompt: str = cm.TEXT_PROMPT
+    answer_tokens: tuple[str, str] = (" Yes", " No")
+    scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_no_softmax"  # TALLRec's
+    lora: LoRASettings = Field(default_factory=LoRASettings)
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_train_pairs: int = Field(0, ge=0)  # 0 = every training pair; else a random subset (run seed)
+    max_length: int | None = Field(None, ge=8)  # None = the model's context (max_position_embeddings)
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+class CoLLMSettings(LLMSettings):
+    prompt: str = cm.COLLM_PROMPT
+    scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_logit"  # CoLLM's: BCE on the Yes logit
+    stage1_prompt: str = cm.TEXT_PROMPT
+    tuning: Literal["two_step", "t1", "t2", "t3"] = "two_step"
+    cf_model: Literal["mf", "lightgcn", "sasrec", "din"] = "mf"  # the CF model whose vectors are mapped
+    mapper_learning_rate: float = Field(1e-3, gt=0)
+    mapper_hidden_factor: int = Field(10, ge=1)
+    cf: CFSettings = Field(default_factory=CFSettings)

@@ -1,0 +1,180 @@
+"""One training loop for every LLM-based method, on `accelerate`.
+
+`train_loop` takes the trainable parameters (or param groups), an optimizer factory, a batch iterator and a
+loss function; it runs optimizer steps of `grad_accum` micro-batches with optional gradient clipping, an
+optional learning-rate schedule, autocast and an evaluation callback every N steps, and returns the loss
+curve and timings. The same loop runs on one CPU (`Accelerator(cpu=True)`), one GPU, or several GPUs under
+`accelerate launch`.
+
+Numerics: on one process the loop is exactly a plain torch loop (`accelerator.backward` is `loss.backward`,
+the prepared optimizer steps the wrapped one), so CPU results stay bit-identical to the loops it replaced.
+Batches are the caller's (an iterator, never a prepared DataLoader), so their order is the caller's seeded
+order. The loss functions call sub-modules (a decoder, a two-row head) rather than a wrapper's forward, which
+DistributedDataParallel needs; with several processes the gradients are averaged with `accelerator.reduce`
+instead, and each process should iterate over its own share of the batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import BenchError
+
+_END = object()  # what `next` returns once the batches are exhausted
+
+
+@dataclass
+class TrainResult:
+    """What one training run did: the loss of every optimizer step, its seconds and input tokens, the total
+    seconds, and the evaluation callback's results as (step, value)."""
+
+    losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    step_tokens: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    evaluations: list[tuple[int, Any]] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+def make_accelerator(device: str = "cpu"):
+    """An Accelerator for `device` (cpu=True on the CPU; no mixed precision: autocast is the loop's own)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cpu = torch.device(device).type == "cpu"
+    try:
+        return Accelerator(cpu=cpu, mixed_precision="no")
+    except ValueError:
+        # accelerate's state is a per-process singleton: a single process that trained on the GPU and now
+        # trains on the CPU (tests do) must reset it; under `accelerate launch` devices never change
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(cpu=cpu, mixed_precision="no")
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless micro-batches of indices: shuffled epochs (torch.Generator seeded by `seed`), no index twice
+    in one batch; the ragged tail of each epoch is dropped."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=generator).tolist()
+        if n <= batch_size:
+            yield order
+            continue
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def epoch_batches(n: int, batch_size: int, epochs: int, rng) -> Iterator[Any]:
+    """`epochs` passes over range(n), each in the order `rng.permutation(n)` (numpy Generator), in batches
+    of `batch_size` (the last one of a pass may be smaller)."""
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
+
+
+def _parameters(params: Iterable) -> list:
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        return [p for group in params for p in group["params"]]
+    return params
+
+
+def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, loss_fn: Callable, *,
+               steps: int | None = None, grad_accum: int = 1, max_grad_norm: float = 0.0,
+               make_scheduler: Callable | None = None, model=None, device: str = "cpu",
+               autocast_dtype=None, eval_every: int = 0, evaluate: Callable[[int], Any] | None = None,
+               check_finite: bool = False, hint: str = "", desc: str = "train", progress: bool = False) -> TrainResult:
+    """Optimise `params` (tensors or param-group dicts) with `make_optimizer(params)`.
+
+    Each step takes `grad_accum` batches from `batches`; `loss_fn(batch)` returns the loss, or (loss,
+    number of input tokens). `steps` None: until `batches` is exhausted. `max_grad_norm` > 0 clips the
+    gradient norm; `make_scheduler(optimizer)` gives a scheduler stepped once per step; `model` is put in
+    train mode for every loss and in eval mode at the end; `autocast_dtype` (e.g. torch.bfloat16) turns on
+    autocast; `evaluate(step)` runs after every `eval_every`-th step; `check_finite` raises a BenchError
+    (naming `desc`, the step and `hint`) on a non-finite loss.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    params = list(params)  # a generator (model.parameters()) would be used up by the optimizer
+    accelerator = make_accelerator(device)
+    optimizer = accelerator.prepare(make_optimizer(params))
+    # the raw optimizer's schedule: a prepared scheduler would step once per process
+    scheduler = make_scheduler(optimizer.optimizer) if make_scheduler is not None else None
+    flat = _parameters(params)
+    optimizer.zero_grad(set_to_none=True)  # gradients left by earlier training never reach the first step
+    device_type = torch.device(device).type
+
+    def autocast():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=autocast_dtype)
+
+    def micro_batch(batch) -> tuple[float, int]:
+        if model is not None:
+            model.train()
+        with autocast():
+            out = loss_fn(batch)
+        loss, n_tokens = out if isinstance(out, tuple) else (out, 0)
+        if check_finite and not torch.isfinite(loss):
+            raise BenchError(f"{desc}: loss is {float(loss)} at step {result.steps}" + (f"; {hint}" if hint else ""))
+        accelerator.backward(loss / grad_accum if grad_accum > 1 else loss)
+        return float(loss.detach()) / grad_accum, int(n_tokens)
+
+    result = TrainResult()
+    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
+    start = time.perf_counter()
+    while steps is None or result.steps < steps:
+        t0 = time.perf_counter()
+        total, tokens = 0.0, 0
+        for micro in range(grad_accum):
+            batch = next(batches, _END)
+            if batch is _END:
+                if micro == 0 and steps is None:  # the batches ended with the last step
+                    break
+                raise BenchError(f"{desc}: the batches ran out at step {result.steps + 1}")
+            loss, n_tokens = micro_batch(batch)
+            total, tokens = total + loss, tokens + n_tokens
+        else:
+            _step(accelerator, optimizer, scheduler, flat, max_grad_norm)
+            if device_type == "cuda":
+                torch.cuda.synchronize()
+            result.losses.append(total)
+            result.step_seconds.append(time.perf_counter() - t0)
+            result.step_tokens.append(tokens)
+            bar.update()
+            bar.set_postfix(loss=f"{total:.4f}")
+            if evaluate is not None and eval_every > 0 and result.steps % eval_every == 0:
+                result.evaluations.append((result.steps, evaluate(result.steps)))
+            continue
+        break
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    if model is not None:
+        model.eval()
+    return result
+
+
+def _step(accelerator, optimizer, scheduler, params: list, max_grad_norm: float) -> None:
+    """Average gradients over processes (several only), clip, step, schedule, clear the gradients."""
+    if accelerator.num_processes > 1:
+        for p in params:
+            if p.grad is not None:
+                p.grad = accelerator.reduce(p.grad, reduction="mean")
+    if max_grad_norm > 0:
+        accelerator.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
