@@ -34,7 +34,8 @@ FORMER_DEFAULTS = {
     "temporal_loo": {"seed": 0},
     "random_loo": {"seed": 0},
     "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5, "rounding": "ceil"},
-    "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3},
+    "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1},
+    "new_users_fewshot": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3},
     "longtail": {"seed": 0, "tail_user_threshold": 10, "tail_item_threshold": 20, "count_on": "all",
                  "eval_negatives": 0},
     "ctr_temporal": {"seed": 0, "label_threshold": 4, "train_months": 10.0, "valid_months": 5.0,
@@ -44,7 +45,7 @@ FORMER_DEFAULTS = {
 }
 # version 2: half_history rounds the removed count up (PROTOCOLS.md), ctr_temporal's history is every earlier
 # positive (CoLLM's code) and it gained few-shot sampling; each default change bumped its class's version
-SPLIT_VERSIONS = {"half_history": 2, "ctr_temporal": 2}
+SPLIT_VERSIONS = {"half_history": 2, "ctr_temporal": 2, "cold_users": 2}  # cold_users 2: PtE's protocol
 FORMER_SEGMENT_DEFAULTS = {"cold_user_threshold": 10, "head_item_fraction": 0.2}
 
 
@@ -67,8 +68,8 @@ def test_every_splitter_has_settings():
 
 
 BAD_VALUES = [
-    ("cold_users", "keep_history", "abc", "integer >= 0"),
-    ("cold_users", "keep_history", -1, "integer >= 0"),
+    ("new_users_fewshot", "keep_history", "abc", "integer >= 0"),
+    ("new_users_fewshot", "keep_history", -1, "integer >= 0"),
     ("cold_users", "seed", "abc", "integer >= 0"),
     ("temporal_loo", "seed", -3, "integer >= 0"),
     ("random_loo", "seed", True, "integer >= 0"),
@@ -108,8 +109,8 @@ def test_bad_split_value_is_one_line_error(name, key, value, valid, tiny_dataset
 
 def test_bad_split_value_message_in_full():
     with pytest.raises(BenchError) as err:
-        resolve_split_params("cold_users", {"keep_history": "abc"})
-    assert str(err.value) == ("split 'cold_users': setting keep_history='abc': Input should be a valid integer, "
+        resolve_split_params("new_users_fewshot", {"keep_history": "abc"})
+    assert str(err.value) == ("split 'new_users_fewshot': setting keep_history='abc': Input should be a valid integer, "
                               "unable to parse string as an integer (valid: integer >= 0)")
 
 
@@ -306,15 +307,15 @@ def test_empty_test_part_is_an_error():
     rows = [(f"u{u}", f"i{k}", 100.0 * u + k) for u in range(9) for k in range(6)]
     rows += [("u9", "i0", 900.0), ("u9", "i1", 901.0)]
     data = _dataset(rows)
-    params = resolve_split_params("cold_users", {})
+    params = resolve_split_params("new_users_fewshot", {})
     with pytest.raises(BenchError) as err:
-        make_split(data, "cold_users", params)
+        make_split(data, "new_users_fewshot", params)
     message = str(err.value)
-    assert message.startswith(f"dataset 'thin', split 'cold_users' {json.dumps(params, sort_keys=True)}: ")
+    assert message.startswith(f"dataset 'thin', split 'new_users_fewshot' {json.dumps(params, sort_keys=True)}: ")
     assert '"keep_history": 3' in message
     assert message.endswith("the test part is empty; the held-out users have no interactions after the first "
                             "keep_history; lower keep_history, or change valid_fraction / test_fraction")
-    split = make_split(data, "cold_users", resolve_split_params("cold_users", {"keep_history": 1}))
+    split = make_split(data, "new_users_fewshot", resolve_split_params("new_users_fewshot", {"keep_history": 1}))
     assert split.test["item"].tolist() == ["i1"] and set(split.valid["user"]) == {"u8"}
 
 
@@ -385,7 +386,7 @@ def ml100k():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["temporal_loo", "cold_users"])
+@pytest.mark.parametrize("name", ["temporal_loo", "new_users_fewshot", "cold_users"])
 def test_saved_split_reproduces_make_split_hash(ml100k, tmp_path, name):
     params = resolve_split_params(name, {})
     made = make_split(ml100k, name, params)
@@ -399,7 +400,7 @@ def test_saved_split_reproduces_make_split_hash(ml100k, tmp_path, name):
 # the split hashes in the run records committed under results/runs (made before the cache was verified)
 RECORDED_SPLIT_HASHES = {
     "temporal_loo": "21eb2a8b44ee20f17298cf198d6c77c2fdb4fe157a59978013013b9b165ee27f",
-    "cold_users": "d6637475b103df7fb18efc21fb2d0e45f4c8727020d48e22f8282b17ab3589c7",
+    "new_users_fewshot": "d6637475b103df7fb18efc21fb2d0e45f4c8727020d48e22f8282b17ab3589c7",  # was cold_users v1
 }
 
 

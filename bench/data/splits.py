@@ -520,7 +520,7 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment", "history") if c in p)]]
              for p in made[:3]]
     train, valid, test = parts
-    context = made[3][[*INTER_COLUMNS, "part"]] if len(made) > 3 else EMPTY_CONTEXT
+    context = _ordered(made[3])[[*INTER_COLUMNS, "part"]] if len(made) > 3 else EMPTY_CONTEXT
     eval_users = set(valid["user"]) | set(test["user"])
     user_segment, item_segment = segments(train, eval_users, params)
     if name == "longtail":
