@@ -229,19 +229,45 @@ def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
     ctx = _ctx(split, tmp_path, name="a")
     tallrec = _method("tallrec", tiny_lm)
     ctx.run(tallrec)
-    assert ctx.extra["stage1"]["cached"] is False and ctx.extra["stage1"]["steps"] == 3
+    stage1 = ctx.extra["stage1"]
+    assert stage1["cached"] is False and stage1["steps"] == 3 and stage1["loss"] == "yes_no_softmax"
+    assert [point["step"] for point in stage1["selection"]["curve"]] == [3]  # one epoch: one evaluation
+    # CoLLM's step 1 is trained with its own scoring loss (BCE on the Yes logit): not TALLRec's adapter
     ctx2 = _ctx(split, tmp_path, name="b")
     collm = _method("collm-mf", tiny_lm)
     ctx2.run(collm)
-    assert ctx2.extra["stage1"]["cached"] is True and ctx2.extra["stage1"]["key"] == ctx.extra["stage1"]["key"]
-    ctx3 = _ctx(split, tmp_path, seed=1, name="c")
-    ctx3.run(_method("tallrec", tiny_lm))
-    assert ctx3.extra["stage1"]["cached"] is False, "another seed must train its own LoRA"
+    assert ctx2.extra["stage1"]["loss"] == "yes_logit" and ctx2.extra["stage1"]["key"] != stage1["key"]
+    # ... unless told to use TALLRec's loss, and then the adapter is TALLRec's, from the cache
+    ctx3 = _ctx(split, tmp_path, name="c")
+    ctx3.run(_method("collm-mf", tiny_lm, stage1_loss="yes_no_softmax"))
+    assert ctx3.extra["stage1"]["cached"] is True and ctx3.extra["stage1"]["key"] == stage1["key"]
+    ctx4 = _ctx(split, tmp_path, seed=1, name="d")
+    ctx4.run(_method("tallrec", tiny_lm))
+    assert ctx4.extra["stage1"]["cached"] is False, "another seed must train its own LoRA"
     counts = collm.parameter_counts()
     assert counts.trainable == collm.trainable_counts["lora"] + collm.trainable_counts["mapper"]
     assert collm.trainable_counts["mapper"] == (8 * 80 + 80) + (80 * 32 + 32)
     a = score(tallrec, np.array(["5"]), np.array(["1", "2"]))
-    assert a.shape == (1, 2) and ((a > 0) & (a < 1)).all()
+    hists = [tallrec.histories.get(ScoreQuery.of([]), "5", i) for i in ("1", "2")]
+    expected = cm.probabilities(tallrec.logits(["5", "5"], ["1", "2"], hists), "yes_no_softmax").numpy()
+    np.testing.assert_allclose(a[0], expected, rtol=1e-6)
+
+
+def test_selection_on_validation_keeps_the_best_step(tiny_lm, split, tmp_path):
+    """select_on_valid with eval_every 1: one validation AUC per step, and the adapter ends at the best one."""
+    from methods.collm.tuning import ValidSelection
+
+    method = _method("tallrec", tiny_lm, epochs=2, eval_every=1)
+    ctx = _ctx(split, tmp_path)
+    ctx.run(method)
+    selection = ctx.extra["stage1"]["selection"]
+    curve = selection["curve"]
+    assert [point["step"] for point in curve] == list(range(1, ctx.extra["stage1"]["steps"] + 1))
+    best = max(curve, key=lambda point: point["valid_auc"])
+    assert selection["best_step"] == best["step"] and selection["best_valid_auc"] == best["valid_auc"]
+    builder = method.make_builder(method.settings.prompt, (cm.HISTORY, cm.TITLE))
+    again = ValidSelection(method, [], builder, "yes_no_softmax").auc()  # the state the run ended in
+    assert again == pytest.approx(best["valid_auc"], abs=1e-6)
 
 
 @pytest.mark.slow
@@ -305,3 +331,37 @@ def test_end_to_end_ctr_run(tiny_lm, split, tmp_path):
         assert record["params"]["frozen_online"] > 0
     finally:
         runner._dataset, runner._split = original
+
+
+def test_prompt_is_tokenised_as_one_string_with_bos():
+    """A byte-level BPE tokenizer: the prompt's ids are the tokenizer's ids of the whole text (BOS first),
+    with no lone space token where a placeholder was; each ID placeholder is exactly one token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    corpus = [cm.COLLM_PROMPT, cm.TEXT_PROMPT, '"Toy Story", "Heat", "Fargo"'] * 20
+    bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=1, special_tokens=["<s>", "<unk>", "<pad>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", unk_token="<unk>",
+                                  pad_token="<pad>")
+    titles = {"1": "Toy Story", "2": "Heat", "3": "Fargo"}
+    text_builder = cm.PromptBuilder(tok, cm.TEXT_PROMPT, (cm.HISTORY, cm.TITLE), titles)
+    encoded = text_builder.encode(("1", "2"), "3")
+    text, _ = text_builder.render(("1", "2"), "3")
+    assert encoded.ids == [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    collm = cm.PromptBuilder(tok, cm.COLLM_PROMPT, (cm.HISTORY, cm.USER, cm.TITLE, cm.ITEM), titles)
+    pair = collm.encode(("1", "2"), "3")
+    pieces = tok.convert_ids_to_tokens(pair.ids)
+    # no lone space token (byte-level BPE's "Ġ") at a placeholder, and the text after it kept: "feature <UserID>."
+    assert pieces[pair.user_pos - 1] == "Ġfeature" and pieces[pair.user_pos + 1] == "."
+    text_only = [p for k, p in enumerate(pieces) if k not in (pair.user_pos, pair.item_pos)]
+    rendered, _ = collm.render(("1", "2"), "3")
+    plain = tok.convert_ids_to_tokens(tok(rendered.replace(" " + cm.USER, "").replace(" " + cm.ITEM, ""),
+                                          add_special_tokens=False)["input_ids"])
+    assert text_only[1:] == plain  # the rest is the tokenizer's own tokenisation of the text
+    assert pair.ids[pair.user_pos] == pair.ids[pair.item_pos] == collm.placeholder_id
+    assert pair.ids.count(collm.placeholder_id) == 2 and 0 < pair.user_pos < pair.prefix_len <= pair.item_pos
+    assert tok.decode(pair.ids[:pair.user_pos]).endswith("feature")
+    # a user's pairs share the prefix token for token, whatever the target
+    other = collm.encode(("1", "2"), "1")
+    assert other.ids[:other.prefix_len] == pair.ids[:pair.prefix_len]

@@ -194,8 +194,6 @@ def test_ctr_history_column_matches_the_unsampled_histories():
             assert histories(split, part).histories == _histories(getattr(split, part)), (mode, part)
 
 
-@pytest.mark.xfail(reason="bench/eval/pointwise.py histories() must read the split's `history` column",
-                   strict=False)
 def test_pointwise_histories_use_the_saved_column():
     from bench.eval.pointwise import histories
 
@@ -260,8 +258,8 @@ def test_ctr_suite_is_tallrecs_few_shot_protocol():
     assert shots["icl"] == {0}
     assert {s.seed for s in specs if s.method in llm} == {0, 1, 2}
     assert all(s.method_settings["max_train_pairs"] == 0 for s in specs if s.method in llm)
-    for quoted in ("67.24 / 67.48 / 71.98", "50.43 / 50.48 / 52.25", "PUBLISHED REFERENCE VALUES"):
-        assert quoted in suite.notes
+    for quoted in ("67.24 / 67.48 / 71.98", "50.43 / 50.48 / 52.25", "TALLRec paper"):
+        assert quoted in suite.reference and quoted not in suite.notes  # a block of its own, never a row
     paper = expand(load_suite("ctr", "paper"))
     assert {s.split_settings["shots"] for s in paper} == {0} and {s.dataset for s in paper} == {"ml-1m"}
     assert {s.split_settings["history"] for s in paper} == {"pair"}

@@ -140,6 +140,7 @@ class LLMMethod(LoRATuning, Method):
     # ------------------------------------------------------------------------------------ fit / score
     def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
         self.start_fit(data)
+        self.run_seed = ctx.seed  # validation samples (valid_pairs) are drawn with it
         self.setup(ctx)
         self.train(ctx)
         self.lm.eval()
@@ -194,24 +195,34 @@ class LLMMethod(LoRATuning, Method):
         return 0
 
     # ------------------------------------------------------------------- step 1 (LoRA; tuning.LoRATuning)
+    def stage1_loss(self) -> str:
+        """The LoRA step's loss: the method's scoring loss unless `stage1_loss` names another."""
+        s = self.settings
+        return s.scoring if s.stage1_loss == "scoring" else s.stage1_loss
+
     def stage1(self, ctx: RunContext, template: str) -> dict:
-        """TALLRec's LoRA on the text-only prompt (loss: softmax over Yes / No), from the disk cache if there."""
+        """The LoRA step (TALLRec's, CoLLM's step 1) on the text-only prompt, with the method's step-1 loss and
+        (select_on_valid) the best state by validation AUC; from the disk cache if there."""
         s = self.settings
         lora_params = self.add_lora(ctx.seed)
         data = self.train_data
+        loss = self.stage1_loss()
+        # what the adapter depends on beyond version 2's key (absent when it is version 2's: its cache stays)
+        selection = ({"select_on_valid": True, "eval_every": s.eval_every, "valid_pairs": s.valid_pairs,
+                      "valid": self.data.split.content_hash} if s.select_on_valid else {})
         key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
                           "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
                                               data.histories, self.data.split.content_hash]),
                           "lora": s.lora.model_dump(), "lr": s.learning_rate, "wd": s.weight_decay,
-                          "epochs": s.epochs, "batch": s.batch_size, "loss": "yes_no_softmax",
-                          "seed": ctx.seed, "version": 2})  # 2: LoRA init seeded
+                          "epochs": s.epochs, "batch": s.batch_size, "loss": loss,
+                          "seed": ctx.seed, "version": 2, **selection})  # 2: LoRA init seeded
         folder = Path(ctx.cache_dir) / "collm" / f"lora-{key}"
         self.trainable_counts["lora"] = sum(p.numel() for p in lora_params)
 
         def train() -> dict:
             builder = self.make_builder(template, (cm.HISTORY, cm.TITLE))
             return self.run_training(lora_params, [{"params": lora_params, "lr": s.learning_rate}], builder,
-                                     "yes_no_softmax", ctx.seed)
+                                     loss, ctx.seed)
 
         return self.cached_adapter(folder, train, ctx.cache_dir) | {"key": key}
 
@@ -220,13 +231,16 @@ class ICL(LLMMethod):
     """The untuned LLM asked the text-only question (no training)."""
 
     default_name = "icl"
+    version = 2  # 2: the prompt tokenised as one string, BOS first (was segment by segment)
 
 
 class TALLRec(LLMMethod):
     """LoRA (r 8, alpha 16, dropout 0.05, q_proj / v_proj) on the text-only prompt; P(Yes) by softmax."""
 
     default_name = "tallrec"
-    version = 2  # 2: stage-1 LoRA initialised from the run seed (was the process's global random state)
+    # 2: stage-1 LoRA initialised from the run seed (was the process's global random state);
+    # 3: the best state by validation AUC is kept (select_on_valid); the prompt tokenised as one string
+    version = 3
 
     def train(self, ctx: RunContext) -> None:
         info = self.stage1(ctx, self.settings.prompt)
@@ -238,7 +252,10 @@ class CoLLM(LLMMethod):
     """TALLRec's LoRA (step 1) + CF vectors mapped into the ID placeholders (step 2)."""
 
     default_name = "collm-mf"
-    version = 2  # 2: LoRA initialised from the run seed (was the process's global random state)
+    # 2: LoRA initialised from the run seed (was the process's global random state); 3: step 1 trained with the
+    # scoring loss (BCE on the Yes logit, as the authors' code; was the Yes / No softmax), and both steps keep
+    # their best state by validation AUC; the prompt tokenised as one string, BOS first
+    version = 3
     Settings: ClassVar[type[BaseModel]] = CoLLMSettings
     required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.USER, cm.TITLE, cm.ITEM)
 
@@ -367,7 +384,7 @@ class EnsembleMFCoLLM(Method):
     """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
 
     default_name = "ensemble-mf-collm"
-    version = 2  # 2: its LLM's LoRA initialised from the run seed
+    version = 3  # 2: its LLM's LoRA initialised from the run seed; 3: its LLM's version 3 (see CoLLM / TALLRec)
     Settings: ClassVar[type[BaseModel]] = EnsembleSettings
     backbones: ClassVar[tuple[str, ...]] = ("none",)
     protocol = "pointwise"

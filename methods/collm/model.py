@@ -1,11 +1,12 @@
 """CoLLM / TALLRec (paper 002) model helpers: prompt templates with ID placeholders, tokenised pairs, the
 Yes/No head, placeholder splicing, and scoring with a per-prefix key/value cache.
 
-A prompt is split on its placeholders into segments; each segment is tokenised on its own and the ids are
-concatenated, so a pair's token ids are identical whether scored whole or as prefix + suffix. The prefix
-is every segment before the first target-dependent one (the target title, the target ID, or the user ID
-when the collaborative user vector depends on the target, as DIN's does): a user's test pairs share it, so
-its keys / values are computed once and each candidate only costs its short suffix.
+A prompt is rendered as one string and tokenised once (BOS first where the tokenizer has one); the ID
+placeholders are found by character offsets and each becomes one token whose embedding is replaced. The
+prefix is every token that ends before the first target-dependent placeholder (the target title, the
+target ID, or the user ID when the collaborative user vector depends on the target, as DIN's does): a
+user's test pairs share it, so its keys / values are computed once and each candidate only costs its
+short suffix.
 """
 
 from __future__ import annotations
@@ -82,45 +83,65 @@ class Encoded:
 
 
 class PromptBuilder:
-    """Tokenises pairs: history titles quoted and joined by ', ', target title quoted."""
+    """Tokenises pairs: history titles quoted and joined by ', ', target title quoted.
+
+    The prompt is rendered as one string and tokenised once (the tokenizer's BOS first, where it has one), so
+    its tokens are the ones the model would see for that text; each ID placeholder is one token (with the
+    space before it), whose embedding is replaced; the shared prefix is found by the tokens' offsets."""
 
     def __init__(self, tokenizer, template: str, required: tuple[str, ...], titles: dict,
                  target_dependent_user: bool = False):
         self.tokenizer, self.titles = tokenizer, titles
+        if not getattr(tokenizer, "is_fast", False):
+            raise BenchError(f"the prompt needs a fast tokenizer (character offsets); {type(tokenizer).__name__} "
+                             "is not one: point base_model at a model folder with tokenizer.json")
         self.segments = parse_template(template, required)
         self.target_dependent = {TITLE, ITEM} | ({USER} if target_dependent_user else set())
         # a placeholder's id is never looked up (its embedding is replaced); any valid id will do
         self.placeholder_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
-        self._text: dict[str, list[int]] = {}
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        # a private copy that knows each ID placeholder as one token (taking the space before it, which
+        # belongs to no word), so the text around it tokenises as the model's own tokenizer would
+        from tokenizers import AddedToken
 
-    def _tok(self, text: str) -> list[int]:
-        if text not in self._text:
-            self._text[text] = self.tokenizer.encode(text, add_special_tokens=False)
-        return self._text[text]
+        self.marked = copy.deepcopy(tokenizer)
+        self.marked.add_tokens([AddedToken(p, lstrip=True, rstrip=False, normalized=False, special=True)
+                                for p in (USER, ITEM)], special_tokens=True)
+        self.markers = {self.marked.convert_tokens_to_ids(p): p for p in (USER, ITEM)}
 
     def title(self, item) -> str:
         return '"' + str(self.titles.get(item, f"item {item}")) + '"'
 
-    def encode(self, history, item) -> Encoded:
-        ids: list[int] = []
-        user_pos = item_pos = -1
-        prefix_len = None
+    def render(self, history, item) -> tuple[str, dict[str, tuple[int, int]]]:
+        """The prompt text and each placeholder's character span in it."""
+        text, spans = "", {}
         for seg in self.segments:
-            if prefix_len is None and seg in self.target_dependent:
-                prefix_len = len(ids)
+            start = len(text)
             if seg == HISTORY:
-                ids += self._tok(", ".join(self.title(h) for h in history))
+                text += ", ".join(self.title(h) for h in history)
             elif seg == TITLE:
-                ids += self._tok(self.title(item))
-            elif seg == USER:
-                user_pos = len(ids)
-                ids.append(self.placeholder_id)
-            elif seg == ITEM:
-                item_pos = len(ids)
-                ids.append(self.placeholder_id)
-            else:
-                ids += self._tok(seg)
-        return Encoded(ids, user_pos, item_pos, prefix_len if prefix_len is not None else len(ids) - 1)
+                text += self.title(item)
+            else:  # literal text, or an ID placeholder kept as written (its tokens become one placeholder)
+                text += seg
+            spans.setdefault(seg, (start, len(text)))
+        return text, spans
+
+    def encode(self, history, item) -> Encoded:
+        text, spans = self.render(history, item)
+        enc = self.marked(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        positions = {}
+        for k, token in enumerate(ids):
+            name = self.markers.get(token)
+            if name is not None:  # the placeholder's token, located where its span is
+                positions[name] = k
+                ids[k] = self.placeholder_id
+        # the shared prefix: every token that ends before the first target-dependent placeholder starts
+        boundary = min((spans[s][0] for s in self.target_dependent if s in spans), default=len(text))
+        prefix_len = sum(1 for _, b in offsets if b <= boundary)
+        n = len(self.bos)
+        return Encoded(self.bos + ids, positions.get(USER, -1 - n) + n, positions.get(ITEM, -1 - n) + n,
+                       min(prefix_len, len(ids) - 1) + n)
 
 
 def check_lengths(encoded: list[Encoded], users, limit: int, where: str) -> int:

@@ -29,6 +29,14 @@ class LLMSettings(BaseModel):
     batch_size: int = Field(8, ge=1)
     max_train_pairs: int = Field(0, ge=0)  # 0 = every training pair; else a random subset (run seed)
     max_length: int | None = Field(None, ge=8)  # None = the model's context (max_position_embeddings)
+    # the LoRA step's loss; "scoring" = the method's own scoring loss (CoLLM's code trains both steps with
+    # BCE on the Yes logit; TALLRec's is the Yes / No softmax)
+    stage1_loss: Literal["scoring", "yes_logit", "yes_no_softmax"] = "scoring"
+    # model selection on validation (both papers keep the best epoch by validation AUC): evaluate every
+    # `eval_every` optimizer steps (0 = at the end of each epoch) and keep the best state of what is trained
+    select_on_valid: bool = True
+    eval_every: int = Field(0, ge=0)
+    valid_pairs: int = Field(0, ge=0)  # validation pairs scored per evaluation (0 = all; else a run-seed sample)
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
 
 

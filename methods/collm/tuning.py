@@ -28,12 +28,15 @@ class LoRATuning:
         return lora_parameters(self.lm)
 
     def run_training(self, params, lr_groups, builder, scoring: str, seed: int, vectors=None) -> dict:
-        """AdamW over the training pairs (shuffled by `seed`), `epochs` passes; returns loss curve."""
+        """AdamW over the training pairs (shuffled by `seed`), `epochs` passes; returns the loss curve. With
+        `select_on_valid`, the validation AUC is computed every `eval_every` steps (0: each epoch's end) and the
+        trained parameters end at their best state (the curve and the chosen step are returned)."""
         import torch
 
         from methods.llm.train import epoch_batches, train_loop
 
         s = self.settings
+        selector = ValidSelection(self, params, builder, scoring, vectors) if s.select_on_valid else None
         for p in params:
             p.requires_grad_(True)
         data = self.train_data
@@ -48,14 +51,22 @@ class LoRATuning:
             logits = cm.full_logits(self.head, [encoded[i] for i in idx], uv, iv, self.pad_id, self.device)
             return cm.loss_fn(logits, labels[idx], scoring)
 
+        per_epoch = -(-len(encoded) // s.batch_size)
         result = train_loop(lr_groups, lambda groups: torch.optim.AdamW(groups, weight_decay=s.weight_decay),
-                            batches, loss, model=self.lm, device=self.device, desc=f"{self.name} LoRA")
+                            batches, loss, model=self.lm, device=self.device, desc=f"{self.name} LoRA",
+                            eval_every=(s.eval_every or per_epoch) if selector else 0,
+                            evaluate=selector.evaluate if selector else None)
+        if selector is not None:
+            selector.finish(result.steps)
         for p in params:
             p.requires_grad_(False)
         losses = result.losses
-        return {"train_seconds": result.seconds, "steps": len(losses),
+        info = {"train_seconds": result.seconds, "steps": len(losses), "loss": scoring,
                 "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "losses": losses}
+        if selector is not None:
+            info["selection"] = selector.summary()
+        return info
 
     def cached_adapter(self, folder: Path, train: Callable[[], dict], memo_dir: Path | str) -> dict:
         """The training info of the adapter cached in `folder` (+ "cached"): loaded into the LLM when the
@@ -86,3 +97,66 @@ def adapter_problem(folder: Path) -> str | None:
     except (OSError, ValueError) as err:
         return f"info.json does not load ({err})"
     return None
+
+
+class ValidSelection:
+    """Keeps the best state (by validation AUC) of the parameters a training step tunes.
+
+    The validation pairs are the split's valid part with their saved histories (`valid_pairs` > 0: a sample
+    drawn with the run seed), scored with the step's own prompt, vectors and scoring."""
+
+    def __init__(self, method, params, builder, scoring: str, vectors=None):
+        from bench.eval.pointwise import histories
+
+        self.method, self.params, self.builder, self.scoring = method, list(params), builder, scoring
+        self.vectors = vectors or (lambda *a: (None, None))
+        data = histories(method.data.split, "valid")
+        n = int(method.settings.valid_pairs)
+        rows = np.arange(len(data.frame))
+        if 0 < n < len(rows):
+            rows = np.sort(np.random.default_rng(method.run_seed).choice(len(rows), size=n, replace=False))
+        self.frame = data.frame.iloc[rows].reset_index(drop=True)
+        self.hists = [data.histories[r] for r in rows]
+        self.encoded = [builder.encode(h, i) for h, i in zip(self.hists, self.frame["item"])]
+        self.curve: list[dict] = []
+        self.best_auc, self.best_step, self.best_state = -1.0, 0, None
+
+    def auc(self) -> float:
+        import torch
+
+        from bench.eval.pointwise import auc
+
+        m = self.method
+        m.lm.eval()
+        users, items = self.frame["user"].to_numpy(), self.frame["item"].to_numpy()
+        scores = []
+        with torch.no_grad():
+            for b in range(0, len(self.encoded), m.options.llm_eval_batch_size):
+                sl = slice(b, b + m.options.llm_eval_batch_size)
+                uv, iv = self.vectors(users[sl], items[sl], self.hists[sl])
+                logits = cm.full_logits(m.head, self.encoded[sl], uv, iv, m.pad_id, m.device)
+                scores.append(cm.probabilities(logits.float(), self.scoring).cpu().numpy())
+        value = auc(self.frame["label"].to_numpy(), np.concatenate(scores) if scores else np.zeros(0))
+        return float(value) if value == value else 0.5  # one class only: uninformative
+
+    def evaluate(self, step: int) -> None:
+        value = self.auc()
+        self.curve.append({"step": int(step), "valid_auc": value})
+        if value > self.best_auc:
+            self.best_auc, self.best_step = value, int(step)
+            self.best_state = [p.detach().clone() for p in self.params]
+
+    def finish(self, steps: int) -> None:
+        """Evaluate the last step if the schedule did not, then load the best state."""
+        import torch
+
+        if not self.curve or self.curve[-1]["step"] != steps:
+            self.evaluate(steps)
+        with torch.no_grad():
+            for p, best in zip(self.params, self.best_state):
+                p.copy_(best)
+
+    def summary(self) -> dict:
+        return {"metric": "valid_auc", "n_pairs": int(len(self.frame)), "best_step": self.best_step,
+                "best_valid_auc": self.best_auc, "curve": self.curve,
+                "early_stopped": self.best_step < (self.curve[-1]["step"] if self.curve else 0)}
