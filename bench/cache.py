@@ -46,14 +46,15 @@ def cached_artifact(target: Path | str, build: Callable[[Path], Path | None], *,
     """(`target`, built_now): the verified cache folder, built with `build(tmp)` when absent or failing.
 
     `check(folder)` adds the caller's own test (None: fine, else the reason), e.g. "stage.json names this
-    key". Locks live in `lock_dir` (default: beside the target)."""
+    key". Locks live in `lock_dir` (default: `<memo_dir>/.locks`, the cache root's, else beside the target)."""
     target = Path(target)
     if target.is_dir() and artifact_problem(target, memo_dir, check) is None:
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock
 
-    locks = Path(lock_dir) if lock_dir is not None else target.parent
+    locks = Path(lock_dir) if lock_dir is not None else (
+        Path(memo_dir) / ".locks" if memo_dir is not None else target.parent)
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / f".{target.name}.lock")):
         if target.exists():  # another process may have built (or rebuilt) it while we waited

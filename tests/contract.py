@@ -477,8 +477,9 @@ class MethodContract:
         assert test["label"].nunique() == 2, "tiny test pairs need both labels"
         scores = fitted.scores_a
         summary, _ = evaluate_pairs(test, scores)
-        value = summary["overall"]["auc"]
-        assert 0.0 <= value <= 1.0, f"AUC {value}"
+        from sklearn.metrics import roc_auc_score
+
+        assert summary["overall"]["auc"] == pytest.approx(roc_auc_score(test["label"], scores))
         assert np.unique(scores).size > 1, "every test pair got the same score"
         if uses_llm(fitted.case.cls.Settings):  # P(Yes) of a Yes/No LLM (or its mean with MF's sigmoid)
             assert ((scores > 0) & (scores < 1)).all(), f"P(Yes) outside (0, 1): {scores.min()}..{scores.max()}"

@@ -59,16 +59,20 @@ def test_half_history_removes_half_keeps_one(tiny_dataset):
     assert _pairs(half.test) == _pairs(base.test)  # same evaluation targets as the base split
 
 
-def test_cold_users_holds_out_newest_users(tiny_dataset):
-    params = resolve_split_params("cold_users", {"valid_fraction": 0.2, "test_fraction": 0.2})
-    split = make_split(tiny_dataset, "cold_users", params)
+@pytest.mark.parametrize("name", ["cold_users", "new_users_fewshot"])
+def test_cold_users_holds_out_newest_users(tiny_dataset, name):
+    params = resolve_split_params(name, {"valid_fraction": 0.2, "test_fraction": 0.2})
+    split = make_split(tiny_dataset, name, params)
     last = tiny_dataset.interactions.groupby("user")["timestamp"].max()
     test_users, valid_users = set(split.test["user"]), set(split.valid["user"])
     assert not test_users & valid_users
     warm = set(last.index) - test_users - valid_users
     assert last[list(test_users)].min() > last[list(warm)].max()
     kept = split.train[split.train["user"].isin(test_users)].groupby("user").size()
-    assert (kept == params["keep_history"]).all()
+    if name == "cold_users":  # absent from training
+        assert kept.empty
+    else:
+        assert (kept == params["keep_history"]).all() and set(kept.index) == test_users
     assert (split.user_segment[list(test_users)] == "cold").all()
 
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -21,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.eval.pointwise import MONTH_SECONDS
-from bench.hashing import cache_warning, sha256_file
+from bench.hashing import sha256_file
 from bench.settings import runtime_field, validate_settings
 from bench.types import INTER_COLUMNS, Dataset, Split
 
@@ -593,59 +590,45 @@ def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Spli
     return split
 
 
-def _discard(folder: Path) -> None:
-    """Move a stale folder out of the way atomically (a reader never sees it half deleted), then delete it."""
-    trash = folder.with_name(f".stale-{folder.name}-{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        os.replace(folder, trash)
-    except FileNotFoundError:  # another process moved it first
-        return
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _save(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
-    """Write the split into a temp folder beside `folder`, then rename it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-    try:
-        for part in ("train", "valid", "test"):
-            getattr(split, part).to_csv(tmp / PART_FILES[part], sep="\t", index=False)
-        split.user_segment.to_csv(tmp / PART_FILES["user_segment"], sep="\t")
-        split.item_segment.to_csv(tmp / PART_FILES["item_segment"], sep="\t")
-        files = list(PART_FILES.values())
-        if len(split.context):
-            split.context.to_csv(tmp / CONTEXT_FILE, sep="\t", index=False)
-            files.append(CONTEXT_FILE)
-        info = {"name": split.name, "params": params, "content_hash": split.content_hash,
-                "dataset_hash": dataset.content_hash, "description": split.description,
-                "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")},
-                "segments": {"users": split.user_segment.value_counts().to_dict(),
-                             "items": split.item_segment.value_counts().to_dict()},
-                "files": {file: sha256_file(tmp / file) for file in files}}
-        (tmp / "split.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process saved it first: theirs is identical by construction
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def _write(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
+    """Write the split's files and split.json (each file's sha256, the content hash) into `folder`."""
+    for part in ("train", "valid", "test"):
+        getattr(split, part).to_csv(folder / PART_FILES[part], sep="\t", index=False)
+    split.user_segment.to_csv(folder / PART_FILES["user_segment"], sep="\t")
+    split.item_segment.to_csv(folder / PART_FILES["item_segment"], sep="\t")
+    files = list(PART_FILES.values())
+    if len(split.context):
+        split.context.to_csv(folder / CONTEXT_FILE, sep="\t", index=False)
+        files.append(CONTEXT_FILE)
+    info = {"name": split.name, "params": params, "content_hash": split.content_hash,
+            "dataset_hash": dataset.content_hash, "description": split.description,
+            "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")},
+            "segments": {"users": split.user_segment.value_counts().to_dict(),
+                         "items": split.item_segment.value_counts().to_dict()},
+            "files": {file: sha256_file(folder / file) for file in files}}
+    (folder / "split.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
 
 def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Path) -> Split:
     """The split from disk if saved there and verified (made from this dataset with these settings, files and
-    content hash as recorded), else computed and saved atomically. A saved split that fails the check is
-    reported in one stderr line, moved away and rebuilt."""
+    content hash as recorded), else computed and saved (`bench.cache.cached_artifact`: locked, published
+    atomically). A saved split that fails the check is reported in one stderr line, moved away and rebuilt."""
+    from bench.cache import cached_artifact
+
     params = resolve_split_params(name, params)
-    folder = split_dir(cache_dir, dataset, name, params)
-    if (folder / "split.json").exists() or folder.exists():
+
+    def problem(folder: Path) -> str | None:
         try:
-            return _load_saved(folder, dataset, name, params)
+            _load_saved(folder, dataset, name, params)
         except _StaleSplit as stale:
-            cache_warning(folder, f"split {stale}", "rebuilding")
-            _discard(folder)
-    split = make_split(dataset, name, params)
-    _save(split, folder, dataset, params)
+            return f"split {stale}"
+        return None
+
+    def build(tmp: Path) -> None:
+        _write(make_split(dataset, name, params), tmp, dataset, params)
+
+    folder, _ = cached_artifact(split_dir(cache_dir, dataset, name, params), build, memo_dir=cache_dir,
+                                check=problem)
     try:
         return _load_saved(folder, dataset, name, params)
     except _StaleSplit as stale:  # a bug, not bad input: the files just written do not read back
