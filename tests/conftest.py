@@ -87,3 +87,12 @@ def score(method, users, items=None) -> np.ndarray:
     from bench.types import ScoreQuery
 
     return method.score(ScoreQuery.of(users, items))
+
+
+def score_test_users(method, split, users=None) -> np.ndarray:
+    """`method.score` of the split's test users (or `users`) with the held-out sequences the protocol gives
+    them at inference (cold_users' context), as `bench.eval.ranking.evaluate_ranking` asks."""
+    from bench.eval.ranking import query_for, test_user_histories
+
+    users = np.sort(split.test["user"].unique()) if users is None else users
+    return method.score(query_for(users, test_user_histories(split)))

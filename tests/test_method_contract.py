@@ -147,7 +147,7 @@ def test_train_view_and_recbole_files_hold_no_test_interaction(tiny_dataset, tmp
         if isinstance(frame, pd.DataFrame) and {"user", "item"} <= set(frame.columns):
             n_frames += 1
             assert not held & set(zip(frame["user"], frame["item"]))
-    assert n_frames == 2  # train and valid
+    assert n_frames == 3  # train, valid, and the held-out valid users' context (empty unless cold_users)
     write_atomic_split(view, tmp_path)
     files = {p.name: pd.read_csv(p, sep="\t", dtype=str) for p in (tmp_path / "bench").glob("*.inter")}
     for name, frame in files.items():

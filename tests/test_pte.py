@@ -23,7 +23,7 @@ from methods.pte.stage import (
     select_best,
     total_reward,
 )
-from tests.conftest import FitCall, score
+from tests.conftest import FitCall, score_test_users
 
 
 class FakeGenerator:
@@ -164,6 +164,7 @@ def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
     assert all(len(r) == 2 for r in full_result.user_rewards.values())  # K = 2 candidates scored
     names = {n for n in METHODS.names() if n.startswith("pte")}
     assert names == {"pte", "pte-noprofile", "pte-useronly", "pte-itemonly", "pte-singlepass", "pte-noreward",
+                     "pte-nogrpo",
                      "pte-nodist", "pte-nocollab", "pte-init"}
     assert set(method_families()["pte"]) == names
     assert METHODS.settings("pte-nodist").lambda_dist == 0.0  # the preset, recorded in method_settings
@@ -243,8 +244,8 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
 
     generator = FakeGenerator()
     monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
-    split = make_split(tiny_dataset, "cold_users", resolve_split_params("cold_users", {"valid_fraction": 0.2,
-                                                                                       "test_fraction": 0.2}))
+    name = "cold_users" if backbone == "sasrec" else "new_users_fewshot"  # an ID table needs the users trained
+    split = make_split(tiny_dataset, name, resolve_split_params(name, {"valid_fraction": 0.2, "test_fraction": 0.2}))
     config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
     method = METHODS.create(method_name, {"batch_size": 16})
@@ -256,7 +257,7 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
     generator.model_dir = "fake"
     ctx.run(method)
     users = np.sort(split.test["user"].unique())
-    scores = score(method, users)
+    scores = score_test_users(method, split, users)
     assert scores.shape == (len(users), len(tiny_dataset.item_ids)) and np.isfinite(scores).any(axis=1).all()
     if method_name == "pte":
         assert generator.calls > 0
@@ -274,7 +275,7 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
         row = int(method.cf.token_index("user_id", users[:1])[0])
         with torch.no_grad():
             table[row] += 1.0
-        changed = score(method, users)
+        changed = score_test_users(method, split, users)
         moved = ~np.isclose(changed, scores, equal_nan=True).all(axis=1)
         assert moved.tolist() == [True] + [False] * (len(users) - 1)
     else:
@@ -366,6 +367,6 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
 
     table = method.cf.model.item_embedding
     assert type(table) is torch.nn.Embedding and table.weight.requires_grad  # not a frozen table + adapter
-    assert np.isfinite(score(method, np.sort(split.test["user"].unique()))).any(axis=1).all()
+    assert np.isfinite(score_test_users(method, split)).any(axis=1).all()
     with pytest.raises(BenchError, match="seq_items 'init' needs embedding_size"):
         fit(HashEncoder.dim + 2)  # wider than the 32-d profile embeddings
