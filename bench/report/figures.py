@@ -109,7 +109,7 @@ def collapse_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, met
 
 
 def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
-              splits=("half_history", "cold_users"), correction: str = "holm") -> pd.DataFrame:
+              splits=("half_history", "new_users_fewshot"), correction: str = "holm") -> pd.DataFrame:
     """Relative gain over random per (split, backbone, LLMInit variant), with its 95% user-bootstrap
     interval, the per-seed spread and the user-level Wilcoxon p (`bench.report.stats.compare`)."""
     rows = []
@@ -137,16 +137,22 @@ def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
     return frame
 
 
+def _split_panels(data: pd.DataFrame):
+    """(pyplot, figure, axes row, splits): one panel per split of `data`, in order of appearance."""
+    plt = _plt()
+    splits = list(dict.fromkeys(data["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    return plt, fig, axes, splits
+
+
 def coldstart_gain_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path,
                           metric: str = "ndcg@10") -> list[Path]:
     data = gain_data(store, specs, metric)
     if data.empty:
-        print("figures: coldstart_gain skipped: no random vs LLMInit runs on half_history/cold_users stored "
+        print("figures: coldstart_gain skipped: no random vs LLMInit runs on half_history/new_users_fewshot stored "
               "(python -m bench run --suite coldstart)")
         return []
-    plt = _plt()
-    splits = list(dict.fromkeys(data["split"]))
-    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    plt, fig, axes, splits = _split_panels(data)
     methods = sorted(data["method"].unique())
     width = 0.8 / len(methods)
     for ax, split in zip(axes[0], splits):
@@ -189,7 +195,7 @@ def _train_counts(spec: RunSpec, record: dict, cache_dir: Path) -> pd.Series | N
 
 
 def activity_data(store: ResultStore, specs: list[RunSpec], cache_dir: Path, metric: str = "ndcg@10",
-                  backbone: str = "lightgcn", splits=("half_history", "cold_users"),
+                  backbone: str = "lightgcn", splits=("half_history", "new_users_fewshot"),
                   methods=("random", "llminit-var")) -> pd.DataFrame:
     rows = []
     counts_cache: dict[str, pd.Series | None] = {}
@@ -222,12 +228,10 @@ def activity_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, cac
                     metric: str = "ndcg@10") -> list[Path]:
     data = activity_data(store, specs, cache_dir, metric)
     if data.empty:
-        print("figures: activity skipped: no LightGCN random vs llminit-var runs on half_history/cold_users "
+        print("figures: activity skipped: no LightGCN random vs llminit-var runs on half_history/new_users_fewshot "
               "with a rebuildable split")
         return []
-    plt = _plt()
-    splits = list(dict.fromkeys(data["split"]))
-    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    plt, fig, axes, splits = _split_panels(data)
     for ax, split in zip(axes[0], splits):
         part = data[data["split"] == split]
         buckets = part.drop_duplicates("bucket").sort_values("lo")
