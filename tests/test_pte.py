@@ -370,3 +370,54 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
     assert np.isfinite(score_test_users(method, split)).any(axis=1).all()
     with pytest.raises(BenchError, match="seq_items 'init' needs embedding_size"):
         fit(HashEncoder.dim + 2)  # wider than the 32-d profile embeddings
+
+
+def test_grpo_groups_cover_items_only_with_grpo_items(tiny_dataset, tmp_path):
+    """GRPO's item side (the paper's 'analogous formulation'): item groups carry the item's users as the
+    collaborative history and its overlap neighbours' current encodings, as the item selection does."""
+    seen = []
+
+    def record(stage, groups):
+        seen.append(groups)
+        return stage.generator
+
+    def groups_of(**settings):
+        seen.clear()
+        stage = _stage(tiny_dataset, tmp_path / str(sorted(settings.items())), FakeGenerator(), **settings)
+        stage.grpo = record
+        stage.run(_raw(tiny_dataset))
+        return stage, seen[0]
+
+    _, user_only = groups_of()
+    assert [g.kind for g in user_only] == ["user"] and user_only[0].template == "user_refine"
+    stage, both = groups_of(grpo_items=True)
+    assert [g.kind for g in both] == ["user", "item"]
+    items = both[1]
+    assert items.template == "item" and set(items.prompts) == set(stage.item_users)
+    for item, users in stage.item_users.items():
+        assert items.history[item].shape == (len(users), 32)  # one row per user of the item
+        nb = stage.item_nb.get(item, [])
+        assert (items.neighbours[item] is None) == (not nb)
+        if nb:
+            assert items.neighbours[item].shape == (len(nb), 32)
+    _, item_only = groups_of(grpo_items=True, profile_users=False)
+    assert [g.kind for g in item_only] == ["item"] and item_only[0].template == "item_raw"
+
+
+def test_grpo_tunes_one_lora_on_user_and_item_groups(tiny_dataset, tmp_path):
+    from methods.llm.generate import ChatGenerator
+    from methods.pte.grpo import GRPOFineTune
+    from tests.contract import make_tiny_lm
+
+    lm = make_tiny_lm(tmp_path / "lm")
+    base = ChatGenerator(lm, "cpu", tmp_path / "cache")
+    stage = ProfileStage(tiny_dataset.interactions, tiny_dataset.items["title"], tiny_dataset.item_text, base,
+                         PromptSet(), ProfileStore(tmp_path / "store"), hash_encode,
+                         StageSettings(batch_size=8, max_new_tokens=4, grpo_items=True), progress=False)
+    grpo = GRPOFineTune(steps=2, users_per_step=2, group_size=2, learning_rate=1e-2, lora_r=2, lora_alpha=4, seed=0)
+    stage.grpo = grpo
+    result = stage.run(_raw(tiny_dataset))
+    assert grpo.info["kinds"] == ["user", "item"] and len(grpo.info["losses"]) == 2
+    assert {k: len(v) for k, v in grpo.info["mean_reward_per_step"].items()} == {"user": 2, "item": 2}
+    assert stage.generator is not base and stage.generator.fingerprint() != base.fingerprint()
+    assert result.user_text and result.item_text

@@ -5,12 +5,16 @@ in the generator's weights (it scores sampled text), so the objective is optimis
 with the group as baseline (GRPO's on-policy step, ratio 1, no clipping needed):
     f_k = log sigma(R_k - R_bar),  A_k = f_k - mean_j f_j,
     loss = - mean_u mean_k A_k * mean_t log pi(p_k,t | prompt, p_k,<t).
-Off by default (CPU); `grpo_steps > 0` turns it on.
+Off by default (CPU); `grpo_steps > 0` turns it on. The paper tunes the item side by "an analogous
+formulation": `grpo_items` adds item groups (item prompts, item rewards: history = the encodings of the
+item's users, neighbours = co-interacted items) to every step, and one LoRA learns both, since the same
+generator then samples the user and the item candidates.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,6 +79,21 @@ class LoRAChatGenerator(ChatGenerator):
         self._fingerprint = hashlib.sha256(f"{base.fingerprint()}|{tag}".encode()).hexdigest()
 
 
+@dataclass
+class GRPOGroup:
+    """One side of the GRPO objective: the entities whose profiles are sampled and rewarded (Eq. 9)."""
+
+    kind: str  # "user" | "item"
+    template: str  # the prompt template the profile stage used for this side
+    prompts: dict[str, str]  # entity -> its profile-stage prompt
+    history: dict[str, np.ndarray]  # entity -> [n, d] vectors of the collaborative reward
+    neighbours: dict[str, np.ndarray]  # entity -> [m, d] current encodings of its neighbours (distinctiveness)
+
+    @property
+    def seed_tag(self) -> str:
+        return "grpo" if self.kind == "user" else f"grpo-{self.kind}"
+
+
 class GRPOFineTune:
     """Callable the profile stage runs before candidate sampling: returns the fine-tuned generator."""
 
@@ -84,7 +103,7 @@ class GRPOFineTune:
         self.learning_rate, self.lora_r, self.lora_alpha, self.seed = learning_rate, lora_r, lora_alpha, seed
         self.info: dict[str, Any] = {}
 
-    def __call__(self, stage, user_prompts: dict[str, str], user_profiles: dict[str, str], raw_item_vectors):
+    def __call__(self, stage, groups: list[GRPOGroup]):
         import torch
 
         from methods.llm.lora import add_lora, lora_config, lora_digest
@@ -97,38 +116,47 @@ class GRPOFineTune:
         model = add_lora(model, lora_config(r=self.lora_r, alpha=self.lora_alpha, dropout=0.0,
                                             target_modules=GRPO_TARGETS, task_type="CAUSAL_LM"))
         generator = LoRAChatGenerator(base, model, tokenizer, "grpo-step0")
-        users = sorted(user_prompts)
-        current = dict(zip(users, stage.encode([user_profiles[u] for u in users], "pte-user")))
         rng = np.random.default_rng(self.seed)
         s = stage.s
         sampling = Sampling(s.max_new_tokens, s.temperature, s.top_p, s.repetition_penalty)
+        rewards_seen: dict[str, list[float]] = {g.kind: [] for g in groups}
 
-        def groups():
+        def sample(group: GRPOGroup, step: int):
+            keys = sorted(group.prompts)
+            batch = rng.choice(keys, min(self.users_per_step, len(keys)), replace=False).tolist()
+            prompts, completions, rewards = [], [], []
+            for e in batch:
+                reqs = [Request(e, group.template, group.prompts[e],
+                                derive_seed(self.seed, group.seed_tag, step, e, k), sampling)
+                        for k in range(self.group_size)]
+                outs = generator.generate(stage.prompts.system, [r.prompt for r in reqs], [r.seed for r in reqs],
+                                          sampling)
+                texts = [t for t, _ in outs]
+                vec = stage.encode(texts, f"pte-{group.kind}")
+                nb_vec = group.neighbours.get(e)
+                if nb_vec is None or len(nb_vec) == 0:
+                    nb_vec = np.zeros((0, vec.shape[1]))
+                reward = total_reward(collab_reward(vec, group.history[e]), dist_reward(vec, nb_vec),
+                                      s.lambda_collab, s.lambda_dist)
+                rewards.append(reward)
+                prompts.append(generator.chat_texts(stage.prompts.system, [r.prompt for r in reqs]))
+                completions.append(texts)
+            rewards_seen[group.kind].append(float(np.mean(rewards)))  # this step's mean reward (on-policy)
+            return prompts, completions, np.array(rewards)
+
+        def batches():
             """On-policy batches: each step's completions are sampled from the adapter as trained so far."""
             for step in range(self.steps):
                 model.eval()
-                batch = rng.choice(users, min(self.users_per_step, len(users)), replace=False).tolist()
-                prompts, completions, rewards = [], [], []
-                for u in batch:
-                    reqs = [Request(u, "user_init", user_prompts[u], derive_seed(self.seed, "grpo", step, u, k),
-                                    sampling) for k in range(self.group_size)]
-                    outs = generator.generate(stage.prompts.system, [r.prompt for r in reqs],
-                                              [r.seed for r in reqs], sampling)
-                    texts = [t for t, _ in outs]
-                    vec = stage.encode(texts, "pte-user")
-                    hist = np.stack([raw_item_vectors[i] for i in stage.user_items[u]])
-                    nb = [current[n] for n in stage.user_nb.get(u, [])]
-                    nb_vec = np.stack(nb) if nb else np.zeros((0, vec.shape[1]))
-                    rewards.append(total_reward(collab_reward(vec, hist), dist_reward(vec, nb_vec),
-                                                s.lambda_collab, s.lambda_dist))
-                    prompts.append(generator.chat_texts(stage.prompts.system, [r.prompt for r in reqs]))
-                    completions.append(texts)
-                yield prompts, completions, np.array(rewards)
+                yield [sample(group, step) for group in groups]
+
+        def loss(batch):
+            return sum(group_loss(model, tokenizer, *part) for part in batch)
 
         params = [p for p in model.parameters() if p.requires_grad]
-        result = train_loop(params, lambda ps: torch.optim.AdamW(ps, lr=self.learning_rate), groups(),
-                            lambda batch: group_loss(model, tokenizer, *batch), model=model, device=base.device,
-                            desc="PtE GRPO")
+        result = train_loop(params, lambda ps: torch.optim.AdamW(ps, lr=self.learning_rate), batches(), loss,
+                            model=model, device=base.device, desc="PtE GRPO")
         digest = lora_digest(model)
-        self.info = {"steps": self.steps, "losses": result.losses, "lora_hash": digest[:16]}
+        self.info = {"steps": self.steps, "kinds": [g.kind for g in groups], "losses": result.losses,
+                     "mean_reward_per_step": rewards_seen, "lora_hash": digest[:16]}
         return LoRAChatGenerator(base, model, tokenizer, digest)

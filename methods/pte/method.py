@@ -59,6 +59,7 @@ class PtESettings(BaseModel):
     grpo_steps: int = Field(0, ge=0)  # > 0: GRPO LoRA fine-tuning of the generator (Eq. 12) before sampling
     grpo_users_per_step: int = Field(4, ge=1)
     grpo_learning_rate: float = Field(1e-4, gt=0)
+    grpo_items: bool = False  # GRPO on item groups too (the paper's "analogous formulation"); paper profiles: on
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     user_embedding: Literal["add", "none"] = "add"  # sequential backbones: user profile added to the state

@@ -116,6 +116,7 @@ class StageSettings:
     top_p: float = 0.95
     batch_size: int = 32
     profile_seed: int = 0
+    grpo_items: bool = False  # GRPO also tunes the generator on item groups (needs grpo_steps > 0)
 
 
 @dataclass
@@ -233,8 +234,11 @@ class ProfileStage:
                 if max(v for k, v in entry.items() if k != "round") < s.convergence_threshold:
                     converged = True
                     break
-        if self.grpo is not None and s.profile_users:
-            self.generator = self.grpo(self, user_prompts, user_p, raw_item_vectors)
+        if self.grpo is not None:
+            groups = self.grpo_groups(user_prompts, user_p, "user_refine" if rounds else "user_init", item_prompts,
+                                      item_p, item_template, raw_item_vectors)
+            if groups:
+                self.generator = self.grpo(self, groups)
         result = StageResult(user_text=dict(user_p), item_text=dict(item_p))
         selection_info: dict[str, Any] = {"selection": s.selection, "candidates": s.candidates,
                                           "item_candidates": s.item_candidates}
@@ -261,6 +265,37 @@ class ProfileStage:
                        "n_users": len(users), "n_items": len(items)}
         result.stats = self.stats
         return result
+
+    def _user_vectors(self, user_p: dict[str, str], raw_item_vectors) -> dict[str, np.ndarray]:
+        """Encodings of the current user profiles, or (item-only) the mean raw encoding of a user's items."""
+        users = sorted(self.user_items)
+        if user_p:
+            return dict(zip(users, self.encode([user_p[u] for u in users], "pte-user")))
+        return {u: np.mean([raw_item_vectors[i] for i in self.user_items[u]], axis=0) for u in users}
+
+    def grpo_groups(self, user_prompts, user_p, user_template, item_prompts, item_p, item_template, raw_item_vectors):
+        """The sides GRPO tunes: users (their item history, user neighbours) and, with `grpo_items`, items
+        (their users' encodings, item neighbours): the same rewards as the selection step (Eq. 9)."""
+        from methods.pte.grpo import GRPOGroup
+
+        s, groups = self.s, []
+        if s.profile_users:
+            users = sorted(user_prompts)
+            current = self._user_vectors(user_p, raw_item_vectors)
+            groups.append(GRPOGroup(
+                "user", user_template, user_prompts, {u: np.stack([raw_item_vectors[i] for i in self.user_items[u]]) for u in users},
+                {u: np.stack([current[n] for n in self.user_nb.get(u, [])]) if self.user_nb.get(u) else None
+                 for u in users}))
+        if s.grpo_items and s.profile_items:
+            items = sorted(item_prompts)
+            user_vec = self._user_vectors(user_p, raw_item_vectors)
+            current = dict(zip(items, self.encode([item_p[v] for v in items], "pte-item")))
+            groups.append(GRPOGroup(
+                "item", item_template, item_prompts,
+                {v: np.stack([user_vec[u] for u in self.item_users[v]]) for v in items},
+                {v: np.stack([current[n] for n in self.item_nb.get(v, [])]) if self.item_nb.get(v) else None
+                 for v in items}))
+        return groups
 
     def select(self, kind: str, prompts: dict[str, str], current: dict[str, str], template: str,
                history: dict[str, np.ndarray], neighbours: dict[str, list[str]], n_candidates: int):
