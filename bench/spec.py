@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -97,6 +97,9 @@ class Suite(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     notes: str = ""
     reference: str = ""  # published values quoted under the tables as context, never as rows
+    # "paradigms": the main table is one row per paradigm with a column group per split plus cost columns
+    # (bench.report.paradigms); "grid": rows (backbone, method), a column group per dataset / split
+    table: Literal["grid", "paradigms"] = "grid"
 
 
 def suite_names() -> list[str]:

@@ -7,6 +7,8 @@
   over users (each user's seeds averaged first; bench/report/stats.py, as in the tables).
 - `activity`: NDCG@10 by user-activity bucket (training interactions of the test user, from the split
   the record names, recomputed from the cache and checked against the record's split hash).
+- `tradeoff`: NDCG@10 against the median online latency to score one user (log axis), one marker per
+  paradigm, one colour per split, error bars: std over seeds; the runs of the `paradigms` suite.
 
 Runs are selected from the store by spec fields, whichever suite produced them; a figure whose runs
 are missing is skipped with a message.
@@ -25,7 +27,7 @@ from bench.report.stats import compare, correct, decisive_p
 from bench.selection import context_key, matches, pair, stored_specs
 from bench.spec import RunSpec
 
-FIGURES = ("collapse", "coldstart_gain", "activity")
+FIGURES = ("collapse", "coldstart_gain", "activity", "tradeoff")
 ACTIVITY_BINS = (1, 4, 8, 16, 32, 64, 128, 10**9)
 
 
@@ -253,6 +255,48 @@ def activity_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, cac
     return _save(fig, out_dir, "activity")
 
 
+MARKERS = {"ID": "o", "LLMInit": "s", "CoLLM": "D", "TALLRec": "v", "ICL": "x", "LLM2Rec": "^", "PtE": "P"}
+
+
+def tradeoff_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, metric: str = "ndcg@10",
+                    suite_name: str = "paradigms") -> list[Path]:
+    """Quality against online cost: the metric (seed mean ± std) against the median latency to score one
+    user, per (split, paradigm on its backbone)."""
+    from bench.report.paradigms import paradigms_frame, tradeoff_data
+
+    data = tradeoff_data(paradigms_frame(specs, store), metric)
+    if data.empty:
+        print(f"figures: tradeoff skipped: no runs of the {suite_name} suite stored "
+              f"(python -m bench run --suite {suite_name})")
+        return []
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = dict(zip(dict.fromkeys(data["split"]), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for row in data.itertuples(index=False):
+        ax.errorbar(row.latency_ms, row.mean, yerr=row.std, fmt=MARKERS.get(row.paradigm, "*"),
+                    color=colours[row.split], capsize=2, markersize=6)
+        ax.annotate(f"{row.method}" if row.paradigm != "ID" else f"{row.backbone}", (row.latency_ms, row.mean),
+                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency to score one user (ms, log scale)")
+    ax.set_ylabel(f"{metric} (mean over seeds)")
+    ax.grid(alpha=0.3, which="both")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=MARKERS.get(p, "*"), linestyle="", color="grey", label=p)
+               for p in dict.fromkeys(data["paradigm"])]
+    handles += [Line2D([], [], marker="o", linestyle="", color=c, label=s) for s, c in colours.items()]
+    ax.legend(handles=handles, fontsize=7, ncol=2, loc="best")
+    fig.text(0.01, -0.03, "error bars: std over seeds; latency: median over the scored users of one run", fontsize=7)
+    return _save(fig, out_dir, "tradeoff")
+
+
+def _suite_specs(name: str) -> list[RunSpec]:
+    from bench.spec import expand, load_suite
+
+    return expand(load_suite(name))
+
+
 def write_figures(store: ResultStore, out_dir: Path, cache_dir: Path, which=FIGURES,
                   metric: str = "ndcg@10") -> list[Path]:
     """Every requested figure whose runs are stored; returns the written PNG and PDF paths."""
@@ -264,4 +308,11 @@ def write_figures(store: ResultStore, out_dir: Path, cache_dir: Path, which=FIGU
         written += coldstart_gain_figure(store, specs, out_dir, metric)
     if "activity" in which:
         written += activity_figure(store, specs, out_dir, cache_dir, metric)
+    if "tradeoff" in which:
+        from bench.spec import suite_names
+
+        if "paradigms" in suite_names():
+            written += tradeoff_figure(store, _suite_specs("paradigms"), out_dir, metric)
+        else:
+            print("figures: tradeoff skipped: no paradigms suite")
     return written

@@ -1,0 +1,144 @@
+"""The cross-paradigm view: one row per paradigm on its natural backbone, one column group per split.
+
+`paradigms_frame` reads one line per run (metrics, parameters, latency, offline LLM cost) from the records;
+`paradigms_table` prints seed means ± std per (split, metric) with the user-level significance mark of the
+suite's tables and the cost columns; `tradeoff_data` feeds the NDCG@10-vs-latency figure
+(`bench.report.figures.tradeoff_figure`). Nothing here trains or scores: every number comes from a record.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.records import ResultStore
+from bench.spec import RunSpec
+
+METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+SHORT = {"recall": "R", "ndcg": "N", "hit": "H", "mrr": "MRR"}
+# row order: ID baselines first, then the four paradigms as the papers introduce them
+PARADIGM_ORDER = ("ID", "LLMInit", "CoLLM", "TALLRec", "ICL", "LLM2Rec", "PtE")
+
+
+def paradigm_of(method: str) -> str:
+    """The paradigm a registry entry belongs to (its family; the Yes/No family split by entry)."""
+    from bench.catalog import METHODS
+
+    family = METHODS.family(method)
+    if family == "collm":
+        for prefix, label in (("tallrec", "TALLRec"), ("icl", "ICL"), ("ensemble", "CoLLM")):
+            if method.startswith(prefix):
+                return label
+        return "CoLLM"
+    return {"classic": "ID", "llminit": "LLMInit", "llm2rec": "LLM2Rec", "pte": "PtE"}.get(family, family)
+
+
+def offline_llm_cost(record: dict) -> tuple[float, float]:
+    """(tokens, seconds) the run's LLM stages cost offline, the first time they were built (cached stages
+    report what building them cost, not the cache read): LLM2Rec's stage training, PtE's profile
+    generation, a Yes/No model's LoRA training (`offline_cost` in its facts); NaN where no LLM ran."""
+    info = record.get("method_info") or {}
+    if "llm2rec" in info:
+        stage = info["llm2rec"]
+        return float(stage.get("llm_tokens_seen") or 0), float(stage.get("llm_train_seconds") or 0)
+    cost = (info.get("pte") or {}).get("offline_cost")
+    if cost:
+        tokens = cost.get("first_tokens") or cost.get("tokens") or 0
+        seconds = cost.get("first_seconds") or cost.get("seconds") or 0
+        return float(tokens), float(seconds)
+    for value in info.values():
+        if isinstance(value, dict) and isinstance(value.get("offline_cost"), dict):
+            cost = value["offline_cost"]
+            return float(cost.get("tokens", math.nan)), float(cost.get("seconds", math.nan))
+    return math.nan, math.nan
+
+
+def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -> pd.DataFrame:
+    """One row per stored run: split, backbone, method, paradigm, seed, overall metrics, parameters,
+    median per-user latency, offline LLM cost and whether training stopped at its cap."""
+    from bench.report.tables import run_capped, split_labels
+
+    slabels = split_labels(specs)
+    rows = []
+    for spec in specs:
+        if not store.has(spec.run_id):
+            continue
+        record = store.load(spec.run_id)
+        overall = record["metrics"]["overall"]
+        params = record["params"]
+        tokens, seconds = offline_llm_cost(record)
+        rows.append({"run_id": spec.run_id, "dataset": spec.dataset, "split": slabels[spec.run_id],
+                     "backbone": spec.backbone, "method": spec.method, "paradigm": paradigm_of(spec.method),
+                     "seed": spec.seed, **{m: float(overall[m]) for m in metrics},
+                     "trainable": int(params["trainable"]), "frozen_online": int(params.get("frozen_online", 0)),
+                     "frozen_offline": int(params.get("frozen_offline", 0)),
+                     "latency_ms": float(record["latency"]["median_ms"]), "llm_tokens": tokens,
+                     "llm_seconds": seconds, "capped": run_capped(record)})
+    return pd.DataFrame(rows)
+
+
+def _count(value: float) -> str:
+    """1234567 -> 1.23M; 0 -> 0; NaN -> —."""
+    if value != value:
+        return "—"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def _order(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    keys = frame[["paradigm", "backbone", "method"]].drop_duplicates().itertuples(index=False, name=None)
+    rank = {p: i for i, p in enumerate(PARADIGM_ORDER)}
+    return sorted(keys, key=lambda k: (rank.get(k[0], len(rank)), k[1], k[2]))
+
+
+def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, metrics=METRICS,
+                    tested_metric: str = "ndcg@10", cap_mark: str = "‡") -> pd.DataFrame:
+    """Rows (paradigm, backbone, method); per (dataset/split, metric): mean ± std over seeds, † where the
+    (dataset, split, backbone, method) key is in `significant`, ‡ where a run stopped at its cap, — where
+    the method does not run on that split; then parameters, latency and offline LLM cost (medians over
+    the method's runs)."""
+    significant = significant or set()
+    splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
+    rows = []
+    for paradigm, backbone, method in _order(frame):
+        runs = frame[(frame["paradigm"] == paradigm) & (frame["backbone"] == backbone) & (frame["method"] == method)]
+        row = {"Paradigm": paradigm, "Backbone": backbone, "Method": method}
+        for dataset, split in splits:
+            cell = runs[(runs["dataset"] == dataset) & (runs["split"] == split)]
+            for metric in metrics:
+                name, k = metric.split("@")
+                column = f"{split} {SHORT.get(name, name)}@{k}"
+                if cell.empty:
+                    row[column] = "—"
+                    continue
+                values = cell[metric]
+                text = f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else "")
+                if metric == tested_metric and (dataset, split, backbone, method) in significant:
+                    text += " †"
+                if cell["capped"].any():
+                    text += f" {cap_mark}"
+                row[column] = text
+        row["Trainable"] = _count(runs["trainable"].median())
+        row["Frozen online"] = _count(runs["frozen_online"].median())
+        row["Frozen offline"] = _count(runs["frozen_offline"].median())
+        row["Latency ms/user"] = f"{runs['latency_ms'].median():.2f}"
+        row["LLM tokens (offline)"] = _count(runs["llm_tokens"].max())
+        seconds = runs["llm_seconds"].max()
+        row["LLM s (offline)"] = "—" if seconds != seconds else f"{seconds:.0f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tradeoff_data(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
+    """Per (split, paradigm, backbone, method): the metric's mean and std over seeds and the median
+    per-user latency (ms), for the quality / latency trade-off figure."""
+    if frame.empty:
+        return pd.DataFrame()
+    grouped = frame.groupby(["split", "paradigm", "backbone", "method"], sort=False)
+    out = grouped.agg(mean=(metric, "mean"), std=(metric, lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0),
+                      latency_ms=("latency_ms", "median"), seeds=("seed", "nunique")).reset_index()
+    return out

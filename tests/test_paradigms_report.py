@@ -1,0 +1,115 @@
+"""The cross-paradigm table and the quality / latency trade-off figure, on synthetic run records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.records import ResultStore
+from bench.report.paradigms import (
+    offline_llm_cost,
+    paradigm_of,
+    paradigms_frame,
+    paradigms_table,
+    tradeoff_data,
+)
+from bench.spec import RunSpec
+
+N_USERS = 50
+
+
+def spec(method, split, backbone, seed):
+    return RunSpec(dataset="ml-100k", split=split, split_settings={"seed": 0}, backbone=backbone,
+                   backbone_settings={"embedding_size": 64, "epochs": 3}, method=method,
+                   encoder="minilm" if method.startswith(("llminit", "pte")) else None, seed=seed)
+
+
+def put(store, run, ndcg, latency, info=None, trainable=10, converged=True):
+    per_user = pd.DataFrame({"user": [str(u) for u in range(N_USERS)], "ndcg@10": np.full(N_USERS, ndcg)})
+    overall = {"recall@10": 2 * ndcg, "recall@20": 3 * ndcg, "ndcg@10": ndcg, "ndcg@20": 1.5 * ndcg,
+               "n_users": N_USERS}
+    store.write(run.run_id, {"status": "complete", "run_id": run.run_id, "spec": run.model_dump(mode="json"),
+                             "metrics": {"overall": overall},
+                             "params": {"trainable": trainable, "frozen_online": 7, "frozen_offline": 2_500_000},
+                             "latency": {"median_ms": latency}, "timings": {"train": 1.0},
+                             "method_info": info or {}, "fit": {"converged": converged, "curve": []},
+                             "provenance": {"split_hash": "x"}}, per_user)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    store = ResultStore(tmp_path / "results")
+    specs = []
+    llm2rec = {"llm2rec": {"llm_tokens_seen": 24000, "llm_train_seconds": 1000.0}}
+    pte = {"pte": {"offline_cost": {"first_tokens": 120000, "first_seconds": 4000.0, "tokens": 0, "seconds": 0.0}}}
+    for seed in range(3):
+        for method, split, backbone, ndcg, latency, info in (
+                ("random", "temporal_loo", "sasrec", 0.06 + 0.001 * seed, 2.0, None),
+                ("llm2rec", "temporal_loo", "sasrec", 0.03 + 0.001 * seed, 2.5, llm2rec),
+                ("pte", "temporal_loo", "sasrec", 0.07 + 0.001 * seed, 3.0, pte),
+                ("random", "cold_users", "sasrec", 0.05, 2.0, None),
+                ("random", "temporal_loo", "lightgcn", 0.04, 1.0, None)):
+            run = spec(method, split, backbone, seed)
+            put(store, run, ndcg, latency, info, converged=not (method == "llm2rec" and seed == 0))
+            specs.append(run)
+    return store, specs
+
+
+def test_paradigm_labels_and_offline_cost():
+    assert [paradigm_of(m) for m in ("random", "llminit-var", "llm2rec", "pte-init", "tallrec", "collm-mf")] == [
+        "ID", "LLMInit", "LLM2Rec", "PtE", "TALLRec", "CoLLM"]
+    assert offline_llm_cost({"method_info": {"llm2rec": {"llm_tokens_seen": 5, "llm_train_seconds": 2.0}}}) == (5, 2)
+    # PtE: what building the profiles cost the first time, not the (free) cache read of this run
+    assert offline_llm_cost({"method_info": {"pte": {"offline_cost": {"first_tokens": 9, "first_seconds": 3.0,
+                                                                       "tokens": 0, "seconds": 0.0}}}}) == (9, 3)
+    tokens, seconds = offline_llm_cost({"method_info": {}})
+    assert tokens != tokens and seconds != seconds
+
+
+def test_table_rows_cells_marks_and_costs(runs):
+    store, specs = runs
+    frame = paradigms_frame(specs, store)
+    assert len(frame) == 15
+    table = paradigms_table(frame, significant={("ml-100k", "temporal_loo", "sasrec", "pte")})
+    # ID rows first, then the paradigms in their order
+    assert table[["Paradigm", "Backbone", "Method"]].values.tolist() == [
+        ["ID", "lightgcn", "random"], ["ID", "sasrec", "random"], ["LLM2Rec", "sasrec", "llm2rec"],
+        ["PtE", "sasrec", "pte"]]
+    pte = table.set_index("Method").loc["pte"]
+    assert pte["temporal_loo N@10"] == "0.0710 ± 0.0010 †"
+    assert pte["temporal_loo R@20"] == f"{3 * 0.071:.4f} ± 0.0030"
+    assert pte["cold_users N@10"] == "—"  # PtE did not run on cold_users here
+    assert pte["LLM tokens (offline)"] == "120.00k" and pte["LLM s (offline)"] == "4000"
+    assert pte["Frozen offline"] == "2.50M" and pte["Latency ms/user"] == "3.00"
+    assert table.set_index("Method").loc["llm2rec", "temporal_loo N@10"].endswith("‡")  # seed 0 hit its cap
+    lightgcn = table[(table["Backbone"] == "lightgcn")].iloc[0]
+    assert lightgcn["temporal_loo N@10"] == "0.0400 ± 0.0000" and lightgcn["LLM tokens (offline)"] == "—"
+
+
+def test_tradeoff_data_and_figure(runs, tmp_path):
+    from bench.report.figures import tradeoff_figure
+
+    store, specs = runs
+    data = tradeoff_data(paradigms_frame(specs, store)).set_index(["split", "backbone", "method"])
+    row = data.loc[("temporal_loo", "sasrec", "pte")]
+    assert row["mean"] == pytest.approx(0.071) and row["std"] == pytest.approx(0.001)
+    assert row["latency_ms"] == 3.0 and row["seeds"] == 3
+    paths = tradeoff_figure(store, specs, tmp_path / "figures")
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_paradigms_suite_shares_its_cells_with_the_paradigms_own_suites():
+    """A paradigms cell is the run its paradigm's own suite stores (same settings, same id), so the suite
+    only runs what no other suite has."""
+    from bench.spec import expand, load_suite
+
+    paradigms = {s.label: s.run_id for s in expand(load_suite("paradigms"))}
+    shared = 0
+    for name in ("warm", "sequential", "pte", "longtail"):
+        for other in expand(load_suite(name)):
+            if other.label in paradigms and (other.encoder in (None, "minilm")):
+                assert paradigms[other.label] == other.run_id, other.label
+                shared += 1
+    assert shared >= 20
+    assert load_suite("paradigms").table == "paradigms"
