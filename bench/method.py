@@ -6,7 +6,10 @@ A method class declares, at class level:
 - `backbones`: the backbone names it runs on (checked when a suite expands, never inside `fit`);
 - `protocol`: "ranking" (scores the catalogue) or "pointwise" (Yes/No probabilities of labelled pairs);
 - `needs_encoder`: whether the run's text encoder is built for it; `resources`: what one run asks a Ray
-  cluster for beyond CPUs (e.g. {"num_gpus": 1}), asked for only where the cluster has it.
+  cluster for beyond CPUs (e.g. {"num_gpus": 1}), asked for only where the cluster has it;
+- `item_cold_start`: how it scores an item without training interactions (`COLD_ITEM_SOURCES`); where a
+  setting or the backbone changes that, `cold_item_source` says so per instance (recorded in every ranking
+  run's `evaluation.item_cold_start`).
 The constructor is this one: settings (validated, preset applied: `bench.catalog.METHODS.create`) and the
 registry entry's name. Instances implement:
 - `fit(data: TrainView, ctx: RunContext) -> FitReport`: `data` holds the catalogue, train and valid, never
@@ -26,6 +29,17 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 
+ColdItemSource = Literal["text", "text-init", "id"]
+# how a method scores an item with no training interaction (cold). Every trained table also meets such an
+# item as a sampled or softmax negative, so "never a positive" is the exact claim, not "never updated".
+COLD_ITEM_SOURCES: dict[str, str] = {
+    "text": "from its text, through the same trained map as every item (frozen text embedding + adapter, or "
+            "the text in the prompt)",
+    "text-init": "from its text-derived initial row, which no positive interaction ever trains",
+    "id": "ID table: from its random initial row, which no positive interaction ever trains (its scores are "
+          "what the initialisation gives)",
+}
+
 
 class NoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,6 +54,7 @@ class Method:
     protocol: ClassVar[Literal["ranking", "pointwise"]] = "ranking"
     needs_encoder: ClassVar[bool] = False
     resources: ClassVar[Mapping[str, float]] = {}
+    item_cold_start: ClassVar[ColdItemSource] = "id"  # COLD_ITEM_SOURCES; a text-based item table overrides it
     default_name: ClassVar[str] = ""  # the entry name when constructed without one (tests, benchmarks)
 
     def __init__(self, settings: BaseModel | None = None, name: str | None = None):
@@ -68,6 +83,12 @@ class Method:
     def parameter_counts(self) -> ParamCounts:
         raise NotImplementedError
 
+    def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
+        """How this instance scores an item without training interactions (a key of COLD_ITEM_SOURCES): the
+        class's `item_cold_start`, unless a setting or the `backbone` (None: the one it was fitted on, where
+        known) changes it."""
+        return self.item_cold_start
+
     @classmethod
     def contract_problems(cls) -> list[str]:
         """What of the class-level contract a class gets wrong (empty: nothing)."""
@@ -84,4 +105,6 @@ class Method:
             problems.append("backbones is empty")
         if cls.protocol not in ("ranking", "pointwise"):
             problems.append(f"protocol {cls.protocol!r}")
+        if cls.item_cold_start not in COLD_ITEM_SOURCES:
+            problems.append(f"item_cold_start {cls.item_cold_start!r} (valid: {', '.join(COLD_ITEM_SOURCES)})")
         return problems

@@ -4,6 +4,10 @@ A seeded sample of a suite's complete runs (or every one) is rerun with the same
 says whether every metric (overall and per segment) and the per-user sidecar are bit-identical, else the
 largest absolute difference and where it is, together with the provenance that differs (package versions,
 torch threads, machine, run options, git commit): the facts that explain a difference.
+
+Only what the stored record holds is compared: a metric or per-user column that the code computes now but
+the record predates (e.g. `item:cold`, `catalogue`, `tail_share@10`, added for new runs) is listed as new,
+never counted as a difference; one the record holds and the rerun lacks is (an infinite difference).
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, float]:
 
 
 def metric_difference(a: dict, b: dict) -> tuple[float, str | None]:
-    """(largest |a - b| over the metrics both hold, its key); NaN in one only counts as infinite."""
+    """(largest |a - b| over the metrics stored record `a` holds, its key); a key of `a` that rerun `b` lacks,
+    or NaN in one only, counts as infinite; keys only `b` holds (computed since) are not compared."""
     fa, fb = _flatten(a), _flatten(b)
     worst, where = 0.0, None
-    for key in sorted(set(fa) | set(fb)):
-        if key not in fa or key not in fb:
+    for key in sorted(fa):
+        if key not in fb:
             return float("inf"), key
         x, y = fa[key], fb[key]
         if np.isnan(x) and np.isnan(y):
@@ -47,10 +52,18 @@ def metric_difference(a: dict, b: dict) -> tuple[float, str | None]:
     return worst, where
 
 
+def new_metrics(stored: dict, rerun: dict, stored_users: pd.DataFrame, rerun_users: pd.DataFrame) -> list[str]:
+    """Metric keys and per-user columns the rerun has and the stored record predates (not compared)."""
+    keys = sorted(set(_flatten(rerun)) - set(_flatten(stored)))
+    return keys + [f"per_user.{c}" for c in rerun_users.columns if c not in stored_users.columns]
+
+
 def sidecar_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
-    """Largest |difference| between two per-user sidecars (inf when their rows or columns differ)."""
-    if list(a.columns) != list(b.columns) or len(a) != len(b):
+    """Largest |difference| between stored sidecar `a` and rerun `b` over `a`'s columns (inf when the rows
+    differ or `b` lacks one of them; columns only `b` has, computed since, are not compared)."""
+    if any(c not in b.columns for c in a.columns) or len(a) != len(b):
         return float("inf")
+    b = b[list(a.columns)]
     numeric = a.select_dtypes("number").columns
     if not a.drop(columns=numeric).equals(b.drop(columns=numeric)):
         return float("inf")
@@ -110,9 +123,11 @@ def verify_suite(suite_name: str, profile: str | None, results: Path, cache: Pat
             continue
         old, new = store.load(spec.run_id), scratch_store.load(spec.run_id)
         diff, where = metric_difference(old["metrics"], new["metrics"])
-        users = sidecar_difference(store.per_user(spec.run_id), scratch_store.per_user(spec.run_id))
+        old_users, new_users = store.per_user(spec.run_id), scratch_store.per_user(spec.run_id)
+        users = sidecar_difference(old_users, new_users)
         row.update(identical=diff == 0 and users == 0, metric_diff=diff, metric=where, per_user_diff=users,
-                   provenance=provenance_differences(old, new))
+                   provenance=provenance_differences(old, new),
+                   new=new_metrics(old["metrics"], new["metrics"], old_users, new_users))
         rows.append(row)
     return {"suite": suite.name, "scratch": str(scratch), "stored": len(stored), "runs": rows}
 
@@ -122,10 +137,12 @@ def render_verification(report: dict[str, Any]) -> str:
 
     table = [[r["run_id"], r["label"], "yes" if r["identical"] else "NO",
               f"{r['metric_diff']:.3g}" + (f" ({r['metric']})" if r["metric"] and r["metric_diff"] else ""),
-              f"{r['per_user_diff']:.3g}", "; ".join(r["provenance"]) or "—"] for r in report["runs"]]
+              f"{r['per_user_diff']:.3g}", "; ".join(r["provenance"]) or "—", len(r.get("new", []))]
+             for r in report["runs"]]
     same = sum(r["identical"] for r in report["runs"])
     head = (f"bench verify: suite {report['suite']}: {same} of {len(report['runs'])} rerun runs bit-identical "
             f"to their stored records (scratch store {report['scratch']})")
     return head + "\n\n" + tabulate(table, headers=["run id", "run", "identical", "max |Δ| metric",
-                                                      "max |Δ| per user", "provenance that differs"],
+                                                      "max |Δ| per user", "provenance that differs",
+                                                      "new, not compared"],
                                     tablefmt="github")

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from bench.errors import BenchError
-from bench.method import Method
+from bench.method import ColdItemSource, Method
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES, RecBoleCF
 from methods.backbones.pointwise import CFSettings, PairHistories, predict, pretrained_cf
@@ -94,6 +94,10 @@ class SeqText(RecBoleMethod):
     backbones = SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
     text_encoder_rows: ClassVar[bool] = True  # its item table is the suite's encoder: tables name the encoder
+    item_cold_start: ClassVar[ColdItemSource] = "text"  # frozen text rows + adapter; "init" mode: text-init
+
+    def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
+        return "text" if self.settings.item_embedding == "adapter" else "text-init"
 
     def item_matrix(self, ctx: RunContext):
         """[n_items, d] in self.data.catalogue.item_ids order; LLM2Rec variants override this."""

@@ -94,7 +94,7 @@ def test_saved_split_round_trips_with_hash(tiny_dataset, tmp_path):
 
 
 def test_bad_split_settings_are_errors():
-    with pytest.raises(UnknownChoiceError, match="valid choices: cold_users, ctr_temporal, half_history, longtail"):
+    with pytest.raises(UnknownChoiceError, match="valid choices: cold_items, cold_users, ctr_temporal, half_history, longtail"):
         resolve_split_params("nope", {})
     with pytest.raises(BenchError, match="drop_fraction"):
         resolve_split_params("half_history", {"drop_fractoin": 0.3})

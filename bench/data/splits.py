@@ -100,6 +100,20 @@ class LongtailSettings(SplitSettings):
     empty_segments: Literal["error", "allow"] = runtime_field("error")
 
 
+class ColdItemsSettings(SplitSettings):
+    """Item cold start (issue 15.2): the newest `cold_fraction` of items by first interaction (ceil of items x
+    fraction, ties by item id) lose every train and valid interaction of a temporal leave-one-out split; test
+    keeps all. `candidates` (WarpRec's): rank all items, only cold ones (no training interaction) or only warm
+    ones; a test positive outside the candidates is dropped, a user left without one is not evaluated."""
+
+    # the evaluator masks each test user's removed (cold-item) interactions as it masks train and valid: they
+    # are known interactions, not misses (the method never sees them)
+    mask_removed: ClassVar[bool] = True
+
+    cold_fraction: Float = Field(0.2, gt=0, lt=1)
+    candidates: Literal["all", "cold", "warm"] = "all"
+
+
 class CtrTemporalSettings(SplitSettings):
     """CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75.
 
@@ -133,6 +147,7 @@ SPLIT_SETTINGS: dict[str, type[SplitSettings]] = {
     "cold_users": ColdUsersSettings,
     "new_users_fewshot": NewUsersFewShotSettings,
     "longtail": LongtailSettings,
+    "cold_items": ColdItemsSettings,
     "ctr_temporal": CtrTemporalSettings,
 }
 SEGMENT_KEYS = ("cold_user_threshold", "head_item_fraction")
@@ -155,6 +170,9 @@ SPLIT_INFO = {
     "longtail": "PtE/LLM-ESR long tail: temporal leave-one-out; user segment cold = tail user (< "
                 "tail_user_threshold interactions), warm = head user; item tail = < tail_item_threshold "
                 "interactions (count_on: all interactions, as LLM-ESR, or train)",
+    "cold_items": "item cold start: the newest cold_fraction of items by first interaction have every train and "
+                  "valid interaction removed (temporal leave-one-out base); test keeps all; candidates: all, "
+                  "cold or warm items",
     "ctr_temporal": "CoLLM pointwise CTR: labelled pairs (rating >= threshold), temporal month windows; "
                     "histories of earlier positives; optional few-shot training sample (TALLRec)",
 }
@@ -398,6 +416,49 @@ def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     return order[~held], valid, test, context
 
 
+# ------------------------------------------------------------------------------------------ cold_items
+def cold_item_ids(inter: pd.DataFrame, fraction: float) -> list[str]:
+    """The newest ceil(n_items x fraction) items by first interaction, oldest first (n_items: the items with an
+    interaction; equal first times ordered by item id as text). ceil ignores float noise (0.2 x 40 is 8)."""
+    first = inter.groupby("item")["timestamp"].min().reset_index().sort_values(["timestamp", "item"],
+                                                                               kind="mergesort")
+    n_cold = int(np.ceil(np.round(len(first) * fraction, 9)))
+    if n_cold >= len(first):
+        raise BenchError(f"cold_fraction={fraction} makes all {len(first)} items cold; lower it (it holds out "
+                         f"ceil(items x fraction) items)")
+    return first["item"].to_list()[len(first) - n_cold:]
+
+
+def cold_items(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    """Temporal leave-one-out, then every train and valid interaction with a cold item removed; test keeps
+    every test interaction (cold and warm items). A user left with no training interaction (all of them were
+    with cold items) is a cold user, outside this split's question: its valid and test rows are dropped."""
+    cold = set(cold_item_ids(inter, params["cold_fraction"]))
+    train, valid, test = _leave_one_out(inter, _ordered(inter))
+    train = train[~train["item"].isin(cold)]
+    valid = valid[~valid["item"].isin(cold)]
+    users = set(train["user"])
+    return train, valid[valid["user"].isin(users)], test[test["user"].isin(users)]
+
+
+def cold_items_description(params: dict, inter: pd.DataFrame, train: pd.DataFrame,
+                           test: pd.DataFrame) -> str:
+    """The protocol in words, with the counts a reader needs: cold items, test interactions on them, users
+    left out, and items without training interactions that are not among the newest (cold by accident)."""
+    cold = set(cold_item_ids(inter, params["cold_fraction"]))
+    _, _, base_test = _leave_one_out(inter, _ordered(inter))
+    left_out = base_test["user"].nunique() - test["user"].nunique()
+    unseen = set(inter["item"]) - set(train["item"]) - cold
+    on_cold = test["item"].isin(cold)
+    return (f"item cold start: the newest {params['cold_fraction']:g} of items by first interaction "
+            f"({len(cold)} of {inter['item'].nunique()}, rounded up) have every train and valid interaction "
+            f"removed; base temporal leave-one-out; test keeps all: {int(on_cold.sum())} of {len(test)} test "
+            f"interactions are on cold items ({test.loc[on_cold, 'item'].nunique()} cold items); "
+            f"{left_out} user{'' if left_out == 1 else 's'} left without a training interaction not evaluated"
+            + (f"; {len(unseen)} other items have no training interaction (segment cold too)" if unseen else "")
+            + f"; candidates: {params['candidates']}")
+
+
 SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, ...]]] = {
     "temporal_loo": temporal_loo,
     "random_loo": random_loo,
@@ -405,6 +466,7 @@ SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, ...]]] =
     "cold_users": cold_users,
     "new_users_fewshot": new_users_fewshot,
     "longtail": longtail,
+    "cold_items": cold_items,
     "ctr_temporal": ctr_temporal,
 }
 
@@ -472,6 +534,8 @@ _EMPTY_HINTS = {
     "cold_users": "no user is held out; change valid_fraction / test_fraction",
     "new_users_fewshot": "the held-out users have no interactions after the first keep_history; lower "
                          "keep_history, or change valid_fraction / test_fraction",
+    "cold_items": "leave-one-out holds out the last two interactions of each user with at least 3, then removes "
+                  "every cold item from train and valid; lower cold_fraction or check the dataset's filters",
     "ctr_temporal": "no rating falls in that part's month window; change train_months / valid_months / "
                     "test_months to fit the data's time span",
 }
@@ -526,6 +590,7 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     content_hash = _frames_hash(_hashed_frames(train, valid, test, user_segment, item_segment, context))
     description = (ctr_description(params, train, test) if name == "ctr_temporal"
                    else half_history_description(params, train, eval_users) if name == "half_history"
+                   else cold_items_description(params, inter, train, test) if name == "cold_items"
                    else SPLIT_INFO[name])
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
                  user_segment=user_segment, item_segment=item_segment, content_hash=content_hash,

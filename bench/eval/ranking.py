@@ -1,7 +1,10 @@
-"""Full-ranking metrics (Recall, NDCG, Hit, MRR at 10 and 20) per user, overall and per segment.
+"""Full-ranking metrics (Recall, NDCG, Hit, MRR at 10 and 20) per user, overall and per segment, and the
+catalogue metrics of the top-K lists (item coverage, share of tail items).
 
 Per-user values come from RecBole's own metric classes (`metric_info`), so numbers match RecBole's
 evaluator; the harness keeps the per-user vectors (a sidecar for paired tests) and the segment breakdowns.
+Item segments come in two dimensions: head / tail (the split's `item_segment`, by training popularity) and
+warm / cold (whether the item has a training interaction in the split).
 """
 
 from __future__ import annotations
@@ -48,14 +51,20 @@ def rank_users(
     exclude: dict[str, np.ndarray],
     batch_size: int = 256,
     who: str = "the method",
-) -> np.ndarray:
-    """Top-max(KS) catalogue indices per user, after masking each user's `exclude` items (-inf).
+    blocked: np.ndarray | None = None,
+    with_scores: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Top-max(KS) catalogue indices per user, after masking each user's `exclude` items and the `blocked`
+    catalogue indices (every user's; items outside the candidate set) to -inf. `with_scores`: also the
+    scores of those top items (-inf where fewer items than max(KS) could be ranked; index -1 past the end of
+    a catalogue smaller than max(KS)).
 
     A NaN or +inf score is an error naming `who` (torch.topk would rank NaN first); -inf means "never"."""
     import torch
 
     max_k = max(KS)
     top = np.empty((len(users), max_k), dtype=np.int64)
+    top_scores = np.empty((len(users), max_k), dtype=np.float32)
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
         scores = torch.as_tensor(np.asarray(score_fn(batch), dtype=np.float32))
@@ -71,8 +80,14 @@ def rank_users(
             seen = exclude.get(user)
             if seen is not None and len(seen):
                 scores[row, torch.as_tensor(seen)] = -torch.inf
-        top[start:start + len(batch)] = torch.topk(scores, max_k, dim=1).indices.numpy()
-    return top
+        if blocked is not None and len(blocked):
+            scores[:, torch.as_tensor(blocked)] = -torch.inf
+        best = torch.topk(scores, min(max_k, len(item_ids)), dim=1)
+        rows = slice(start, start + len(batch))
+        top[rows], top_scores[rows] = -1, -np.inf  # a catalogue smaller than max(KS): -1 ranks nothing
+        top[rows, :best.indices.shape[1]] = best.indices.numpy()
+        top_scores[rows, :best.values.shape[1]] = best.values.numpy()
+    return (top, top_scores) if with_scores else top
 
 
 def evaluate(
@@ -81,11 +96,19 @@ def evaluate(
     positives: dict[str, np.ndarray],
     user_segment: pd.Series,
     item_segment_of: np.ndarray,
+    item_state_of: np.ndarray | None = None,
+    shown: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Summary (overall, per user segment, per item segment) and the per-user table.
+    """Summary (overall, per user segment, per item segment, catalogue) and the per-user table.
 
-    `item_segment_of[j]` is the segment label of catalogue item j. An item segment's metric for a user
-    counts only that user's positives in the segment; users with none are left out of that segment.
+    `item_segment_of[j]` is the head / tail label of catalogue item j, `item_state_of[j]` (optional) its warm /
+    cold label. An item segment's metric for a user counts only that user's positives in the segment (columns
+    `<label>:<metric>`, summary `item:<label>`); users with none are left out of that segment.
+    `shown[i, r]`: whether user i's r-th top entry was a rankable item (not masked; default: all);
+    `candidates`: the catalogue indices that could be ranked (default: all). Summary `catalogue`:
+    coverage@K = share of the candidates in at least one user's top-K; tail_share@K = mean over users of
+    the share of tail items in the user's top-K (also per user, column `tail_share@K`).
     """
     table = pd.DataFrame({"user": users})
     table["user_segment"] = user_segment.reindex(users).fillna("cold").to_numpy()
@@ -105,15 +128,51 @@ def evaluate(
     for label in sorted(table["user_segment"].unique()):
         rows = table[table["user_segment"] == label]
         summary[f"user:{label}"] = {k: float(np.nanmean(rows[k])) for k in overall} | {"n_users": len(rows)}
-    for label in sorted(set(item_segment_of)):
-        members = np.flatnonzero(item_segment_of == label)
+    labels = [(label, item_segment_of) for label in sorted(set(item_segment_of))]
+    if item_state_of is not None:  # the second dimension, after head / tail (whose keys stored records hold)
+        labels += [(label, item_state_of) for label in ("cold", "warm")]
+    for label, of in labels:
+        members = np.flatnonzero(of == label)
         values, has = score(lambda p, m=members: np.intersect1d(p, m))
         for key, vals in values.items():
             table[f"{label}:{key}"] = np.where(has, vals, np.nan)
         if has.any():
             summary[f"item:{label}"] = {k: float(vals[has].mean()) for k, vals in values.items()} | {
                 "n_users": int(has.sum())}
+    catalogue, shares = catalogue_metrics(top, item_segment_of, shown, candidates)
+    for key, vals in shares.items():
+        table[key] = vals
+    summary["catalogue"] = catalogue | {"n_users": int(len(users))}
     return summary, table
+
+
+def catalogue_metrics(top: np.ndarray, item_segment_of: np.ndarray, shown: np.ndarray | None = None,
+                      candidates: np.ndarray | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """({coverage@K, tail_share@K, n_candidates}, {tail_share@K: per-user values}) of the top-K lists.
+
+    coverage@K: distinct candidates in the users' top-K (shown entries only) / number of candidates;
+    tail_share@K per user: tail items among the user's shown top-K / shown top-K (NaN if none shown);
+    its summary value is the mean over users with a shown item."""
+    shown = np.ones(top.shape, dtype=bool) if shown is None else shown
+    candidates = np.arange(len(item_segment_of)) if candidates is None else np.asarray(candidates)
+    tail = item_segment_of[top] == "tail"
+    summary: dict = {}
+    per_user: dict[str, np.ndarray] = {}
+    for k in KS:
+        listed = np.unique(top[:, :k][shown[:, :k]])
+        summary[f"coverage@{k}"] = float(len(np.intersect1d(listed, candidates)) / max(len(candidates), 1))
+        n_shown = shown[:, :k].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(n_shown > 0, (tail[:, :k] & shown[:, :k]).sum(axis=1) / n_shown, np.nan)
+        per_user[f"tail_share@{k}"] = share
+        summary[f"tail_share@{k}"] = float(np.nanmean(share)) if (n_shown > 0).any() else float("nan")
+    summary["n_candidates"] = int(len(candidates))
+    return summary, per_user
+
+
+def item_states(split, item_ids: np.ndarray) -> np.ndarray:
+    """Per catalogue item: "warm" when the split's training part holds an interaction with it, else "cold"."""
+    return np.where(pd.Index(item_ids).isin(set(split.train["item"])), "warm", "cold")
 
 
 def test_user_histories(split) -> dict:
@@ -131,35 +190,92 @@ def query_for(users, histories: dict):
     return ScoreQuery.of(users, user_histories={u: histories[u] for u in users if u in histories})
 
 
+CANDIDATES = ("all", "cold", "warm")
+
+
+def _masks_removed(split) -> bool:
+    """Whether the split removed interactions that the evaluator still masks (`mask_removed` of its settings)."""
+    from bench.data.splits import SPLIT_SETTINGS
+
+    return bool(getattr(SPLIT_SETTINGS.get(split.name), "mask_removed", False))
+
+
+def candidate_positions(states: np.ndarray, candidates: str) -> np.ndarray:
+    """Catalogue indices that may be ranked: all, or only the cold / only the warm items (WarpRec's
+    `candidates: cold|warm|all`)."""
+    if candidates not in CANDIDATES:
+        from bench.errors import UnknownChoiceError
+
+        raise UnknownChoiceError("candidates", candidates, CANDIDATES)
+    return np.arange(len(states)) if candidates == "all" else np.flatnonzero(states == candidates)
+
+
 def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[dict, pd.DataFrame, dict]:
     """The ranking protocol: every test user's scores over the catalogue (`method.score(ScoreQuery)`), each
     user's train + valid items masked (or, with the split's `eval_negatives` N, the positives ranked among N
     sampled unseen items: LLM-ESR's labelled option); metrics overall and per segment, per-user table, and
-    what the protocol was."""
+    what the protocol was.
+
+    With the split's `candidates` cold (warm), items with (without) a training interaction are masked for
+    every user; a test positive outside the candidates is dropped and a user left without one is not
+    evaluated (WarpRec's protocol)."""
+    from bench.errors import BenchError
+
     item_ids = dataset.item_ids
     position = {item: i for i, item in enumerate(item_ids)}
-    users = np.sort(split.test["user"].unique())
+    states = item_states(split, item_ids)
+    candidates = str(split.params.get("candidates", "all"))
+    allowed = candidate_positions(states, candidates)
+    all_users = np.sort(split.test["user"].unique())
     positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
+    tested = positives
+    if candidates != "all":
+        positives = {u: kept for u, p in positives.items() if len(kept := np.intersect1d(p, allowed))}
+        if not positives:
+            raise BenchError(f"split {split.name!r}: no test positive is among the {candidates} candidates "
+                             f"({len(allowed)} items); nothing to evaluate with candidates: {candidates}")
+    users = np.array([u for u in all_users if u in positives], dtype=all_users.dtype)
     # masked: what the user is known to have interacted with (train, valid, and a held-out user's context)
     seen = pd.concat([split.train, split.valid, split.context[list(split.train.columns.intersection(
         split.context.columns))]])
+    removed = _masks_removed(split)
+    if removed:  # cold_items: the interactions the split removed are known too (never a test positive)
+        seen = pd.concat([seen[["user", "item"]], dataset.interactions[["user", "item"]]])
     exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    if removed:
+        exclude = {u: np.setdiff1d(e, tested.get(u, ())) for u, e in exclude.items()}
     n_negatives = int(split.params.get("eval_negatives", 0) or 0)
     if n_negatives:
+        if candidates != "all":
+            raise BenchError(f"split {split.name!r}: eval_negatives and candidates: {candidates} together are "
+                             "not supported (the negatives would be drawn outside the candidates)")
         from bench.data.splits import sampled_negative_exclusion
 
         exclude = sampled_negative_exclusion(split, item_ids, positives, exclude, n_negatives)
+    blocked = None if candidates == "all" else np.setdiff1d(np.arange(len(item_ids)), allowed)
     histories = test_user_histories(split)
-    top = rank_users(lambda batch: method.score(query_for(batch, histories)), users, item_ids, positives, exclude,
-                     who=who)
+    top, top_scores = rank_users(lambda batch: method.score(query_for(batch, histories)), users, item_ids,
+                                 positives, exclude, who=who, blocked=blocked, with_scores=True)
     item_segment_of = split.item_segment.reindex(item_ids).fillna("tail").to_numpy()
-    summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of)
+    summary, per_user = evaluate(top, users, positives, split.user_segment, item_segment_of, states,
+                                 shown=top_scores > -np.inf, candidates=allowed)
     protocol = ("full ranking over the catalogue; each user's train and valid items masked" if not n_negatives
                 else f"sampled: each test positive ranked among {n_negatives} sampled negatives (LLM-ESR protocol; "
                      "inflates numbers vs full ranking)")
+    if removed:
+        protocol += "; each user's interactions removed by the split (cold items) are masked too"
     if histories:
         protocol += ("; test users are absent from training, each scored from its earlier sequence (given at "
                      "inference only), which is masked")
+    if candidates != "all":
+        protocol += (f"; candidates: {candidates} items only ({len(allowed)} of {len(item_ids)}; "
+                     f"{'cold = without' if candidates == 'cold' else 'warm = with'} a training interaction), "
+                     f"the others masked; test positives outside them dropped, {len(all_users) - len(users)} of "
+                     f"{len(all_users)} test users without one not evaluated")
+    cold_item = states[split.test["item"].map(position).to_numpy()] == "cold"
+    source = method.cold_item_source() if hasattr(method, "cold_item_source") else None
     evaluation = {"protocol": protocol, "sampled_negatives": n_negatives, "n_items": int(len(item_ids)),
-                  "n_test_users": int(len(users))}
+                  "n_test_users": int(len(users)), "candidates": candidates, "n_candidates": int(len(allowed)),
+                  "n_cold_items": int((states == "cold").sum()), "n_cold_test_interactions": int(cold_item.sum()),
+                  "item_cold_start": source}
     return summary, per_user, evaluation

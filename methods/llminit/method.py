@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
+from bench.method import ColdItemSource
 from bench.types import FitReport, ParamCounts, RunContext, TrainView
 from methods.backbones.cf import SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
@@ -74,6 +75,7 @@ class LLMInit(RecBoleMethod):
     default_name = "llminit-var"
     Settings: ClassVar[type[BaseModel]] = LLMInitSettings
     needs_encoder: ClassVar[bool] = True
+    item_cold_start: ClassVar[ColdItemSource] = "text-init"  # a cold item keeps its text-initialised row
 
     @property
     def selection(self) -> str:

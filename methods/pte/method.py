@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
+from bench.method import ColdItemSource
 from bench.settings import path_field
 from bench.types import ParamCounts, RunContext
 from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
@@ -92,6 +93,17 @@ class PtE(RecBoleMethod):
     Settings: ClassVar[type[BaseModel]] = PtESettings
     backbones = CF_BACKBONES + SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
+    # sequential backbones with seq_items "adapter" (the paper's): a cold item is its raw text embedding
+    # through the trained adapter; CF backbones and seq_items "init": its text-derived initial row
+    item_cold_start: ClassVar[ColdItemSource] = "text"
+
+    def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
+        backbone = backbone or getattr(self.cf, "backbone", None)
+        if backbone is None:
+            return self.item_cold_start
+        if BACKBONES[backbone].sequential and self.settings.seq_items == "adapter":
+            return "text"
+        return "text-init"
 
     # ---- profile embeddings ---------------------------------------------------------------------------
     def _generator(self, ctx: RunContext):
