@@ -31,6 +31,7 @@ WIDTHS = ("page", "column")
 # the column-wide segment table's default: the segments cold-start papers read (overall is the main
 # table's; page-wide: every segment)
 COLUMN_SEGMENTS = ("user:cold", "item:tail")
+COLUMN_SEGMENTS_POINTWISE = ("pair:cold",)
 # needed by every generated table (a comment at the top of each .tex says so)
 PACKAGES = ("booktabs",)
 SIG = r"\dagger"
@@ -168,10 +169,29 @@ class Grid:
     """Label columns, column groups and blocks of rows; every cell is LaTeX already."""
     labels: list[str]                                  # headers of the row-label columns
     groups: list[tuple[str, list[str]]]                # (group title, "" for none; sub-column headers)
-    blocks: list[tuple[str, list[list[str]]]]          # (block title, "" for none; rows: labels + values)
+    blocks: list[tuple[str | tuple[str, str], list[list[str]]]]  # (block title or "", rows: labels + values);
+    # a title (name, suffix) in the block column sets the suffix on the block's second row
     block_column: str | None = None                    # header of a first column naming the block (page)
     align: str = ""                                    # one char per value column; default all "c"
     facts: dict = field(default_factory=dict)          # what the caption must explain (marks used, seeds)
+
+
+def drop_empty(grid: Grid) -> Grid:
+    """The grid without the value columns that are `--` in every row (a test a one-seed suite cannot run)."""
+    n_labels = len(grid.labels)
+    rows = [row for _, block in grid.blocks for row in block]
+    keep = [j for j in range(sum(len(subs) for _, subs in grid.groups))
+            if not rows or any(row[n_labels + j] != "--" for row in rows)]
+    groups, start = [], 0
+    for title, subs in grid.groups:
+        mine = [subs[j - start] for j in keep if start <= j < start + len(subs)]
+        if mine:
+            groups.append((title, mine))
+        start += len(subs)
+    blocks = [(title, [row[:n_labels] + [row[n_labels + j] for j in keep] for row in block])
+              for title, block in grid.blocks]
+    align = "".join(grid.align[j] for j in keep) if grid.align else ""
+    return Grid(grid.labels, groups, blocks, grid.block_column, align, grid.facts)
 
 
 def tabular(grid: Grid) -> str:
@@ -198,8 +218,12 @@ def tabular(grid: Grid) -> str:
             lines.append(r"\midrule")
         if title and grid.block_column is None:
             lines.append(rf"\multicolumn{{{n_labels + n_values}}}{{l}}{{\textit{{{title}}}}} \\")
+        names = [title]
+        if isinstance(title, tuple):  # (name, suffix): the suffix on the block's second row, or beneath
+            names = list(title) if len(rows) > 1 else [rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{title[0]}\\[-2pt]"
+                                                       rf"{title[1]}\end{{tabular}}"]
         for index, row in enumerate(rows):
-            lead = [title if index == 0 else ""] if grid.block_column is not None else []
+            lead = [names[index] if index < len(names) else ""] if grid.block_column is not None else []
             lines.append(" & ".join(lead + row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
@@ -213,7 +237,8 @@ def float_env(body: str, caption: str, label: str, width: str) -> str:
 
 
 def label_for(suite: str, kind: str, width: str) -> str:
-    return "tab:" + re.sub(r"[^A-Za-z0-9:-]+", "-", f"{suite}-{kind}" + ("-column" if width == "column" else ""))
+    name = f"{suite}-{kind}" + ("-column" if width == "column" else "")
+    return "tab:" + re.sub(r"[^A-Za-z0-9:-]+", "-", name)
 
 
 def shorten(text: str, limit: int = 160) -> str:
@@ -254,6 +279,26 @@ def stack(top: str, bottom: str, align: str = "c") -> str:
     return rf"\begin{{tabular}}[t]{{@{{}}{align}@{{}}}}{top}\\[-2pt]{{\scriptsize {bottom}}}\end{{tabular}}"
 
 
+def _split_label(text: str) -> tuple[str, str] | None:
+    """`lightgcn [embedding_size=64]` -> (`lightgcn`, `[embedding\\_size=64]`), escaped: a label's sweep or
+    width suffix apart from its name; None for a label without one."""
+    match = re.fullmatch(r"(\S+) ((?:\[[^\]]*\]|\([^)]*\)).*)", str(text))
+    return (escape(match[1]), escape(match[2])) if match else None
+
+
+def row_label(text: str) -> str:
+    """A row label; a sweep or width suffix (`lightgcn [embedding_size=64]`, `llminit-full (runs at d=384)`)
+    goes beneath the name, smaller, so long labels do not widen the table."""
+    parts = _split_label(text)
+    return stack(*parts, "l") if parts else escape(text)
+
+
+def block_label(text: str) -> str | tuple[str, str]:
+    """A block's name for the block column: (name, smaller suffix) set on its first two rows, or the name."""
+    parts = _split_label(text)
+    return (parts[0], rf"{{\scriptsize {parts[1]}}}") if parts else escape(text)
+
+
 def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
     """The mean (bold best, underlined second) with its marks; with a std, the std beneath (page width)."""
     text = f"{mean:.4f}"
@@ -269,7 +314,8 @@ def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
 def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant=frozenset(),
                 tested_metric: str = "ndcg@10", show_std: bool = True, block_column: bool = True) -> Grid:
     """Rows (backbone, method) in record order, blocks by backbone; column groups `dataset / split` (the
-    split alone when one dataset; the segment joins the title when it is the only one and not `overall`),
+    split alone when one dataset, the sweep value alone when one split is swept; a lone segment other
+    than `overall` is named in the caption),
     sub-columns metric, segment, or both; a sub-column no row of its group has (a segment the split lacks)
     is left out. A cell: the mean over seeds (bold / underlined), † where the (dataset, split, backbone,
     method) key is in `significant` on `tested_metric` overall, ‡ where a run stopped at its epoch cap,
@@ -293,16 +339,20 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
 
     lone = segments[0] if len(segments) == 1 and segments[0] != "overall" else None
     one_dataset = len({d for d, _ in pairs}) == 1  # then the caption names it and the groups the splits
+    # one split swept (ctr_temporal [shots=16], [shots=64]): the caption names it, the groups the sweep values
+    bases = {split.split(" [")[0] for _, split in pairs}
+    swept = one_dataset and len(bases) == 1 and all(" [" in split for _, split in pairs)
     groups, columns = [], []
     for dataset, split in pairs:
         mine = [c for c in ((dataset, split, seg, m) for seg in segments for m in metrics) if held(c)]
         if mine:
-            title = escape(split) if one_dataset else f"{escape(dataset)} / {escape(split)}"
-            groups.append((title + (f", {segment_label(lone)}" if lone else ""), [sub(c[2], c[3]) for c in mine]))
+            title = (escape(split.split(" [", 1)[1].removesuffix("]")) if swept else escape(split) if one_dataset
+                     else f"{escape(dataset)} / {escape(split)}")
+            groups.append((title, [sub(c[2], c[3]) for c in mine]))
             columns += mine
     titled = backbones != ["none"]  # the CTR suite's own models carry no backbone
     facts = {"sig": False, "cap": False, "seeds": set(), "std": False, "segments": segments,
-             "dataset": pairs[0][0] if one_dataset and pairs else None}
+             "dataset": pairs[0][0] if one_dataset and pairs else None, "split": bases.pop() if swept else None, "lone": lone}
     blocks = []
     for backbone in backbones:
         rows_cells = [[cells.get((backbone, m, *c[:3])) for c in columns] for m in methods[backbone]]
@@ -311,7 +361,7 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
         by_column = [rank_marks(list(column)) for column in zip(*printed)]
         rows = []
         for r, (method, row) in enumerate(zip(methods[backbone], rows_cells)):
-            out = [escape(method)]
+            out = [row_label(method)]
             for j, (cell, (dataset, split, segment, metric)) in enumerate(zip(row, columns)):
                 if printed[r][j] is None:
                     out.append("--")
@@ -327,7 +377,8 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
                 facts["std"] |= std is not None
                 out.append(_value(cell[metric].mean(), std, by_column[j][r], sups))
             rows.append(out)
-        blocks.append((escape(backbone) if titled else "", rows))
+        title = "" if not titled else block_label(backbone) if block_column else escape(backbone)
+        blocks.append((title, rows))
     return Grid(["Method"], groups, blocks, "Backbone" if titled and block_column else None, facts=facts)
 
 
@@ -370,7 +421,7 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
         block = f"{escape(r['Dataset'])} / {escape(r['Split'])}"
         rows = blocks.setdefault(block, [])
         repeated, last[block] = last.get(block) == r["Backbone"], r["Backbone"]  # a backbone named once
-        row = ["" if repeated else escape(r["Backbone"]), escape(r["Method"])]
+        row = ["" if repeated else row_label(r["Backbone"]), row_label(r["Method"])]
         if page:
             row += [f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}"]
         row += [gain, ci if ci == "--" else rf"{{\scriptsize {ci}}}"]
@@ -383,14 +434,30 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
             row += [_p(r["wilcoxon_p_corr"]), sig]
         rows.append(row)
     align = "rrrrrrrrrrc" if page else "rrrc"
-    return Grid(["Backbone", "Method"], groups, list(blocks.items()), None, align,
-                facts={"sig": any(row[-1] for rows in blocks.values() for row in rows)})
+    return drop_empty(Grid(["Backbone", "Method"], groups, list(blocks.items()), None, align,
+                           facts={"sig": any(row[-1] for rows in blocks.values() for row in rows)}))
 
 
 def frame_grid(table: pd.DataFrame) -> Grid:
     """Any other table (a method family's own, e.g. PtE's offline cost): one header row, text left,
-    numbers right."""
-    rows = [[escape("--" if v is None or v != v else v) for v in row] for row in table.itertuples(index=False)]
+    numbers right; a wide table of at most four rows is set transposed (a row per field, a column per
+    record, headed by its leading text fields), which fits a page or a column where the flat one would
+    not."""
+    def cell(value) -> str:
+        return escape("--" if value is None or value != value else value)
+
+    if 0 < len(table) <= 4 and len(table.columns) > 2 * (len(table) + 1):
+        keys = []
+        for column in table.columns[:3]:
+            if pd.api.types.is_numeric_dtype(table[column]):
+                break
+            keys.append(column)
+        heads = [" / ".join(cell(v) for v in row) if keys else str(i + 1)
+                 for i, row in enumerate(table[keys].itertuples(index=False))]
+        rows = [[escape(column)] + [cell(v) for v in table[column]]
+                for column in table.columns if column not in keys]
+        return Grid([" / ".join(escape(k) for k in keys)], [("", heads)], [("", rows)], None, "r" * len(heads))
+    rows = [[cell(v) for v in row] for row in table.itertuples(index=False)]
     align = "".join("r" if pd.api.types.is_numeric_dtype(t) else "l" for t in table.dtypes)
     return Grid([], [("", [escape(c) for c in table.columns])], [("", rows)], None, align)
 
@@ -408,12 +475,17 @@ def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, corr
                    tested_metric: str = "ndcg@10") -> str:
     """The lead (the suite's description, shortened), what a cell is, what bold / underline and each mark
     mean, tersely."""
-    what = "Mean" + (r" $\pm$ std" if grid.facts["std"] else "") + f" over {_seeds(grid.facts)}"
+    seeds = _seeds(grid.facts)
+    what = "One seed" if seeds == "one seed" else (
+        "Mean" + (r" $\pm$ std" if grid.facts["std"] else "") + f" over {seeds}")
     if len(segments) > 1:
         what = (f"{metric_label(metrics[0])} " if len(metrics) == 1 else "") + (
             f"per segment ({segments_phrase(segments)}), " + what[0].lower() + what[1:])
-    if grid.facts.get("dataset") and grid.facts["dataset"] not in lead:
-        what += f", {escape(grid.facts['dataset'])}"
+    if grid.facts.get("dataset") and (grid.facts["dataset"] not in lead or grid.facts.get("split")):
+        what += f", {escape(grid.facts['dataset'])}" + (f" / {escape(grid.facts['split'])}" if grid.facts.get("split")
+                                                        else "")
+    if grid.facts.get("lone"):  # one segment other than overall: said once here, not in every group title
+        what += f"; {segment_label(grid.facts['lone'])} only"
     scope = "per backbone" if grid.block_column or any(t for t, _ in grid.blocks) else "per column"
     parts = [escape(lead) + ".", what + ".", f"Bold: best {scope}; underlined: second."]
     marks = []
@@ -444,16 +516,18 @@ def _check_present(selection: LatexSelection, frame: pd.DataFrame) -> None:
     segments = list(dict.fromkeys(frame["segment"]))
     for name in selection.segments or ():
         if name not in segments:
-            raise BenchError(f"--columns {name}: in none of the suite's records; they hold {', '.join(segments)}")
+            raise BenchError(f"--columns {name}: in none of the suite's records; they hold "
+                             f"{', '.join(segments)}")
 
 
 def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: set[tuple],
                 family_tables: dict[str, pd.DataFrame], selection: LatexSelection | None = None,
                 comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
                 default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20")) -> dict[str, str]:
-    """File name -> text of every LaTeX table of a suite: main, segments (ranking suites), significance
-    and the family tables, each `<name>.tex` (page-wide, `table*`) and / or `<name>_column.tex`
-    (column-wide, `table`: means only, two metrics by default, backbones as block rows)."""
+    """File name -> text of every LaTeX table of a suite: main, segments, significance and the family
+    tables, each `<name>.tex` (page-wide, `table*`) and / or `<name>_column.tex` (column-wide, `table`:
+    means only, fewer metrics and segments by default, backbones as block rows). `selection` overrides the
+    defaults: its metrics and segments go into both result tables, its splits into every table."""
     selection = selection or LatexSelection()
     _check_present(selection, frame)
     pointwise = "auc" in frame.columns
@@ -465,15 +539,17 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
     for width in selection.widths:
         page = width == "page"
         suffix = "" if page else "_column"
+        # main: overall, the default metrics (two column-wide); segments: one metric per segment, every
+        # segment page-wide, the cold / tail ones column-wide
         if pointwise:
-            tables = [("main", selection.metrics or POINTWISE_METRICS,
-                       selection.segments or tuple(s for s in POINTWISE_SEGMENTS if s in held))]
+            main_metrics, segment_metrics = POINTWISE_METRICS if page else POINTWISE_METRICS[:1], ("auc",)
+            segment_choice = POINTWISE_SEGMENTS if page else COLUMN_SEGMENTS_POINTWISE
         else:
-            tables = [("main", selection.metrics or (default_metrics if page else default_metrics[:2]),
-                       selection.segments or ("overall",)),
-                      ("segments", selection.metrics or (tested_metric,),
-                       selection.segments or tuple(s for s in (RANKING_SEGMENTS if page else COLUMN_SEGMENTS)
-                                                  if s in held))]
+            main_metrics, segment_metrics = default_metrics if page else default_metrics[:2], (tested_metric,)
+            segment_choice = RANKING_SEGMENTS if page else COLUMN_SEGMENTS
+        tables = [("main", selection.metrics or main_metrics, selection.segments or ("overall",)),
+                  ("segments", selection.metrics or segment_metrics,
+                   selection.segments or tuple(s for s in segment_choice if s in held))]
         for name, metrics, segments in tables:
             grid = result_grid(frame, metrics, segments, selection.splits, significant, tested_metric,
                                show_std=page, block_column=page)
@@ -483,14 +559,15 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                                                             label_for(suite.name, name, width), width)
         if not results.empty:
             chosen = results
-            if selection.splits:
-                keys = {tuple(s.split("/", 1)) for s in selection.splits}
+            if selection.splits:  # the significance rows name the split without its sweep suffix
+                keys = {(d, split.split(" [")[0]) for d, _, split in (s.partition("/") for s in selection.splits)}
                 chosen = results[[k in keys for k in zip(results["Dataset"], results["Split"])]]
             if not chosen.empty:
                 grid = significance_grid(chosen, tested_metric, suite.baseline, width)
+                caption = significance_caption(lead if page else short, tested_metric, suite.baseline, correction,
+                                               width)
                 files[f"significance{suffix}.tex"] = head + float_env(
-                    tabular(grid), significance_caption(lead if page else short, tested_metric, suite.baseline, correction, width),
-                    label_for(suite.name, "significance", width), width)
+                    tabular(grid), caption, label_for(suite.name, "significance", width), width)
         for name, table in family_tables.items():
             caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}."
             files[f"{name}{suffix}.tex"] = head + float_env(tabular(frame_grid(table)), caption,

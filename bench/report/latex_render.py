@@ -34,11 +34,12 @@ DOCUMENT = r"""\documentclass[10pt]{article}
 %% a float set in place at its width, caption included
 \renewenvironment{table}[1][]{\def\@captype{table}\noindent\begin{minipage}{%(width)spt}}{\end{minipage}}
 \renewenvironment{table*}[1][]{\def\@captype{table}\noindent\begin{minipage}{%(width)spt}}{\end{minipage}}
-%% every tabular's natural width, to the log
-\newsavebox\bench@box
+%% each outermost tabular's natural width, to the log (nested ones: a value over its std)
+\newsavebox\bench@box \newcount\bench@depth
 \let\bench@tabular\tabular \let\bench@endtabular\endtabular
-\renewenvironment{tabular}{\setbox\bench@box\hbox\bgroup\bench@tabular}%%
-  {\bench@endtabular\egroup\typeout{BENCH-TABULAR-WIDTH=\the\wd\bench@box}\usebox\bench@box}
+\renewenvironment{tabular}{\global\advance\bench@depth 1 \setbox\bench@box\hbox\bgroup\bench@tabular}%%
+  {\bench@endtabular\egroup\global\advance\bench@depth -1
+   \ifnum\bench@depth=0 \typeout{BENCH-TABULAR-WIDTH=\the\wd\bench@box}\fi\usebox\bench@box}
 \makeatother
 \begin{document}
 \setbox0=\vbox{\input{table.tex}}
