@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--columns", help="LaTeX tables: these column groups, comma-separated: dataset/split "
                        "groups (ml-100k/half_history, or the bare split name) and / or user segments (overall, "
                        "user:cold, item:tail, ...; pair:warm / pair:cold for pointwise suites); default every "
-                       "group, overall in the main table, every segment in the segment table")
+                       "group, overall in the main table, every segment in the segment table (cold / tail ones "
+                       "column-wide)")
     table.add_argument("--latex-width", default="both", help="page (table*, <name>.tex), column (table, "
                        "<name>_column.tex) or both (default)")
     table.add_argument("--render", action="store_true", help="also compile each written .tex with pdflatex and "
