@@ -50,13 +50,33 @@ def _parser() -> argparse.ArgumentParser:
                      help="prepared data, splits, models, embeddings; with Ray a path every worker sees")
     run.add_argument("--no-table", action="store_true", help="do not write tables after a suite")
 
-    table = sub.add_parser("table", help="render a suite's tables from its run records")
+    table = sub.add_parser("table", help="render a suite's tables from its run records",
+                           description="Write a suite's tables (Markdown, LaTeX, CSV) from its run records into "
+                           "<out>/<suite>/ and print those of --format. Markdown and CSV carry every metric and "
+                           "column; the LaTeX tables are paper tables: columns grouped by dataset / split with "
+                           "the metrics beneath, best per backbone and column bold, second underlined, "
+                           "\u2020 significant, \u2021 cap-stopped, caption and label; <name>.tex is page-wide "
+                           "(table*), <name>_column.tex column-wide (table; means only). Needs booktabs.")
     table.add_argument("--suite", required=True)
     table.add_argument("--profile")
-    table.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
-    table.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    table.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown",
+                       help="which tables to print (all formats are written)")
+    table.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the run records are")
+    table.add_argument("--out", type=Path, help="where the tables go, <out>/<suite>/ (default: --results)")
     table.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
                        help="p-value correction of the significance table (Benjamini-Hochberg: bh)")
+    table.add_argument("--metrics", help="LaTeX tables: these metrics, in this order, comma-separated, e.g. "
+                       "recall@10,ndcg@10 (default: recall/ndcg@10/20 page-wide, @10 column-wide; ndcg@10 in "
+                       "the segment table; auc,uauc for pointwise suites)")
+    table.add_argument("--columns", help="LaTeX tables: these column groups, comma-separated: dataset/split "
+                       "groups (ml-100k/half_history, or the bare split name) and / or user segments (overall, "
+                       "user:cold, item:tail, ...; pair:warm / pair:cold for pointwise suites); default every "
+                       "group, overall in the main table, every segment in the segment table (cold / tail ones "
+                       "column-wide)")
+    table.add_argument("--latex-width", default="both", help="page (table*, <name>.tex), column (table, "
+                       "<name>_column.tex) or both (default)")
+    table.add_argument("--render", action="store_true", help="also compile each written .tex with pdflatex and "
+                       "write <name>.png next to it (pdftoppm), saying whether the table fits its width")
 
     verify = sub.add_parser("verify", help="rerun a seeded sample of a suite's stored runs into a scratch store "
                                            "and compare them with the stored records")
@@ -241,19 +261,34 @@ def _cmd_run(args) -> int:
 
 def _cmd_table(args) -> int:
     from bench.records import ResultStore
+    from bench.report.latex import parse_selection
     from bench.report.tables import write_tables
     from bench.spec import expand, load_suite
 
     suite = load_suite(args.suite, args.profile)
     specs = expand(suite)
-    written = write_tables(suite, specs, ResultStore(args.results), args.results, correction=args.correction)
+    # every option checked before any record is read or any file written
+    selection = parse_selection(specs, args.metrics, args.columns, args.latex_width)
+    if args.render:
+        from bench.report.latex_render import check_tools
+
+        check_tools()
+    written = write_tables(suite, specs, ResultStore(args.results), args.out or args.results,
+                           correction=args.correction, latex=selection)
     if not written:
         raise BenchError(f"no run records of suite {suite.name!r} under {args.results}; run it first: "
                          f"python -m bench run --suite {args.suite}" + (f" --profile {args.profile}" if args.profile else ""))
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}[args.format]
     for name in ("main", "segments", "significance"):
-        if f"{name}.{ext}" in written:
-            print(written[f"{name}.{ext}"].read_text())
+        for suffix in ("", "_column") if ext == "tex" else ("",):
+            if f"{name}{suffix}.{ext}" in written:
+                print(written[f"{name}{suffix}.{ext}"].read_text())
+    if args.render:
+        from bench.report.latex_render import compile_table, describe
+
+        for name, path in written.items():
+            if name.endswith(".tex"):
+                print(describe(compile_table(path)))
     return 0
 
 

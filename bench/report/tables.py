@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore, atomic_write_text
+from bench.report.latex import LatexSelection, latex_files
 from bench.spec import RunSpec, Suite
 
 DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -298,9 +299,10 @@ def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
     """The table as Markdown, LaTeX or CSV; `numparse` False keeps formatted numbers (0.030) as written."""
     if fmt == "markdown":
         return table.to_markdown(index=False, disable_numparse=not numparse)
-    if fmt == "latex":
-        return (table.to_latex(index=False, escape=True).replace("±", r"$\pm$").replace("−", "$-$")
-                .replace("≠", r"$\neq$").replace("—", "---"))
+    if fmt == "latex":  # a bare booktabs tabular; the suite's tables come from `bench.report.latex`
+        from bench.report.latex import frame_grid, tabular
+
+        return tabular(frame_grid(table)) + "\n"
     if fmt == "csv":
         return table.to_csv(index=False)
     raise ValueError(fmt)
@@ -353,8 +355,11 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
 
 
 def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir: Path,
-                 formats=("markdown", "latex", "csv"), correction: str = "holm") -> dict[str, Path]:
-    """Render the suite's tables from its records into out_dir/<suite>/; returns written paths."""
+                 formats=("markdown", "latex", "csv"), correction: str = "holm",
+                 latex: LatexSelection | None = None) -> dict[str, Path]:
+    """Render the suite's tables from its records into out_dir/<suite>/; returns written paths. Markdown and
+    CSV carry every metric and column; the LaTeX tables (`bench.report.latex`) carry what `latex` selects,
+    page-wide (`<name>.tex`) and / or column-wide (`<name>_column.tex`)."""
     for spec in specs:  # a record that exists but is not complete is named and skipped, never a crash
         problem = store.problem(spec.run_id)
         if problem not in (None, "no record"):
@@ -392,6 +397,13 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     written = {}
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}
     for fmt in formats:
+        if fmt == "latex":
+            comment = note + (f"\n{power}" if power else "") + f"\nSources: {sources}"
+            for filename, body in latex_files(suite, frame, results, marks, family_tables, latex, comment,
+                                              correction).items():
+                atomic_write_text(target / filename, body)
+                written[filename] = target / filename
+            continue
         for name, table in (("main", main), ("segments", segments), ("significance", significance),
                             *family_tables.items()):
             if table.empty:
@@ -402,8 +414,6 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             text = note + (f"\n{power}" if power and marked else "")
             if fmt == "markdown":
                 body = f"{body}\n\n{text}\n\nSources: {sources}\n"
-            elif fmt == "latex":
-                body = "% " + text.replace("\n", "\n% ") + f"\n% Sources: {sources}\n{body}"
             atomic_write_text(path, body)
             written[f"{name}.{ext[fmt]}"] = path
     if not examples.empty and "markdown" in formats:

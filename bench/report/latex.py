@@ -1,0 +1,575 @@
+r"""LaTeX tables a paper can take as they are: booktabs rules, columns grouped under
+`\multicolumn{k}{c}{dataset / split}` with a `\cmidrule` beneath and the metrics (R@10, N@10) in the
+second header row, rows (backbone, method), every text cell escaped, a caption and a label, in a
+page-wide (`table*`) and a column-wide (`table`) variant.
+
+Built from the records' frame (`tables.collect`) and the numeric significance results, never from the
+Markdown strings. Best and second best are marked per column within each backbone block: the suites
+compare methods on the same backbone (each against its baseline), so a block is the comparable set.
+Values are ranked as printed (4 decimals; every metric here is higher-is-better) with competition
+ranking: all rows at the maximum are bold, a row with exactly one row above it is underlined (a tie for
+best leaves no second), a block of two bolds its better row only, and a column where every row ties (or
+a block of one row) marks nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from bench.errors import BenchError, UnknownChoiceError
+from bench.eval.ranking import KS, METRICS
+
+RANKING_METRICS = tuple(f"{name}@{k}" for name in METRICS for k in KS)
+POINTWISE_METRICS = ("auc", "uauc")
+RANKING_SEGMENTS = ("overall", "user:warm", "user:cold", "item:head", "item:tail")
+POINTWISE_SEGMENTS = ("overall", "pair:warm", "pair:cold")
+WIDTHS = ("page", "column")
+# the column-wide segment table's default: the segments cold-start papers read (overall is the main
+# table's; page-wide: every segment)
+COLUMN_SEGMENTS = ("user:cold", "item:tail")
+COLUMN_SEGMENTS_POINTWISE = ("pair:cold",)
+# needed by every generated table (a comment at the top of each .tex says so)
+PACKAGES = ("booktabs",)
+SIG = r"\dagger"
+CAP = r"\ddagger"
+
+_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+            "<": "$<$", ">": "$>$", "|": "$|$"}
+_UNICODE = {"±": r"$\pm$", "−": "$-$", "≠": r"$\neq$", "—": "---", "–": "--", "†": f"$^{{{SIG}}}$",
+            "‡": f"$^{{{CAP}}}$", "α": r"$\alpha$", "≤": r"$\leq$", "≥": r"$\geq$", "×": r"$\times$",
+            "…": r"\ldots{}", "→": r"$\rightarrow$", "·": r"$\cdot$", "’": "'", "‘": "`", "“": "``",
+            "”": "''", "\u00a0": "~"}
+_METRIC_SHORT = {"recall": "R", "ndcg": "N", "hit": "HR", "mrr": "MRR", "precision": "P"}
+_SEGMENT_NAMES = {"overall": "all", "user:warm": "warm users", "user:cold": "cold users",
+                  "item:head": "head items", "item:tail": "tail items", "pair:warm": "warm pairs",
+                  "pair:cold": "cold pairs"}
+_CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini--Hochberg", "none": "uncorrected"}
+
+
+def escape(text) -> str:
+    """Plain text as LaTeX: specials escaped, known symbols as commands, accented Latin letters kept
+    (pdflatex's utf8 input reads them), anything else reduced to ASCII."""
+    out = []
+    for char in str(text):
+        if char in _SPECIAL:
+            out.append(_SPECIAL[char])
+        elif char in _UNICODE:
+            out.append(_UNICODE[char])
+        elif ord(char) < 128 or (0xC0 <= ord(char) <= 0x17F and char not in "×÷"):
+            out.append(char)
+        else:
+            out.append(unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode() or "?")
+    return "".join(out)
+
+
+def metric_label(metric: str) -> str:
+    """recall@10 -> R@10, ndcg@20 -> N@20, auc -> AUC; unknown names escaped as they are."""
+    name, _, k = metric.partition("@")
+    if k and name in _METRIC_SHORT:
+        return f"{_METRIC_SHORT[name]}@{escape(k)}"
+    return metric.upper() if metric in POINTWISE_METRICS else escape(metric)
+
+
+def segment_label(segment: str, short: bool = False) -> str:
+    """user:cold -> cold users; short: cold (the caption says whose)."""
+    if short:
+        return "all" if segment == "overall" else escape(segment.rpartition(":")[2])
+    return _SEGMENT_NAMES.get(segment, escape(segment))
+
+
+def segments_phrase(segments) -> str:
+    """warm / cold users, head / tail items: what the short segment headers stand for."""
+    kinds: dict[str, list[str]] = {}
+    for segment in segments:
+        if segment != "overall":
+            kind, _, name = segment.rpartition(":")
+            kinds.setdefault(kind, []).append(escape(name))
+    plural = {"user": "users", "item": "items", "pair": "pairs"}
+    return ", ".join(f"{' / '.join(names)} {plural.get(kind, escape(kind))}" for kind, names in kinds.items())
+
+
+# --- what goes in: --metrics, --columns, --latex-width ------------------------------------------------
+
+@dataclass(frozen=True)
+class LatexSelection:
+    """What the LaTeX tables carry; None keeps a table's defaults. `splits`: `dataset/split` labels."""
+    metrics: tuple[str, ...] | None = None
+    splits: tuple[str, ...] | None = None
+    segments: tuple[str, ...] | None = None
+    widths: tuple[str, ...] = WIDTHS
+
+
+def _items(text: str, option: str, choices) -> list[str]:
+    """Comma-separated names (commas inside a `[...]` sweep label do not split), deduplicated."""
+    names = [part.strip() for part in re.split(r",(?![^\[]*\])", text) if part.strip()]
+    if not names:
+        raise BenchError(f"{option}: empty; give comma-separated names; valid choices: {', '.join(choices)}")
+    return list(dict.fromkeys(names))
+
+
+def suite_choices(specs) -> dict[str, tuple[str, ...]]:
+    """The metrics, segments and `dataset/split` column groups a suite's tables can carry, from its
+    specs alone (no record is read): ranking or pointwise metrics by the methods' protocols."""
+    from bench.catalog import METHODS
+    from bench.report.tables import split_labels
+
+    protocols = {METHODS.get(spec.method).protocol for spec in specs}
+    metrics = (RANKING_METRICS if "ranking" in protocols else ()) + (
+        POINTWISE_METRICS if "pointwise" in protocols else ())
+    segments = tuple(dict.fromkeys((RANKING_SEGMENTS if "ranking" in protocols else ())
+                                   + (POINTWISE_SEGMENTS if "pointwise" in protocols else ())))
+    labels = split_labels(specs)
+    groups = tuple(dict.fromkeys(f"{spec.dataset}/{labels[spec.run_id]}" for spec in specs))
+    return {"metrics": metrics, "segments": segments, "groups": groups}
+
+
+def parse_selection(specs, metrics: str | None, columns: str | None, width: str = "both") -> LatexSelection:
+    """--metrics, --columns and --latex-width checked against what the suite can carry, before any work;
+    a bad value raises `UnknownChoiceError` naming the option and the valid choices. A column is a
+    segment (`user:cold`) or a `dataset/split` group; a bare split name stands for its group when only
+    one dataset has it."""
+    choices = suite_choices(specs)
+    chosen_metrics = None
+    if metrics is not None:
+        chosen_metrics = tuple(_items(metrics, "--metrics", choices["metrics"]))
+        for name in chosen_metrics:
+            if name not in choices["metrics"]:
+                raise UnknownChoiceError("--metrics value", name, choices["metrics"])
+    splits = segments = None
+    if columns is not None:
+        aliases: dict[str, list[str]] = {}
+        for group in choices["groups"]:
+            aliases.setdefault(group.partition("/")[2], []).append(group)
+        short = {alias: groups[0] for alias, groups in aliases.items() if len(groups) == 1}
+        valid = [*choices["groups"], *[a for a in short if a not in choices["groups"]], *choices["segments"]]
+        picked_splits, picked_segments = [], []
+        for name in _items(columns, "--columns", valid):
+            if name in choices["segments"]:
+                picked_segments.append(name)
+            elif name in choices["groups"] or name in short:
+                picked_splits.append(name if name in choices["groups"] else short[name])
+            else:
+                raise UnknownChoiceError("--columns value", name, valid)
+        splits = tuple(dict.fromkeys(picked_splits)) or None
+        segments = tuple(picked_segments) or None
+    if width not in (*WIDTHS, "both"):
+        raise UnknownChoiceError("--latex-width value", width, (*WIDTHS, "both"))
+    return LatexSelection(chosen_metrics, splits, segments, WIDTHS if width == "both" else (width,))
+
+
+# --- a tabular before rendering -----------------------------------------------------------------------
+
+@dataclass
+class Grid:
+    """Label columns, column groups and blocks of rows; every cell is LaTeX already."""
+    labels: list[str]                                  # headers of the row-label columns
+    groups: list[tuple[str, list[str]]]                # (group title, "" for none; sub-column headers)
+    blocks: list[tuple[str | tuple[str, str], list[list[str]]]]  # (block title or "", rows: labels + values);
+    # a title (name, suffix) in the block column sets the suffix on the block's second row
+    block_column: str | None = None                    # header of a first column naming the block (page)
+    align: str = ""                                    # one char per value column; default all "c"
+    facts: dict = field(default_factory=dict)          # what the caption must explain (marks used, seeds)
+
+
+def drop_empty(grid: Grid) -> Grid:
+    """The grid without the value columns that are `--` in every row (a test a one-seed suite cannot run)."""
+    n_labels = len(grid.labels)
+    rows = [row for _, block in grid.blocks for row in block]
+    keep = [j for j in range(sum(len(subs) for _, subs in grid.groups))
+            if not rows or any(row[n_labels + j] != "--" for row in rows)]
+    groups, start = [], 0
+    for title, subs in grid.groups:
+        mine = [subs[j - start] for j in keep if start <= j < start + len(subs)]
+        if mine:
+            groups.append((title, mine))
+        start += len(subs)
+    blocks = [(title, [row[:n_labels] + [row[n_labels + j] for j in keep] for row in block])
+              for title, block in grid.blocks]
+    align = "".join(grid.align[j] for j in keep) if grid.align else ""
+    return Grid(grid.labels, groups, blocks, grid.block_column, align, grid.facts)
+
+
+def tabular(grid: Grid) -> str:
+    """The grid as a booktabs tabular: a `\\multicolumn` group row with `\\cmidrule(lr)` beneath where any
+    group has a title, the sub-column headers, one block after another (a `\\midrule` between)."""
+    n_labels = len(grid.labels) + (grid.block_column is not None)
+    n_values = sum(len(subs) for _, subs in grid.groups)
+    align = grid.align or "c" * n_values
+    lines = [rf"\begin{{tabular}}{{@{{}}{'l' * n_labels}{align}@{{}}}}", r"\toprule"]
+    if any(title for title, _ in grid.groups):
+        cells, rules, col = [""] * n_labels, [], n_labels + 1
+        for title, subs in grid.groups:
+            if title:
+                cells.append(rf"\multicolumn{{{len(subs)}}}{{c}}{{{title}}}")
+                rules.append(rf"\cmidrule(lr){{{col}-{col + len(subs) - 1}}}")
+            else:
+                cells.extend([""] * len(subs))
+            col += len(subs)
+        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
+    heads = ([grid.block_column] if grid.block_column is not None else []) + grid.labels
+    lines += [" & ".join(heads + [s for _, subs in grid.groups for s in subs]) + r" \\", r"\midrule"]
+    for number, (title, rows) in enumerate(grid.blocks):
+        if number:
+            lines.append(r"\midrule")
+        if title and grid.block_column is None:
+            lines.append(rf"\multicolumn{{{n_labels + n_values}}}{{l}}{{\textit{{{title}}}}} \\")
+        names = [title]
+        if isinstance(title, tuple):  # (name, suffix): the suffix on the block's second row, or beneath
+            names = list(title) if len(rows) > 1 else [rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{title[0]}\\[-2pt]"
+                                                       rf"{title[1]}\end{{tabular}}"]
+        for index, row in enumerate(rows):
+            lead = [names[index] if index < len(names) else ""] if grid.block_column is not None else []
+            lines.append(" & ".join(lead + row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def float_env(body: str, caption: str, label: str, width: str) -> str:
+    """`table*` (page-wide) or `table` (column-wide), \\footnotesize with 3 pt column padding, caption above."""
+    env = "table*" if width == "page" else "table"
+    return "\n".join([rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{3pt}",
+                      rf"\caption{{{caption}}}", rf"\label{{{label}}}", body, rf"\end{{{env}}}", ""])
+
+
+def label_for(suite: str, kind: str, width: str) -> str:
+    name = f"{suite}-{kind}" + ("-column" if width == "column" else "")
+    return "tab:" + re.sub(r"[^A-Za-z0-9:-]+", "-", name)
+
+
+def shorten(text: str, limit: int = 160) -> str:
+    """A caption's lead: the first sentence; past `limit`, without its parentheses, then cut at the last
+    clause (`; `) or word within `limit`."""
+    text = " ".join(str(text).split())
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
+    while len(first) > limit and re.search(r" ?\([^()]*\)", first):
+        first = re.sub(r" ?\([^()]*\)", "", first)
+    if len(first) <= limit:
+        return first
+    head = first[:limit]
+    cut = head.rfind("; ")
+    return head[:cut] if cut > limit // 2 else head[:head.rfind(" ")].rstrip(",;:") + "…"
+
+
+# --- best / second --------------------------------------------------------------------------------------
+
+def rank_marks(values: list[float | None]) -> list[int]:
+    """1 (best, ties included), 2 (exactly one value above it, and at least three values) or 0, per value;
+    None / NaN are unranked; nothing is marked when fewer than two values or all values tie."""
+    present = [v for v in values if v is not None and v == v]
+    if len(present) < 2 or len(set(present)) == 1:
+        return [0] * len(values)
+    marks = []
+    for value in values:
+        if value is None or value != value:
+            marks.append(0)
+            continue
+        above = sum(other > value for other in present)
+        marks.append(1 if above == 0 else 2 if above == 1 and len(present) >= 3 else 0)
+    return marks
+
+
+def stack(top: str, bottom: str, align: str = "c") -> str:
+    """Two lines in one cell (a nested one-column tabular, no package needed): a value over its spread,
+    the second line smaller; the first line sits on the row's baseline."""
+    return rf"\begin{{tabular}}[t]{{@{{}}{align}@{{}}}}{top}\\[-2pt]{{\scriptsize {bottom}}}\end{{tabular}}"
+
+
+def _split_label(text: str) -> tuple[str, str] | None:
+    """`lightgcn [embedding_size=64]` -> (`lightgcn`, `[embedding\\_size=64]`), escaped: a label's sweep or
+    width suffix apart from its name; None for a label without one."""
+    match = re.fullmatch(r"(\S+) ((?:\[[^\]]*\]|\([^)]*\)).*)", str(text))
+    return (escape(match[1]), escape(match[2])) if match else None
+
+
+def row_label(text: str) -> str:
+    """A row label; a sweep or width suffix (`lightgcn [embedding_size=64]`, `llminit-full (runs at d=384)`)
+    goes beneath the name, smaller, so long labels do not widen the table."""
+    parts = _split_label(text)
+    return stack(*parts, "l") if parts else escape(text)
+
+
+def block_label(text: str) -> str | tuple[str, str]:
+    """A block's name for the block column: (name, smaller suffix) set on its first two rows, or the name."""
+    parts = _split_label(text)
+    return (parts[0], rf"{{\scriptsize {parts[1]}}}") if parts else escape(text)
+
+
+def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
+    """The mean (bold best, underlined second) with its marks; with a std, the std beneath (page width)."""
+    text = f"{mean:.4f}"
+    text = rf"\textbf{{{text}}}" if mark == 1 else rf"\underline{{{text}}}" if mark == 2 else text
+    text += f"$^{{{sups}}}$" if sups else ""
+    if std is not None and std == std:
+        return stack(text, rf"$\pm${f'{std:.4f}'.removeprefix('0')}")
+    return text
+
+
+# --- the tables ---------------------------------------------------------------------------------------
+
+def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant=frozenset(),
+                tested_metric: str = "ndcg@10", show_std: bool = True, block_column: bool = True) -> Grid:
+    """Rows (backbone, method) in record order, blocks by backbone; column groups `dataset / split` (the
+    split alone when one dataset, the sweep value alone when one split is swept; a lone segment other
+    than `overall` is named in the caption),
+    sub-columns metric, segment, or both; a sub-column no row of its group has (a segment the split lacks)
+    is left out. A cell: the mean over seeds (bold / underlined), † where the (dataset, split, backbone,
+    method) key is in `significant` on `tested_metric` overall, ‡ where a run stopped at its epoch cap,
+    and with `show_std` the sample std beneath."""
+    order = frame[["dataset", "split"]].drop_duplicates().itertuples(index=False, name=None)
+    pairs = [tuple(s.split("/", 1)) for s in splits] if splits else list(order)
+    data = frame[frame["segment"].isin(segments)]
+    cells = dict(iter(data.groupby(["backbone", "method", "dataset", "split", "segment"], sort=False)))
+    backbones = list(dict.fromkeys(frame["backbone"]))
+    methods = {b: list(dict.fromkeys(frame.loc[frame["backbone"] == b, "method"])) for b in backbones}
+
+    def held(column) -> bool:
+        dataset, split, segment, metric = column
+        return any(key[2:] == (dataset, split, segment) and metric in cell and cell[metric].notna().any()
+                   for key, cell in cells.items())
+
+    def sub(segment, metric):
+        if len(segments) > 1 and len(metrics) > 1:
+            return f"{segment_label(segment, short=True)} {metric_label(metric)}"
+        return segment_label(segment, short=True) if len(segments) > 1 else metric_label(metric)
+
+    lone = segments[0] if len(segments) == 1 and segments[0] != "overall" else None
+    one_dataset = len({d for d, _ in pairs}) == 1  # then the caption names it and the groups the splits
+    # one split swept (ctr_temporal [shots=16], [shots=64]): the caption names it, the groups the sweep values
+    bases = {split.split(" [")[0] for _, split in pairs}
+    swept = one_dataset and len(bases) == 1 and all(" [" in split for _, split in pairs)
+    groups, columns = [], []
+    for dataset, split in pairs:
+        mine = [c for c in ((dataset, split, seg, m) for seg in segments for m in metrics) if held(c)]
+        if mine:
+            title = (escape(split.split(" [", 1)[1].removesuffix("]")) if swept else escape(split) if one_dataset
+                     else f"{escape(dataset)} / {escape(split)}")
+            groups.append((title, [sub(c[2], c[3]) for c in mine]))
+            columns += mine
+    titled = backbones != ["none"]  # the CTR suite's own models carry no backbone
+    facts = {"sig": False, "cap": False, "seeds": set(), "std": False, "segments": segments,
+             "dataset": pairs[0][0] if one_dataset and pairs else None, "split": bases.pop() if swept else None, "lone": lone}
+    blocks = []
+    for backbone in backbones:
+        rows_cells = [[cells.get((backbone, m, *c[:3])) for c in columns] for m in methods[backbone]]
+        printed = [[None if cell is None or cell[c[3]].isna().all() else float(f"{cell[c[3]].mean():.4f}")
+                    for cell, c in zip(row, columns)] for row in rows_cells]
+        by_column = [rank_marks(list(column)) for column in zip(*printed)]
+        rows = []
+        for r, (method, row) in enumerate(zip(methods[backbone], rows_cells)):
+            out = [row_label(method)]
+            for j, (cell, (dataset, split, segment, metric)) in enumerate(zip(row, columns)):
+                if printed[r][j] is None:
+                    out.append("--")
+                    continue
+                sups = ""
+                if (metric == tested_metric and segment == "overall"
+                        and (dataset, split, backbone, method) in significant):
+                    sups, facts["sig"] = SIG, True
+                if cell["capped"].any():
+                    sups, facts["cap"] = sups + CAP, True
+                facts["seeds"].add(int(cell["seed"].nunique()))
+                std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
+                facts["std"] |= std is not None
+                out.append(_value(cell[metric].mean(), std, by_column[j][r], sups))
+            rows.append(out)
+        title = "" if not titled else block_label(backbone) if block_column else escape(backbone)
+        blocks.append((title, rows))
+    return Grid(["Method"], groups, blocks, "Backbone" if titled and block_column else None, facts=facts)
+
+
+def _p(p) -> str:
+    if p is None or p != p:
+        return "--"
+    return "$<$0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _signed(value: float, digits: int, plus: bool = True) -> str:
+    return f"{value:{'+' if plus else ''}.{digits}f}".replace("-", "$-$")
+
+
+def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "random",
+                      width: str = "page") -> Grid:
+    """Each method vs the baseline, blocks by dataset / split, the backbone named once per run of rows:
+    (page) the metric for both, the gain in % and its 95% user-bootstrap interval, the corrected p of the
+    Wilcoxon, sign-flip and paired-t tests (raw p: the Markdown table), d_z, users (non-zero differences),
+    MDE; (column) the
+    gain, its interval and the corrected Wilcoxon p. Sig.: † where the corrected Wilcoxon p < 0.05, as the
+    main table's mark; p below 0.001 printed as <0.001, never as a raw float."""
+    page = width == "page"
+    corr = r"$p_{\mathrm{corr}}$"
+    gain_heads = [r"Gain \%", r"95\% CI"]
+    if page:
+        groups = [(metric_label(metric), ["method", escape(baseline), *gain_heads]),
+                  (corr, ["Wilcoxon", "sign-flip", "$t$ (seeds)"]), ("", ["$d_z$", "Users", r"MDE \%", "Sig."])]
+    else:  # the metric values are the main table's; the gain, its interval and the verdict
+        groups = [(f"{metric_label(metric)} vs.\\ {escape(baseline)}", gain_heads),
+                  ("Wilcoxon", [corr, "Sig."])]
+    blocks: dict[str, list[list[str]]] = {}
+    last: dict[str, str] = {}
+    for _, r in results.iterrows():
+        gain = "--" if r["relative"] != r["relative"] else _signed(100 * r["relative"], 1)
+        ci = "--"
+        if r["ci_low"] == r["ci_low"] and r["ci_high"] == r["ci_high"] and gain != "--":
+            ci = f"[{_signed(100 * r['ci_low'], 1)}, {_signed(100 * r['ci_high'], 1)}]"
+        p_corr = r["wilcoxon_p_corr"] if r["wilcoxon_p_corr"] == r["wilcoxon_p_corr"] else 1.0
+        sig = f"${SIG}$" if p_corr < 0.05 else ""
+        block = f"{escape(r['Dataset'])} / {escape(r['Split'])}"
+        rows = blocks.setdefault(block, [])
+        repeated, last[block] = last.get(block) == r["Backbone"], r["Backbone"]  # a backbone named once
+        row = ["" if repeated else row_label(r["Backbone"]), row_label(r["Method"])]
+        if page:
+            row += [f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}"]
+        row += [gain, ci if ci == "--" else rf"{{\scriptsize {ci}}}"]
+        if page:
+            users = f"{int(r['n_users'])} ({int(r['n_nonzero'])})" if r["unit"] == "users" else "--"
+            row += [_p(r["wilcoxon_p_corr"]), _p(r["signflip_p_corr"]), _p(r["ttest_p_corr"]),
+                    "--" if r["effect_dz"] != r["effect_dz"] else _signed(r["effect_dz"], 3, plus=False), users,
+                    "--" if r["mde"] != r["mde"] else rf"$\pm${100 * r['mde']:.1f}", sig]
+        else:
+            row += [_p(r["wilcoxon_p_corr"]), sig]
+        rows.append(row)
+    align = "rrrrrrrrrrc" if page else "rrrc"
+    return drop_empty(Grid(["Backbone", "Method"], groups, list(blocks.items()), None, align,
+                           facts={"sig": any(row[-1] for rows in blocks.values() for row in rows)}))
+
+
+def frame_grid(table: pd.DataFrame) -> Grid:
+    """Any other table (a method family's own, e.g. PtE's offline cost): one header row, text left,
+    numbers right; a wide table of at most four rows is set transposed (a row per field, a column per
+    record, headed by its leading text fields), which fits a page or a column where the flat one would
+    not."""
+    def cell(value) -> str:
+        return escape("--" if value is None or value != value else value)
+
+    if 0 < len(table) <= 4 and len(table.columns) > 2 * (len(table) + 1):
+        keys = []
+        for column in table.columns[:3]:
+            if pd.api.types.is_numeric_dtype(table[column]):
+                break
+            keys.append(column)
+        heads = [" / ".join(cell(v) for v in row) if keys else str(i + 1)
+                 for i, row in enumerate(table[keys].itertuples(index=False))]
+        rows = [[escape(column)] + [cell(v) for v in table[column]]
+                for column in table.columns if column not in keys]
+        return Grid([" / ".join(escape(k) for k in keys)], [("", heads)], [("", rows)], None, "r" * len(heads))
+    rows = [[cell(v) for v in row] for row in table.itertuples(index=False)]
+    align = "".join("r" if pd.api.types.is_numeric_dtype(t) else "l" for t in table.dtypes)
+    return Grid([], [("", [escape(c) for c in table.columns])], [("", rows)], None, align)
+
+
+# --- files ----------------------------------------------------------------------------------------------
+
+def _seeds(facts) -> str:
+    seeds = sorted(facts.get("seeds") or {1})
+    if seeds == [1]:
+        return "one seed"
+    return f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}--{seeds[-1]} seeds"
+
+
+def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, correction: str,
+                   tested_metric: str = "ndcg@10") -> str:
+    """The lead (the suite's description, shortened), what a cell is, what bold / underline and each mark
+    mean, tersely."""
+    seeds = _seeds(grid.facts)
+    what = "One seed" if seeds == "one seed" else (
+        "Mean" + (r" $\pm$ std" if grid.facts["std"] else "") + f" over {seeds}")
+    if len(segments) > 1:
+        what = (f"{metric_label(metrics[0])} " if len(metrics) == 1 else "") + (
+            f"per segment ({segments_phrase(segments)}), " + what[0].lower() + what[1:])
+    if grid.facts.get("dataset") and (grid.facts["dataset"] not in lead or grid.facts.get("split")):
+        what += f", {escape(grid.facts['dataset'])}" + (f" / {escape(grid.facts['split'])}" if grid.facts.get("split")
+                                                        else "")
+    if grid.facts.get("lone"):  # one segment other than overall: said once here, not in every group title
+        what += f"; {segment_label(grid.facts['lone'])} only"
+    scope = "per backbone" if grid.block_column or any(t for t, _ in grid.blocks) else "per column"
+    parts = [escape(lead) + ".", what + ".", f"Bold: best {scope}; underlined: second."]
+    marks = []
+    if grid.facts["sig"]:
+        marks.append(rf"$^{{{SIG}}}$ Wilcoxon vs.\ {escape(baseline)} over users, "
+                     f"{_CORRECTION_NAMES.get(correction, escape(correction))}-corrected $p<0.05$ "
+                     f"({metric_label(tested_metric)})")
+    if grid.facts["cap"]:
+        marks.append(rf"$^{{{CAP}}}$ stopped at the epoch cap (a lower bound)")
+    return " ".join(parts + (["; ".join(marks) + "."] if marks else []))
+
+
+def significance_caption(lead: str, metric: str, baseline: str, correction: str, width: str) -> str:
+    text = (f"{escape(lead)}. {metric_label(metric)} vs.\\ {escape(baseline)} (same split and backbone), users "
+            r"as the unit; gain in \% [95\% user-bootstrap CI]; $p_{\mathrm{corr}}$: "
+            f"{_CORRECTION_NAMES.get(correction, escape(correction))}-corrected; "
+            rf"Sig.\ (${SIG}$): corrected Wilcoxon $p<0.05$")
+    return text + ("; users: test users (with a non-zero difference); MDE: minimum detectable effect (80\\% "
+                   "power)." if width == "page" else ".")
+
+
+def _check_present(selection: LatexSelection, frame: pd.DataFrame) -> None:
+    """A metric or segment valid for the protocol but in none of the records is named, with what they hold."""
+    held = [m for m in (*RANKING_METRICS, *POINTWISE_METRICS) if m in frame.columns and frame[m].notna().any()]
+    for name in selection.metrics or ():
+        if name not in held:
+            raise BenchError(f"--metrics {name}: in none of the suite's records; they hold {', '.join(held)}")
+    segments = list(dict.fromkeys(frame["segment"]))
+    for name in selection.segments or ():
+        if name not in segments:
+            raise BenchError(f"--columns {name}: in none of the suite's records; they hold "
+                             f"{', '.join(segments)}")
+
+
+def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: set[tuple],
+                family_tables: dict[str, pd.DataFrame], selection: LatexSelection | None = None,
+                comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
+                default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20")) -> dict[str, str]:
+    """File name -> text of every LaTeX table of a suite: main, segments, significance and the family
+    tables, each `<name>.tex` (page-wide, `table*`) and / or `<name>_column.tex` (column-wide, `table`:
+    means only, fewer metrics and segments by default, backbones as block rows). `selection` overrides the
+    defaults: its metrics and segments go into both result tables, its splits into every table."""
+    selection = selection or LatexSelection()
+    _check_present(selection, frame)
+    pointwise = "auc" in frame.columns
+    held = list(dict.fromkeys(frame["segment"]))
+    lead, short = shorten(suite.description or suite.name), shorten(suite.description or suite.name, 110)
+    head = ("% " + comment.replace("\n", "\n% ") + "\n" if comment else "") + (
+        f"% Needs \\usepackage{{{','.join(PACKAGES)}}}\n")
+    files = {}
+    for width in selection.widths:
+        page = width == "page"
+        suffix = "" if page else "_column"
+        # main: overall, the default metrics (two column-wide); segments: one metric per segment, every
+        # segment page-wide, the cold / tail ones column-wide
+        if pointwise:
+            main_metrics, segment_metrics = POINTWISE_METRICS if page else POINTWISE_METRICS[:1], ("auc",)
+            segment_choice = POINTWISE_SEGMENTS if page else COLUMN_SEGMENTS_POINTWISE
+        else:
+            main_metrics, segment_metrics = default_metrics if page else default_metrics[:2], (tested_metric,)
+            segment_choice = RANKING_SEGMENTS if page else COLUMN_SEGMENTS
+        tables = [("main", selection.metrics or main_metrics, selection.segments or ("overall",)),
+                  ("segments", selection.metrics or segment_metrics,
+                   selection.segments or tuple(s for s in segment_choice if s in held))]
+        for name, metrics, segments in tables:
+            grid = result_grid(frame, metrics, segments, selection.splits, significant, tested_metric,
+                               show_std=page, block_column=page)
+            caption = result_caption(lead if page else short, grid, metrics, segments, suite.baseline,
+                                     correction, tested_metric)
+            files[f"{name}{suffix}.tex"] = head + float_env(tabular(grid), caption,
+                                                            label_for(suite.name, name, width), width)
+        if not results.empty:
+            chosen = results
+            if selection.splits:  # the significance rows name the split without its sweep suffix
+                keys = {(d, split.split(" [")[0]) for d, _, split in (s.partition("/") for s in selection.splits)}
+                chosen = results[[k in keys for k in zip(results["Dataset"], results["Split"])]]
+            if not chosen.empty:
+                grid = significance_grid(chosen, tested_metric, suite.baseline, width)
+                caption = significance_caption(lead if page else short, tested_metric, suite.baseline, correction,
+                                               width)
+                files[f"significance{suffix}.tex"] = head + float_env(
+                    tabular(grid), caption, label_for(suite.name, "significance", width), width)
+        for name, table in family_tables.items():
+            caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}."
+            files[f"{name}{suffix}.tex"] = head + float_env(tabular(frame_grid(table)), caption,
+                                                            label_for(suite.name, name, width), width)
+    return files

@@ -1,0 +1,385 @@
+r"""The LaTeX tables (bench.report.latex) on synthetic run records of a small suite: every row of every
+tabular has the tabular's column count (\multicolumn spans counted), bold and underline sit on the max and
+second max of their column within a backbone, --metrics / --columns select exactly what was asked and bad
+values exit 2 with one line, p-values are printed for humans, and the .tex compiles where pdflatex exists."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.records import ResultStore
+from bench.report.latex import escape, rank_marks, shorten
+from bench.report.tables import collect, significance_results, write_tables
+from bench.spec import expand, load_suite
+
+N_USERS = 120
+SUITE_YAML = """\
+name: tiny
+description: "Tiny synthetic suite (tests): two splits, LightGCN and MF; random vs LLMInit-rand/-var. Second sentence."
+datasets: [ml-100k]
+splits: [half_history, new_users_fewshot]
+backbones: [lightgcn, mf]
+methods: [random, llminit-rand, llminit-var]
+seeds: [0, 1, 2]
+encoder: minilm
+"""
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+
+
+def _draw(*key) -> float:
+    """A level in [0.05, 0.45], fixed by the key (str hash is salted per process)."""
+    return 0.05 + 0.4 * int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def _level(spec, metric: str, segment: str) -> float:
+    if (spec.split, spec.backbone, metric, segment) == ("half_history", "mf", "recall@20", "overall"):
+        return {"random": 0.30, "llminit-rand": 0.30, "llminit-var": 0.10}[spec.method]  # a tie for best
+    if (spec.backbone, spec.method, metric, segment) == ("lightgcn", "llminit-var", "ndcg@10", "overall"):
+        return 0.40  # far above random: significant on both splits
+    if (spec.backbone, spec.method, metric, segment) == ("lightgcn", "random", "ndcg@10", "overall"):
+        return 0.20
+    return _draw(spec.split, spec.backbone, spec.method, metric, segment)
+
+
+def _write(store: ResultStore, spec, capped: bool) -> None:
+    rng = np.random.default_rng(int(spec.run_id[:8], 16))
+    per_user = pd.DataFrame({"user": [str(u) for u in range(N_USERS)],
+                             "ndcg@10": np.clip(_level(spec, "ndcg@10", "overall")
+                                                + rng.normal(0, 0.05, N_USERS), 0, 1)})
+    segments = ["overall", "user:cold", "item:head", "item:tail"]
+    if spec.split == "half_history":  # the few-shot split has no warm users, as the real one
+        segments.insert(1, "user:warm")
+    metrics = {}
+    for segment in segments:
+        values = {m: _level(spec, m, segment) + 0.001 * spec.seed for m in METRICS}
+        metrics[segment] = values | {"n_users": N_USERS}
+    metrics["overall"]["ndcg@10"] = float(per_user["ndcg@10"].mean())
+    store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id, "spec": spec.model_dump(mode="json"),
+                              "metrics": metrics, "params": {"trainable": 10}, "latency": {"median_ms": 1.0},
+                              "timings": {"train": 1.0}, "fit": {"converged": not capped, "curve": []},
+                              "provenance": {"split_hash": "x"}}, per_user)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The suite file, its store (one capped run: sgl-free mf / llminit-rand / half_history, seed 1) and
+    the LaTeX tables written from it."""
+    root = tmp_path_factory.mktemp("latex")
+    suite_path = root / "tiny.yaml"
+    suite_path.write_text(SUITE_YAML)
+    suite = load_suite(str(suite_path))
+    specs = expand(suite)
+    store = ResultStore(root / "results")
+    for spec in specs:
+        _write(store, spec, capped=(spec.backbone, spec.method, spec.split, spec.seed)
+               == ("mf", "llminit-rand", "half_history", 1))
+    written = write_tables(suite, specs, store, root / "tables", formats=("latex",))
+    return {"root": root, "suite": str(suite_path), "specs": specs, "store": store, "written": written}
+
+
+# --- a small tabular reader ------------------------------------------------------------------------------
+
+def _braced(text: str, start: int) -> tuple[str, int]:
+    """The balanced {...} group opening at text[start]; returns its content and the index after it."""
+    assert text[start] == "{", text[start:start + 20]
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start + 1:i], i + 1
+    raise AssertionError("unbalanced braces")
+
+
+def _outer_tabulars(tex: str) -> list[tuple[str, str]]:
+    """(column spec, body) of each outermost tabular; nested ones (a value over its std) stay in the body."""
+    out, depth = [], 0
+    for match in re.finditer(r"\\(begin|end)\{tabular\}", tex):
+        if match[1] == "begin":
+            if depth == 0:
+                start = match.end()
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                head = tex[start:match.start()]
+                head = re.sub(r"^\[\w\]", "", head)
+                spec, rest = _braced(head, 0)
+                out.append((spec, head[rest:]))
+    return out
+
+
+def _columns(spec: str) -> int:
+    spec = re.sub(r"[@p]\{[^{}]*(\{\})?[^{}]*\}", lambda m: "p" if m[0][0] == "p" else "", spec)
+    return sum(spec.count(c) for c in "lcrp")
+
+
+def _rows(body: str) -> list[list[str]]:
+    """Rows as cell lists: nested tabulars masked, rules dropped, split on unescaped &."""
+    nested = []
+
+    def mask(match):
+        nested.append(match[0])
+        return f"NESTED{len(nested) - 1}X"
+
+    flat = re.sub(r"\\begin\{tabular\}\[t\]\{@\{\}[lcr]@\{\}\}.*?\\end\{tabular\}", mask, body, flags=re.S)
+    rows = []
+    for chunk in flat.split(r"\\"):
+        chunk = re.sub(r"^\s*((\\(toprule|midrule|bottomrule)|\\cmidrule\(lr\)\{\d+-\d+\})\s*)*", "", chunk)
+        if chunk.strip():
+            cells = re.split(r"(?<!\\)&", chunk)
+            rows.append([re.sub(r"NESTED(\d+)X", lambda m: nested[int(m[1])], c).strip() for c in cells])
+    return rows
+
+
+def _span(cell: str) -> int:
+    match = re.match(r"\\multicolumn\{(\d+)\}", cell)
+    return int(match[1]) if match else 1
+
+
+def _mean(cell: str) -> tuple[float, str] | None:
+    """A value cell's printed mean and its mark: "best", "second" or ""."""
+    match = re.search(r"(\\textbf\{|\\underline\{)?(\d\.\d{4})", cell)
+    if not match:
+        return None
+    return float(match[2]), {"\\textbf{": "best", "\\underline{": "second", None: ""}[match[1]]
+
+
+def _data_blocks(body: str, n_labels: int, block_rows: bool) -> list[list[list[str]]]:
+    """Data rows grouped by backbone block (split at \\midrule), header rows left out."""
+    parts = body.split(r"\midrule")[1:]  # the first \midrule closes the header
+    blocks = []
+    for part in parts:
+        rows = [r for r in _rows(part) if not r[0].startswith(r"\multicolumn")]
+        if rows:
+            blocks.append(rows)
+    return blocks
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+def test_every_row_has_the_tabulars_column_count(tiny):
+    names = sorted(tiny["written"])
+    assert [n for n in names if n.endswith(".tex")] == [
+        "main.tex", "main_column.tex", "segments.tex", "segments_column.tex", "significance.tex",
+        "significance_column.tex"]
+    for name in names:
+        tex = tiny["written"][name].read_text()
+        assert tex.count(r"\begin{table*}" if "_column" not in name else r"\begin{table}") == 1
+        tabulars = _outer_tabulars(tex)
+        assert len(tabulars) == 1, name
+        spec, body = tabulars[0]
+        n = _columns(spec)
+        rows = _rows(body)
+        # 2 header rows + 6 (backbone, method) rows (+ 2 backbone rows column-wide); significance: 2 + 2
+        # (dataset / split) block rows + 8 comparisons
+        kind = name.removesuffix(".tex").removesuffix("_column")
+        assert len(rows) == {"main": 8, "segments": 8, "significance": 12}[kind] + (
+            2 if "_column" in name and kind != "significance" else 0), (name, len(rows))
+        for row in rows:
+            assert sum(_span(c) for c in row) == n, (name, n, row)
+        for inner in re.findall(r"\\begin\{tabular\}\[t\]\{@\{\}[lcr]@\{\}\}(.*?)\\end\{tabular\}", body, re.S):
+            assert "&" not in inner and inner.count(r"\\") == 1  # a nested cell: one column, two lines
+        assert "\\label{tab:tiny-" in tex and "\\caption{Tiny synthetic suite (tests)" in tex
+        assert "Second sentence" not in tex.split("\\caption{")[1].split("\n")[0]  # first sentence only
+        assert "% Needs \\usepackage{booktabs}" in tex and "% Sources: 36 run records" in tex
+    main_tex = tiny["written"]["main.tex"].read_text()
+    header = _rows(_outer_tabulars(main_tex)[0][1])[:2]
+    assert header[0] == ["", "", r"\multicolumn{4}{c}{half\_history}", r"\multicolumn{4}{c}{new\_users\_fewshot}"]
+    assert header[1] == ["Backbone", "Method"] + ["R@10", "N@10", "R@20", "N@20"] * 2
+    assert r"\cmidrule(lr){3-6} \cmidrule(lr){7-10}" in main_tex
+    segments = _rows(_outer_tabulars(tiny["written"]["segments.tex"].read_text())[0][1])[:2]
+    # the few-shot split has no warm users: that sub-column is left out, not printed as a column of --
+    assert segments[0][2:] == [r"\multicolumn{5}{c}{half\_history}", r"\multicolumn{4}{c}{new\_users\_fewshot}"]
+    assert segments[1][2:] == ["all", "warm", "cold", "head", "tail", "all", "cold", "head", "tail"]
+
+
+def test_best_and_second_are_the_max_and_second_max_per_backbone(tiny):
+    frame = collect(tiny["specs"], tiny["store"])
+    overall = frame[frame["segment"] == "overall"]
+    for name, n_labels, block_rows in (("main.tex", 2, False), ("main_column.tex", 1, True)):
+        tex = tiny["written"][name].read_text()
+        spec, body = _outer_tabulars(tex)[0]
+        metrics = METRICS if name == "main.tex" else METRICS[:2]
+        columns = [(s, m) for s in ("half_history", "new_users_fewshot") for m in metrics]
+        blocks = _data_blocks(body, n_labels, block_rows)
+        assert len(blocks) == 2 and [len(b) for b in blocks] == [3, 3]
+        marked = 0
+        for backbone, rows in zip(("lightgcn", "mf"), blocks):
+            for j, (split, metric) in enumerate(columns):
+                cells = [_mean(row[n_labels + j]) for row in rows]
+                methods = [row[n_labels - 1] for row in rows]
+                assert methods == ["random", "llminit-rand", "llminit-var"]
+                # the printed mean is the records' mean over seeds
+                for method, (value, _) in zip(methods, cells):
+                    part = overall[(overall["backbone"] == backbone) & (overall["method"] == method)
+                                   & (overall["split"] == split)]
+                    assert len(part) == 3 and value == pytest.approx(round(part[metric].mean(), 4), abs=1e-9)
+                values = [v for v, _ in cells]
+                best = max(values)
+                above = [sum(o > v for o in values) for v in values]
+                assert [m == "best" for _, m in cells] == [v == best for v in values], (backbone, split, metric)
+                expected_second = [a == 1 for a in above] if len(set(values)) > 1 else [False] * 3
+                assert [m == "second" for _, m in cells] == expected_second, (backbone, split, metric, cells)
+                marked += sum(m != "" for _, m in cells)
+        assert marked >= 2 * len(columns) * 2 - 1  # every column marks a best and nearly all a second
+    # the tie (mf, half_history, R@20: random = llminit-rand = 0.30 + seed jitter): both bold, nothing underlined
+    rows = _data_blocks(_outer_tabulars(tiny["written"]["main.tex"].read_text())[0][1], 2, False)[1]
+    assert [_mean(row[2 + 2]) for row in rows] == [(0.301, "best"), (0.301, "best"), (0.101, "")]
+
+
+def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
+    main_tex = tiny["written"]["main.tex"].read_text()
+    rows = _data_blocks(_outer_tabulars(main_tex)[0][1], 2, False)
+    # lightgcn / llminit-var is far above random on N@10: † on both splits' N@10 cells, and nowhere else
+    lightgcn_var = rows[0][2]
+    assert lightgcn_var[1] == "llminit-var"
+    assert [("$^{\\dagger}$" in c) for c in lightgcn_var[2:]] == [False, True, False, False] * 2
+    # the capped run (mf / llminit-rand / half_history): ‡ on its four half_history cells only
+    mf_rand = rows[1][1]
+    assert mf_rand[1] == "llminit-rand"
+    assert [("\\ddagger" in c) for c in mf_rand[2:]] == [True] * 4 + [False] * 4
+    assert main_tex.count("\\ddagger") == 4 + 1  # + the caption's legend
+    assert "\\pm" in lightgcn_var[3]  # std beneath the mean (page width); none in the column version
+    assert "\\pm" not in _outer_tabulars(tiny["written"]["main_column.tex"].read_text())[0][1]
+    significance = tiny["written"]["significance.tex"].read_text()
+    spec, body = _outer_tabulars(significance)[0]
+    head = _rows(body)[1]
+    assert head == ["Backbone", "Method", "method", "random", r"Gain \%", r"95\% CI", "Wilcoxon", "sign-flip",
+                    "$t$ (seeds)", "$d_z$", "Users", r"MDE \%", "Sig."]
+    data = [r for r in _rows(body)[2:] if not r[0].startswith(r"\multicolumn")]
+    results = significance_results(tiny["specs"], tiny["store"])
+    assert len(data) == len(results) == 8
+    for row, (_, r) in zip(data, results.iterrows()):
+        for cell in row[6:9]:
+            assert re.fullmatch(r"\$<\$0\.001|[01]\.\d{3}|--", cell), cell
+        assert row[-1] == ("$\\dagger$" if r["wilcoxon_p_corr"] < 0.05 else "")
+    assert sum(row[-1] == "$\\dagger$" for row in data) >= 2  # lightgcn / llminit-var on both splits
+    for name, path in tiny["written"].items():
+        text = path.read_text().split("% Needs")[1]
+        assert not re.search(r"\de-\d", text) and not re.search(r"&\s*(yes|no)\s*(&|\\\\)", text), name
+        assert not re.search(r"[^\x00-\x7f]", text), name  # every symbol escaped to LaTeX
+
+
+def test_rank_marks_competition_ranking():
+    assert rank_marks([0.3, 0.2, 0.1]) == [1, 2, 0]
+    assert rank_marks([0.3, 0.3, 0.1]) == [1, 1, 0]  # a tie for best leaves no second
+    assert rank_marks([0.3, 0.2, 0.2, 0.1]) == [1, 2, 2, 0]
+    assert rank_marks([0.2, 0.1]) == [1, 0]  # the second of two is the worst: not underlined
+    assert rank_marks([0.1, 0.1, 0.1]) == [0, 0, 0] and rank_marks([0.5]) == [0]
+    assert rank_marks([None, 0.2, float("nan"), 0.1, 0.05]) == [0, 1, 0, 2, 0]
+
+
+def test_escape_and_caption_lead():
+    assert escape("half_history & 50% #1 {x} ~ ^ <0.001 ± − † —") == (
+        r"half\_history \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} $<$0.001 $\pm$ $-$ "
+        r"$^{\dagger}$ ---")
+    lead = shorten(load_suite("coldstart").description)
+    assert lead == ("LLMInit cold start on ml-100k: half_history and few-shot new users; LightGCN, SGL, SGCL; "
+                    "random vs LLMInit-rand/-uni/-var")
+    assert shorten("One. Two.") == "One" and len(shorten("word " * 80, 50)) <= 51
+
+
+def test_metrics_and_columns_select_exactly_what_was_asked(tiny, capsys):
+    out = tiny["root"] / "selected"
+    argv = ["table", "--suite", tiny["suite"], "--results", str(tiny["store"].root), "--out", str(out),
+            "--format", "latex", "--metrics", "ndcg@20,recall@10", "--columns", "new_users_fewshot,user:cold",
+            "--latex-width", "page"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in (out / "tiny").glob("*.tex")) == ["main.tex", "segments.tex", "significance.tex"]
+    for name in ("main.tex", "segments.tex"):
+        spec, body = _outer_tabulars((out / "tiny" / name).read_text())[0]
+        rows = _rows(body)
+        assert rows[0][2:] == [r"\multicolumn{2}{c}{new\_users\_fewshot}"]
+        assert "over 3 seeds, ml-100k; cold users only." in (out / "tiny" / name).read_text()
+        assert rows[1] == ["Backbone", "Method", "N@20", "R@10"] and _columns(spec) == 4
+        assert all(sum(_span(c) for c in r) == 4 for r in rows)
+    significance = _rows(_outer_tabulars((out / "tiny" / "significance.tex").read_text())[0][1])
+    assert [r[0] for r in significance if r[0].startswith(r"\multicolumn")] == [
+        r"\multicolumn{13}{l}{\textit{ml-100k / new\_users\_fewshot}}"]
+    assert r"\begin{table*}" in printed and "half\\_history" not in printed.split("% Needs")[1]
+    # a dataset/split group by its full name, segments of the main table by default (overall only)
+    assert main(argv[:-6] + ["--columns", "ml-100k/half_history", "--latex-width", "column"]) == 0
+    capsys.readouterr()
+    rows = _rows(_outer_tabulars((out / "tiny" / "main_column.tex").read_text())[0][1])
+    assert rows[0][1:] == [r"\multicolumn{2}{c}{half\_history}"] and rows[1] == ["Method", "R@10", "N@10"]
+
+
+@pytest.mark.parametrize("flag,value,named", [
+    ("--metrics", "recal@10", "unknown --metrics value 'recal@10'; did you mean 'recall@10'?"),
+    ("--metrics", "auc", "unknown --metrics value 'auc'"),  # a pointwise metric in a ranking suite
+    ("--columns", "user:cld", "unknown --columns value 'user:cld'"),
+    ("--columns", "ml-1m/half_history", "unknown --columns value 'ml-1m/half_history'"),
+    ("--latex-width", "wide", "unknown --latex-width value 'wide'"),
+])
+def test_bad_selection_exits_2_with_one_line_before_any_work(tiny, capsys, flag, value, named):
+    out = tiny["root"] / f"bad-{flag}-{value}".replace(":", "").replace("/", "")
+    argv = ["table", "--suite", tiny["suite"], "--results", str(tiny["store"].root), "--out", str(out),
+            flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"bench: error: {named}") and "valid choices: " in err
+    if flag == "--metrics":
+        assert "ndcg@10, ndcg@20" in err and "auc" not in err.split("valid choices: ")[1]
+    if flag == "--columns":
+        assert "ml-100k/half_history" in err and "user:cold" in err and "new_users_fewshot" in err
+    assert not out.exists()  # nothing written
+
+
+def test_render_without_the_tools_exits_2_naming_them(tiny, capsys, monkeypatch):
+    import bench.report.latex_render as latex_render
+
+    monkeypatch.setattr(latex_render.shutil, "which", lambda tool: None if tool == "pdftoppm" else "/bin/true")
+    out = tiny["root"] / "no-tools"
+    argv = ["table", "--suite", tiny["suite"], "--results", str(tiny["store"].root), "--out", str(out), "--render"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--render needs pdflatex and pdftoppm on PATH; missing: pdftoppm (" in err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_generated_tex_compiles_in_a_two_column_paper_and_fits(tiny, tmp_path):
+    from bench.report.latex_render import compile_table
+
+    folder = tiny["written"]["main.tex"].parent
+    names = sorted(p.name for p in folder.glob("*.tex"))
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\nText.\n"
+        + "".join(f"\\input{{{folder / name}}}\n" for name in names) + "\\end{document}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:]
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert "multiply defined" not in log and "Undefined control sequence" not in log
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm is not installed")
+    for name, width in (("main.tex", 506.0), ("main_column.tex", 241.0), ("significance.tex", 506.0)):
+        result = compile_table(folder / name, tmp_path / f"{name}.png")
+        assert result["target_pt"] == width and len(result["tabular_pt"]) == 1
+        assert 100 < result["tabular_pt"][0] <= width and result["fits"], result
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_wide_family_table_of_few_rows_is_set_transposed():
+    from bench.report.latex import frame_grid, tabular
+
+    table = pd.DataFrame([{"Dataset": "ml-100k", "Split": "cold_users", "Method": "pte", "Users": 938,
+                           "Items": 1007, "Tokens/s": 30.3, "Converged": "no", "Distance": "r1: user 0.556"}])
+    spec, body = _outer_tabulars(tabular(frame_grid(table)))[0]
+    rows = _rows(body)
+    assert _columns(spec) == 2 and all(sum(_span(c) for c in r) == 2 for r in rows)
+    assert rows[0] == ["Dataset / Split / Method", r"ml-100k / cold\_users / pte"]
+    assert rows[1:] == [["Users", "938"], ["Items", "1007"], ["Tokens/s", "30.3"], ["Converged", "no"],
+                        ["Distance", "r1: user 0.556"]]
+    flat = pd.concat([table] * 5, ignore_index=True)  # five rows: set as it is
+    spec, body = _outer_tabulars(tabular(frame_grid(flat)))[0]
+    assert spec == "@{}lllrrrll@{}" and len(_rows(body)) == 6
