@@ -21,7 +21,8 @@ N_USERS = 50
 
 def spec(method, split, backbone, seed):
     return RunSpec(dataset="ml-100k", split=split, split_settings={"seed": 0}, backbone=backbone,
-                   backbone_settings={"embedding_size": 64, "epochs": 3}, method=method,
+                   backbone_settings={"embedding_size": 64, "epochs": 3, "stopping_step": 2, "train_batch_size": 8,
+                                      "learning_rate": 0.001}, method=method,
                    encoder="minilm" if method.startswith(("llminit", "pte")) else None, seed=seed)
 
 
@@ -42,7 +43,8 @@ def runs(tmp_path):
     store = ResultStore(tmp_path / "results")
     specs = []
     llm2rec = {"llm2rec": {"llm_tokens_seen": 24000, "llm_train_seconds": 1000.0}}
-    pte = {"pte": {"offline_cost": {"first_tokens": 120000, "first_seconds": 4000.0, "tokens": 0, "seconds": 0.0}}}
+    pte = {"pte": {"offline_cost": {"first_tokens": 120000, "first_seconds": 4000.0, "tokens": 0, "seconds": 0.0,
+                                    "requested": 3800}}}
     for seed in range(3):
         for method, split, backbone, ndcg, latency, info in (
                 ("random", "temporal_loo", "sasrec", 0.06 + 0.001 * seed, 2.0, None),
@@ -113,3 +115,53 @@ def test_paradigms_suite_shares_its_cells_with_the_paradigms_own_suites():
                 shared += 1
     assert shared >= 20
     assert load_suite("paradigms").table == "paradigms"
+
+
+def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, tmp_path):
+    import shutil
+    import subprocess
+
+    from bench.report.paradigms import paradigms_latex
+    from bench.spec import load_suite
+    from tests.test_latex import _columns, _mean, _outer_tabulars, _rows, _span
+
+    store, specs = runs
+    files = paradigms_latex(load_suite("paradigms"), paradigms_frame(specs, store),
+                            {("ml-100k", "temporal_loo", "sasrec", "pte")})
+    assert sorted(files) == ["main.tex", "main_column.tex"]
+    assert "\\begin{table*}" in files["main.tex"] and "\\begin{table}" in files["main_column.tex"]
+    for tex in files.values():
+        (spec, body), = _outer_tabulars(tex)
+        width = _columns(spec)
+        rows = _rows(body)
+        assert rows and all(sum(_span(c) for c in row) == width for row in rows), (width, rows)
+    # page-wide: temporal_loo N@10 is the 5th value column (R@10, R@20, N@10 ... per split); PtE is best
+    rows = [r for r in _rows(_outer_tabulars(files["main.tex"])[0][1]) if r[1] in ("random", "llm2rec", "pte")]
+    n10 = {row[0]: _mean(row[2 + 2]) for row in rows}
+    assert n10["PtE"] == (0.071, "best") and n10["ID (sasrec)"][1] == "second"
+    assert "\\dagger" in [r for r in rows if r[0] == "PtE"][0][4]
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    for name, tex in files.items():
+        (tmp_path / name).write_text(tex)
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\nText.\n"
+        "\\input{main.tex}\n\\input{main_column.tex}\n\\end{document}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_write_tables_uses_the_paradigms_layout_when_the_suite_asks(runs, tmp_path):
+    from bench.report.tables import write_tables
+    from bench.spec import Suite
+
+    store, specs = runs
+    common = {"name": "p", "datasets": ["ml-100k"], "splits": ["temporal_loo"], "backbones": ["sasrec"],
+              "methods": ["random"]}
+    grid = write_tables(Suite(**common), specs, store, tmp_path / "grid")
+    paradigms = write_tables(Suite(**common, table="paradigms"), specs, store, tmp_path / "paradigms")
+    assert "| Paradigm " not in grid["main.md"].read_text()
+    text = paradigms["main.md"].read_text()
+    assert text.startswith("| Paradigm ") and "LLM tokens (offline)" in text
+    assert "Paradigm" in paradigms["main.tex"].read_text() and "Paradigm" not in grid["main.tex"].read_text()

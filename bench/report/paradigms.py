@@ -142,3 +142,77 @@ def tradeoff_data(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
     out = grouped.agg(mean=(metric, "mean"), std=(metric, lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0),
                       latency_ms=("latency_ms", "median"), seeds=("seed", "nunique")).reset_index()
     return out
+
+
+def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple] | None = None,
+                   tested_metric: str = "ndcg@10", show_std: bool = True, costs: bool = True):
+    """The LaTeX grid of the paradigms table: rows (paradigm, backbone), a column group per split with the
+    metrics beneath, then the cost columns. Best / second are marked per column over all rows: the table
+    exists to compare paradigms with each other."""
+    from bench.report.latex import CAP, SIG, Grid, _value, escape, metric_label, rank_marks
+
+    significant = significant or set()
+    splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
+    keys = _order(frame)
+    cells = dict(iter(frame.groupby(["paradigm", "backbone", "method", "dataset", "split"], sort=False)))
+    columns = [(d, s, m) for d, s in splits for m in metrics]
+    printed = [[None if (k + c[:2]) not in cells else float(f"{cells[k + c[:2]][c[2]].mean():.4f}")
+                for c in columns] for k in keys]
+    marks = [rank_marks(list(col)) for col in zip(*printed)]
+    facts = {"sig": False, "cap": False, "seeds": set(), "std": False, "segments": ("overall",),
+             "dataset": splits[0][0] if len({d for d, _ in splits}) == 1 else None, "split": None, "lone": None}
+    rows = []
+    for r, key in enumerate(keys):
+        paradigm, backbone, method = key
+        label = escape(paradigm if paradigm != "ID" else f"ID ({backbone})")
+        out = [label, escape(method)]
+        for j, (dataset, split, metric) in enumerate(columns):
+            cell = cells.get(key + (dataset, split))
+            if cell is None:
+                out.append("--")
+                continue
+            sups = ""
+            if metric == tested_metric and (dataset, split, backbone, method) in significant:
+                sups, facts["sig"] = SIG, True
+            if cell["capped"].any():
+                sups, facts["cap"] = sups + CAP, True
+            facts["seeds"].add(int(cell["seed"].nunique()))
+            std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
+            facts["std"] |= std is not None
+            out.append(_value(cell[metric].mean(), std, marks[j][r], sups))
+        if costs:
+            runs = frame[(frame["paradigm"] == paradigm) & (frame["backbone"] == backbone) & (frame["method"] == method)]
+            out += [_count(runs["trainable"].median()), f"{runs['latency_ms'].median():.1f}",
+                    _count(runs["llm_tokens"].max())]
+        rows.append(out)
+    one_dataset = facts["dataset"] is not None
+    groups = [(escape(s) if one_dataset else f"{escape(d)} / {escape(s)}", [metric_label(m) for m in metrics])
+              for d, s in splits]
+    if costs:
+        groups.append(("Cost", ["Train.", "ms/user", "LLM tok."]))
+    return Grid(["Paradigm", "Method"], groups, [("", rows)], None, facts=facts)
+
+
+def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selection=None, comment: str = "",
+                    correction: str = "holm", tested_metric: str = "ndcg@10") -> dict[str, str]:
+    """`main.tex` (page-wide: every metric with its std, the cost columns) and `main_column.tex` (column-wide:
+    N@10 per split, means only) of a paradigms suite, replacing the grid layout's main table."""
+    from bench.report.latex import PACKAGES, float_env, label_for, result_caption, shorten, tabular
+
+    selection_metrics = getattr(selection, "metrics", None)
+    widths = getattr(selection, "widths", None) or ("page", "column")
+    head = ("% " + comment.replace("\n", "\n% ") + "\n" if comment else "") + (
+        f"% Needs \\usepackage{{{','.join(PACKAGES)}}}\n")
+    files = {}
+    for width in widths:
+        page = width == "page"
+        metrics = tuple(selection_metrics or (METRICS if page else (tested_metric,)))
+        grid = paradigms_grid(frame, metrics, significant, tested_metric, show_std=page, costs=page)
+        lead = shorten(suite.description or suite.name, 160 if page else 110)
+        caption = result_caption(lead, grid, metrics, ("overall",), suite.baseline, correction, tested_metric)
+        if page:
+            caption += (" Cost: trainable parameters, median ms to score one user, LLM tokens spent offline "
+                        "(first build).")
+        files["main.tex" if page else "main_column.tex"] = head + float_env(
+            tabular(grid), caption, label_for(suite.name, "main", width), width)
+    return files

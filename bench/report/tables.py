@@ -18,7 +18,8 @@ from bench.report.latex import LatexSelection, latex_files
 from bench.spec import RunSpec, Suite
 
 DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
-SEGMENTS = ("user:warm", "user:cold", "item:head", "item:tail")
+SEGMENTS = ("user:warm", "user:cold", "item:head", "item:tail", "item:warm", "item:cold")
+CATALOGUE_METRICS = ("coverage@10", "coverage@20", "tail_share@10", "tail_share@20")
 
 
 def _sweep_labels(specs: list[RunSpec], group, settings, base) -> dict[str, str]:
@@ -166,13 +167,30 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
 def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
     """Rows (dataset, split, backbone, method); columns: the metric per segment."""
     rows = []
+    held = set(frame["segment"])  # item:warm / item:cold exist in records from the cold-item change on
     for key, group in frame.groupby(["dataset", "split", "backbone", "method"], sort=False):
         row = dict(zip(["Dataset", "Split", "Backbone", "Method"], key))
-        for segment in ("overall", *SEGMENTS):
+        for segment in ("overall", *(s for s in SEGMENTS if s in held)):
             cell = group[group["segment"] == segment]
             n_users = int(cell["n_users"].iloc[0]) if len(cell) else 0
             capped = f" {CAP_MARK}" if len(cell) and cell["capped"].any() else ""
             row[f"{segment} {metric}"] = _cell(cell[metric]) + f" (n={n_users}){capped}" if len(cell) else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def catalogue_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows (dataset, split, backbone, method): item coverage@K (share of the candidate items in at least one
+    evaluated user's top-K) and tail share@K (mean share of tail items in a user's top-K), mean ± std over
+    seeds; empty when no record holds them (records from before they were computed)."""
+    data = frame[frame["segment"] == "catalogue"] if "segment" in frame else frame.iloc[:0]
+    if data.empty or not set(CATALOGUE_METRICS) & set(data.columns):
+        return pd.DataFrame()
+    rows = []
+    for key, cell in data.groupby(["dataset", "split", "backbone", "method"], sort=False):
+        row = dict(zip(["Dataset", "Split", "Backbone", "Method"], key))
+        for metric in CATALOGUE_METRICS:
+            row[metric] = _cell(cell[metric]) if metric in cell and cell[metric].notna().any() else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -378,7 +396,16 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         main, segments = ctr_table(frame), pd.DataFrame()
     else:
         main, segments = main_table(frame, significant=marks, baseline=baseline), segment_table(frame)
+    paradigms = None
+    if suite.table == "paradigms" and "auc" not in frame.columns:
+        from bench.report.paradigms import paradigms_frame, paradigms_table
+
+        paradigms = paradigms_frame(specs, store)
+        main = paradigms_table(paradigms, significant=marks)
     family_tables = paradigm_tables(specs, store)
+    catalogue = catalogue_table(frame)
+    if not catalogue.empty:
+        family_tables = {"catalogue": catalogue, **family_tables}
     examples = family_tables.pop("pte_examples", pd.DataFrame())
     used = sorted(frame["run_id"].unique())
     missing = [s.label for s in specs if not store.has(s.run_id)]
@@ -399,8 +426,12 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     for fmt in formats:
         if fmt == "latex":
             comment = note + (f"\n{power}" if power else "") + f"\nSources: {sources}"
-            for filename, body in latex_files(suite, frame, results, marks, family_tables, latex, comment,
-                                              correction).items():
+            files = latex_files(suite, frame, results, marks, family_tables, latex, comment, correction)
+            if paradigms is not None:
+                from bench.report.paradigms import paradigms_latex
+
+                files.update(paradigms_latex(suite, paradigms, marks, latex, comment, correction))
+            for filename, body in files.items():
                 atomic_write_text(target / filename, body)
                 written[filename] = target / filename
             continue
