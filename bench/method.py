@@ -83,6 +83,12 @@ class Method:
     def parameter_counts(self) -> ParamCounts:
         raise NotImplementedError
 
+    def test_user_sample(self) -> int:
+        """How many test users the engine scores: a seeded sample of the split's test users (the same users for
+        every method asking the same size on the same split, recorded in the record's evaluation); 0 = all.
+        Only a method whose scoring is too costly for every user on a CPU (an LLM reranker) asks for less."""
+        return 0
+
     def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
         """How this instance scores an item without training interactions (a key of COLD_ITEM_SOURCES): the
         class's `item_cold_start`, unless a setting or the `backbone` (None: the one it was fitted on, where

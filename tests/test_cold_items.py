@@ -303,3 +303,40 @@ def test_verify_compares_what_the_stored_record_holds():
     assert sidecar_difference(a, b.assign(**{"ndcg@10": [0.5, 0.5]})) == pytest.approx(0.25)
     assert new_metrics(stored, rerun, a, b) == ["catalogue.coverage@10", "item:cold.ndcg@10",
                                                 "per_user.cold:ndcg@10", "per_user.tail_share@10"]
+
+
+def test_test_user_sample_is_seeded_by_split_and_size_and_recorded():
+    from bench.eval.ranking import sample_test_users
+
+    users = np.array([f"u{i:03d}" for i in range(200)])
+    a = sample_test_users(users, 50, "hash-a")
+    assert len(a) == 50 and len(set(a)) == 50 and list(a) == sorted(a) and set(a) <= set(users)
+    assert list(sample_test_users(users, 50, "hash-a")) == list(a)  # same split, same size: same users
+    assert list(sample_test_users(users, 50, "hash-b")) != list(a)
+    assert list(sample_test_users(users, 0, "hash-a")) == list(users)
+    assert list(sample_test_users(users, 500, "hash-a")) == list(users)
+
+
+def test_evaluate_ranking_scores_only_the_sample_a_method_asks_for(tiny_dataset):
+    from bench.eval.ranking import sample_test_users
+
+    split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+
+    class Sampled(ByItemId):
+        def test_user_sample(self):
+            return 7
+
+    scored = []
+
+    class Recording(Sampled):
+        def score(self, query):
+            scored.extend(query.users)
+            return super().score(query)
+
+    summary, per_user, evaluation = evaluate_ranking(Recording(tiny_dataset.item_ids), tiny_dataset, split)
+    expected = sample_test_users(np.sort(split.test["user"].unique()), 7, split.content_hash)
+    assert sorted(scored) == sorted(expected) and sorted(per_user["user"]) == sorted(expected)
+    assert evaluation["test_user_sample"] == {"users": 7, "of": split.test["user"].nunique()}
+    assert evaluation["n_test_users"] == 7 and "seeded sample of 7" in evaluation["protocol"]
+    _, full, plain = evaluate_ranking(ByItemId(tiny_dataset.item_ids), tiny_dataset, split)
+    assert len(full) == split.test["user"].nunique() and "test_user_sample" not in plain

@@ -210,6 +210,19 @@ def candidate_positions(states: np.ndarray, candidates: str) -> np.ndarray:
     return np.arange(len(states)) if candidates == "all" else np.flatnonzero(states == candidates)
 
 
+def sample_test_users(users: np.ndarray, size: int, split_hash: str) -> np.ndarray:
+    """`size` of the sorted `users`, drawn with a seed from the split's content hash and the size (so every
+    method asking that size on that split scores the same users), sorted; all of them when size is 0 or
+    not smaller than their number."""
+    if size <= 0 or size >= len(users):
+        return users
+    import hashlib
+
+    seed = int(hashlib.sha256(f"{split_hash}|test-users|{size}".encode()).hexdigest()[:8], 16)
+    chosen = np.random.default_rng(seed).choice(len(users), size, replace=False)
+    return users[np.sort(chosen)]
+
+
 def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[dict, pd.DataFrame, dict]:
     """The ranking protocol: every test user's scores over the catalogue (`method.score(ScoreQuery)`), each
     user's train + valid items masked (or, with the split's `eval_negatives` N, the positives ranked among N
@@ -235,6 +248,9 @@ def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[d
             raise BenchError(f"split {split.name!r}: no test positive is among the {candidates} candidates "
                              f"({len(allowed)} items); nothing to evaluate with candidates: {candidates}")
     users = np.array([u for u in all_users if u in positives], dtype=all_users.dtype)
+    n_eligible = len(users)
+    users = sample_test_users(users, int(method.test_user_sample()) if hasattr(method, "test_user_sample") else 0,
+                              split.content_hash)
     # masked: what the user is known to have interacted with (train, valid, and a held-out user's context)
     seen = pd.concat([split.train, split.valid, split.context[list(split.train.columns.intersection(
         split.context.columns))]])
@@ -272,10 +288,15 @@ def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[d
                      f"{'cold = without' if candidates == 'cold' else 'warm = with'} a training interaction), "
                      f"the others masked; test positives outside them dropped, {len(all_users) - len(users)} of "
                      f"{len(all_users)} test users without one not evaluated")
+    if len(users) < n_eligible:
+        protocol += (f"; a seeded sample of {len(users)} of the {n_eligible} test users scored (the method's "
+                     "test_users setting; the same users for every method of this split asking that size)")
     cold_item = states[split.test["item"].map(position).to_numpy()] == "cold"
     source = method.cold_item_source() if hasattr(method, "cold_item_source") else None
     evaluation = {"protocol": protocol, "sampled_negatives": n_negatives, "n_items": int(len(item_ids)),
                   "n_test_users": int(len(users)), "candidates": candidates, "n_candidates": int(len(allowed)),
                   "n_cold_items": int((states == "cold").sum()), "n_cold_test_interactions": int(cold_item.sum()),
                   "item_cold_start": source}
+    if len(users) < n_eligible:
+        evaluation["test_user_sample"] = {"users": int(len(users)), "of": int(n_eligible)}
     return summary, per_user, evaluation
