@@ -53,6 +53,11 @@ M("collm-din", COLLM, "CoLLM with DIN vectors (target attention)", {"cf_model": 
 M("collm-uitoken", "methods.collm.method:CoLLMUIToken", "CoLLM ablation: new user/item tokens, no CF")
 M("ensemble-mf-tallrec", "methods.collm.method:EnsembleMFTALLRec", "mean of MF and TALLRec P(Yes)")
 M("ensemble-mf-collm", "methods.collm.method:EnsembleMFCoLLM", "mean of MF and CoLLM-MF P(Yes)")
+# the same Yes/No models as rankers (issue 15): the run's backbone retrieves each user's top-N, the LLM reorders them
+RERANK = "methods.collm.rerank"
+M("tallrec-rerank", f"{RERANK}:TALLRecRerank", "TALLRec reordering the backbone's top-N candidates (full ranking)")
+M("collm-mf-rerank", f"{RERANK}:CoLLMRerank", "CoLLM-MF reordering the backbone's top-N candidates (full ranking)")
+M("icl-rerank", f"{RERANK}:ICLRerank", "the untuned LLM reordering the backbone's top-N candidates (full ranking)")
 
 # PtE (paper 004): LLM-written user/item profiles, refined both ways, reward-selected, embedded; Table 5 rows
 PTE = "methods.pte.method:PtE"
