@@ -40,7 +40,19 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def lm_dir(tmp_path_factory):
-    return make_tiny_lm(tmp_path_factory.mktemp("tiny-llama"))
+    """The contract's tiny Llama with weights drawn N(0, 0.3): the default init gives near-constant outputs, in
+    which a wrong position id in the cached path moves logits by < 1e-4 (this one moves them by ~2)."""
+    from transformers import LlamaForCausalLM
+
+    folder = make_tiny_lm(tmp_path_factory.mktemp("tiny-llama"))
+    model = LlamaForCausalLM.from_pretrained(folder)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0, 0.3)
+    model.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
