@@ -301,3 +301,16 @@ def test_held_out_users_get_candidates_from_their_given_history(lm_dir, tmp_path
         top = np.argsort(-scores[row], kind="stable")[:N]
         assert not set(top) & history and len(recorded[user]) == N
         assert [dataset.item_ids[k] for k in sorted(top)] == sorted(recorded[user], key=lambda i: position[i])
+
+
+def test_default_prompts_put_the_target_last_and_survive_partial_settings():
+    from methods.collm import model as cm
+
+    for name, prompt in (("tallrec-rerank", cm.TEXT_RERANK_PROMPT), ("icl-rerank", cm.TEXT_RERANK_PROMPT),
+                         ("collm-mf-rerank", cm.COLLM_RERANK_PROMPT)):
+        llm = METHODS.create(name, {"llm": {"batch_size": 4}}).settings.llm
+        assert llm.prompt == prompt and llm.batch_size == 4
+        tail = prompt[prompt.index(cm.TITLE) + len(cm.TITLE):]
+        assert tail.replace(cm.ITEM, "").replace(" with the feature ", "") == "? #Answer:"
+    assert METHODS.create("collm-mf-rerank").settings.llm.stage1_prompt == cm.TEXT_RERANK_PROMPT
+    assert METHODS.create("tallrec").settings.prompt == cm.TEXT_PROMPT  # the ctr rows keep the papers' prompt

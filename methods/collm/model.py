@@ -30,6 +30,15 @@ COLLM_PROMPT = ('#Question: A user has given high ratings to the following movie
 TEXT_PROMPT = ('#Question: A user has given high ratings to the following movies: <HisItemTitleList>. '
                'Using all available information, make a prediction about whether the user would enjoy the '
                'movie titled <TargetItemTitle>? Answer with "Yes" or "No". #Answer:')
+# the rerankers' (methods/collm/rerank.py): the same question with the target last, so that a user's candidates
+# share everything before the title (one cached prefix) and each costs only its title and "? #Answer:"
+TEXT_RERANK_PROMPT = ('#Question: A user has given high ratings to the following movies: <HisItemTitleList>. '
+                      'Using all available information, answer with "Yes" or "No": would the user enjoy the movie '
+                      'titled <TargetItemTitle>? #Answer:')
+COLLM_RERANK_PROMPT = ('#Question: A user has given high ratings to the following movies: <HisItemTitleList>. '
+                       "Additionally, we have information about the user's preferences encoded in the feature "
+                       '<UserID>. Using all available information, answer with "Yes" or "No": would the user enjoy '
+                       'the movie titled <TargetItemTitle> with the feature <TargetItemID>? #Answer:')
 
 
 class PromptTemplateError(BenchError):

@@ -11,7 +11,10 @@
    other item follows in retrieval order. The score matrix encodes that full-catalogue ranking (the item at
    position p scores n_items - p; items the backbone cannot score stay -inf), so Recall / NDCG / Hit / MRR come
    from the engine's full ranking like every other row. The N candidates of a user are scored against one cached
-   prompt prefix (the history; run option `prefix_cache`), in batches of `llm_eval_batch_size`.
+   prompt prefix (the history; run option `prefix_cache`), in batches of `llm_eval_batch_size`; the default
+   prompts (`llm.prompt`, CoLLM's `llm.stage1_prompt`: model.TEXT_RERANK_PROMPT / COLLM_RERANK_PROMPT) ask
+   TALLRec's / CoLLM's question with the target title last, so each candidate costs only its title and
+   "? #Answer:" (TALLRec's own prompt, a setting, has 12 more tokens after the title).
 
 The sampled protocol (1 positive among 99 sampled negatives, RecBole 3.0 / LLM-ESR) is the split's labelled
 `eval_negatives` option (longtail: `eval_negatives: 99`), never the default: the engine masks all but the
@@ -31,11 +34,25 @@ from bench.errors import BenchError
 from bench.method import Method
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from methods.backbones.cf import BACKBONES
+from methods.collm import model as cm
 from methods.collm import rerank_data as rd
 from methods.collm.method import ICL, CoLLM, TALLRec
 from methods.collm.settings import CoLLMSettings, LLMSettings
 
 RERANK_BACKBONES = tuple(k for k, v in BACKBONES.items() if v.recbole)  # as `random`: CF and sequential
+
+
+class RerankLLMSettings(LLMSettings):
+    """TALLRec's / ICL's settings with the target-last prompt: a user's candidates share one cached prefix."""
+
+    prompt: str = cm.TEXT_RERANK_PROMPT
+
+
+class RerankCoLLMSettings(CoLLMSettings):
+    """CoLLM's settings with the target-last prompts (step 2 and the step-1 LoRA)."""
+
+    prompt: str = cm.COLLM_RERANK_PROMPT
+    stage1_prompt: str = cm.TEXT_RERANK_PROMPT
 
 
 class RerankSettings(BaseModel):
@@ -49,11 +66,13 @@ class RerankSettings(BaseModel):
     max_train_pairs: int = Field(1024, ge=0)
     max_valid_pairs: int = Field(256, ge=0)
     history_length: int = Field(10, ge=1)  # history titles in the prompt (CoLLM's code: 10)
-    llm: LLMSettings = Field(default_factory=LLMSettings)
+    # the Yes / No model's own settings (as the ctr rows'), with the target-last prompt by default (subclasses, so
+    # a partial `llm: {...}` keeps it)
+    llm: RerankLLMSettings = Field(default_factory=RerankLLMSettings)
 
 
 class CoLLMRerankSettings(RerankSettings):
-    llm: CoLLMSettings = Field(default_factory=CoLLMSettings)
+    llm: RerankCoLLMSettings = Field(default_factory=RerankCoLLMSettings)
 
 
 @dataclass
@@ -174,8 +193,6 @@ class LLMReranker(Method):
         """(order key, P(Yes)) of the user's candidates: one prompt per candidate, history first, scored against
         one cached prefix (run option `prefix_cache`). The key is a monotone function of P(Yes) that does not
         saturate (Yes - No logit for the softmax, the Yes logit for the sigmoid)."""
-        from methods.collm import model as cm
-
         if not len(candidates):
             return np.zeros(0), np.zeros(0)
         start = time.perf_counter()
