@@ -314,3 +314,26 @@ def test_default_prompts_put_the_target_last_and_survive_partial_settings():
         assert tail.replace(cm.ITEM, "").replace(" with the feature ", "") == "? #Answer:"
     assert METHODS.create("collm-mf-rerank").settings.llm.stage1_prompt == cm.TEXT_RERANK_PROMPT
     assert METHODS.create("tallrec").settings.prompt == cm.TEXT_PROMPT  # the ctr rows keep the papers' prompt
+
+
+def test_test_users_setting_asks_the_engine_for_a_seeded_sample(lm_dir, data, tmp_path):
+    from bench.eval.ranking import evaluate_ranking
+
+    dataset, split = data
+    assert METHODS.create("tallrec-rerank").test_user_sample() == 0
+    method, _ = fit(lm_dir, dataset, split, tmp_path, name="icl-rerank", test_users=5)
+    assert method.test_user_sample() == 5
+    summary, per_user, evaluation = evaluate_ranking(method, dataset, split)
+    assert len(per_user) == 5 and evaluation["test_user_sample"] == {"users": 5, "of": split.test["user"].nunique()}
+    assert method.report.facts["rerank"]["scoring"]["users"] == 5
+
+
+def test_candidates_respect_the_splits_candidate_restriction(lm_dir, tmp_path):
+    """cold_items with `candidates: cold`: the engine ranks only items without a training interaction, so every
+    candidate is one of them (a warm candidate would be masked, a wasted slot)."""
+    dataset = make_dataset()
+    split = make_split(dataset, "cold_items", resolve_split_params("cold_items", {"candidates": "cold"}))
+    method, _ = fit(lm_dir, dataset, split, tmp_path, name="icl-rerank", candidates=4)
+    warm = set(split.train["item"])
+    assert method.candidates and all(
+        len(c) == 4 and not {dataset.item_ids[k] for k in c} & warm for c in method.candidates.values())

@@ -66,6 +66,9 @@ class RerankSettings(BaseModel):
     max_train_pairs: int = Field(1024, ge=0)
     max_valid_pairs: int = Field(256, ge=0)
     history_length: int = Field(10, ge=1)  # history titles in the prompt (CoLLM's code: 10)
+    # test users the engine scores (Method.test_user_sample): 0 = all; N = a seeded sample of N, the same users
+    # for every method asking N on the split (a CPU cap, stated in the record's evaluation protocol)
+    test_users: int = Field(0, ge=0)
     # the Yes / No model's own settings (as the ctr rows'), with the target-last prompt by default (subclasses, so
     # a partial `llm: {...}` keeps it)
     llm: RerankLLMSettings = Field(default_factory=RerankLLMSettings)
@@ -109,11 +112,13 @@ class LLMReranker(Method):
         self.item_ids = data.item_ids
         self.position = {item: k for k, item in enumerate(self.item_ids)}
         self.seen = rd.seen_positions(data)
+        self.barred = rd.barred_positions(data)  # never candidates: items the split's `candidates` excludes
         self.sequences = rd.user_sequences([data.train, data.valid])
 
         start = time.perf_counter()
         self.retrieval = rd.retrieval_stage(data, ctx)
-        self.candidates, candidate_facts = rd.candidate_file(data, ctx, self.retrieval, s.candidates, self.seen)
+        self.candidates, candidate_facts = rd.candidate_file(data, ctx, self.retrieval, s.candidates, self.seen,
+                                                             self.barred)
         report.timings["retrieval"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -169,6 +174,7 @@ class LLMReranker(Method):
         retrieval = self.retrieval.user_scores(user, history, self.item_ids)
         if history is not None:
             seen = np.array([self.position[i] for i in history if i in self.position], dtype=np.int64)
+            seen = np.union1d(seen, self.barred)
             candidates = rd.top_candidates(retrieval, seen, self.settings.candidates)
             prompt_history = tuple(history)[-self.settings.history_length:]
             self.report.facts["rerank"]["heldout_candidates"][str(user)] = [str(self.item_ids[k]) for k in candidates]
@@ -209,6 +215,9 @@ class LLMReranker(Method):
         stats["ms_per_pair"] = 1000 * stats["seconds"] / stats["llm_pairs"]
         self.report.facts["rerank"]["scoring"].update(stats)
         return margin.double().numpy(), p_yes.double().numpy()
+
+    def test_user_sample(self) -> int:
+        return int(self.settings.test_users)
 
     def parameter_counts(self) -> ParamCounts:
         llm = self.llm.parameter_counts()

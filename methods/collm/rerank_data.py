@@ -53,6 +53,18 @@ def seen_positions(data: TrainView) -> dict[Any, np.ndarray]:
     return {u: np.unique(g.map(position).dropna().to_numpy(dtype=np.int64)) for u, g in seen.groupby("user")["item"]}
 
 
+def barred_positions(data: TrainView) -> np.ndarray:
+    """Catalogue positions no user may be recommended under the split's `candidates` setting (cold_items:
+    `cold` = only items without a training interaction are ranked, `warm` = only items with one; the engine
+    masks the others), so that no candidate slot goes to an item the engine will mask."""
+    candidates = str(data.split.params.get("candidates", "all"))
+    warm = pd.Index(data.item_ids).isin(set(data.train["item"]))
+    barred = {"all": np.zeros(len(warm), dtype=bool), "cold": warm, "warm": ~warm}.get(candidates)
+    if barred is None:
+        raise BenchError(f"split {data.split.name!r}: candidates {candidates!r}; valid: all, cold, warm")
+    return np.flatnonzero(barred)
+
+
 # ------------------------------------------------------------------------------------------ retrieval
 @dataclass
 class Retrieval:
@@ -184,17 +196,21 @@ def read_candidates(path: Path, item_ids: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def candidate_file(data: TrainView, ctx: RunContext, retrieval: Retrieval, n: int,
-                   seen: dict[Any, np.ndarray]) -> tuple[dict[Any, np.ndarray], dict[str, Any]]:
-    """(user -> candidate positions, facts): every training user's top-`n` unseen items by the retrieval
-    backbone, cached (key: the retrieval key + n) and copied into the run folder; the facts name its sha256."""
+def candidate_file(data: TrainView, ctx: RunContext, retrieval: Retrieval, n: int, seen: dict[Any, np.ndarray],
+                   barred: np.ndarray | None = None) -> tuple[dict[Any, np.ndarray], dict[str, Any]]:
+    """(user -> candidate positions, facts): every training user's top-`n` unseen items (none of `barred`) by the
+    retrieval backbone, cached (key: the retrieval key + n) and copied into the run folder; the facts name its
+    sha256."""
     from bench.cache import cached_artifact
 
+    barred = np.zeros(0, dtype=np.int64) if barred is None else np.asarray(barred, dtype=np.int64)
+    # `seen` and `barred` follow from the split, whose hash is in the retrieval key
     key = json_hash({"retrieval": retrieval.info["key"], "n": n, "version": CANDIDATES_VERSION}, 16)
     folder = Path(ctx.cache_dir) / "rerank" / f"candidates-{ctx.backbone}-{key}"
 
     def build(tmp: Path) -> None:
-        chosen = {u: top_candidates(retrieval.scores[k], seen.get(u), n) for k, u in enumerate(retrieval.users)}
+        chosen = {u: top_candidates(retrieval.scores[k], np.union1d(seen.get(u, np.zeros(0, np.int64)), barred), n)
+                  for k, u in enumerate(retrieval.users)}
         _write_candidates(tmp / CANDIDATE_FILE, chosen, data.item_ids)
         (tmp / "info.json").write_text(json.dumps({"sha256": sha256_file(tmp / CANDIDATE_FILE), "n": n,
                                                    "retrieval_key": retrieval.info["key"], "users": len(chosen)}))
