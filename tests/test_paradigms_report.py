@@ -26,15 +26,18 @@ def spec(method, split, backbone, seed):
                    encoder="minilm" if method.startswith(("llminit", "pte")) else None, seed=seed)
 
 
-def put(store, run, ndcg, latency, info=None, trainable=10, converged=True):
-    per_user = pd.DataFrame({"user": [str(u) for u in range(N_USERS)], "ndcg@10": np.full(N_USERS, ndcg)})
+def put(store, run, ndcg, latency, info=None, trainable=10, converged=True, sample=0):
+    n_users = sample or N_USERS
+    per_user = pd.DataFrame({"user": [str(u) for u in range(n_users)], "ndcg@10": np.full(n_users, ndcg)})
     overall = {"recall@10": 2 * ndcg, "recall@20": 3 * ndcg, "ndcg@10": ndcg, "ndcg@20": 1.5 * ndcg,
-               "n_users": N_USERS}
+               "n_users": n_users}
+    evaluation = {"test_user_sample": {"users": sample, "of": N_USERS}} if sample else {}
     store.write(run.run_id, {"status": "complete", "run_id": run.run_id, "spec": run.model_dump(mode="json"),
                              "metrics": {"overall": overall},
                              "params": {"trainable": trainable, "frozen_online": 7, "frozen_offline": 2_500_000},
                              "latency": {"median_ms": latency}, "timings": {"train": 1.0},
                              "method_info": info or {}, "fit": {"converged": converged, "curve": []},
+                             "evaluation": evaluation,
                              "provenance": {"split_hash": "x"}}, per_user)
 
 
@@ -55,6 +58,9 @@ def runs(tmp_path):
             run = spec(method, split, backbone, seed)
             put(store, run, ndcg, latency, info, converged=not (method == "llm2rec" and seed == 0))
             specs.append(run)
+    rerank = spec("tallrec-rerank", "temporal_loo", "lightgcn", 0)
+    put(store, rerank, 0.05, 9000.0, sample=20)
+    specs.append(rerank)
     return store, specs
 
 
@@ -72,12 +78,14 @@ def test_paradigm_labels_and_offline_cost():
 def test_table_rows_cells_marks_and_costs(runs):
     store, specs = runs
     frame = paradigms_frame(specs, store)
-    assert len(frame) == 15
+    assert len(frame) == 16
     table = paradigms_table(frame, significant={("ml-100k", "temporal_loo", "sasrec", "pte")})
     # ID rows first, then the paradigms in their order
     assert table[["Paradigm", "Backbone", "Method"]].values.tolist() == [
-        ["ID", "lightgcn", "random"], ["ID", "sasrec", "random"], ["LLM2Rec", "sasrec", "llm2rec"],
-        ["PtE", "sasrec", "pte"]]
+        ["ID", "lightgcn", "random"], ["ID", "sasrec", "random"], ["TALLRec", "lightgcn", "tallrec-rerank"],
+        ["LLM2Rec", "sasrec", "llm2rec"], ["PtE", "sasrec", "pte"]]
+    # a reranker scored a seeded sample of the test users: its cell says how many
+    assert table.set_index("Method").loc["tallrec-rerank", "temporal_loo N@10"] == "0.0500 (n=20)"
     pte = table.set_index("Method").loc["pte"]
     assert pte["temporal_loo N@10"] == "0.0710 ± 0.0010 †"
     assert pte["temporal_loo R@20"] == f"{3 * 0.071:.4f} ± 0.0030"

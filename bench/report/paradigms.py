@@ -75,7 +75,9 @@ def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -
                      "trainable": int(params["trainable"]), "frozen_online": int(params.get("frozen_online", 0)),
                      "frozen_offline": int(params.get("frozen_offline", 0)),
                      "latency_ms": float(record["latency"]["median_ms"]), "llm_tokens": tokens,
-                     "llm_seconds": seconds, "capped": run_capped(record)})
+                     "llm_seconds": seconds, "capped": run_capped(record),
+                     "n_users": int(overall.get("n_users", 0)),
+                     "sampled": bool((record.get("evaluation") or {}).get("test_user_sample"))})
     return pd.DataFrame(rows)
 
 
@@ -121,6 +123,8 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
                     text += " †"
                 if cell["capped"].any():
                     text += f" {cap_mark}"
+                if cell["sampled"].any():  # a seeded sample of the test users (a reranker on CPU)
+                    text += f" (n={int(cell['n_users'].max())})"
                 row[column] = text
         row["Trainable"] = _count(runs["trainable"].median())
         row["Frozen online"] = _count(runs["frozen_online"].median())
