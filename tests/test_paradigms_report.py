@@ -32,6 +32,7 @@ def put(store, run, ndcg, latency, info=None, trainable=10, converged=True, samp
     overall = {"recall@10": 2 * ndcg, "recall@20": 3 * ndcg, "ndcg@10": ndcg, "ndcg@20": 1.5 * ndcg,
                "n_users": n_users}
     evaluation = {"test_user_sample": {"users": sample, "of": N_USERS}} if sample else {}
+    evaluation["item_cold_start"] = "text" if run.method == "pte" else "id"
     store.write(run.run_id, {"status": "complete", "run_id": run.run_id, "spec": run.model_dump(mode="json"),
                              "metrics": {"overall": overall},
                              "params": {"trainable": trainable, "frozen_online": 7, "frozen_offline": 2_500_000},
@@ -92,6 +93,7 @@ def test_table_rows_cells_marks_and_costs(runs):
     assert pte["cold_users N@10"] == "—"  # PtE did not run on cold_users here
     assert pte["LLM tokens (offline)"] == "120.00k" and pte["LLM s (offline)"] == "4000"
     assert pte["Frozen offline"] == "2.50M" and pte["Latency ms/user"] == "3.00"
+    assert pte["Unseen items"] == "from text" and table.iloc[0]["Unseen items"] == "ID row: init only"
     assert table.set_index("Method").loc["llm2rec", "temporal_loo N@10"].endswith("‡")  # seed 0 hit its cap
     lightgcn = table[(table["Backbone"] == "lightgcn")].iloc[0]
     assert lightgcn["temporal_loo N@10"] == "0.0400 ± 0.0000" and lightgcn["LLM tokens (offline)"] == "—"

@@ -18,6 +18,8 @@ from bench.spec import RunSpec
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 SHORT = {"recall": "R", "ndcg": "N", "hit": "H", "mrr": "MRR"}
+# how a row scores an item without training interactions (bench.method.COLD_ITEM_SOURCES), as printed
+UNSEEN_ITEMS = {"id": "ID row: init only", "text-init": "text-init row", "text": "from text"}
 # row order: ID baselines first, then the four paradigms as the papers introduce them
 PARADIGM_ORDER = ("ID", "LLMInit", "CoLLM", "TALLRec", "ICL", "LLM2Rec", "PtE")
 
@@ -77,7 +79,8 @@ def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -
                      "latency_ms": float(record["latency"]["median_ms"]), "llm_tokens": tokens,
                      "llm_seconds": seconds, "capped": run_capped(record),
                      "n_users": int(overall.get("n_users", 0)),
-                     "sampled": bool((record.get("evaluation") or {}).get("test_user_sample"))})
+                     "sampled": bool((record.get("evaluation") or {}).get("test_user_sample")),
+                     "unseen_items": (record.get("evaluation") or {}).get("item_cold_start")})
     return pd.DataFrame(rows)
 
 
@@ -126,6 +129,8 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
                 if cell["sampled"].any():  # a seeded sample of the test users (a reranker on CPU)
                     text += f" (n={int(cell['n_users'].max())})"
                 row[column] = text
+        sources = runs["unseen_items"].dropna()
+        row["Unseen items"] = UNSEEN_ITEMS.get(sources.iloc[0], sources.iloc[0]) if len(sources) else "—"
         row["Trainable"] = _count(runs["trainable"].median())
         row["Frozen online"] = _count(runs["frozen_online"].median())
         row["Frozen offline"] = _count(runs["frozen_offline"].median())
