@@ -11,6 +11,11 @@ import pytest
 from bench.types import Dataset
 
 
+def interaction_pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    """The (user, item) pairs of an interaction frame (leakage checks compare split parts by them)."""
+    return set(zip(frame["user"], frame["item"]))
+
+
 def _dataset(name: str, rows: list[tuple]) -> Dataset:
     """A Dataset from (user, item, rating, timestamp) rows; items titled "Movie <id>"."""
     inter = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])

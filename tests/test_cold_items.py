@@ -20,11 +20,7 @@ from bench.data.splits import (
 from bench.errors import BenchError
 from bench.eval.ranking import catalogue_metrics, evaluate, evaluate_ranking, item_states
 from bench.method import COLD_ITEM_SOURCES
-from tests.conftest import _dataset
-
-
-def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame["user"], frame["item"]))
+from tests.conftest import _dataset, interaction_pairs
 
 
 def hand_dataset():
@@ -60,10 +56,10 @@ def test_cold_items_split_by_hand():
     # user 0: test 10 (cold), valid 9 (cold: removed), train 1..8 less 8; user 1: test 9, valid 3, train 1 2
     # (8 removed); user 2: train 8 9 both cold -> no training interaction left: not evaluated (valid 4, test 5
     # dropped); user 3: test 6, valid 10 (removed), train 4 5; user 4: both in train
-    assert _pairs(split.train) == ({("0", str(i)) for i in range(1, 8)} | {("1", "1"), ("1", "2"), ("3", "4"),
+    assert interaction_pairs(split.train) == ({("0", str(i)) for i in range(1, 8)} | {("1", "1"), ("1", "2"), ("3", "4"),
                                    ("3", "5"), ("4", "2"), ("4", "3")})
-    assert _pairs(split.valid) == {("1", "3")}
-    assert _pairs(split.test) == {("0", "10"), ("1", "9"), ("3", "6")}
+    assert interaction_pairs(split.valid) == {("1", "3")}
+    assert interaction_pairs(split.test) == {("0", "10"), ("1", "9"), ("3", "6")}
     assert "3 of 10, rounded up" in split.description and "2 of 3 test interactions are on cold items" in \
         split.description and "1 user left without a training interaction" in split.description
 
@@ -81,10 +77,10 @@ def test_cold_items_split_invariants(tiny_dataset, fraction):
     assert cold == newest and first[list(cold)].min() > first.drop(list(cold)).max()
     # no cold item in train or valid; no test or valid interaction in train
     assert not set(split.train["item"]) & cold and not set(split.valid["item"]) & cold
-    assert not _pairs(split.test) & _pairs(split.train) and not _pairs(split.valid) & _pairs(split.train)
+    assert not interaction_pairs(split.test) & interaction_pairs(split.train) and not interaction_pairs(split.valid) & interaction_pairs(split.train)
     # test = temporal leave-one-out's test of every user who kept a training interaction, cold or warm item
     base = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    assert _pairs(split.test) == {p for p in _pairs(base.test) if p[0] in set(split.train["user"])}
+    assert interaction_pairs(split.test) == {p for p in interaction_pairs(base.test) if p[0] in set(split.train["user"])}
     assert split.test["item"].isin(cold).any() and (~split.test["item"].isin(cold)).any()
     # every evaluated user has training data; valid is usable
     assert set(split.test["user"]) | set(split.valid["user"]) <= set(split.train["user"])

@@ -18,11 +18,7 @@ from bench.data.splits import (
     resolve_split_params,
 )
 from bench.spec import expand, load_suite
-from tests.conftest import _dataset, ctr_dataset
-
-
-def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame["user"], frame["item"]))
+from tests.conftest import _dataset, ctr_dataset, interaction_pairs
 
 
 # --------------------------------------------------------------------------------------- half_history
@@ -50,7 +46,7 @@ def test_half_history_keeps_and_describes_single_interaction_users(rounding, kep
     assert f"{single} of 4 evaluated users keep a single training interaction" in split.description
     assert f"rounded {'up' if rounding == 'ceil' else 'down'}" in split.description
     base = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    assert _pairs(split.train) <= _pairs(base.train) and _pairs(split.test) == _pairs(base.test)
+    assert interaction_pairs(split.train) <= interaction_pairs(base.train) and interaction_pairs(split.test) == interaction_pairs(base.test)
 
 
 def test_half_history_floor_is_version_1_bit_for_bit(tiny_dataset):
@@ -207,7 +203,7 @@ def test_ctr_shots_sample_training_pairs_per_seed_and_keep_the_test_sample():
     full = ctr(dataset, max_test_users=5, max_pairs_per_test_user=4)
     samples = [ctr(dataset, max_test_users=5, max_pairs_per_test_user=4, shots=16, shots_seed=s) for s in (0, 1, 2)]
     for split in samples:
-        assert len(split.train) == 16 and _pairs(split.train) <= _pairs(full.train)
+        assert len(split.train) == 16 and interaction_pairs(split.train) <= interaction_pairs(full.train)
         # the same fixed test (and valid) sample for every few-shot seed, and as with every training pair
         pd.testing.assert_frame_equal(split.test.reset_index(drop=True), full.test.reset_index(drop=True))
         pd.testing.assert_frame_equal(split.valid.reset_index(drop=True), full.valid.reset_index(drop=True))
@@ -215,7 +211,7 @@ def test_ctr_shots_sample_training_pairs_per_seed_and_keep_the_test_sample():
         merged = split.train.merge(full.train, on=["user", "item"], suffixes=("", "_full"))
         assert len(merged) == 16 and (merged["history"] == merged["history_full"]).all()
         assert "16 random training pairs" in split.description
-    assert len({frozenset(_pairs(s.train)) for s in samples}) == 3  # one sample per seed
+    assert len({frozenset(interaction_pairs(s.train)) for s in samples}) == 3  # one sample per seed
     again = ctr(dataset, max_test_users=5, max_pairs_per_test_user=4, shots=16, shots_seed=1)
     assert again.content_hash == samples[1].content_hash  # seeded
     assert len(ctr(dataset, shots=10**6).train) == len(full.train)  # more shots than pairs: every pair
@@ -289,7 +285,7 @@ def test_ctr_test_windows_stay_as_version_1_drew_them():
     keep = set(rng.choice(users, size=5, replace=False))
     test = full.test[full.test["user"].isin(keep)].reset_index(drop=True)
     rank = test.assign(_k=rng.random(len(test))).groupby("user")["_k"].rank(method="first")
-    assert _pairs(split.test) == _pairs(test[rank.to_numpy() <= 3])
+    assert interaction_pairs(split.test) == interaction_pairs(test[rank.to_numpy() <= 3])
 
 
 # ---------------------------------------------------------------- cold_users: PtE's protocol (version 2)

@@ -4,11 +4,7 @@ import pytest
 
 from bench.data.splits import SPLITTERS, load_or_make_split, make_split, resolve_split_params
 from bench.errors import BenchError, UnknownChoiceError
-
-
-def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame["user"], frame["item"]))
-
+from tests.conftest import interaction_pairs
 
 # the tiny data set spans 8 hours (0.011 months): month windows scaled to fit it; every tiny user has 12
 # interactions, so longtail needs tail_user_threshold > 12 to have tail users (none is an error)
@@ -19,14 +15,14 @@ TINY_SETTINGS = {"ctr_temporal": {"train_months": 0.005, "valid_months": 0.0025,
 @pytest.mark.parametrize("name", sorted(SPLITTERS))
 def test_no_test_or_valid_interaction_in_training(tiny_dataset, name):
     split = make_split(tiny_dataset, name, resolve_split_params(name, TINY_SETTINGS.get(name, {})))
-    train = _pairs(split.train)
+    train = interaction_pairs(split.train)
     assert len(split.test) > 0 and len(split.valid) > 0
-    assert not (_pairs(split.test) & train), "test interaction leaked into training"
-    assert not (_pairs(split.valid) & train), "valid interaction leaked into training"
-    assert not (_pairs(split.valid) & _pairs(split.test))
+    assert not (interaction_pairs(split.test) & train), "test interaction leaked into training"
+    assert not (interaction_pairs(split.valid) & train), "valid interaction leaked into training"
+    assert not (interaction_pairs(split.valid) & interaction_pairs(split.test))
     # every interaction is used at most once; no interaction is invented
-    everything = _pairs(tiny_dataset.interactions)
-    assert _pairs(split.train) | _pairs(split.valid) | _pairs(split.test) <= everything
+    everything = interaction_pairs(tiny_dataset.interactions)
+    assert interaction_pairs(split.train) | interaction_pairs(split.valid) | interaction_pairs(split.test) <= everything
 
 
 def test_temporal_loo_holds_out_latest(tiny_dataset):
@@ -45,7 +41,7 @@ def test_random_loo_differs_from_temporal_and_is_seeded(tiny_dataset):
     a, b = make_split(tiny_dataset, "random_loo", params), make_split(tiny_dataset, "random_loo", params)
     assert a.content_hash == b.content_hash
     temporal = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    assert _pairs(a.test) != _pairs(temporal.test)
+    assert interaction_pairs(a.test) != interaction_pairs(temporal.test)
 
 
 def test_half_history_removes_half_keeps_one(tiny_dataset):
@@ -55,8 +51,8 @@ def test_half_history_removes_half_keeps_one(tiny_dataset):
     after = half.train.groupby("user").size().reindex(before.index)
     expected = np.maximum(1, before - np.ceil(before * 0.5)).astype(int)  # rounding: ceil (the default)
     assert (after == expected).all()
-    assert _pairs(half.train) <= _pairs(base.train)
-    assert _pairs(half.test) == _pairs(base.test)  # same evaluation targets as the base split
+    assert interaction_pairs(half.train) <= interaction_pairs(base.train)
+    assert interaction_pairs(half.test) == interaction_pairs(base.test)  # same evaluation targets as the base split
 
 
 @pytest.mark.parametrize("name", ["cold_users", "new_users_fewshot"])

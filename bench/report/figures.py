@@ -309,10 +309,5 @@ def write_figures(store: ResultStore, out_dir: Path, cache_dir: Path, which=FIGU
     if "activity" in which:
         written += activity_figure(store, specs, out_dir, cache_dir, metric)
     if "tradeoff" in which:
-        from bench.spec import suite_names
-
-        if "paradigms" in suite_names():
-            written += tradeoff_figure(store, _suite_specs("paradigms"), out_dir, metric)
-        else:
-            print("figures: tradeoff skipped: no paradigms suite")
+        written += tradeoff_figure(store, _suite_specs("paradigms"), out_dir, metric)
     return written

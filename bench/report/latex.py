@@ -309,6 +309,21 @@ def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
     return text
 
 
+def value_cell(cell: pd.DataFrame, metric: str, mark: int, significant: bool, show_std: bool, facts: dict) -> str:
+    """One result cell from its runs (a row per seed): the mean with its best / second mark, † when
+    `significant`, ‡ when a run stopped at its cap, the std beneath with `show_std`; records in `facts`
+    what the caption must explain (marks used, seed counts, whether a std is shown)."""
+    sups = ""
+    if significant:
+        sups, facts["sig"] = SIG, True
+    if cell["capped"].any():
+        sups, facts["cap"] = sups + CAP, True
+    facts["seeds"].add(int(cell["seed"].nunique()))
+    std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
+    facts["std"] |= std is not None
+    return _value(cell[metric].mean(), std, mark, sups)
+
+
 # --- the tables ---------------------------------------------------------------------------------------
 
 def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant=frozenset(),
@@ -366,16 +381,9 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
                 if printed[r][j] is None:
                     out.append("--")
                     continue
-                sups = ""
-                if (metric == tested_metric and segment == "overall"
-                        and (dataset, split, backbone, method) in significant):
-                    sups, facts["sig"] = SIG, True
-                if cell["capped"].any():
-                    sups, facts["cap"] = sups + CAP, True
-                facts["seeds"].add(int(cell["seed"].nunique()))
-                std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
-                facts["std"] |= std is not None
-                out.append(_value(cell[metric].mean(), std, by_column[j][r], sups))
+                marked = (metric == tested_metric and segment == "overall"
+                          and (dataset, split, backbone, method) in significant)
+                out.append(value_cell(cell, metric, by_column[j][r], marked, show_std, facts))
             rows.append(out)
         title = "" if not titled else block_label(backbone) if block_column else escape(backbone)
         blocks.append((title, rows))

@@ -30,7 +30,7 @@ def paradigm_of(method: str) -> str:
 
     family = METHODS.family(method)
     if family == "collm":
-        for prefix, label in (("tallrec", "TALLRec"), ("icl", "ICL"), ("ensemble", "CoLLM")):
+        for prefix, label in (("tallrec", "TALLRec"), ("icl", "ICL")):
             if method.startswith(prefix):
                 return label
         return "CoLLM"
@@ -158,7 +158,7 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
     """The LaTeX grid of the paradigms table: rows (paradigm, backbone), a column group per split with the
     metrics beneath, then the cost columns. Best / second are marked per column over all rows: the table
     exists to compare paradigms with each other."""
-    from bench.report.latex import CAP, SIG, Grid, _value, escape, metric_label, rank_marks
+    from bench.report.latex import Grid, escape, metric_label, rank_marks, value_cell
 
     significant = significant or set()
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
@@ -180,15 +180,8 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
             if cell is None:
                 out.append("--")
                 continue
-            sups = ""
-            if metric == tested_metric and (dataset, split, backbone, method) in significant:
-                sups, facts["sig"] = SIG, True
-            if cell["capped"].any():
-                sups, facts["cap"] = sups + CAP, True
-            facts["seeds"].add(int(cell["seed"].nunique()))
-            std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
-            facts["std"] |= std is not None
-            out.append(_value(cell[metric].mean(), std, marks[j][r], sups))
+            marked = metric == tested_metric and (dataset, split, backbone, method) in significant
+            out.append(value_cell(cell, metric, marks[j][r], marked, show_std, facts))
         if costs:
             runs = frame[(frame["paradigm"] == paradigm) & (frame["backbone"] == backbone) & (frame["method"] == method)]
             out += [_count(runs["trainable"].median()), f"{runs['latency_ms'].median():.1f}",
