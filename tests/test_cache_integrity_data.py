@@ -30,14 +30,16 @@ from tests.test_data import CHAIN, card, write_atomic
 # ---------------------------------------------------------------- typed split settings
 
 # the defaults before the settings were typed (run records and split folders hash these)
+# (every ranking split gained longtail's `eval_negatives` 0: a default that keeps the old behaviour, so no run
+# id moves; split folders, keyed by the resolved settings, are rebuilt once with the same content hash)
+RANKED = {"eval_negatives": 0}
 FORMER_DEFAULTS = {
-    "temporal_loo": {"seed": 0},
-    "random_loo": {"seed": 0},
-    "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5, "rounding": "ceil"},
-    "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1},
-    "new_users_fewshot": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3},
-    "longtail": {"seed": 0, "tail_user_threshold": 10, "tail_item_threshold": 20, "count_on": "all",
-                 "eval_negatives": 0},
+    "temporal_loo": {"seed": 0, **RANKED},
+    "random_loo": {"seed": 0, **RANKED},
+    "half_history": {"seed": 0, "base": "temporal_loo", "drop_fraction": 0.5, "rounding": "ceil", **RANKED},
+    "cold_users": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, **RANKED},
+    "new_users_fewshot": {"seed": 0, "valid_fraction": 0.1, "test_fraction": 0.1, "keep_history": 3, **RANKED},
+    "longtail": {"seed": 0, "tail_user_threshold": 10, "tail_item_threshold": 20, "count_on": "all", **RANKED},
     "ctr_temporal": {"seed": 0, "label_threshold": 4, "train_months": 10.0, "valid_months": 5.0,
                      "test_months": 5.0, "warm_threshold": 3, "history": "pair", "history_length": 10,
                      "max_valid_users": 0, "max_test_users": 0, "max_pairs_per_test_user": 0, "shots": 0,
@@ -118,7 +120,7 @@ def test_unknown_split_key_and_name_keep_their_messages():
     with pytest.raises(BenchError) as err:
         resolve_split_params("half_history", {"drop_fractoin": 0.3})
     assert str(err.value) == ("unknown setting 'drop_fractoin' for split 'half_history'; valid settings: "
-                              "base, cold_user_threshold, drop_fraction, head_item_fraction, rounding, seed")
+                              "base, cold_user_threshold, drop_fraction, eval_negatives, head_item_fraction, rounding, seed")
     with pytest.raises(UnknownChoiceError, match="did you mean 'longtail'"):
         resolve_split_params("longtial", {})
 
@@ -298,7 +300,7 @@ def test_empty_valid_and_test_parts_are_errors():
     with pytest.raises(BenchError) as err:
         make_split(data, "temporal_loo", resolve_split_params("temporal_loo", {}))
     assert str(err.value).startswith(
-        "dataset 'thin', split 'temporal_loo' {\"cold_user_threshold\": 10, \"head_item_fraction\": 0.2, "
+        "dataset 'thin', split 'temporal_loo' {\"cold_user_threshold\": 10, \"eval_negatives\": 0, \"head_item_fraction\": 0.2, "
         "\"seed\": 0}: the valid and test parts are empty; leave-one-out")
 
 

@@ -336,3 +336,33 @@ def test_evaluate_ranking_scores_only_the_sample_a_method_asks_for(tiny_dataset)
     assert evaluation["n_test_users"] == 7 and "seeded sample of 7" in evaluation["protocol"]
     _, full, plain = evaluate_ranking(ByItemId(tiny_dataset.item_ids), tiny_dataset, split)
     assert len(full) == split.test["user"].nunique() and "test_user_sample" not in plain
+
+
+@pytest.mark.parametrize("name", ["temporal_loo", "half_history", "cold_users", "cold_items"])
+def test_sampled_negatives_option_on_every_ranking_split(tiny_dataset, name):
+    """`eval_negatives` N (RecBole 3.0 / LLM-ESR's 1 + 99) is a setting of every ranking split, off by default:
+    each test positive is ranked among N sampled items the user never interacted with."""
+    from bench.data.splits import sampled_negative_exclusion
+
+    assert resolve_split_params(name, {})["eval_negatives"] == 0
+    split = make_split(tiny_dataset, name, resolve_split_params(name, {"eval_negatives": 5}))
+    method = ByItemId(tiny_dataset.item_ids)
+    summary, per_user, evaluation = evaluate_ranking(method, tiny_dataset, split)
+    assert evaluation["sampled_negatives"] == 5 and "sampled" in evaluation["protocol"]
+    # by hand: the rank of the user's positive among itself and its 5 negatives under the item-id scores
+    item_ids = tiny_dataset.item_ids
+    position = {item: i for i, item in enumerate(item_ids)}
+    positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
+    seen = pd.concat([split.train, split.valid, split.context[["user", "item"]]])
+    if name == "cold_items":
+        seen = pd.concat([seen[["user", "item"]], tiny_dataset.interactions[["user", "item"]]])
+    exclude = {u: np.setdiff1d(g.map(position).to_numpy(), positives.get(u, ())) for u, g in
+               seen.groupby("user")["item"]}
+    masked = sampled_negative_exclusion(split, item_ids, positives, exclude, 5)
+    expected = {}
+    for user, pos in positives.items():
+        kept = np.setdiff1d(np.arange(len(item_ids)), masked[user])
+        assert len(kept) == len(pos) + 5 and not set(kept) & set(exclude.get(user, ()))
+        order = kept[np.argsort(-method.values[kept], kind="stable")]
+        expected[user] = 1.0 / (1 + np.flatnonzero(np.isin(order, pos))[0])
+    assert per_user.set_index("user")["mrr@10"].to_dict() == pytest.approx(expected)

@@ -241,6 +241,19 @@ def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
     ctx3 = _ctx(split, tmp_path, name="c")
     ctx3.run(_method("collm-mf", tiny_lm, stage1_loss="yes_no_softmax"))
     assert ctx3.extra["stage1"]["cached"] is True and ctx3.extra["stage1"]["key"] == stage1["key"]
+    # offline cost: the prompt tokens each tuned step processed (epochs x the pairs' prompt lengths) and its
+    # training seconds; a cached step reports what building it cost, so TALLRec's adapter costs the same twice
+    builder = tallrec.make_builder(tallrec.settings.prompt, (cm.HISTORY, cm.TITLE))
+    data = tallrec.train_data
+    lengths = [len(builder.encode(h, i).ids) for h, i in zip(data.histories, data.frame["item"])]
+    assert len(lengths) == len(data.frame) > 0
+    assert ctx.extra["offline_cost"] == {"tokens": tallrec.settings.epochs * sum(lengths),
+                                         "seconds": stage1["train_seconds"], "steps": ["stage1"]}
+    assert ctx3.extra["offline_cost"]["tokens"] > ctx.extra["offline_cost"]["tokens"]  # + step 2's mapper
+    assert ctx3.extra["offline_cost"]["steps"] == ["stage1", "stage2"]
+    assert ctx3.extra["stage1"]["tokens"] == ctx.extra["offline_cost"]["tokens"]
+    assert ctx3.extra["offline_cost"]["seconds"] == pytest.approx(
+        stage1["train_seconds"] + ctx3.extra["stage2"]["train_seconds"])
     ctx4 = _ctx(split, tmp_path, seed=1, name="d")
     ctx4.run(_method("tallrec", tiny_lm))
     assert ctx4.extra["stage1"]["cached"] is False, "another seed must train its own LoRA"

@@ -72,6 +72,9 @@ def test_paradigm_labels_and_offline_cost():
     # PtE: what building the profiles cost the first time, not the (free) cache read of this run
     assert offline_llm_cost({"method_info": {"pte": {"offline_cost": {"first_tokens": 9, "first_seconds": 3.0,
                                                                        "tokens": 0, "seconds": 0.0}}}}) == (9, 3)
+    # a Yes/No model (TALLRec, CoLLM, their rerankers): its LoRA / mapper training, at the top of its facts
+    assert offline_llm_cost({"method_info": {"offline_cost": {"tokens": 7, "seconds": 1.5, "steps": ["stage1"]},
+                                             "stage1": {"tokens": 7}}}) == (7, 1.5)
     tokens, seconds = offline_llm_cost({"method_info": {}})
     assert tokens != tokens and seconds != seconds
 

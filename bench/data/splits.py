@@ -44,15 +44,23 @@ class SplitSettings(BaseModel):
     head_item_fraction: Float = Field(0.2, gt=0, lt=1)  # the top 20% of items by training interactions: "head"
 
 
-class TemporalLooSettings(SplitSettings):
+class RankingSplitSettings(SplitSettings):
+    """A ranking split's evaluation option: `eval_negatives` 0 = full ranking over the catalogue (default);
+    N > 0 = each test positive ranked among N sampled unseen items (RecBole 3.0's / LLM-ESR's sampled
+    protocol, 1 + 99 with N = 99): a labelled option that inflates numbers, never the default."""
+
+    eval_negatives: Int = Field(0, ge=0)
+
+
+class TemporalLooSettings(RankingSplitSettings):
     pass
 
 
-class RandomLooSettings(SplitSettings):
+class RandomLooSettings(RankingSplitSettings):
     pass
 
 
-class HalfHistorySettings(SplitSettings):
+class HalfHistorySettings(RankingSplitSettings):
     """LLMInit 4.4: drop `drop_fraction` of each user's training interactions (at least one kept).
     `rounding` of the dropped count: ceil (default; PROTOCOLS.md: a user with 3 training items keeps 1,
     so single-interaction users exist, as the paper says) or floor (version 1's behaviour)."""
@@ -64,7 +72,7 @@ class HalfHistorySettings(SplitSettings):
     rounding: Literal["ceil", "floor"] = "ceil"
 
 
-class NewUsersFewShotSettings(SplitSettings):
+class NewUsersFewShotSettings(RankingSplitSettings):
     """Few-shot new users (the harness's `cold_users` before version 2): the newest users held out for valid
     / test keep their first `keep_history` interactions in training; every later one is a positive."""
 
@@ -73,7 +81,7 @@ class NewUsersFewShotSettings(SplitSettings):
     keep_history: Int = Field(3, ge=0)
 
 
-class ColdUsersSettings(SplitSettings):
+class ColdUsersSettings(RankingSplitSettings):
     """PtE's cold-start users: users sorted by their last interaction; the newest `test_fraction` (test) and
     the `valid_fraction` before them (valid) are absent from training. Each one's last item is its held-out
     positive, predicted from its earlier sequence, which the method gets at inference only (the split's
@@ -86,21 +94,20 @@ class ColdUsersSettings(SplitSettings):
     test_fraction: Float = Field(0.1, gt=0, lt=1)
 
 
-class LongtailSettings(SplitSettings):
-    """PtE long-tail (LLM-ESR): temporal leave-one-out; tail users < 10 interactions, tail items < 20;
-    eval_negatives 0 = full ranking (default), N > 0 = the LLM-ESR protocol (N sampled negatives per user)."""
+class LongtailSettings(RankingSplitSettings):
+    """PtE long-tail (LLM-ESR): temporal leave-one-out; tail users < 10 interactions, tail items < 20
+    (eval_negatives N > 0: the LLM-ESR protocol, N sampled negatives per user)."""
 
     tail_user_threshold: Int = Field(10, ge=1)
     tail_item_threshold: Int = Field(20, ge=1)
     count_on: Literal["all", "train"] = "all"
-    eval_negatives: Int = Field(0, ge=0)
     # "error": a split that evaluates no tail user or no tail item stops before training (its segments
     # would be empty); "allow" for studies that do not read the segments (a dense k-core). It decides only
     # whether to stop, never what a run computes: a runtime field, not part of run ids
     empty_segments: Literal["error", "allow"] = runtime_field("error")
 
 
-class ColdItemsSettings(SplitSettings):
+class ColdItemsSettings(RankingSplitSettings):
     """Item cold start (issue 15.2): the newest `cold_fraction` of items by first interaction (ceil of items x
     fraction, ties by item id) lose every train and valid interaction of a temporal leave-one-out split; test
     keeps all. `candidates` (WarpRec's): rank all items, only cold ones (no training interaction) or only warm

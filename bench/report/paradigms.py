@@ -50,7 +50,7 @@ def offline_llm_cost(record: dict) -> tuple[float, float]:
         tokens = cost.get("first_tokens") or cost.get("tokens") or 0
         seconds = cost.get("first_seconds") or cost.get("seconds") or 0
         return float(tokens), float(seconds)
-    for value in info.values():
+    for value in (info, *info.values()):
         if isinstance(value, dict) and isinstance(value.get("offline_cost"), dict):
             cost = value["offline_cost"]
             return float(cost.get("tokens", math.nan)), float(cost.get("seconds", math.nan))

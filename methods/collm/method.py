@@ -144,7 +144,17 @@ class LLMMethod(LoRATuning, Method):
         self.setup(ctx)
         self.train(ctx)
         self.lm.eval()
+        self.report.facts["offline_cost"] = self.offline_cost()
         return self.report
+
+    def offline_cost(self) -> dict:
+        """What the LLM training steps cost offline: prompt tokens the tuned steps processed (forward and
+        backward: epochs x the training pairs' prompt lengths, per step) and their training seconds (a cached
+        step reports what building it cost). ICL trains nothing: 0 and 0."""
+        steps = {name: self.report.facts[name] for name in ("stage1", "stage2") if name in self.report.facts}
+        return {"tokens": int(sum(info["tokens"] for info in steps.values())),
+                "seconds": float(sum(info.get("train_seconds", 0.0) for info in steps.values())),
+                "steps": sorted(steps)}
 
     def train(self, ctx: RunContext) -> None:
         self.report.timings["train"] = 0.0
@@ -224,7 +234,12 @@ class LLMMethod(LoRATuning, Method):
             return self.run_training(lora_params, [{"params": lora_params, "lr": s.learning_rate}], builder,
                                      loss, ctx.seed)
 
-        return self.cached_adapter(folder, train, ctx.cache_dir) | {"key": key}
+        info = self.cached_adapter(folder, train, ctx.cache_dir) | {"key": key}
+        if "tokens" not in info:  # an adapter cached before token counts were recorded
+            builder = self.make_builder(template, (cm.HISTORY, cm.TITLE))
+            info["tokens"] = self.training_tokens([builder.encode(h, i) for h, i in zip(data.histories,
+                                                                                       data.frame["item"])])
+        return info
 
 
 class ICL(LLMMethod):

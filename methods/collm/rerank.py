@@ -16,9 +16,9 @@
    TALLRec's / CoLLM's question with the target title last, so each candidate costs only its title and
    "? #Answer:" (TALLRec's own prompt, a setting, has 12 more tokens after the title).
 
-The sampled protocol (1 positive among 99 sampled negatives, RecBole 3.0 / LLM-ESR) is the split's labelled
-`eval_negatives` option (longtail: `eval_negatives: 99`), never the default: the engine masks all but the
-sampled items, and the reranker's full ranking restricted to them is what is scored.
+The sampled protocol (1 positive among 99 sampled negatives, RecBole 3.0 / LLM-ESR) is the labelled
+`eval_negatives` setting of every ranking split (`--set split.eval_negatives=99`), never the default: the
+engine masks all but the sampled items, and the reranker's full ranking restricted to them is what is scored.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ class LoRATuning:
         self.head = cm.YesNoHead(self.lm, self.yes_no)
         return lora_parameters(self.lm)
 
+    def training_tokens(self, encoded) -> int:
+        """Prompt tokens one training step processes: epochs x the pairs' prompt lengths."""
+        return int(self.settings.epochs) * sum(len(e.ids) for e in encoded)
+
     def run_training(self, params, lr_groups, builder, scoring: str, seed: int, vectors=None) -> dict:
         """AdamW over the training pairs (shuffled by `seed`), `epochs` passes; returns the loss curve. With
         `select_on_valid`, the validation AUC is computed every `eval_every` steps (0: each epoch's end) and the
@@ -62,6 +66,7 @@ class LoRATuning:
             p.requires_grad_(False)
         losses = result.losses
         info = {"train_seconds": result.seconds, "steps": len(losses), "loss": scoring,
+                "tokens": self.training_tokens(encoded),
                 "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "losses": losses}
         if selector is not None:
