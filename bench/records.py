@@ -26,6 +26,8 @@ import pandas as pd
 
 from bench import SCHEMA_VERSION
 
+PAIRS_FILE = "pairs.csv.gz"  # a pointwise run's scored test pairs, saved beside per_user.csv.gz
+
 PACKAGES = ("llmrec-bench", "torch", "numpy", "pandas", "scipy", "scikit-learn", "recbole",
             "transformers", "sentence-transformers", "peft", "accelerate")
 
@@ -177,6 +179,11 @@ class ResultStore:
               "`bench run` of it redoes it", file=sys.stderr)
         return target
 
+    def pairs(self, run_id: str) -> pd.DataFrame | None:
+        """A pointwise run's scored test pairs (user, item, label, segment, score); None when not saved."""
+        path = self.run_dir(run_id) / PAIRS_FILE
+        return pd.read_csv(path, dtype={"user": str, "item": str}) if path.is_file() else None
+
     def per_user(self, run_id: str) -> pd.DataFrame:
         return pd.read_csv(self.run_dir(run_id) / "per_user.csv.gz", dtype={"user": str})
 
@@ -200,9 +207,13 @@ class ResultStore:
             out.append(json.loads(path.read_text()))
         return out
 
-    def write(self, run_id: str, record: dict[str, Any], per_user: pd.DataFrame) -> Path:
-        """Sidecar first, record last: the record's presence means the run is complete."""
+    def write(self, run_id: str, record: dict[str, Any], per_user: pd.DataFrame,
+              sidecars: dict[str, pd.DataFrame] | None = None) -> Path:
+        """Sidecars first (per_user.csv.gz; a pointwise run's scored pairs, PAIRS_FILE), record last: the
+        record's presence means the run is complete."""
         record = {"schema_version": SCHEMA_VERSION, **record}
+        for name, frame in (sidecars or {}).items():
+            atomic_write_frame(self.run_dir(run_id) / name, frame)
         atomic_write_frame(self.run_dir(run_id) / "per_user.csv.gz", per_user)
         atomic_write_text(self.record_path(run_id), json.dumps(record, indent=1, sort_keys=True, default=str))
         return self.record_path(run_id)

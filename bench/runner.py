@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bench.options import RunOptions
-from bench.records import ResultStore, git_state, machine, package_versions
+from bench.records import PAIRS_FILE, ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
 from bench.types import RunContext, TrainView
 
@@ -152,20 +152,22 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
     if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs
         from bench.eval.pointwise import evaluate_method
 
-        summary, per_user, latency, evaluation = evaluate_method(method, split)
+        summary, per_user, latency, evaluation, pairs = evaluate_method(method, split)
+        sidecars = {PAIRS_FILE: pairs}
         timings["evaluate"] = time.perf_counter() - t0
     else:
         from bench.eval.ranking import evaluate_ranking, test_user_histories
 
         summary, per_user, evaluation = evaluate_ranking(method, dataset, split, who=f"method {spec.method!r}")
+        sidecars = {}
         timings["evaluate"] = time.perf_counter() - t0
         latency = _latency(method, np.sort(split.test["user"].unique()), test_user_histories(split))
     return _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started,
-                         summary, evaluation, method, timings, latency, ctx, report, per_user)
+                         summary, evaluation, method, timings, latency, ctx, report, per_user, sidecars)
 
 
 def _write_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started, summary,
-                  evaluation, method, timings, latency, ctx, report, per_user) -> dict[str, Any]:
+                  evaluation, method, timings, latency, ctx, report, per_user, sidecars=None) -> dict[str, Any]:
     record = {
         "status": "complete",
         "run_id": run_id,
@@ -190,5 +192,5 @@ def _write_record(spec, store, requested, run_id, dataset, split, encoder, embed
         "method_info": report.facts,
         "fit": report.as_dict(),  # converged: stopped early on validation (False: at the epoch cap)
     }
-    store.write(run_id, record, per_user)
+    store.write(run_id, record, per_user, sidecars)
     return record

@@ -315,6 +315,7 @@ def test_uitoken_ablation_and_ensemble(tiny_lm, split, tmp_path):
 @pytest.mark.slow
 def test_end_to_end_ctr_run(tiny_lm, split, tmp_path):
     """`execute` on the pointwise split: AUC / UAUC overall and per pair segment, per-user sidecar."""
+    from bench.eval.pointwise import auc, auc_interval
     from bench.records import ResultStore
     from bench.runner import execute
     from bench.spec import RunSpec
@@ -343,6 +344,13 @@ def test_end_to_end_ctr_run(tiny_lm, split, tmp_path):
             assert {"pair:warm", "pair:cold"} <= set(record["metrics"])
             assert record["latency"]["per_pair_ms"] > 0 and record["params"]["trainable"] > 0
             assert "train" in record["timings"]
+            # the scored pairs are saved beside the record; AUC and its user-bootstrap interval come from them
+            pairs = store.pairs(spec.run_id)
+            assert len(pairs) == len(split.test) and set(pairs["user"]) == set(split.test["user"])
+            assert overall["auc"] == pytest.approx(auc(pairs["label"].to_numpy(), pairs["score"].to_numpy()))
+            assert (overall["auc_ci_low"], overall["auc_ci_high"]) == pytest.approx(auc_interval(
+                pairs["user"].to_numpy(), pairs["label"].to_numpy(), pairs["score"].to_numpy()))
+            assert overall["auc_ci_low"] <= overall["auc"] <= overall["auc_ci_high"]
         assert record["params"]["frozen_online"] > 0
     finally:
         runner._dataset, runner._split = original

@@ -77,14 +77,80 @@ def uauc(users: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[flo
     return (float(valid.mean()) if len(valid) else float("nan")), table
 
 
+AUC_BOOTSTRAP = 2000  # resamples of the users for the 95% interval of AUC
+AUC_BOOTSTRAP_SEED = 0
+WINS_LIMIT = 20_000_000  # positive x negative comparisons held in memory for the exact per-resample AUC
+
+
+def _user_wins(user_code: np.ndarray, n_users: int, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """C[u, v]: pairs (positive of user u, negative of user v) the positive wins (ties count one half), so
+    AUC over any multiset of users with weights w is w'Cw / ((w . positives) (w . negatives))."""
+    pos, neg = labels, ~labels
+    wins = (scores[pos][:, None] > scores[neg][None, :]) + 0.5 * (scores[pos][:, None] == scores[neg][None, :])
+    by_pos = np.zeros((n_users, int(pos.sum())))
+    by_pos[user_code[pos], np.arange(int(pos.sum()))] = 1
+    by_neg = np.zeros((int(neg.sum()), n_users))
+    by_neg[np.arange(int(neg.sum())), user_code[neg]] = 1
+    return by_pos @ wins @ by_neg
+
+
+def auc_interval(users: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                 n_resamples: int = AUC_BOOTSTRAP, seed: int = AUC_BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile bootstrap interval of AUC, resampling users (each with all its pairs: a user's pairs are
+    not independent), by scipy.stats.bootstrap. `scores` [n_pairs] or [n_runs, n_pairs] (runs scored on the
+    same pairs, e.g. one row's seeds): the statistic is then the mean over runs of each run's AUC on the
+    resampled pairs. Each resample's AUC is exact (ties one half): from per-user-pair win counts when the
+    positive x negative comparisons fit in memory, else recomputed from the resampled pairs."""
+    from scipy import stats
+
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    labels = np.asarray(labels).astype(bool)
+    codes, user_code = np.unique(np.asarray(users), return_inverse=True)
+    n_users = len(codes)
+    if int(labels.sum()) * int((~labels).sum()) <= WINS_LIMIT:
+        wins = np.stack([_user_wins(user_code, n_users, labels, run) for run in scores])
+        n_pos = np.bincount(user_code[labels], minlength=n_users).astype(float)
+        n_neg = np.bincount(user_code[~labels], minlength=n_users).astype(float)
+
+        def statistic(chosen, axis=-1):
+            chosen = np.moveaxis(np.asarray(chosen), axis, -1)
+            flat = chosen.reshape(-1, chosen.shape[-1])
+            weights = np.stack([np.bincount(row, minlength=n_users) for row in flat]).astype(float)
+            values = np.einsum("bu,ruv,bv->rb", weights, wins, weights) / ((weights @ n_pos) * (weights @ n_neg))
+            return values.mean(axis=0).reshape(chosen.shape[:-1])
+
+        vectorized = True
+    else:
+        rows_of = [np.flatnonzero(user_code == k) for k in range(n_users)]
+
+        def statistic(chosen):
+            rows = np.concatenate([rows_of[int(k)] for k in chosen])
+            return np.mean([auc(labels[rows], run[rows]) for run in scores])
+
+        vectorized = False
+    result = stats.bootstrap((np.arange(n_users),), statistic, n_resamples=n_resamples, vectorized=vectorized,
+                             method="percentile", confidence_level=0.95, rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def pair_frame(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """The scored test pairs as saved beside the record (`pairs.csv.gz`): user, item, label, segment, score."""
+    out = frame[["user", "item", "label"]].copy()
+    out["segment"] = frame["segment"].to_numpy() if "segment" in frame else "other"
+    out["score"] = np.asarray(scores, dtype=np.float64)
+    return out.reset_index(drop=True)
+
+
 def evaluate_pairs(frame: pd.DataFrame, scores: np.ndarray) -> tuple[dict, pd.DataFrame]:
     """Summary {"overall", "pair:warm", "pair:cold", "pair:other"} of AUC / UAUC and the per-user table."""
     summary: dict = {}
     users, labels = frame["user"].to_numpy(), frame["label"].to_numpy()
     segments = frame["segment"].to_numpy() if "segment" in frame else np.full(len(frame), "other")
     value, table = uauc(users, labels, scores)
+    low, high = auc_interval(users, labels, scores)
     summary["overall"] = {"auc": auc(labels, scores), "uauc": value, "n_pairs": int(len(frame)),
-                          "n_users": int(table["auc"].notna().sum()), "positive_rate": float(labels.mean())}
+                          "n_users": int(table["auc"].notna().sum()), "positive_rate": float(labels.mean()),
+                          "auc_ci_low": low, "auc_ci_high": high}
     table = table.rename(columns={"auc": "uauc"})
     for label in PAIR_SEGMENTS:
         mask = segments == label
@@ -127,8 +193,9 @@ def score_pairs(method, split) -> tuple[pd.DataFrame, np.ndarray, list[float], f
     return test, scores, per_user_ms, total
 
 
-def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict]:
-    """AUC / UAUC overall and per pair segment of `score_pairs`; latency = scoring seconds per pair."""
+def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict, pd.DataFrame]:
+    """AUC (with its 95% user-bootstrap interval) / UAUC overall and per pair segment of `score_pairs`;
+    latency = scoring seconds per pair; the scored pairs (`pair_frame`)."""
     test, scores, per_user_ms, total = score_pairs(method, split)
     summary, table = evaluate_pairs(test, scores)
     latency = {"median_ms": float(np.median(per_user_ms)), "p90_ms": float(np.percentile(per_user_ms, 90)),
@@ -137,5 +204,7 @@ def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict]:
     evaluation = {"protocol": "pointwise: AUC over all test pairs, UAUC = mean per-user AUC (users with one "
                               "class skipped); pair segments warm / cold / other",
                   "n_test_pairs": int(len(test)), "n_test_users": int(test["user"].nunique()),
-                  "split_description": split.description}
-    return summary, table, latency, evaluation
+                  "split_description": split.description,
+                  "auc_interval": f"95% percentile bootstrap over test users ({AUC_BOOTSTRAP} resamples, seed "
+                                  f"{AUC_BOOTSTRAP_SEED}; a user's pairs resampled together)"}
+    return summary, table, latency, evaluation, pair_frame(test, scores)

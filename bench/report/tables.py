@@ -268,29 +268,95 @@ def mde_lines(results: pd.DataFrame, metric: str = "ndcg@10") -> list[str]:
 CTR_SEGMENTS = ("overall", "pair:warm", "pair:cold")
 
 
-def ctr_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pointwise suites (CoLLM): rows (backbone, method); AUC / UAUC overall, warm, cold; mean ± std over
-    seeds; trainable / frozen parameters, training seconds and milliseconds per scored pair."""
+def ctr_intervals(frame: pd.DataFrame, store: ResultStore) -> dict[tuple, tuple[float, float]]:
+    """(dataset, split, backbone, method) -> 95% user-bootstrap interval of the cell's AUC (the mean over its
+    seeds, every seed scored on the same test pairs), from the runs' saved pairs (`pairs.csv.gz`); cells
+    with a run whose pairs were not saved, or whose runs scored different pairs, are left out."""
+    from bench.eval.pointwise import auc_interval
+
+    out = {}
+    overall = frame[frame["segment"] == "overall"]
+    for key, cell in overall.groupby(["dataset", "split", "backbone", "method"], sort=False):
+        pairs = [store.pairs(run_id) for run_id in cell["run_id"]]
+        if any(p is None for p in pairs):
+            continue
+        pairs = [p.sort_values(["user", "item"], kind="mergesort").reset_index(drop=True) for p in pairs]
+        if any(not p[["user", "item", "label"]].equals(pairs[0][["user", "item", "label"]]) for p in pairs[1:]):
+            continue
+        out[key] = auc_interval(pairs[0]["user"].to_numpy(), pairs[0]["label"].to_numpy(),
+                                np.stack([p["score"].to_numpy() for p in pairs]))
+    return out
+
+
+def _ctr_prefixes(frame: pd.DataFrame) -> dict[tuple, str]:
+    """(dataset, split label) -> column prefix: the sweep point alone (`shots=16`) when every column is one
+    dataset's one split, else dataset/split."""
+    keys = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
+    names = {(d, label.split(" [")[0]) for d, label in keys}
+    if len(names) == 1:
+        return {k: (k[1].split(" [", 1)[1].rstrip("]") if " [" in k[1] else k[1]) for k in keys}
+    return {k: (k[1] if len({d for d, _ in keys}) == 1 else f"{k[0]}/{k[1]}") for k in keys}
+
+
+def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFrame:
+    """Pointwise suites (CoLLM / TALLRec): rows (backbone, method); per split (or sweep point, e.g. shots):
+    overall AUC (mean ± std over seeds) with its 95% user-bootstrap interval, UAUC and the seed count;
+    trainable / frozen parameters, training seconds and milliseconds per scored pair."""
+    intervals = intervals or {}
+    prefixes = _ctr_prefixes(frame)
     rows = []
-    n_splits = frame[["dataset", "split"]].drop_duplicates().shape[0]
     for (backbone, method), group in frame.groupby(["backbone", "method"], sort=False):
         row = {"Backbone": backbone, "Method": method}
-        for (dataset, split), cell in group.groupby(["dataset", "split"], sort=False):
-            prefix = dataset if n_splits == 1 else f"{dataset}/{split}"
-            for segment in CTR_SEGMENTS:
-                part = cell[cell["segment"] == segment]
-                name = segment.split(":")[-1]
-                for metric in ("auc", "uauc"):
-                    capped = f" {CAP_MARK}" if len(part) and part["capped"].any() else ""
-                    row[f"{prefix} {name} {metric.upper()}"] = _cell(part[metric]) + capped if len(part) else "—"
-            row[f"{prefix} seeds"] = int(cell["seed"].nunique())
-            row[f"{prefix} test pairs"] = int(cell[cell["segment"] == "overall"]["n_pairs"].iloc[0])
+        for key, prefix in prefixes.items():
+            cell = group[(group["dataset"] == key[0]) & (group["split"] == key[1])]
+            part = cell[cell["segment"] == "overall"]
+            if part.empty:
+                row[f"{prefix} AUC [95% CI]"] = row[f"{prefix} UAUC"] = "—"
+                row[f"{prefix} seeds"] = 0
+                continue
+            capped = f" {CAP_MARK}" if part["capped"].any() else ""
+            interval = intervals.get((*key, backbone, method))
+            ci = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+            row[f"{prefix} AUC [95% CI]"] = _cell(part["auc"]) + ci + capped
+            row[f"{prefix} UAUC"] = _cell(part["uauc"]) + capped
+            row[f"{prefix} seeds"] = int(part["seed"].nunique())
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
         row["Frozen params"] = f"{int(group['frozen'].median()):,}" if "frozen" in group else "—"
         row["Train s (median)"] = f"{group['train_s'].median():.1f}"
         row["ms / pair (median)"] = f"{group['latency_ms'].median():.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pointwise suites: AUC / UAUC on the warm and cold pairs (CoLLM's segments) per split or sweep point."""
+    prefixes = _ctr_prefixes(frame)
+    rows = []
+    for (backbone, method), group in frame.groupby(["backbone", "method"], sort=False):
+        row = {"Backbone": backbone, "Method": method}
+        for key, prefix in prefixes.items():
+            cell = group[(group["dataset"] == key[0]) & (group["split"] == key[1])]
+            for segment in CTR_SEGMENTS[1:]:
+                part = cell[cell["segment"] == segment]
+                name = segment.split(":")[-1]
+                n = f" (n={int(part['n_pairs'].iloc[0])})" if len(part) else ""
+                for metric in ("auc", "uauc"):
+                    row[f"{prefix} {name} {metric.upper()}"] = _cell(part[metric]) + n if len(part) else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ctr_sample_note(frame: pd.DataFrame, intervals: dict) -> str:
+    """What the test sample is and how wide its AUC intervals are (the few-shot protocol's power)."""
+    overall = frame[frame["segment"] == "overall"]
+    pairs = sorted({int(v) for v in overall["n_pairs"]})
+    widths = [(high - low) / 2 for low, high in intervals.values()]
+    text = (f"- Test pairs per run: {', '.join(map(str, pairs))} (one fixed sample, the same for every row). "
+            "AUC [95% CI]: percentile bootstrap over test users (each user's pairs resampled together; with "
+            "several seeds, of the mean of their AUCs)")
+    if widths:
+        text += f"; half-widths {min(widths):.3f}–{max(widths):.3f}"
+    return text + "."
 
 
 def paradigm_tables(specs: list[RunSpec], store: ResultStore) -> dict[str, pd.DataFrame]:
@@ -392,8 +458,10 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     marks = set() if significance.empty else {
         (r["Dataset"], r["Split"], r["Backbone"], r["Method"])
         for _, r in significance[significance["Significant"] == "yes"].iterrows()}
+    intervals = {}
     if "auc" in frame.columns:  # pointwise (CTR) suite: AUC / UAUC overall and per pair segment
-        main, segments = ctr_table(frame), pd.DataFrame()
+        intervals = ctr_intervals(frame, store)
+        main, segments = ctr_table(frame, intervals), ctr_segment_table(frame)
     else:
         main, segments = main_table(frame, significant=marks, baseline=baseline), segment_table(frame)
     paradigms = None
@@ -408,8 +476,12 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         family_tables = {"catalogue": catalogue, **family_tables}
     examples = family_tables.pop("pte_examples", pd.DataFrame())
     used = sorted(frame["run_id"].unique())
-    missing = [s.label for s in specs if not store.has(s.run_id)]
+    slabels = split_labels(specs)
+    missing = [f"{s.dataset}/{slabels[s.run_id]}/{s.backbone}/{s.method}/seed{s.seed}" for s in specs
+               if not store.has(s.run_id)]
     note = settings_note(suite, specs)
+    if "auc" in frame.columns:
+        note += "\n" + ctr_sample_note(frame, intervals)
     if not significance.empty:
         note += (f"\n- † on ndcg@10: Wilcoxon signed-rank vs `{baseline}` over users (same dataset, split, backbone; "
                  f"each user's ndcg@10 averaged over the seeds first), {correction}-corrected p < 0.05 "

@@ -1,0 +1,113 @@
+"""The ctr table's evidence: AUC with a 95% bootstrap interval over test users (a user's pairs resampled
+together), checked against an independent cluster bootstrap, and the table that prints it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.eval.pointwise import auc, auc_interval, evaluate_pairs
+
+
+def synthetic_pairs(n_users: int, per_user: int = 8, signal: float = 0.8, seed: int = 0):
+    """Users whose scores follow their labels more or less closely (a per-user signal: a user's pairs are
+    correlated), with a per-user offset, rounded so that some scores tie."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat([f"u{k}" for k in range(n_users)], per_user)
+    labels = rng.random(len(users)) < 0.55
+    strength = np.repeat(rng.normal(signal, 1.5, n_users), per_user)
+    offset = np.repeat(rng.normal(0, 0.5, n_users), per_user)
+    scores = np.round(strength * labels + offset + rng.normal(0, 1, len(users)), 1)
+    return users, labels.astype(int), scores
+
+
+def manual_cluster_bootstrap(users, labels, scores, n: int, seed: int) -> tuple[float, float]:
+    """Independent of scipy: resample users with replacement, concatenate their pairs, AUC by sklearn."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    codes = np.unique(users)
+    rows = {u: np.flatnonzero(users == u) for u in codes}
+    values = []
+    for _ in range(n):
+        chosen = np.concatenate([rows[u] for u in rng.choice(codes, len(codes), replace=True)])
+        values.append(roc_auc_score(labels[chosen], scores[chosen]))
+    return tuple(np.percentile(values, [2.5, 97.5]))
+
+
+def test_auc_interval_matches_an_independent_cluster_bootstrap(monkeypatch):
+    users, labels, scores = synthetic_pairs(120)
+    low, high = auc_interval(users, labels, scores)
+    ref_low, ref_high = manual_cluster_bootstrap(users, labels, scores, 2000, seed=7)
+    assert low < auc(labels, scores) < high
+    assert low == pytest.approx(ref_low, abs=0.01) and high == pytest.approx(ref_high, abs=0.01)
+    # resampling pairs as if independent would be narrower: users are the unit
+    pair_users = np.arange(len(users)).astype(str)
+    p_low, p_high = auc_interval(pair_users, labels, scores)
+    assert p_high - p_low < high - low
+    # four times the users: about half the width
+    users4, labels4, scores4 = synthetic_pairs(480, seed=1)
+    low4, high4 = auc_interval(users4, labels4, scores4)
+    assert 0.35 < (high4 - low4) / (high - low) < 0.65
+    # the large-data path (each resample's AUC recomputed from its pairs) gives the same interval
+    import bench.eval.pointwise as pointwise
+
+    fast = auc_interval(users, labels, scores, n_resamples=300)
+    monkeypatch.setattr(pointwise, "WINS_LIMIT", 0)
+    assert auc_interval(users, labels, scores, n_resamples=300) == pytest.approx(fast, abs=1e-12)
+    monkeypatch.undo()
+    # several runs on the same pairs: the interval of their mean AUC; identical runs give the run's interval
+    assert auc_interval(users, labels, np.stack([scores, scores])) == pytest.approx((low, high))
+
+
+def test_evaluate_pairs_records_the_interval():
+    users, labels, scores = synthetic_pairs(60)
+    frame = pd.DataFrame({"user": users, "item": [f"i{k}" for k in range(len(users))], "label": labels})
+    summary, _ = evaluate_pairs(frame, scores)
+    overall = summary["overall"]
+    assert (overall["auc_ci_low"], overall["auc_ci_high"]) == pytest.approx(auc_interval(users, labels, scores))
+
+
+def test_ctr_table_prints_auc_with_its_interval_per_shot_count(tmp_path):
+    from bench.records import ResultStore
+    from bench.report.tables import ctr_intervals, ctr_sample_note, ctr_segment_table, ctr_table
+
+    store = ResultStore(tmp_path)
+    users, labels, base = synthetic_pairs(100)
+    rows, runs = [], {}
+    for method, signal in (("mf-ctr", 0.2), ("tallrec", 1.0)):
+        for shots in (16, 64):
+            for seed in (0, 1):
+                run_id = f"{method}-{shots}-{seed}"
+                rng = np.random.default_rng(hash((method, shots, seed)) % 2**32)
+                score = signal * labels + rng.normal(0, 1, len(labels))
+                pairs = pd.DataFrame({"user": users, "item": [f"i{k}" for k in range(len(users))],
+                                      "label": labels, "segment": "warm", "score": score})
+                (store.run_dir(run_id)).mkdir(parents=True, exist_ok=True)
+                pairs.sample(frac=1, random_state=seed).to_csv(store.run_dir(run_id) / "pairs.csv.gz", index=False)
+                runs[run_id] = score
+                base_row = {"run_id": run_id, "dataset": "ml-100k", "split": f"ctr_temporal [shots={shots}]",
+                            "backbone": "none", "method": method, "seed": seed, "trainable": 10, "frozen": 0,
+                            "train_s": 1.0, "latency_ms": 0.1, "capped": False}
+                for segment in ("overall", "pair:warm"):
+                    rows.append({**base_row, "segment": segment, "auc": auc(labels, score), "uauc": 0.5,
+                                 "n_pairs": len(labels), "n_users": 100})
+    frame = pd.DataFrame(rows)
+    intervals = ctr_intervals(frame, store)
+    key = ("ml-100k", "ctr_temporal [shots=64]", "none", "tallrec")
+    expected = auc_interval(users, labels, np.stack([runs["tallrec-64-0"], runs["tallrec-64-1"]]))
+    assert intervals[key] == pytest.approx(expected)  # saved pairs realigned whatever their order
+    table = ctr_table(frame, intervals).set_index("Method")
+    cell = table.loc["tallrec", "shots=64 AUC [95% CI]"]
+    mean = np.mean([auc(labels, runs["tallrec-64-0"]), auc(labels, runs["tallrec-64-1"])])
+    assert cell.startswith(f"{mean:.4f} ± ") and cell.endswith(f"[{expected[0]:.3f}, {expected[1]:.3f}]")
+    assert table.loc["mf-ctr", "shots=16 seeds"] == 2
+    segments = ctr_segment_table(frame).set_index("Method")
+    assert segments.loc["tallrec", "shots=16 warm AUC"].endswith(f"(n={len(labels)})")
+    assert segments.loc["tallrec", "shots=16 cold AUC"] == "—"
+    note = ctr_sample_note(frame, intervals)
+    assert f"Test pairs per run: {len(labels)}" in note and "half-widths" in note
+    # a run without saved pairs: its cell prints no interval rather than one from fewer seeds
+    (store.run_dir("tallrec-64-1") / "pairs.csv.gz").unlink()
+    assert key not in ctr_intervals(frame, store)
