@@ -71,7 +71,14 @@ def test_evaluate_pairs_records_the_interval():
 
 def test_ctr_table_prints_auc_with_its_interval_per_shot_count(tmp_path):
     from bench.records import ResultStore
-    from bench.report.tables import ctr_intervals, ctr_sample_note, ctr_segment_table, ctr_table
+    from bench.report.latex import escape
+    from bench.report.tables import (
+        ctr_caption_note,
+        ctr_intervals,
+        ctr_sample_note,
+        ctr_segment_table,
+        ctr_table,
+    )
 
     store = ResultStore(tmp_path)
     users, labels, base = synthetic_pairs(100)
@@ -108,6 +115,10 @@ def test_ctr_table_prints_auc_with_its_interval_per_shot_count(tmp_path):
     assert segments.loc["tallrec", "shots=16 cold AUC"] == "—"
     note = ctr_sample_note(frame, intervals)
     assert f"Test pairs per run: {len(labels)}" in note and "half-widths" in note
+    widths = [(high - low) / 2 for low, high in intervals.values()]
+    caption = ctr_caption_note(frame, intervals)
+    assert f"±{min(widths):.3f} to ±{max(widths):.3f} ({len(labels)} test pairs" in caption
+    assert r"$\pm$" in escape(caption) and r"95\%" in escape(caption)
     # a run without saved pairs: its cell prints no interval rather than one from fewer seeds
     (store.run_dir("tallrec-64-1") / "pairs.csv.gz").unlink()
     assert key not in ctr_intervals(frame, store)

@@ -531,11 +531,13 @@ def _check_present(selection: LatexSelection, frame: pd.DataFrame) -> None:
 def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: set[tuple],
                 family_tables: dict[str, pd.DataFrame], selection: LatexSelection | None = None,
                 comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
-                default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20")) -> dict[str, str]:
+                default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20"),
+                main_note: str = "") -> dict[str, str]:
     """File name -> text of every LaTeX table of a suite: main, segments, significance and the family
     tables, each `<name>.tex` (page-wide, `table*`) and / or `<name>_column.tex` (column-wide, `table`:
     means only, fewer metrics and segments by default, backbones as block rows). `selection` overrides the
-    defaults: its metrics and segments go into both result tables, its splits into every table."""
+    defaults: its metrics and segments go into both result tables, its splits into every table. `main_note`
+    (plain text, e.g. the AUC intervals of a pointwise suite) ends the main table's caption."""
     selection = selection or LatexSelection()
     _check_present(selection, frame)
     pointwise = "auc" in frame.columns
@@ -563,6 +565,8 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                                show_std=page, block_column=page)
             caption = result_caption(lead if page else short, grid, metrics, segments, suite.baseline,
                                      correction, tested_metric)
+            if main_note and name == "main":
+                caption += " " + escape(main_note)
             files[f"{name}{suffix}.tex"] = head + float_env(tabular(grid), caption,
                                                             label_for(suite.name, name, width), width)
         if not results.empty:

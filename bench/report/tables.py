@@ -346,6 +346,14 @@ def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ctr_caption_note(frame: pd.DataFrame, intervals: dict) -> str:
+    """The AUC intervals in a few words, for a LaTeX caption."""
+    widths = [(high - low) / 2 for low, high in intervals.values()]
+    pairs = sorted({int(v) for v in frame[frame["segment"] == "overall"]["n_pairs"]})
+    return (f"95% user-bootstrap intervals of AUC: ±{min(widths):.3f} to ±{max(widths):.3f} "
+            f"({'/'.join(map(str, pairs))} test pairs, the same for every row).")
+
+
 def ctr_sample_note(frame: pd.DataFrame, intervals: dict) -> str:
     """What the test sample is and how wide its AUC intervals are (the few-shot protocol's power)."""
     overall = frame[frame["segment"] == "overall"]
@@ -498,7 +506,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     for fmt in formats:
         if fmt == "latex":
             comment = note + (f"\n{power}" if power else "") + f"\nSources: {sources}"
-            files = latex_files(suite, frame, results, marks, family_tables, latex, comment, correction)
+            files = latex_files(suite, frame, results, marks, family_tables, latex, comment, correction,
+                                main_note=ctr_caption_note(frame, intervals) if intervals else "")
             if paradigms is not None:
                 from bench.report.paradigms import paradigms_latex
 
