@@ -7,6 +7,7 @@ suite resumes where it stopped. How runs are spread over processes or a Ray clus
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -61,17 +62,23 @@ def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress:
 def _latency(method, users: np.ndarray, histories: dict | None = None, n: int = 30) -> dict[str, float]:
     """Milliseconds to score one user against every item (after one warm-up call); `histories`: the
     held-out sequences the protocol gives users absent from training."""
+    import torch
+
     from bench.eval.ranking import query_for
 
     histories = histories or {}
     sample = users[:n]
     method.score(query_for(sample[:1], histories))
     times = []
+    load_before = os.getloadavg()[0]
     for user in sample:
         start = time.perf_counter()
         method.score(query_for([user], histories))
         times.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "n_users": len(times)}
+    # the conditions of the measurement: a probe run while other jobs share the cores measures them too
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "n_users": len(times),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_1min": max(load_before, os.getloadavg()[0])}
 
 
 def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOptions | str | None = None,

@@ -178,3 +178,38 @@ def test_write_tables_uses_the_paradigms_layout_when_the_suite_asks(runs, tmp_pa
     text = paradigms["main.md"].read_text()
     assert text.startswith("| Paradigm ") and "LLM tokens (offline)" in text
     assert "Paradigm" in paradigms["main.tex"].read_text() and "Paradigm" not in grid["main.tex"].read_text()
+
+
+def test_latency_timed_on_a_loaded_machine_is_marked(runs):
+    """A probe run while the 1-minute load average exceeded the cores is an upper bound: its cell says so,
+    in the table, in LaTeX and in the note; a record that did not measure the load is never marked."""
+    from bench.report.paradigms import paradigms_grid
+    from bench.report.tables import LOAD_MARK, latency_loaded, load_note
+
+    store, specs = runs
+    assert not latency_loaded({"latency": {"median_ms": 2.0}})
+    assert not latency_loaded({"latency": {"median_ms": 2.0, "load_1min": 2.0, "cpu_count": 2}})
+    assert latency_loaded({"latency": {"median_ms": 2.0, "load_1min": 2.9, "cpu_count": 2}})
+    loaded = [s for s in specs if s.method == "llm2rec" and s.seed == 1][0]
+    record = store.load(loaded.run_id)
+    record["latency"].update(load_1min=3.1, cpu_count=2)
+    store.write(loaded.run_id, record, store.per_user(loaded.run_id))
+    frame = paradigms_frame(specs, store)
+    table = paradigms_table(frame).set_index("Method")
+    assert table.loc["llm2rec", "Latency ms/user"] == f"2.50 {LOAD_MARK}"
+    assert table.loc["pte", "Latency ms/user"] == "3.00"
+    assert load_note(frame).startswith(f"- {LOAD_MARK} (latency): 1 of 16 runs")
+    grid = paradigms_grid(frame)
+    assert grid.facts["loaded"] and any("2.5$^{*}$" in row for _, rows in grid.blocks for row in rows)
+
+
+def test_latency_probe_records_its_conditions():
+    from bench.runner import _latency
+
+    class Flat:
+        def score(self, query):
+            return np.zeros((len(query.users), 3), dtype=np.float32)
+
+    latency = _latency(Flat(), np.array(["1", "2", "3"]))
+    assert latency["n_users"] == 3 and latency["threads"] >= 1 and latency["cpu_count"] >= 1
+    assert latency["load_1min"] >= 0

@@ -196,11 +196,15 @@ def score_pairs(method, split) -> tuple[pd.DataFrame, np.ndarray, list[float], f
 def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict, pd.DataFrame]:
     """AUC (with its 95% user-bootstrap interval) / UAUC overall and per pair segment of `score_pairs`;
     latency = scoring seconds per pair; the scored pairs (`pair_frame`)."""
+    import os
+
+    load_before = os.getloadavg()[0]
     test, scores, per_user_ms, total = score_pairs(method, split)
     summary, table = evaluate_pairs(test, scores)
     latency = {"median_ms": float(np.median(per_user_ms)), "p90_ms": float(np.percentile(per_user_ms, 90)),
                "per_pair_ms": 1000 * total / max(1, len(test)), "unit": "ms per test pair",
-               "n_users": len(per_user_ms)}
+               "n_users": len(per_user_ms), "cpu_count": os.cpu_count(),
+               "load_1min": max(load_before, os.getloadavg()[0])}
     evaluation = {"protocol": "pointwise: AUC over all test pairs, UAUC = mean per-user AUC (users with one "
                               "class skipped); pair segments warm / cold / other",
                   "n_test_pairs": int(len(test)), "n_test_users": int(test["user"].nunique()),

@@ -60,7 +60,7 @@ def offline_llm_cost(record: dict) -> tuple[float, float]:
 def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -> pd.DataFrame:
     """One row per stored run: split, backbone, method, paradigm, seed, overall metrics, parameters,
     median per-user latency, offline LLM cost and whether training stopped at its cap."""
-    from bench.report.tables import run_capped, split_labels
+    from bench.report.tables import latency_loaded, run_capped, split_labels
 
     slabels = split_labels(specs)
     rows = []
@@ -78,6 +78,7 @@ def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -
                      "frozen_offline": int(params.get("frozen_offline", 0)),
                      "latency_ms": float(record["latency"]["median_ms"]), "llm_tokens": tokens,
                      "llm_seconds": seconds, "capped": run_capped(record),
+                     "latency_loaded": latency_loaded(record),
                      "n_users": int(overall.get("n_users", 0)),
                      "sampled": bool((record.get("evaluation") or {}).get("test_user_sample")),
                      "unseen_items": (record.get("evaluation") or {}).get("item_cold_start")})
@@ -106,6 +107,8 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
     (dataset, split, backbone, method) key is in `significant`, ‡ where a run stopped at its cap, — where
     the method does not run on that split; then parameters, latency and offline LLM cost (medians over
     the method's runs)."""
+    from bench.report.tables import latency_cell
+
     significant = significant or set()
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
     rows = []
@@ -134,7 +137,7 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
         row["Trainable"] = _count(runs["trainable"].median())
         row["Frozen online"] = _count(runs["frozen_online"].median())
         row["Frozen offline"] = _count(runs["frozen_offline"].median())
-        row["Latency ms/user"] = f"{runs['latency_ms'].median():.2f}"
+        row["Latency ms/user"] = latency_cell(runs)
         row["LLM tokens (offline)"] = _count(runs["llm_tokens"].max())
         seconds = runs["llm_seconds"].max()
         row["LLM s (offline)"] = "—" if seconds != seconds else f"{seconds:.0f}"
@@ -184,7 +187,10 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
             out.append(value_cell(cell, metric, marks[j][r], marked, show_std, facts))
         if costs:
             runs = frame[(frame["paradigm"] == paradigm) & (frame["backbone"] == backbone) & (frame["method"] == method)]
-            out += [_count(runs["trainable"].median()), f"{runs['latency_ms'].median():.1f}",
+            loaded = bool(runs["latency_loaded"].any())
+            facts["loaded"] = facts.get("loaded", False) or loaded
+            out += [_count(runs["trainable"].median()),
+                    f"{runs['latency_ms'].median():.1f}" + ("$^{*}$" if loaded else ""),
                     _count(runs["llm_tokens"].max())]
         rows.append(out)
     one_dataset = facts["dataset"] is not None
@@ -215,6 +221,8 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
         if page:
             caption += (" Cost: trainable parameters, median ms to score one user, LLM tokens spent offline "
                         "(first build).")
+            if grid.facts.get("loaded"):
+                caption += " $^{*}$ timed on a loaded machine (other jobs sharing the CPU): an upper bound."
         files["main.tex" if page else "main_column.tex"] = head + float_env(
             tabular(grid), caption, label_for(suite.name, "main", width), width)
     return files

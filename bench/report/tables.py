@@ -73,7 +73,7 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
                 "frozen": record["params"].get("frozen_online", 0),
                 "train_s": record["timings"].get("train", np.nan),
                 "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan),
-                "capped": run_capped(record)}
+                "capped": run_capped(record), "latency_loaded": latency_loaded(record)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
     return pd.DataFrame(rows)
@@ -89,6 +89,33 @@ def run_capped(record: dict) -> bool:
     if converged is None:  # records from before FitReport: the backbone's training summary
         converged = (record.get("method_info") or {}).get("training", {}).get("early_stopped")
     return converged is False
+
+
+LOAD_MARK = "*"
+
+
+def latency_loaded(record: dict) -> bool:
+    """Whether the record's latency probe ran while the machine's 1-minute load average exceeded its cores
+    (other jobs sharing the CPU slow the probe: its milliseconds are an upper bound); False when not recorded."""
+    latency = record.get("latency") or {}
+    load, cores = latency.get("load_1min"), latency.get("cpu_count")
+    return load is not None and cores is not None and float(load) > float(cores)
+
+
+def latency_cell(runs: pd.DataFrame, digits: int = 2) -> str:
+    """The median latency of a row's runs, marked when any of them was measured on a loaded machine."""
+    loaded = "latency_loaded" in runs and bool(runs["latency_loaded"].any())
+    return f"{runs['latency_ms'].median():.{digits}f}" + (f" {LOAD_MARK}" if loaded else "")
+
+
+def load_note(frame: pd.DataFrame) -> str:
+    """The note under a table with latencies measured on a loaded machine."""
+    runs = frame.drop_duplicates("run_id")
+    loaded = runs[runs["latency_loaded"]] if "latency_loaded" in runs else runs.iloc[:0]
+    if loaded.empty:
+        return ""
+    return (f"- {LOAD_MARK} (latency): {len(loaded)} of {len(runs)} runs timed while the machine's 1-minute load "
+            "average exceeded its cores (other jobs sharing the CPU): those milliseconds are upper bounds")
 
 
 def cap_note(frame: pd.DataFrame) -> str:
@@ -159,7 +186,7 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
             row[f"{prefix} gain ndcg@10"] = gain
             row[f"{prefix} seeds"] = int(cell["seed"].nunique())
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
-        row["Latency ms (median)"] = f"{group['latency_ms'].median():.2f}"
+        row["Latency ms (median)"] = latency_cell(group)
         out_rows.append(row)
     return pd.DataFrame(out_rows)
 
@@ -323,7 +350,7 @@ def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFram
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
         row["Frozen params"] = f"{int(group['frozen'].median()):,}" if "frozen" in group else "—"
         row["Train s (median)"] = f"{group['train_s'].median():.1f}"
-        row["ms / pair (median)"] = f"{group['latency_ms'].median():.2f}"
+        row["ms / pair (median)"] = latency_cell(group)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -496,9 +523,9 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
                  f"(significance table, which adds a sign-flip permutation test over users, a 95% user-bootstrap "
                  f"interval of the gain and a paired t over seed means)")
     power = "\n".join(f"- {line}" for line in mde_lines(results))
-    capped_note = cap_note(frame)
-    if capped_note:
-        note += f"\n{capped_note}"
+    for extra in (cap_note(frame), load_note(frame)):
+        if extra:
+            note += f"\n{extra}"
     sources = (f"{len(used)} run records (results/runs/<run_id>/record.json): " + ", ".join(used)
                + (f"\nNot run yet ({len(missing)}): " + ", ".join(missing) if missing else ""))
     written = {}
