@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "llminit; tables still cover the whole suite")
     run.add_argument("--profile", help="a profile of the suite, e.g. 'paper'")
     run.add_argument("--dataset")
-    run.add_argument("--split")
+    run.add_argument("--split", help="with --suite: only the suite's runs on these splits (comma-separated)")
     run.add_argument("--backbone", help="with --suite: only the suite's runs on these backbones (comma-separated)")
     run.add_argument("--method", help="comma-separated method names; with --suite: only the suite's runs of these "
                      "methods, in this order within each seed (tables still cover the whole suite)")
@@ -150,10 +150,9 @@ def _suite_from_args(args):
     from bench.spec import Suite, load_suite
 
     if args.suite:
-        flags = [f for f in ("dataset", "split") if getattr(args, f)]
-        if flags:
-            raise BenchError(f"--suite cannot be combined with --{', --'.join(flags)}; use --set to change "
-                             "settings or write a suite file (--method / --backbone choose among its runs)")
+        if args.dataset:
+            raise BenchError("--suite cannot be combined with --dataset; use --set to change settings or write a "
+                             "suite file (--method / --backbone / --split choose among its runs)")
         suite = load_suite(args.suite, args.profile)
         if args.seeds is not None:
             _check_count("--seeds", args.seeds)
@@ -213,8 +212,8 @@ def _cmd_run(args) -> int:
     overrides = parse_overrides(args.set)
     specs = expand(suite, overrides)  # every name and setting validated before any work
     table_specs = specs
-    if args.suite:  # --method / --backbone run only those of the suite's runs (in --method's order per seed)
-        for flag, field in (("method", "method"), ("backbone", "backbone")):
+    if args.suite:  # --method / --backbone / --split: only those of the suite's runs (--method's order per seed)
+        for flag, field in (("method", "method"), ("backbone", "backbone"), ("split", "split")):
             if getattr(args, flag):
                 wanted = getattr(args, flag).split(",")
                 offered = sorted({getattr(s, field) for s in specs})

@@ -36,7 +36,8 @@ def test_list_names_everything(capsys):
     (["run", "--suite", "pte", "--method", "pte-nodsit"], "unknown method of suite 'pte' 'pte-nodsit'; did you "
      "mean 'pte-nodist'?"),
     (["run", "--suite", "pte", "--backbone", "mf"], "unknown backbone of suite 'pte' 'mf'"),
-    (["run", "--suite", "smoke", "--split", "cold_users"], "--suite cannot be combined with --split"),
+    (["run", "--suite", "smoke", "--dataset", "ml-1m"], "--suite cannot be combined with --dataset"),
+    (["run", "--suite", "smoke", "--split", "cold_users"], "unknown split of suite 'smoke' 'cold_users'"),
     (["run", "--suite", "nosuch"], "valid choices: coldstart"),
     (["run", "--suite", "smoke", "--profile", "fast"], "valid choices: paper"),
     (["table", "--suite", "smoke", "--results", "/nonexistent/results"], "run it first"),
@@ -166,3 +167,9 @@ def test_suite_runs_can_be_chosen_by_method_and_backbone_in_the_given_order(monk
     assert len(runs) == 6
     ordered = sorted(runs, key=lambda r: r[2])  # run_specs goes seed-major with a stable sort
     assert [m for m, _, _ in ordered] == ["pte-nodist", "random"] * 3
+    # --split: only the suite's runs on those splits
+    argv = ["run", "--suite", "paradigms", "--method", "pte", "--split", "temporal_loo,longtail",
+            "--results", str(tmp_path), "--no-table"]
+    assert main(argv) == 0
+    runs = {(s.method, s.split) for s in chosen["specs"]}
+    assert runs == {("pte", "temporal_loo"), ("pte", "longtail")} and len(chosen["specs"]) == 6
