@@ -201,6 +201,9 @@ def test_latency_timed_on_a_loaded_machine_is_marked(runs):
     assert load_note(frame).startswith(f"- {LOAD_MARK} (latency): 1 of 16 runs")
     grid = paradigms_grid(frame)
     assert grid.facts["loaded"] and any("2.5$^{*}$" in row for _, rows in grid.blocks for row in rows)
+    data = tradeoff_data(frame).set_index(["split", "backbone", "method"])
+    assert data.loc[("temporal_loo", "sasrec", "llm2rec"), "loaded"]  # hollow marker in the figure
+    assert not data.loc[("temporal_loo", "sasrec", "pte"), "loaded"]
 
 
 def test_latency_probe_records_its_conditions():

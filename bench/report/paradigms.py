@@ -146,13 +146,15 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
 
 
 def tradeoff_data(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
-    """Per (split, paradigm, backbone, method): the metric's mean and std over seeds and the median
-    per-user latency (ms), for the quality / latency trade-off figure."""
+    """Per (split, paradigm, backbone, method): the metric's mean and std over seeds, the median per-user
+    latency (ms) and whether a run was timed on a loaded machine, for the quality / latency figure."""
     if frame.empty:
         return pd.DataFrame()
+    frame = frame.assign(latency_loaded=frame["latency_loaded"] if "latency_loaded" in frame else False)
     grouped = frame.groupby(["split", "paradigm", "backbone", "method"], sort=False)
     out = grouped.agg(mean=(metric, "mean"), std=(metric, lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0),
-                      latency_ms=("latency_ms", "median"), seeds=("seed", "nunique")).reset_index()
+                      latency_ms=("latency_ms", "median"), seeds=("seed", "nunique"),
+                      loaded=("latency_loaded", "any")).reset_index()
     return out
 
 
