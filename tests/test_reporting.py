@@ -340,3 +340,24 @@ def test_cap_stopped_runs_are_marked_and_counted(tmp_path):
     cells = dict(zip(table["Method"], table["ml-100k/half_history ndcg@10"]))
     assert cells["llminit-var"].endswith("‡") and not cells["random"].endswith("‡")
     assert cap_note(frame).startswith("- ‡: 1 of 4 runs (1 cells) stopped at the epoch cap")
+
+
+def test_significance_never_pools_runs_of_one_split_under_different_settings(tmp_path):
+    """cold_items with all vs cold candidates: two comparisons, each over its own three seeds (pooling them
+    would count six 'seeds' and mix two protocols)."""
+    from bench.report.tables import significance_results
+
+    store = ResultStore(tmp_path / "results")
+    specs = []
+    for candidates, gain in (("all", 0.0), ("cold", 0.08)):
+        for seed in range(3):
+            for method, level in (("random", 0.20), ("llminit-var", 0.20 + gain)):
+                run = spec(method, split="cold_items", seed=seed).model_copy(
+                    update={"split_settings": {"seed": 0, "candidates": candidates}})
+                put(store, run, level)
+                specs.append(run)
+    results = significance_results(specs, store).set_index("Split")
+    assert sorted(results.index) == ["cold_items [candidates=all]", "cold_items [candidates=cold]"]
+    assert (results["n_seeds"] == 3).all()
+    assert results.loc["cold_items [candidates=cold]", "relative"] > 0.3
+    assert abs(results.loc["cold_items [candidates=all]", "relative"]) < 0.05

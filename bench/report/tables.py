@@ -224,14 +224,18 @@ def catalogue_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def significance_results(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
                          correction: str = "holm", baseline: str = "random") -> pd.DataFrame:
-    """Each method vs the baseline (the suite's `baseline`, default `random`) on the same dataset/split/backbone (`bench.report.stats.compare`: users
-    as the unit, seeds averaged per user), numeric, with p-values corrected over the table."""
+    """Each method vs the baseline (the suite's `baseline`, default `random`) on the same dataset / split (its
+    label: the split's swept settings included) / backbone (`bench.report.stats.compare`: users as the unit,
+    seeds averaged per user), numeric, with p-values corrected over the table."""
     from bench.report.stats import compare, correct
 
     groups: dict[tuple, list[RunSpec]] = {}
-    labels, mlabels = backbone_labels(specs), method_labels(specs, store)
+    # split labels, not names: runs of one split under different settings (cold_items with candidates all /
+    # cold; ctr_temporal at each shot count) are different comparisons, never pooled as extra seeds
+    labels, mlabels, slabels = backbone_labels(specs), method_labels(specs, store), split_labels(specs)
     for spec in specs:
-        groups.setdefault((spec.dataset, spec.split, labels[spec.run_id], mlabels[spec.run_id]), []).append(spec)
+        groups.setdefault((spec.dataset, slabels[spec.run_id], labels[spec.run_id], mlabels[spec.run_id]),
+                          []).append(spec)
     rows = []
     for (dataset, split, backbone, method), runs in groups.items():
         base = groups.get((dataset, split, backbone, baseline))
