@@ -468,7 +468,8 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
         lines.append(f"- grid: {key} in {values}" + ("" if isinstance(axis, list) else
                      f" for {', '.join(axis.methods or suite.methods)}"
                      + "".join(f"; {m} skips {v}" for m, v in axis.skip.items())))
-    lines.append(f"- encoder: {suite.encoder}; seeds: {suite.seeds}; {ranking_protocol(specs)}")
+    seeds = sorted({spec.seed for spec in specs}) or suite.seeds  # parts may add seeds (ctr: one sample each)
+    lines.append(f"- encoder: {suite.encoder}; seeds: {seeds}; {ranking_protocol(specs)}")
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
     if suite.reference:
