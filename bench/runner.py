@@ -159,7 +159,7 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
     if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs
         from bench.eval.pointwise import evaluate_method
 
-        summary, per_user, latency, evaluation, pairs = evaluate_method(method, split)
+        summary, per_user, latency, evaluation, pairs = evaluate_method(method, split, progress=options.progress)
         sidecars = {PAIRS_FILE: pairs}
         timings["evaluate"] = time.perf_counter() - t0
     else:

@@ -164,11 +164,13 @@ def evaluate_pairs(frame: pd.DataFrame, scores: np.ndarray) -> tuple[dict, pd.Da
     return summary, table
 
 
-def score_pairs(method, split) -> tuple[pd.DataFrame, np.ndarray, list[float], float]:
+def score_pairs(method, split, progress: bool = False) -> tuple[pd.DataFrame, np.ndarray, list[float], float]:
     """(test pairs, their scores, ms per pair of each user's call, total seconds): every test pair scored
-    through `method.score(ScoreQuery)`, one call per user, with the history the split defines for each pair.
-    Non-finite scores are an error."""
+    through `method.score(ScoreQuery)`, one call per user, with the history the split defines for each pair
+    (`progress`: a bar over the users, in the run's log). Non-finite scores are an error."""
     import time
+
+    from tqdm.auto import tqdm
 
     from bench.types import ScoreQuery
 
@@ -178,7 +180,9 @@ def score_pairs(method, split) -> tuple[pd.DataFrame, np.ndarray, list[float], f
     scores = np.zeros(len(test), dtype=np.float64)
     per_user_ms = []
     start_all = time.perf_counter()
-    for user, rows in test.groupby("user", sort=True).indices.items():
+    groups = test.groupby("user", sort=True).indices
+    for user, rows in tqdm(groups.items(), total=len(groups), desc="scoring test pairs", unit="user",
+                           disable=not progress):
         items = test["item"].to_numpy()[rows]
         query = ScoreQuery.of([user], items, {(user, i): pair_history[(user, i)] for i in items})
         start = time.perf_counter()
@@ -193,13 +197,13 @@ def score_pairs(method, split) -> tuple[pd.DataFrame, np.ndarray, list[float], f
     return test, scores, per_user_ms, total
 
 
-def evaluate_method(method, split) -> tuple[dict, pd.DataFrame, dict, dict, pd.DataFrame]:
+def evaluate_method(method, split, progress: bool = False) -> tuple[dict, pd.DataFrame, dict, dict, pd.DataFrame]:
     """AUC (with its 95% user-bootstrap interval) / UAUC overall and per pair segment of `score_pairs`;
     latency = scoring seconds per pair; the scored pairs (`pair_frame`)."""
     import os
 
     load_before = os.getloadavg()[0]
-    test, scores, per_user_ms, total = score_pairs(method, split)
+    test, scores, per_user_ms, total = score_pairs(method, split, progress)
     summary, table = evaluate_pairs(test, scores)
     latency = {"median_ms": float(np.median(per_user_ms)), "p90_ms": float(np.percentile(per_user_ms, 90)),
                "per_pair_ms": 1000 * total / max(1, len(test)), "unit": "ms per test pair",
