@@ -277,8 +277,12 @@ def tradeoff_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, met
         ax.errorbar(row.latency_ms, row.mean, yerr=row.std, fmt=MARKERS.get(row.paradigm, "*"),
                     color=colours[row.split], capsize=2, markersize=6,
                     markerfacecolor="none" if row.loaded else colours[row.split])
-        ax.annotate(f"{row.method}" if row.paradigm != "ID" else f"{row.backbone}", (row.latency_ms, row.mean),
-                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+    # one label per row of the table (paradigm on its backbone), beside its highest point: marker and colour
+    # already say paradigm and split, and a label per point overlapped the others
+    for (paradigm, backbone, method), group in data.groupby(["paradigm", "backbone", "method"], sort=False):
+        top = group.loc[group["mean"].idxmax()]
+        ax.annotate(method if paradigm != "ID" else f"{backbone} (ID)", (top["latency_ms"], top["mean"]),
+                    fontsize=6, xytext=(6, 0), textcoords="offset points", va="center")
     ax.set_xscale("log")
     ax.set_xlabel("median latency to score one user (ms, log scale)")
     ax.set_ylabel(f"{metric} (mean over seeds)")
@@ -288,7 +292,8 @@ def tradeoff_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, met
     handles = [Line2D([], [], marker=MARKERS.get(p, "*"), linestyle="", color="grey", label=p)
                for p in dict.fromkeys(data["paradigm"])]
     handles += [Line2D([], [], marker="o", linestyle="", color=c, label=s) for s, c in colours.items()]
-    ax.legend(handles=handles, fontsize=7, ncol=2, loc="best")
+    # beside the axes: inside, it hid the best (top) points
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     caption = "error bars: std over seeds; latency: median over the scored users of one run"
     if data["loaded"].any():
         caption += "; hollow: timed on a loaded machine (an upper bound)"
