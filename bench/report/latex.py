@@ -229,10 +229,11 @@ def tabular(grid: Grid) -> str:
     return "\n".join(lines)
 
 
-def float_env(body: str, caption: str, label: str, width: str) -> str:
-    """`table*` (page-wide) or `table` (column-wide), \\footnotesize with 3 pt column padding, caption above."""
+def float_env(body: str, caption: str, label: str, width: str, colsep: str = "3pt") -> str:
+    """`table*` (page-wide) or `table` (column-wide), \\footnotesize with `colsep` column padding, caption
+    above."""
     env = "table*" if width == "page" else "table"
-    return "\n".join([rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{3pt}",
+    return "\n".join([rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize", rf"\setlength{{\tabcolsep}}{{{colsep}}}",
                       rf"\caption{{{caption}}}", rf"\label{{{label}}}", body, rf"\end{{{env}}}", ""])
 
 
@@ -284,6 +285,13 @@ def _split_label(text: str) -> tuple[str, str] | None:
     width suffix apart from its name; None for a label without one."""
     match = re.fullmatch(r"(\S+) ((?:\[[^\]]*\]|\([^)]*\)).*)", str(text))
     return (escape(match[1]), escape(match[2])) if match else None
+
+
+def split_title(text: str) -> str:
+    """A column group's title; a setting suffix (`cold_items [candidates=cold]`) goes beneath the name,
+    smaller, so a long label does not widen its group."""
+    parts = _split_label(text)
+    return stack(*parts) if parts else escape(text)
 
 
 def row_label(text: str) -> str:

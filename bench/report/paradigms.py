@@ -17,6 +17,7 @@ from bench.records import ResultStore
 from bench.spec import RunSpec
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+PAGE_METRICS = ("recall@10", "ndcg@10")  # what fits a page beside five splits and the cost columns
 SHORT = {"recall": "R", "ndcg": "N", "hit": "H", "mrr": "MRR"}
 # how a row scores an item without training interactions (bench.method.COLD_ITEM_SOURCES), as printed
 UNSEEN_ITEMS = {"id": "ID row: init only", "text-init": "text-init row", "text": "from text"}
@@ -85,14 +86,19 @@ def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -
     return pd.DataFrame(rows)
 
 
-def _count(value: float) -> str:
-    """1234567 -> 1.23M; 0 -> 0; NaN -> —."""
+def _count(value: float, compact: bool = False) -> str:
+    """1234567 -> 1.23M (`compact`, for LaTeX: 3 significant digits, 249340 -> 249k); 0 -> 0; NaN -> —."""
     if value != value:
         return "—"
     for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= size:
-            return f"{value / size:.2f}{unit}"
+            return f"{value / size:.3g}{unit}" if compact else f"{value / size:.2f}{unit}"
     return f"{value:.0f}"
+
+
+def _ms(value: float) -> str:
+    """Milliseconds for a LaTeX cell: one decimal below 10, whole (thousands separated) above."""
+    return "—" if value != value else f"{value:.1f}" if value < 10 else f"{value:,.0f}"
 
 
 def _order(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -163,7 +169,7 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
     """The LaTeX grid of the paradigms table: rows (paradigm, backbone), a column group per split with the
     metrics beneath, then the cost columns. Best / second are marked per column over all rows: the table
     exists to compare paradigms with each other."""
-    from bench.report.latex import Grid, escape, metric_label, rank_marks, value_cell
+    from bench.report.latex import Grid, escape, metric_label, rank_marks, split_title, stack, value_cell
 
     significant = significant or set()
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
@@ -178,8 +184,7 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
     rows = []
     for r, key in enumerate(keys):
         paradigm, backbone, method = key
-        label = escape(paradigm if paradigm != "ID" else f"ID ({backbone})")
-        out = [label, escape(method)]
+        out = [stack(rf"{escape(paradigm)} ({escape(backbone)})", escape(method), "l")]
         for j, (dataset, split, metric) in enumerate(columns):
             cell = cells.get(key + (dataset, split))
             if cell is None:
@@ -191,22 +196,25 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
             runs = frame[(frame["paradigm"] == paradigm) & (frame["backbone"] == backbone) & (frame["method"] == method)]
             loaded = bool(runs["latency_loaded"].any())
             facts["loaded"] = facts.get("loaded", False) or loaded
-            out += [_count(runs["trainable"].median()),
-                    f"{runs['latency_ms'].median():.1f}" + ("$^{*}$" if loaded else ""),
-                    _count(runs["llm_tokens"].max())]
+            out += [_count(runs["trainable"].median(), compact=True),
+                    _ms(runs["latency_ms"].median()) + ("$^{*}$" if loaded else ""),
+                    _count(runs["llm_tokens"].max(), compact=True)]
         rows.append(out)
     one_dataset = facts["dataset"] is not None
-    groups = [(escape(s) if one_dataset else f"{escape(d)} / {escape(s)}", [metric_label(m) for m in metrics])
+    # a split's setting suffix (`cold_items [candidates=cold]`) goes beneath its name, so it never widens
+    # its column group
+    groups = [(split_title(s if one_dataset else f"{d}/{s}"), [metric_label(m) for m in metrics])
               for d, s in splits]
     if costs:
         groups.append(("Cost", ["Train.", "ms/user", "LLM tok."]))
-    return Grid(["Paradigm", "Method"], groups, [("", rows)], None, facts=facts)
+    return Grid([stack("Paradigm (backbone)", "method", "l")], groups, [("", rows)], None, facts=facts)
 
 
 def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selection=None, comment: str = "",
                     correction: str = "holm", tested_metric: str = "ndcg@10") -> dict[str, str]:
-    """`main.tex` (page-wide: every metric with its std, the cost columns) and `main_column.tex` (column-wide:
-    N@10 per split, means only) of a paradigms suite, replacing the grid layout's main table."""
+    """`main.tex` (page-wide: R@10 and N@10 per split with their std, the cost columns) and `main_column.tex`
+    (column-wide: N@10 per split, means only) of a paradigms suite, replacing the grid layout's main table;
+    `--metrics` chooses others (the Markdown and CSV tables carry every metric)."""
     from bench.report.latex import PACKAGES, float_env, label_for, result_caption, shorten, tabular
 
     selection_metrics = getattr(selection, "metrics", None)
@@ -216,7 +224,7 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
     files = {}
     for width in widths:
         page = width == "page"
-        metrics = tuple(selection_metrics or (METRICS if page else (tested_metric,)))
+        metrics = tuple(selection_metrics or (PAGE_METRICS if page else (tested_metric,)))
         grid = paradigms_grid(frame, metrics, significant, tested_metric, show_std=page, costs=page)
         lead = shorten(suite.description or suite.name, 160 if page else 110)
         caption = result_caption(lead, grid, metrics, ("overall",), suite.baseline, correction, tested_metric)
@@ -226,5 +234,6 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
             if grid.facts.get("loaded"):
                 caption += " $^{*}$ timed on a loaded machine (other jobs sharing the CPU): an upper bound."
         files["main.tex" if page else "main_column.tex"] = head + float_env(
-            tabular(grid), caption, label_for(suite.name, "main", width), width)
+            tabular(grid), caption, label_for(suite.name, "main", width), width,
+            colsep="2pt" if page else "3pt")  # page: 23 columns
     return files
