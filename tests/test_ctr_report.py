@@ -122,3 +122,75 @@ def test_ctr_table_prints_auc_with_its_interval_per_shot_count(tmp_path):
     # a run without saved pairs: its cell prints no interval rather than one from fewer seeds
     (store.run_dir("tallrec-64-1") / "pairs.csv.gz").unlink()
     assert key not in ctr_intervals(frame, store)
+
+
+def manual_paired_bootstrap(users, labels, scores_a, scores_b, n: int, seed: int):
+    """Independent of scipy: one draw of users for both sides, AUCs by sklearn; (CI of the relative gain,
+    two-sided p of no difference)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    codes = np.unique(users)
+    rows = {u: np.flatnonzero(users == u) for u in codes}
+    rel, diff = [], []
+    for _ in range(n):
+        chosen = np.concatenate([rows[u] for u in rng.choice(codes, len(codes), replace=True)])
+        a, b = roc_auc_score(labels[chosen], scores_a[chosen]), roc_auc_score(labels[chosen], scores_b[chosen])
+        rel.append(a / b - 1)
+        diff.append(a - b)
+    diff = np.array(diff)
+    return tuple(np.percentile(rel, [2.5, 97.5])), 2 * min((diff <= 0).mean(), (diff >= 0).mean())
+
+
+def test_auc_difference_matches_an_independent_paired_cluster_bootstrap():
+    """Two models on the same pairs, users as the unit: interval of the relative AUC gain and the p of no
+    difference agree with a hand-written paired cluster bootstrap; a model against itself: p = 1."""
+    from bench.eval.pointwise import auc_difference
+
+    users, labels, scores_a = synthetic_pairs(120, signal=0.9)
+    rng = np.random.default_rng(5)
+    scores_b = np.round(0.5 * scores_a + rng.normal(0, 1, len(scores_a)), 1)  # correlated with A, weaker
+    result = auc_difference(users, labels, scores_a, scores_b)
+    (ref_low, ref_high), ref_p = manual_paired_bootstrap(users, labels, scores_a, scores_b, 2000, seed=3)
+    assert result["relative"] == pytest.approx(auc(labels, scores_a) / auc(labels, scores_b) - 1)
+    assert result["ci_low"] == pytest.approx(ref_low, abs=0.015) and result["ci_high"] == pytest.approx(ref_high,
+                                                                                                        abs=0.015)
+    assert result["p"] == pytest.approx(ref_p, abs=0.03)
+    assert result["n_users"] == 120 and result["n_pairs"] == len(labels)
+    # a model against itself: p 1 and no gain
+    assert auc_difference(users, labels, scores_a, scores_a)["p"] == 1.0
+    same = auc_difference(users, labels, scores_a, np.stack([scores_a, scores_a]))
+    assert same["relative"] == 0 and same["ci_low"] == same["ci_high"] == 0
+
+
+def test_auc_comparisons_use_the_shared_test_pairs_with_the_user_as_unit(tmp_path):
+    """bench compare / claims on AUC: runs that scored the same pairs (any order) are tested by the paired
+    user bootstrap, whose p decides; runs on different pairs, or without sidecars, fall back to the seed t."""
+    from types import SimpleNamespace
+
+    from bench.records import ResultStore
+    from bench.report.stats import compare_pairs, decisive_p
+
+    store = ResultStore(tmp_path)
+    users, labels, strong = synthetic_pairs(100, signal=1.2)
+    rng = np.random.default_rng(2)
+    specs = {}
+    for name, scores in (("a0", strong), ("a1", strong + rng.normal(0, 0.3, len(strong))),
+                         ("b0", rng.normal(0, 1, len(strong))), ("b1", rng.normal(0, 1, len(strong)))):
+        frame = pd.DataFrame({"user": users, "item": [f"i{k}" for k in range(len(users))], "label": labels,
+                              "segment": "warm", "score": scores})
+        store.run_dir(name).mkdir(parents=True, exist_ok=True)
+        frame.sample(frac=1, random_state=len(specs)).to_csv(store.run_dir(name) / "pairs.csv.gz", index=False)
+        specs[name] = SimpleNamespace(run_id=name)
+    pairs = [(specs["a0"], specs["b0"]), (specs["a1"], specs["b1"])]
+    result = compare_pairs(store, pairs, "auc")
+    assert result["unit"] == "users-bootstrap" and result["n_seeds"] == 2 and result["n_users"] == 100
+    assert decisive_p(result) == result["bootstrap_p"] < 0.01 and result["mean_a"] > result["mean_b"]
+    assert result["ci_low"] > 0 and result["ttest_p"] == result["ttest_p"]  # the seed-level t beside it
+    assert compare_pairs(store, pairs, "uauc") is None  # only AUC is recomputed from the pairs
+    other = pd.read_csv(store.run_dir("b1") / "pairs.csv.gz")
+    other.loc[0, "label"] = 1 - other.loc[0, "label"]
+    other.to_csv(store.run_dir("b1") / "pairs.csv.gz", index=False)
+    assert compare_pairs(store, pairs, "auc") is None  # not the same labelled pairs
+    (store.run_dir("b1") / "pairs.csv.gz").unlink()
+    assert compare_pairs(store, pairs, "auc") is None

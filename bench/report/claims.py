@@ -288,8 +288,9 @@ def render_claims(results: list[Result], claims: ClaimsFile, correction: str, st
     lines = [table.drop(columns=["Context", "Why"]).to_markdown(index=False, disable_numparse=True), "",
              f"Checked on the {len(stored_specs(store))} run records under {store.root}/runs. Users are the unit: "
              f"each user's metric is averaged over the seeds first (users present in every run of both sides). "
-             f"p: Wilcoxon signed-rank test over users where per-user values exist, else paired t over the seeds "
-             f"(seed-level; e.g. AUC); sign-flip: paired permutation test over users (seeded); both "
+             f"p: Wilcoxon signed-rank test over users where per-user values exist; AUC of pointwise runs on "
+             f"the same test pairs: paired bootstrap over users (each with all its pairs); else paired t over "
+             f"the seeds (seed-level); sign-flip: paired permutation test over users (seeded); both "
              f"{correction}-corrected over all {sum(len(r.comparisons) for r in results)} comparisons; a claim "
              f"holds when every comparison goes the claimed way with corrected p < {claims.alpha}. Effect: "
              "relative gain of the claimed-better side (weakest comparison) with its 95% user-bootstrap "

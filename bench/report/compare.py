@@ -43,23 +43,25 @@ def _row(result: dict, metric: str) -> dict:
     def cell(mean, std):
         return f"{mean:.4f}" if std != std else f"{mean:.4f} ± {std:.4f}"
 
-    users = result.get("unit") == "users"
+    users = result.get("unit") in ("users", "users-bootstrap")
+    mde = result.get("mde", np.nan)
     return {"Metric": metric, "A": cell(result["mean_a"], result.get("std_a", np.nan)),
             "B": cell(result["mean_b"], result.get("std_b", np.nan)), "Δ (A−B)": f"{result['diff']:+.4g}",
             "Δ % [95% CI]": format_gain(result["relative"], result["ci_low"], result["ci_high"]),
             "d_z": result["effect_dz"], "Wilcoxon p": result["wilcoxon_p"], "Sign-flip p": result["signflip_p"],
-            "t p (seeds)": result["ttest_p"],
+            "Bootstrap p": result.get("bootstrap_p", np.nan), "t p (seeds)": result["ttest_p"],
             "Users (≠ 0)": f"{result['n_users']} ({result['n_nonzero']})" if users else "— (seed-level)",
-            "Seeds": result["n_seeds"], "MDE %": f"±{100 * result['mde']:.1f}" if users else "—"}
+            "Seeds": result["n_seeds"], "MDE %": f"±{100 * mde:.1f}" if mde == mde else "—"}
 
 
-P_COLUMNS = ("Wilcoxon p", "Sign-flip p", "t p (seeds)")
+# Bootstrap p: AUC of pointwise runs on shared test pairs (paired user-cluster bootstrap); shown when any row has it
+P_COLUMNS = ("Wilcoxon p", "Sign-flip p", "Bootstrap p", "t p (seeds)")
 
 
 def _format(table: pd.DataFrame, corrected: dict[str, list[float]]) -> pd.DataFrame:
     """p columns (raw and corrected) as 0.030 / <0.001, the rest of the floats to 3 decimals."""
     table = table.copy()
-    for column in P_COLUMNS:
+    for column in [c for c in P_COLUMNS if c in table.columns]:
         table.insert(table.columns.get_loc(column) + 1, f"{column} (corr.)", corrected[column])
         for name in (column, f"{column} (corr.)"):
             table[name] = table[name].map(format_p)
@@ -103,17 +105,22 @@ def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, whe
     all_rows = pd.concat([t for _, t in blocks if not t.empty], ignore_index=True) if blocks else pd.DataFrame()
     if all_rows.empty:
         raise BenchError(f"none of the metrics {', '.join(metrics)} is stored for both A and B")
-    corrected = {c: iter(correct(all_rows[c].tolist(), correction)) for c in P_COLUMNS}
+    columns = [c for c in P_COLUMNS if c != "Bootstrap p" or all_rows[c].notna().any()]
+    corrected = {c: iter(correct(all_rows[c].tolist(), correction)) for c in columns}
     out = []
     for title, table in blocks:
         if table.empty:
             continue
-        table = _format(table, {c: [next(corrected[c]) for _ in table.index] for c in P_COLUMNS})
+        if "Bootstrap p" not in columns:
+            table = table.drop(columns="Bootstrap p")
+        table = _format(table, {c: [next(corrected[c]) for _ in table.index] for c in columns})
         out.append(f"### {title}\n\n{table.to_markdown(index=False, disable_numparse=True)}")
     out.append(f"Users are the unit: each user's metric is averaged over the seeds first (users present in every "
                f"run of both sides). Wilcoxon: signed-rank test over users; sign-flip: paired permutation test "
                f"over users (seeded); t: paired over the seed means; 95% CI: user bootstrap of the relative "
                f"gain; MDE: minimum detectable relative effect at 80% power (two-sided α = 0.05); d_z: mean / sd "
-               f"of the per-user differences; a metric without per-user values (seed-level) has only the t-test. "
+               f"of the per-user differences; AUC of pointwise runs scored on the same test pairs: paired user-cluster "
+               f"bootstrap over users (Bootstrap p, and the CI); another metric without per-user values "
+               f"(seed-level) has only the t-test. "
                f"p corrected ({correction}) over all {len(all_rows)} rows.")
     return "\n\n".join(out) + "\n"

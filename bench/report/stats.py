@@ -12,8 +12,9 @@ of both sides; the mean rounded to 12 decimals so that float noise does not spli
 - the minimum detectable relative effect at 80% power (normal approximation over users);
 - a paired t-test over the seed means, as a second, coarser column.
 
-A metric without per-user values (e.g. AUC in the ctr suite) falls back to a paired t over seeds
-(`unit` = "seeds"). Corrections: Holm by default, Benjamini-Hochberg as an option (statsmodels).
+AUC of pointwise runs scored on the same test pairs (the ctr suite's fixed test sample) is tested by a
+paired user-cluster bootstrap on their saved pairs (`unit` = "users-bootstrap"); any other metric without
+per-user values falls back to a paired t over seeds (`unit` = "seeds"). Corrections: Holm by default, Benjamini-Hochberg as an option (statsmodels).
 Every report (tables, `bench compare`, `bench claims`, figures) goes through `compare` here.
 """
 
@@ -148,7 +149,7 @@ def compare(store: ResultStore, runs_a: list[RunSpec], runs_b: list[RunSpec], me
     pairs = seed_pairs(store, runs_a, runs_b, match_seeds)
     matrix = user_matrix(store, pairs, metric)
     if matrix.empty:
-        return compare_seeds(store, pairs, metric)
+        return compare_pairs(store, pairs, metric, seed) or compare_seeds(store, pairs, metric)
     users = user_means(matrix)
     seeds_a, seeds_b = matrix["a"].mean().to_numpy(), matrix["b"].mean().to_numpy()
     mean_a, mean_b = float(users["a"].mean()), float(users["b"].mean())
@@ -156,6 +157,44 @@ def compare(store: ResultStore, runs_a: list[RunSpec], runs_b: list[RunSpec], me
             "relative": mean_a / mean_b - 1 if mean_b else float("nan"),
             **user_test(users["a"].to_numpy(), users["b"].to_numpy(), seed),
             "std_a": _std(seeds_a), "std_b": _std(seeds_b), "ttest_p": seed_t_p(seeds_a, seeds_b),
+            "n_seeds": len(pairs)}
+
+
+PAIRED_METRICS = ("auc",)  # record-level metrics recomputable from the pairs sidecar of pointwise runs
+
+
+def compare_pairs(store: ResultStore, pairs: list[tuple[RunSpec, RunSpec]], metric: str,
+                  seed: int = SEED) -> dict | None:
+    """AUC of pointwise runs that scored the same labelled test pairs (their `pairs.csv.gz`), the user as
+    the unit: a paired user-cluster bootstrap (`bench.eval.pointwise.auc_difference`) gives the 95% interval
+    of the relative gain and the p of no difference (`bootstrap_p`, `unit` = "users-bootstrap"); the paired t
+    over seed AUCs beside it. None when the metric is not one of `PAIRED_METRICS`, a run has no sidecar, or
+    the runs did not score the same pairs (then only the seed-level t applies)."""
+    from bench.eval.pointwise import auc, auc_difference
+
+    if metric not in PAIRED_METRICS or not pairs:
+        return None
+    keys = ["user", "item", "label"]
+    loaded = [(store.pairs(a.run_id), store.pairs(b.run_id)) for a, b in pairs]
+    if any(frame is None for both in loaded for frame in both):
+        return None
+    frames = [tuple(f.sort_values(keys, kind="stable").reset_index(drop=True) for f in both) for both in loaded]
+    shared = frames[0][0][keys]
+    if not all(frame[keys].equals(shared) for both in frames for frame in both):
+        return None
+    users, labels = shared["user"].to_numpy(), shared["label"].to_numpy()
+    scores_a = np.stack([fa["score"].to_numpy(float) for fa, _ in frames])
+    scores_b = np.stack([fb["score"].to_numpy(float) for _, fb in frames])
+    result = auc_difference(users, labels, scores_a, scores_b, seed=seed)
+    seeds_a = np.array([auc(labels, run) for run in scores_a])
+    seeds_b = np.array([auc(labels, run) for run in scores_b])
+    nan = float("nan")
+    return {"metric": metric, "unit": "users-bootstrap", "mean_a": result["auc_a"], "mean_b": result["auc_b"],
+            "diff": result["auc_a"] - result["auc_b"], "relative": result["relative"],
+            "ci_low": result["ci_low"], "ci_high": result["ci_high"], "bootstrap_p": result["p"],
+            "wilcoxon_p": nan, "signflip_p": nan, "mde": nan, "effect_dz": nan,
+            "std_a": _std(seeds_a), "std_b": _std(seeds_b), "ttest_p": seed_t_p(seeds_a, seeds_b),
+            "n_users": result["n_users"], "n_nonzero": result["n_users"], "n_pairs": result["n_pairs"],
             "n_seeds": len(pairs)}
 
 
@@ -178,9 +217,13 @@ def compare_seeds(store: ResultStore, pairs: list[tuple[RunSpec, RunSpec]], metr
             "ttest_p": seed_t_p(a, b), "n_users": 0, "n_nonzero": 0, "n_seeds": len(values)}
 
 
+DECISIVE_P = {"users": "wilcoxon_p", "users-bootstrap": "bootstrap_p", "seeds": "ttest_p"}
+
+
 def decisive_p(result: dict) -> float:
-    """The p a verdict rests on: user-level Wilcoxon, or the seed-level t for a record-level metric."""
-    return result.get("wilcoxon_p" if result.get("unit") == "users" else "ttest_p", float("nan"))
+    """The p a verdict rests on: user-level Wilcoxon; for AUC on shared test pairs the paired user-cluster
+    bootstrap; else the seed-level t of a record-level metric."""
+    return result.get(DECISIVE_P.get(result.get("unit"), "ttest_p"), float("nan"))
 
 
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh", "none": None}
