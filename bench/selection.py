@@ -79,9 +79,17 @@ def parse_selector(text: str | list[str] | dict | None) -> dict[str, Any]:
     return out
 
 
+# split settings that vary with the run seed by design (ctr: one few-shot sample per seed, shots_seed = run
+# seed): part of the seed, never of the context (tables, comparisons and claims pool them as seeds)
+PER_SEED_SPLIT_SETTINGS = frozenset({"shots_seed"})
+
+
 def context_key(spec: RunSpec, ignore: set[str] = frozenset()) -> str:
-    """What A and B must share: the spec without its method side, seed and the `ignore`d fields."""
+    """What A and B must share: the spec without its method side, seed (and per-seed split settings) and the
+    `ignore`d fields."""
     data = spec.model_dump(mode="json", exclude={*METHOD_SIDE, "seed"})
+    for key in PER_SEED_SPLIT_SETTINGS:
+        data.get(LAYERS["split"], {}).pop(key, None)
     for key in ignore:
         if key in LAYERS:  # a side names its own backbone (split, ...): its settings go with it
             data.pop(key, None)
@@ -108,6 +116,8 @@ def describe_context(spec: RunSpec, varying: set[str] | None = None) -> str:
     extra = []
     for layer in ("dataset", "split", "backbone"):
         for key, value in sorted(getattr(spec, LAYERS[layer]).items()):
+            if layer == "split" and key in PER_SEED_SPLIT_SETTINGS:
+                continue
             if varying and f"{layer}.{key}" in varying:
                 extra.append(f"{layer}.{key}={value}")
     return text + (f" [{', '.join(extra)}]" if extra else "")

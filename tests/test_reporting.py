@@ -361,3 +361,17 @@ def test_significance_never_pools_runs_of_one_split_under_different_settings(tmp
     assert (results["n_seeds"] == 3).all()
     assert results.loc["cold_items [candidates=cold]", "relative"] > 0.3
     assert abs(results.loc["cold_items [candidates=all]", "relative"]) < 0.05
+
+
+def test_per_seed_split_settings_pair_as_seeds_not_contexts():
+    """ctr's few-shot sample follows the run seed (shots_seed = seed): runs of seeds 0 and 1 at one shot count
+    are one context with two seeds, while different shot counts stay apart."""
+    def ctr(method, seed, shots=16):
+        return RunSpec(dataset="ml-100k", split="ctr_temporal", backbone="none", method=method, seed=seed,
+                       split_settings={"shots": shots, "shots_seed": seed})
+
+    specs = [ctr(m, s, shots) for m in ("tallrec", "mf-ctr") for s in (0, 1) for shots in (16, 64)]
+    pairings = pair(specs, {}, {"method": "tallrec"}, {"method": "mf-ctr"})
+    assert len(pairings) == 2 and all(p.seeds == [0, 1] for p in pairings)
+    assert sorted(p.context for p in pairings) == ["ml-100k/ctr_temporal/none [split.shots=16]",
+                                                   "ml-100k/ctr_temporal/none [split.shots=64]"]

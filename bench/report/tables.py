@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.records import ResultStore, atomic_write_text
 from bench.report.latex import LatexSelection, latex_files
+from bench.selection import PER_SEED_SPLIT_SETTINGS
 from bench.spec import RunSpec, Suite
 
 DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -43,10 +44,6 @@ def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
     """Run id -> backbone name, plus the settings that vary among the runs of that backbone (a grid
     suite's sweep, e.g. `lightgcn [embedding_size=256]`)."""
     return _sweep_labels(specs, lambda s: s.backbone, lambda s: s.backbone_settings, lambda s: s.backbone)
-
-
-# split settings that vary with the run seed by design (a few-shot sample per seed): never a column of their own
-PER_SEED_SPLIT_SETTINGS = frozenset({"shots_seed"})
 
 
 def split_labels(specs: list[RunSpec]) -> dict[str, str]:
