@@ -94,6 +94,25 @@ def _user_wins(user_code: np.ndarray, n_users: int, labels: np.ndarray, scores: 
     return by_pos @ wins @ by_neg
 
 
+def _resampled_mean_aucs(user_code: np.ndarray, n_users: int, labels: np.ndarray, *sides: np.ndarray):
+    """For each side ([n_runs, n_pairs] scores of runs on the same pairs), a vectorised bootstrap statistic:
+    resampled user indices (`chosen`, users on `axis`) -> the mean over the side's runs of each run's exact AUC
+    on those users' pairs (`_user_wins`: w'Cw / ((w . positives) (w . negatives)) with w the users' counts)."""
+    n_pos = np.bincount(user_code[labels], minlength=n_users).astype(float)
+    n_neg = np.bincount(user_code[~labels], minlength=n_users).astype(float)
+
+    def statistic_of(wins: np.ndarray):
+        def statistic(chosen, axis=-1):
+            chosen = np.moveaxis(np.asarray(chosen), axis, -1)
+            flat = chosen.reshape(-1, chosen.shape[-1])
+            weights = np.stack([np.bincount(row, minlength=n_users) for row in flat]).astype(float)
+            values = np.einsum("bu,ruv,bv->rb", weights, wins, weights) / ((weights @ n_pos) * (weights @ n_neg))
+            return values.mean(axis=0).reshape(chosen.shape[:-1])
+        return statistic
+
+    return [statistic_of(np.stack([_user_wins(user_code, n_users, labels, run) for run in runs])) for runs in sides]
+
+
 def auc_interval(users: np.ndarray, labels: np.ndarray, scores: np.ndarray,
                  n_resamples: int = AUC_BOOTSTRAP, seed: int = AUC_BOOTSTRAP_SEED) -> tuple[float, float]:
     """95% percentile bootstrap interval of AUC, resampling users (each with all its pairs: a user's pairs are
@@ -108,17 +127,7 @@ def auc_interval(users: np.ndarray, labels: np.ndarray, scores: np.ndarray,
     codes, user_code = np.unique(np.asarray(users), return_inverse=True)
     n_users = len(codes)
     if int(labels.sum()) * int((~labels).sum()) <= WINS_LIMIT:
-        wins = np.stack([_user_wins(user_code, n_users, labels, run) for run in scores])
-        n_pos = np.bincount(user_code[labels], minlength=n_users).astype(float)
-        n_neg = np.bincount(user_code[~labels], minlength=n_users).astype(float)
-
-        def statistic(chosen, axis=-1):
-            chosen = np.moveaxis(np.asarray(chosen), axis, -1)
-            flat = chosen.reshape(-1, chosen.shape[-1])
-            weights = np.stack([np.bincount(row, minlength=n_users) for row in flat]).astype(float)
-            values = np.einsum("bu,ruv,bv->rb", weights, wins, weights) / ((weights @ n_pos) * (weights @ n_neg))
-            return values.mean(axis=0).reshape(chosen.shape[:-1])
-
+        statistic, = _resampled_mean_aucs(user_code, n_users, labels, scores)
         vectorized = True
     else:
         rows_of = [np.flatnonzero(user_code == k) for k in range(n_users)]
@@ -150,36 +159,20 @@ def auc_difference(users: np.ndarray, labels: np.ndarray, scores_a: np.ndarray, 
                          f"WINS_LIMIT ({WINS_LIMIT}): too many test pairs for the paired AUC bootstrap")
     codes, user_code = np.unique(np.asarray(users), return_inverse=True)
     n_users = len(codes)
-    wins = {side: np.stack([_user_wins(user_code, n_users, labels, run) for run in runs])
-            for side, runs in (("a", runs_a), ("b", runs_b))}
-    n_pos = np.bincount(user_code[labels], minlength=n_users).astype(float)
-    n_neg = np.bincount(user_code[~labels], minlength=n_users).astype(float)
+    auc_a_of, auc_b_of = _resampled_mean_aucs(user_code, n_users, labels, runs_a, runs_b)
 
-    def aucs(chosen, axis=-1):
-        chosen = np.moveaxis(np.asarray(chosen), axis, -1)
-        flat = chosen.reshape(-1, chosen.shape[-1])
-        weights = np.stack([np.bincount(row, minlength=n_users) for row in flat]).astype(float)
-        norm = (weights @ n_pos) * (weights @ n_neg)
-        return [(np.einsum("bu,ruv,bv->rb", weights, wins[side], weights) / norm).mean(axis=0)
-                .reshape(chosen.shape[:-1]) for side in "ab"]
-
-    def relative(chosen, axis=-1):
-        a, b = aucs(chosen, axis)
-        return a / b - 1
-
-    def difference(chosen, axis=-1):
-        a, b = aucs(chosen, axis)
-        return a - b
+    def relative_and_difference(chosen, axis=-1):  # one resample of users serves both statistics
+        a, b = auc_a_of(chosen, axis), auc_b_of(chosen, axis)
+        return np.stack([a / b - 1, a - b])
 
     everyone = np.arange(n_users)
-    auc_a, auc_b = (float(v.item()) for v in aucs(everyone[None, :]))
-    kwargs = dict(n_resamples=n_resamples, vectorized=True, method="percentile", confidence_level=0.95)
-    ci = stats.bootstrap((everyone,), relative, rng=np.random.default_rng(seed), **kwargs).confidence_interval
-    diffs = stats.bootstrap((everyone,), difference, rng=np.random.default_rng(seed),
-                            **kwargs).bootstrap_distribution
+    auc_a, auc_b = float(auc_a_of(everyone)), float(auc_b_of(everyone))
+    result = stats.bootstrap((everyone,), relative_and_difference, n_resamples=n_resamples, vectorized=True,
+                             method="percentile", confidence_level=0.95, rng=np.random.default_rng(seed))
+    ci, diffs = result.confidence_interval, result.bootstrap_distribution[1]
     p = 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0)))
     return {"auc_a": auc_a, "auc_b": auc_b,
-            "relative": auc_a / auc_b - 1, "ci_low": float(ci.low), "ci_high": float(ci.high),
+            "relative": auc_a / auc_b - 1, "ci_low": float(ci.low[0]), "ci_high": float(ci.high[0]),
             "p": min(1.0, max(p, 1 / n_resamples)), "n_users": n_users, "n_pairs": int(len(labels))}
 
 

@@ -60,7 +60,7 @@ class LoRATuning:
                             batches, loss, model=self.lm, device=self.device, desc=f"{self.name} LoRA",
                             eval_every=(s.eval_every or per_epoch) if selector else 0,
                             evaluate=selector.evaluate if selector else None,
-                            progress=bool(getattr(self, "options", None) and self.options.progress))
+                            progress=self.options.progress)
         if selector is not None:
             selector.finish(result.steps)
         for p in params:
