@@ -37,6 +37,18 @@ def _check_device(device: str) -> None:
         raise BenchError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
 
 
+def no_hub_kernels() -> dict[str, Any]:
+    """`from_pretrained` options that keep transformers from kernelizing the model with kernels fetched from
+    the Hugging Face Hub. transformers >= 5 does that by default whenever the `kernels` package is installed:
+    on a CUDA device the first `model.train()` / `.eval()` then asks the Hub for a kernel (e.g.
+    kernels-community/rotary) even under `local_files_only`, and fails offline. Nothing is ever downloaded
+    here, so the plain torch layers are used on every device (as they already are on the CPU). Older
+    transformers have no kernel support and get no option."""
+    from transformers import PreTrainedModel
+
+    return {"use_kernels": False} if hasattr(PreTrainedModel, "set_use_kernels") else {}
+
+
 def _model_folder(path: Path | str) -> Path:
     """A local model folder (never a hub id: nothing is downloaded at run time)."""
     folder = Path(path).expanduser()
@@ -120,7 +132,8 @@ class SentenceTransformerEncoder(Encoder):
     def _load(self) -> None:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True,
+                                    model_kwargs=no_hub_kernels())
         if self.max_length is not None:
             model.max_seq_length = self.max_length
         model.eval()
@@ -182,7 +195,7 @@ class DecoderMeanPoolEncoder(TransformersEncoder):
                 raise BenchError(f"encoder {self.name!r}: tokenizer has no pad, eos or unk token to pad with")
             tokenizer.pad_token = fallback  # masked out in the pooling, so any id will do
         tokenizer.padding_side = "right"  # keeps real tokens at positions 0..n-1
-        model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=torch.float32)
+        model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=torch.float32, **no_hub_kernels())
         self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
 
     def settings(self) -> dict[str, Any]:

@@ -59,6 +59,24 @@ def test_loader_loads_the_saved_model(tiny):
         load_model(tiny, attn_implementation="flash_attention_2")
 
 
+def test_loaded_models_never_fetch_hub_kernels(tiny, monkeypatch):
+    """transformers >= 5 kernelizes a model with Hub kernels when `kernels` is installed; on CUDA its first
+    .train() / .eval() then asked the Hub for kernels-community/rotary and failed offline (seen on an H200).
+    Every loader turns that off, so a mode switch never reaches kernelize."""
+    from transformers import PreTrainedModel
+
+    if not hasattr(PreTrainedModel, "set_use_kernels"):
+        pytest.skip("this transformers has no Hub-kernel support")
+    calls = []
+    monkeypatch.setattr(PreTrainedModel, "set_use_kernels", lambda self, *a, **k: calls.append(a), raising=True)
+    for head in (True, False):
+        model = load_model(tiny, head=head)
+        assert model.use_kernels is False
+        model.train()
+        model.eval()
+    assert not [a for a in calls if a and a[0]], f"kernelization was asked for: {calls}"
+
+
 def test_tokenizer_padding_and_checks(tiny, tmp_path):
     right, left = load_tokenizer(tiny), load_tokenizer(tiny, padding_side="left", require_chat_template=True)
     assert right.padding_side == "right" and left.padding_side == "left"

@@ -84,6 +84,8 @@ def smollm2_dir(cache_dir: Path) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from bench.encoders import no_hub_kernels
+
         try:  # transformers >= 5 keeps GGUF weights packed (and unsaveable) unless told to dequantise
             from transformers import GgufConfig
 
@@ -91,7 +93,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
         except ImportError:  # older versions always dequantise
             options = {}
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                     **options)
+                                                     **options, **no_hub_kernels())
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if not tokenizer.chat_template:
             raise BenchError(f"{gguf}: the GGUF tokenizer carries no chat template")

@@ -74,7 +74,9 @@ def load_model(model_dir: Path | str, device: str = "cpu", attn_implementation: 
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
-    options = {}
+    from bench.encoders import no_hub_kernels
+
+    options = no_hub_kernels()
     if attn_implementation is not None:
         if attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise UnknownChoiceError("attn_implementation", attn_implementation, ATTN_IMPLEMENTATIONS)
