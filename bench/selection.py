@@ -84,12 +84,16 @@ def parse_selector(text: str | list[str] | dict | None) -> dict[str, Any]:
 PER_SEED_SPLIT_SETTINGS = frozenset({"shots_seed"})
 
 
+def context_split_settings(spec: RunSpec) -> dict[str, Any]:
+    """The spec's split settings less the per-seed ones: what tells one split context from another."""
+    return {k: v for k, v in spec.split_settings.items() if k not in PER_SEED_SPLIT_SETTINGS}
+
+
 def context_key(spec: RunSpec, ignore: set[str] = frozenset()) -> str:
     """What A and B must share: the spec without its method side, seed (and per-seed split settings) and the
     `ignore`d fields."""
     data = spec.model_dump(mode="json", exclude={*METHOD_SIDE, "seed"})
-    for key in PER_SEED_SPLIT_SETTINGS:
-        data.get(LAYERS["split"], {}).pop(key, None)
+    data[LAYERS["split"]] = context_split_settings(spec)
     for key in ignore:
         if key in LAYERS:  # a side names its own backbone (split, ...): its settings go with it
             data.pop(key, None)
@@ -115,9 +119,8 @@ def describe_context(spec: RunSpec, varying: set[str] | None = None) -> str:
     text = f"{spec.dataset}/{spec.split}/{spec.backbone}"
     extra = []
     for layer in ("dataset", "split", "backbone"):
-        for key, value in sorted(getattr(spec, LAYERS[layer]).items()):
-            if layer == "split" and key in PER_SEED_SPLIT_SETTINGS:
-                continue
+        values = context_split_settings(spec) if layer == "split" else getattr(spec, LAYERS[layer])
+        for key, value in sorted(values.items()):
             if varying and f"{layer}.{key}" in varying:
                 extra.append(f"{layer}.{key}={value}")
     return text + (f" [{', '.join(extra)}]" if extra else "")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.records import ResultStore, atomic_write_text
 from bench.report.latex import LatexSelection, latex_files
-from bench.selection import PER_SEED_SPLIT_SETTINGS
+from bench.selection import context_split_settings
 from bench.spec import RunSpec, Suite
 
 DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -49,10 +49,7 @@ def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
 def split_labels(specs: list[RunSpec]) -> dict[str, str]:
     """Run id -> split name, plus the split settings that vary among the runs of that split (`ctr_temporal
     [shots=16]`), so runs on different splits are never pooled; per-seed settings are left out."""
-    def settings(spec):
-        return {k: v for k, v in spec.split_settings.items() if k not in PER_SEED_SPLIT_SETTINGS}
-
-    return _sweep_labels(specs, lambda s: (s.dataset, s.split), settings, lambda s: s.split)
+    return _sweep_labels(specs, lambda s: (s.dataset, s.split), context_split_settings, lambda s: s.split)
 
 
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
