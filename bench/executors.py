@@ -10,7 +10,7 @@ writes (warnings, RecBole / transformers logging, prints, inner progress bars) g
 Interrupts: SIGINT or SIGTERM to the process running `run_specs` cancels the pending runs, stops the
 running ones (pool workers and their children are terminated, Ray tasks force-cancelled) and raises
 KeyboardInterrupt. Records are written atomically, record last, so a stopped run leaves no record and
-the rerun resumes. Pool workers also die with their parent (Linux: PR_SET_PDEATHSIG).
+the rerun resumes; the stopped runs' folders (RecBole's work/, early sidecars) are then cleared. Pool workers also die with their parent (Linux: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -462,7 +462,8 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
     executor "local" (default): this process, or a pool of `workers` processes; "ray": one Ray task
     per run on the cluster at `ray_address` (None: start a local one), `cpus_per_task` CPUs each.
     torch threads per run: `options.torch_threads(workers)` (Ray: `options.threads` or `cpus_per_task`).
-    SIGINT / SIGTERM stop every run of this call and raise KeyboardInterrupt."""
+    SIGINT / SIGTERM stop every run of this call, clear the folders of the runs left without a record and
+    raise KeyboardInterrupt."""
     from tqdm.auto import tqdm
 
     options = options or RunOptions()
@@ -506,6 +507,10 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
                 _run_here(pending, root, cache, options, requested, on_start, on_result)
             else:
                 _run_pool(pending, root, cache, options, requested, workers, on_result)
+        except BaseException:  # an interrupted run leaves no half-written folder behind
+            with _signals_deferred():
+                store.discard_unfinished(s.run_id for s in pending)
+            raise
         finally:
             bar.close()
     return summary

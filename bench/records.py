@@ -179,6 +179,33 @@ class ResultStore:
               "`bench run` of it redoes it", file=sys.stderr)
         return target
 
+    def discard_unfinished(self, run_ids) -> list[str]:
+        """After an interrupt: the run folders of `run_ids` that hold no record lose what the stopped attempt
+        wrote (RecBole's work/, sidecars written before the record), keeping an earlier failure's error.txt,
+        and go when that leaves them empty. A run whose lock another process holds (still running) is left
+        alone. Returns the run ids cleaned."""
+        from filelock import Timeout
+
+        cleaned = []
+        for run_id in run_ids:
+            folder = self.run_dir(run_id)
+            if not folder.is_dir() or self.record_path(run_id).exists():
+                continue
+            try:
+                with self.lock(run_id, timeout=0):
+                    if self.record_path(run_id).exists():
+                        continue
+                    for path in folder.iterdir():
+                        if path.name == "error.txt":
+                            continue
+                        shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    if not any(folder.iterdir()):
+                        folder.rmdir()
+                    cleaned.append(run_id)
+            except Timeout:
+                continue
+        return cleaned
+
     def pairs(self, run_id: str) -> pd.DataFrame | None:
         """A pointwise run's scored test pairs (user, item, label, segment, score); None when not saved."""
         path = self.run_dir(run_id) / PAIRS_FILE

@@ -54,6 +54,9 @@ def slow_execute(spec, store, cache_dir, options, requested):
         if GRANDCHILD:
             grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
             marker["grandchild"] = grandchild.pid
+        work = store.run_dir(spec.run_id) / "work"  # what a real run writes first (RecBole's logs, checkpoints)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "checkpoint.pth").write_text("partial")
         started = Path(store.root) / "started" / f"{spec.run_id}.json"
         started.parent.mkdir(parents=True, exist_ok=True)
         started.write_text(json.dumps(marker))

@@ -86,9 +86,13 @@ def _kill(procs: list[psutil.Process]) -> None:
             continue
 
 
-def _assert_store_clean(root: Path) -> int:
-    """Every record complete and whole, no temp file, no lock held; returns the number of records."""
+def _assert_store_clean(root: Path, folders_cleared: bool = True) -> int:
+    """Every record complete and whole, no run folder without its record (a stopped run's is cleared;
+    `folders_cleared` False: the parent was SIGKILLed, so nothing could clear them), no temp file, no lock
+    held; returns the number of records."""
     records = _records(root)
+    if folders_cleared:
+        assert {p.parent for p in records} == set(root.glob("runs/*")), sorted(root.glob("runs/*/*"))
     for path in records:
         assert json.loads(path.read_text())["status"] == "complete"
     assert not list(root.glob("runs/*/.*.tmp"))
@@ -149,7 +153,8 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     finally:
         proc.kill()
         _kill(workers)
-    assert _assert_store_clean(root) == 0  # and the dead workers hold no lock
+    # the dead workers hold no lock (their run folders stay: the next attempt of each run wipes its work/)
+    assert _assert_store_clean(root, folders_cleared=False) == 0
 
 
 @pytest.mark.slow
@@ -250,6 +255,7 @@ def test_sigterm_in_process_stops_the_run_and_what_it_started(tmp_path, fake_run
     install, calls = fake_runs
 
     def terminated(spec, store):
+        (store.run_dir(spec.run_id) / "work").mkdir(parents=True)
         calls["child"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # interrupted by the signal
@@ -268,3 +274,22 @@ def test_sigterm_in_process_stops_the_run_and_what_it_started(tmp_path, fake_run
     spec = fake_specs(1)[0]
     assert "interrupted" in executors.run_log_path(tmp_path, spec.run_id).read_text()
     assert not (tmp_path / "runs" / spec.run_id / "error.txt").exists()
+
+
+def test_discard_unfinished_clears_only_stopped_runs(tmp_path):
+    import pandas as pd
+
+    store = ResultStore(tmp_path)
+    for run_id in ("done", "stopped", "failed_before", "running"):
+        (store.run_dir(run_id) / "work").mkdir(parents=True)
+        (store.run_dir(run_id) / "work" / "checkpoint.pth").write_text("partial")
+    store.write("done", {"status": "complete", "run_id": "done"}, pd.DataFrame({"user": ["1"]}))
+    (store.run_dir("stopped") / "per_user.csv.gz").write_text("sidecar written before the record")
+    (store.run_dir("failed_before") / "error.txt").write_text("an earlier attempt's traceback")
+    with store.lock("running"):  # another process is still running it
+        cleaned = store.discard_unfinished(["done", "stopped", "failed_before", "running", "never_started"])
+    assert cleaned == ["stopped", "failed_before"]
+    assert not store.run_dir("stopped").exists()
+    assert [p.name for p in store.run_dir("failed_before").iterdir()] == ["error.txt"]
+    assert (store.run_dir("running") / "work" / "checkpoint.pth").exists()
+    assert store.has("done") and (store.run_dir("done") / "work").exists()  # a complete run is not touched
