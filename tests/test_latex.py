@@ -383,3 +383,18 @@ def test_a_wide_family_table_of_few_rows_is_set_transposed():
     flat = pd.concat([table] * 5, ignore_index=True)  # five rows: set as it is
     spec, body = _outer_tabulars(tabular(frame_grid(flat)))[0]
     assert spec == "@{}lllrrrll@{}" and len(_rows(body)) == 6
+
+
+def test_family_tables_name_their_constant_identity_in_the_caption_and_column_cells_keep_the_mean():
+    from bench.report.latex import compact_family_table
+
+    table = pd.DataFrame({"Dataset": ["ml-100k", "ml-100k"], "Split": ["longtail", "longtail"],
+                          "Backbone": ["sasrec", "gru4rec"], "Method": ["random", "random"],
+                          "coverage@10": ["0.5962 ± 0.0444", "0.6326 ± 0.0141"], "Runs": [3, 3]})
+    page, constants = compact_family_table(table, page=True)
+    assert constants == ["ml-100k", "longtail"] and list(page.columns) == ["Backbone", "Method", "coverage@10", "Runs"]
+    assert page["coverage@10"].tolist() == ["0.5962 ± 0.0444", "0.6326 ± 0.0141"]
+    column, _ = compact_family_table(table, page=False)
+    assert column["coverage@10"].tolist() == ["0.5962", "0.6326"] and column["Runs"].tolist() == [3, 3]
+    one_row, constants = compact_family_table(table.head(1), page=True)  # one row: nothing is "constant"
+    assert constants == [] and one_row.equals(table.head(1))

@@ -161,6 +161,11 @@ def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, 
     assert n10["PtE (sasrec)"] == (0.071, "best") and n10["ID (sasrec)"][1] == "second"
     assert "\\dagger" in rows["PtE (sasrec)"][2]
     assert "{\\scriptsize pte}" in rows["PtE (sasrec)"][0]  # the method beneath its paradigm
+    # column-wide: the paradigm over its backbone (each pair names one method), split names broken at their
+    # underscores, a setting suffix by its value with the key in the caption
+    column = {label(r[0]): r for r in _rows(_outer_tabulars(files["main_column.tex"])[0][1])}
+    assert "{\\scriptsize sasrec}" in column["PtE"][0] and "Paradigm" in column
+    assert "temporal\\\\loo" in files["main_column.tex"] and "temporal\\_loo" not in files["main_column.tex"]
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed")
     for name, tex in files.items():
@@ -171,6 +176,24 @@ def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, 
     run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
+    if shutil.which("pdftoppm") is not None:  # the column-wide table fits a 241 pt column
+        from bench.report.latex_render import compile_table
+
+        result = compile_table(tmp_path / "main_column.tex")
+        assert result["kind"] == "column" and result["fits"], result
+
+
+def test_narrow_split_titles_and_their_key():
+    from bench.report.latex import narrow_note, split_title
+
+    assert split_title("longtail", narrow=True) == "longtail"
+    assert split_title("temporal_loo", narrow=True) == r"\begin{tabular}[t]{@{}c@{}}temporal\\loo\end{tabular}"
+    title = split_title("cold_items [candidates=cold]", narrow=True)
+    assert title.endswith(r"items\\[-2pt]{\scriptsize [cold]}\end{tabular}")
+    assert split_title("cold_items [candidates=cold]") == (
+        r"\begin{tabular}[t]{@{}c@{}}cold\_items\\[-2pt]{\scriptsize [candidates=cold]}\end{tabular}")
+    assert narrow_note(["cold_items [candidates=all]", "cold_items [candidates=cold]", "longtail"]) == (
+        "[all], [cold]: candidates")
 
 
 def test_write_tables_uses_the_paradigms_layout_when_the_suite_asks(runs, tmp_path):

@@ -287,11 +287,35 @@ def _split_label(text: str) -> tuple[str, str] | None:
     return (escape(match[1]), escape(match[2])) if match else None
 
 
-def split_title(text: str) -> str:
+def split_title(text: str, narrow: bool = False) -> str:
     """A column group's title; a setting suffix (`cold_items [candidates=cold]`) goes beneath the name,
-    smaller, so a long label does not widen its group."""
-    parts = _split_label(text)
-    return stack(*parts) if parts else escape(text)
+    smaller, so a long label does not widen its group. `narrow` (a column-wide table of many groups): the
+    name is broken at its underscores, one part a line, and the suffix keeps its values only (`[cold]`;
+    `narrow_note` names the settings for the caption)."""
+    if not narrow:
+        parts = _split_label(text)
+        return stack(*parts) if parts else escape(text)
+    name, _, suffix = str(text).partition(" ")
+    body = "\\\\".join(escape(part) for part in name.split("_") if part)
+    if suffix:
+        values = [kv.split("=", 1)[-1].strip() for kv in suffix.strip("[]() ").split(",")]
+        body += rf"\\[-2pt]{{\scriptsize [{escape(', '.join(values))}]}}"
+    return rf"\begin{{tabular}}[t]{{@{{}}c@{{}}}}{body}\end{{tabular}}" if "\\\\" in body else body
+
+
+def narrow_note(texts) -> str:
+    """The caption's key to `split_title(..., narrow=True)`'s shortened suffixes: `[all], [cold]: candidates`."""
+    keys: dict[str, list[str]] = {}
+    for text in texts:
+        suffix = str(text).partition(" ")[2]
+        for kv in suffix.strip("[]() ").split(","):
+            if "=" in kv:
+                key, value = (part.strip() for part in kv.split("=", 1))
+                keys.setdefault(key, [])
+                if value not in keys[key]:
+                    keys[key].append(value)
+    return "; ".join(f"{', '.join(f'[{escape(v)}]' for v in values)}: {escape(key)}"
+                     for key, values in keys.items())
 
 
 def row_label(text: str) -> str:
@@ -454,6 +478,23 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
                            facts={"sig": any(row[-1] for rows in blocks.values() for row in rows)}))
 
 
+IDENTITY_COLUMNS = ("Dataset", "Split", "Backbone", "Encoder")
+_MEAN_STD = re.compile(r"\s*(\S+?)\s*±\s*\S+\s*")
+
+
+def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame, list[str]]:
+    """A family table for LaTeX: its identity columns (dataset, split, backbone, encoder) that hold one value
+    in every row go to the caption (returned, in order), and column-wide cells keep their mean only (a
+    `mean ± std` cell loses the std, as the column-wide result tables do)."""
+    constants = [c for c in IDENTITY_COLUMNS if c in table.columns and len(table) > 1
+                 and table[c].nunique(dropna=False) == 1]
+    out = table.drop(columns=constants)
+    if not page:
+        out = out.apply(lambda col: col.map(lambda v: _MEAN_STD.fullmatch(v)[1]
+                                           if isinstance(v, str) and _MEAN_STD.fullmatch(v) else v))
+    return out, [str(table[c].iloc[0]) for c in constants]
+
+
 def frame_grid(table: pd.DataFrame) -> Grid:
     """Any other table (a method family's own, e.g. PtE's offline cost): one header row, text left,
     numbers right; a wide table of at most four rows is set transposed (a row per field, a column per
@@ -589,7 +630,9 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                 files[f"significance{suffix}.tex"] = head + float_env(
                     tabular(grid), caption, label_for(suite.name, "significance", width), width)
         for name, table in family_tables.items():
-            caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}."
+            table, constants = compact_family_table(table, page)
+            caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}"
+            caption += f" ({escape(', '.join(constants))})." if constants else "."
             files[f"{name}{suffix}.tex"] = head + float_env(tabular(frame_grid(table)), caption,
                                                             label_for(suite.name, name, width), width)
     return files

@@ -165,11 +165,23 @@ def tradeoff_data(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
 
 
 def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple] | None = None,
-                   tested_metric: str = "ndcg@10", show_std: bool = True, costs: bool = True):
+                   tested_metric: str = "ndcg@10", show_std: bool = True, costs: bool = True,
+                   narrow: bool = False):
     """The LaTeX grid of the paradigms table: rows (paradigm, backbone), a column group per split with the
     metrics beneath, then the cost columns. Best / second are marked per column over all rows: the table
-    exists to compare paradigms with each other."""
-    from bench.report.latex import Grid, escape, metric_label, rank_marks, split_title, stack, value_cell
+    exists to compare paradigms with each other. `narrow` (column-wide): split names broken at their
+    underscores with their settings' values only (`facts["narrow_note"]` keys them), and a row is labelled
+    paradigm over backbone, without the method, where that pair names one method."""
+    from bench.report.latex import (
+        Grid,
+        escape,
+        metric_label,
+        narrow_note,
+        rank_marks,
+        split_title,
+        stack,
+        value_cell,
+    )
 
     significant = significant or set()
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
@@ -182,9 +194,11 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
     facts = {"sig": False, "cap": False, "seeds": set(), "std": False, "segments": ("overall",),
              "dataset": splits[0][0] if len({d for d, _ in splits}) == 1 else None, "split": None, "lone": None}
     rows = []
+    short_labels = narrow and len({k[:2] for k in keys}) == len(keys)
     for r, key in enumerate(keys):
         paradigm, backbone, method = key
-        out = [stack(rf"{escape(paradigm)} ({escape(backbone)})", escape(method), "l")]
+        out = [stack(escape(paradigm), escape(backbone), "l") if short_labels
+               else stack(rf"{escape(paradigm)} ({escape(backbone)})", escape(method), "l")]
         for j, (dataset, split, metric) in enumerate(columns):
             cell = cells.get(key + (dataset, split))
             if cell is None:
@@ -203,11 +217,14 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
     one_dataset = facts["dataset"] is not None
     # a split's setting suffix (`cold_items [candidates=cold]`) goes beneath its name, so it never widens
     # its column group
-    groups = [(split_title(s if one_dataset else f"{d}/{s}"), [metric_label(m) for m in metrics])
-              for d, s in splits]
+    titles = [s if one_dataset else f"{d}/{s}" for d, s in splits]
+    groups = [(split_title(t, narrow), [metric_label(m) for m in metrics]) for t in titles]
+    if narrow:
+        facts["narrow_note"] = narrow_note(titles)
     if costs:
         groups.append(("Cost", ["Train.", "ms/user", "LLM tok."]))
-    return Grid([stack("Paradigm (backbone)", "method", "l")], groups, [("", rows)], None, facts=facts)
+    label = stack("Paradigm", "backbone", "l") if short_labels else stack("Paradigm (backbone)", "method", "l")
+    return Grid([label], groups, [("", rows)], None, facts=facts)
 
 
 def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selection=None, comment: str = "",
@@ -225,9 +242,12 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
     for width in widths:
         page = width == "page"
         metrics = tuple(selection_metrics or (PAGE_METRICS if page else (tested_metric,)))
-        grid = paradigms_grid(frame, metrics, significant, tested_metric, show_std=page, costs=page)
+        grid = paradigms_grid(frame, metrics, significant, tested_metric, show_std=page, costs=page,
+                              narrow=not page)
         lead = shorten(suite.description or suite.name, 160 if page else 110)
         caption = result_caption(lead, grid, metrics, ("overall",), suite.baseline, correction, tested_metric)
+        if grid.facts.get("narrow_note"):
+            caption += f" Split settings: {grid.facts['narrow_note']}."
         if page:
             caption += (" Cost: trainable parameters, median ms to score one user, LLM tokens spent offline "
                         "(first build).")
