@@ -398,3 +398,24 @@ def test_family_tables_name_their_constant_identity_in_the_caption_and_column_ce
     assert column["coverage@10"].tolist() == ["0.5962", "0.6326"] and column["Runs"].tolist() == [3, 3]
     one_row, constants = compact_family_table(table.head(1), page=True)  # one row: nothing is "constant"
     assert constants == [] and one_row.equals(table.head(1))
+
+
+def test_a_grid_wider_than_its_width_is_split_between_column_groups():
+    from bench.report.latex import Grid, split_grid, tabulars
+
+    sizes = [5, 4, 5, 5, 4]
+    groups = [(f"split{g}", [f"m{g}.{j}" for j in range(n)]) for g, n in enumerate(sizes)]
+    values = [f"v{g}.{j}" for g, n in enumerate(sizes) for j in range(n)]
+    rows = [["sasrec", "random"] + [f"{v}r0" for v in values], ["", "pte"] + [f"{v}r1" for v in values]]
+    grid = Grid(["Backbone", "Method"], groups, [("", rows)])
+    parts = split_grid(grid, 12)
+    assert [[title for title, _ in p.groups] for p in parts] == [["split0", "split1"], ["split2", "split3"],
+                                                                  ["split4"]]
+    # every value once, in order, beside its own row's labels
+    assert [cell for p in parts for cell in p.blocks[0][1][1][2:]] == [f"{v}r1" for v in values]
+    assert all(p.blocks[0][1][0][:2] == ["sasrec", "random"] for p in parts)
+    tex = tabulars(grid, "page")
+    assert len(_outer_tabulars(tex)) == 3 and tex.count("\\par\\medskip") == 2
+    for spec, body in _outer_tabulars(tex):
+        assert all(sum(_span(c) for c in row) == _columns(spec) for row in _rows(body))
+    assert split_grid(grid, 23) == [grid] and len(_outer_tabulars(tabulars(grid, "column"))) == 5

@@ -229,6 +229,45 @@ def tabular(grid: Grid) -> str:
     return "\n".join(lines)
 
 
+# value columns one tabular holds at most; a grid with more is set as several tabulars stacked in one float,
+# split between column groups (set in the papers' 10 pt and at footnotesize, a page-wide results tabular of
+# 12 value columns with its std beneath each mean fits 506 pt, a column-wide one of 5 means fits 241 pt)
+MAX_VALUE_COLUMNS = {"page": 12, "column": 5}
+
+
+def split_grid(grid: Grid, max_values: int) -> list[Grid]:
+    """The grid as consecutive parts of whole column groups with at most `max_values` value columns each (a
+    group wider than that alone), every part with all the rows and labels; one part when it fits."""
+    parts, current = [], []
+    for index, (_, subs) in enumerate(grid.groups):
+        if current and sum(len(grid.groups[i][1]) for i in current) + len(subs) > max_values:
+            parts.append(current)
+            current = []
+        current.append(index)
+    parts.append(current)
+    if len(parts) == 1:
+        return [grid]
+    n_labels, starts, start = len(grid.labels), [], 0
+    for _, subs in grid.groups:
+        starts.append(start)
+        start += len(subs)
+    out = []
+    for indices in parts:
+        cols = [starts[i] + j for i in indices for j in range(len(grid.groups[i][1]))]
+        blocks = [(title, [row[:n_labels] + [row[n_labels + c] for c in cols] for row in rows])
+                  for title, rows in grid.blocks]
+        align = "".join(grid.align[c] for c in cols) if grid.align else ""
+        out.append(Grid(grid.labels, [grid.groups[i] for i in indices], blocks, grid.block_column, align,
+                        grid.facts))
+    return out
+
+
+def tabulars(grid: Grid, width: str) -> str:
+    """The grid as one tabular, or as several stacked (`split_grid`) when it has more value columns than
+    its width holds."""
+    return "\n\\par\\medskip\n".join(tabular(part) for part in split_grid(grid, MAX_VALUE_COLUMNS[width]))
+
+
 def float_env(body: str, caption: str, label: str, width: str, colsep: str = "3pt") -> str:
     """`table*` (page-wide) or `table` (column-wide), \\footnotesize with `colsep` column padding, caption
     above."""
@@ -616,7 +655,7 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                                      correction, tested_metric)
             if main_note and name == "main":
                 caption += " " + escape(main_note)
-            files[f"{name}{suffix}.tex"] = head + float_env(tabular(grid), caption,
+            files[f"{name}{suffix}.tex"] = head + float_env(tabulars(grid, width), caption,
                                                             label_for(suite.name, name, width), width)
         if not results.empty:
             chosen = results
