@@ -233,6 +233,8 @@ def tabular(grid: Grid) -> str:
 # split between column groups (set in the papers' 10 pt and at footnotesize, a page-wide results tabular of
 # 12 value columns with its std beneath each mean fits 506 pt, a column-wide one of 5 means fits 241 pt)
 MAX_VALUE_COLUMNS = {"page": 12, "column": 5}
+# a family table's (text and longer numbers): at most this many value columns a part
+FAMILY_VALUE_COLUMNS = {"page": 8, "column": 2}
 
 
 def split_grid(grid: Grid, max_values: int) -> list[Grid]:
@@ -262,10 +264,10 @@ def split_grid(grid: Grid, max_values: int) -> list[Grid]:
     return out
 
 
-def tabulars(grid: Grid, width: str) -> str:
+def tabulars(grid: Grid, width: str, limits: dict[str, int] = MAX_VALUE_COLUMNS) -> str:
     """The grid as one tabular, or as several stacked (`split_grid`) when it has more value columns than
     its width holds."""
-    return "\n\\par\\medskip\n".join(tabular(part) for part in split_grid(grid, MAX_VALUE_COLUMNS[width]))
+    return "\n\\par\\medskip\n".join(tabular(part) for part in split_grid(grid, limits[width]))
 
 
 def float_env(body: str, caption: str, label: str, width: str, colsep: str = "3pt") -> str:
@@ -477,7 +479,7 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
     (page) the metric for both, the gain in % and its 95% user-bootstrap interval, the corrected p of the
     Wilcoxon, sign-flip and paired-t tests (raw p: the Markdown table), d_z, users (non-zero differences),
     MDE; (column) the
-    gain, its interval and the corrected Wilcoxon p. Sig.: † where the corrected Wilcoxon p < 0.05, as the
+    gain, its interval and the corrected Wilcoxon p, blocks by dataset / split / backbone. Sig.: † where the corrected Wilcoxon p < 0.05, as the
     main table's mark; p below 0.001 printed as <0.001, never as a raw float."""
     page = width == "page"
     corr = r"$p_{\mathrm{corr}}$"
@@ -498,9 +500,11 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
         p_corr = r["wilcoxon_p_corr"] if r["wilcoxon_p_corr"] == r["wilcoxon_p_corr"] else 1.0
         sig = f"${SIG}$" if p_corr < 0.05 else ""
         block = f"{escape(r['Dataset'])} / {escape(r['Split'])}"
+        if not page:  # column-wide: the backbone joins the block title, one label column is left
+            block += f" / {escape(r['Backbone'])}"
         rows = blocks.setdefault(block, [])
         repeated, last[block] = last.get(block) == r["Backbone"], r["Backbone"]  # a backbone named once
-        row = ["" if repeated else row_label(r["Backbone"]), row_label(r["Method"])]
+        row = ([] if not page else ["" if repeated else row_label(r["Backbone"])]) + [row_label(r["Method"])]
         if page:
             row += [f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}"]
         row += [gain, ci if ci == "--" else rf"{{\scriptsize {ci}}}"]
@@ -513,11 +517,12 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
             row += [_p(r["wilcoxon_p_corr"]), sig]
         rows.append(row)
     align = "rrrrrrrrrrc" if page else "rrrc"
-    return drop_empty(Grid(["Backbone", "Method"], groups, list(blocks.items()), None, align,
+    return drop_empty(Grid(["Backbone", "Method"] if page else ["Method"], groups, list(blocks.items()), None, align,
                            facts={"sig": any(row[-1] for rows in blocks.values() for row in rows)}))
 
 
 IDENTITY_COLUMNS = ("Dataset", "Split", "Backbone", "Encoder")
+LABEL_COLUMNS = (*IDENTITY_COLUMNS, "Method")  # a family table's leading columns of these name its rows
 _MEAN_STD = re.compile(r"\s*(\S+?)\s*±\s*\S+\s*")
 
 
@@ -537,25 +542,31 @@ def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame,
 def frame_grid(table: pd.DataFrame) -> Grid:
     """Any other table (a method family's own, e.g. PtE's offline cost): one header row, text left,
     numbers right; a wide table of at most four rows is set transposed (a row per field, a column per
-    record, headed by its leading text fields), which fits a page or a column where the flat one would
-    not."""
+    record, headed by its leading text fields, one a line), which fits a page or a column where the flat
+    one would not. The leading text columns (flat) or the field names (transposed) are the row labels, and
+    every value column is a group of its own, so `split_grid` can set a wide one as stacked parts."""
     def cell(value) -> str:
         return escape("--" if value is None or value != value else value)
 
+    keys = []
+    for column in table.columns[:3]:
+        if column not in LABEL_COLUMNS or pd.api.types.is_numeric_dtype(table[column]):
+            break
+        keys.append(column)
     if 0 < len(table) <= 4 and len(table.columns) > 2 * (len(table) + 1):
-        keys = []
-        for column in table.columns[:3]:
-            if pd.api.types.is_numeric_dtype(table[column]):
-                break
-            keys.append(column)
-        heads = [" / ".join(cell(v) for v in row) if keys else str(i + 1)
-                 for i, row in enumerate(table[keys].itertuples(index=False))]
+        heads = [stack(*(cell(v) for v in row), "r") if len(keys) == 2 else
+                 (r"\begin{tabular}[t]{@{}r@{}}" + "\\\\".join(cell(v) for v in row) + r"\end{tabular}"
+                  if len(keys) > 2 else split_title(str(row[0])))
+                 if keys else str(i + 1) for i, row in enumerate(table[keys].itertuples(index=False))]
         rows = [[escape(column)] + [cell(v) for v in table[column]]
                 for column in table.columns if column not in keys]
-        return Grid([" / ".join(escape(k) for k in keys)], [("", heads)], [("", rows)], None, "r" * len(heads))
-    rows = [[cell(v) for v in row] for row in table.itertuples(index=False)]
-    align = "".join("r" if pd.api.types.is_numeric_dtype(t) else "l" for t in table.dtypes)
-    return Grid([], [("", [escape(c) for c in table.columns])], [("", rows)], None, align)
+        return Grid([" / ".join(escape(k) for k in keys)], [("", [h]) for h in heads], [("", rows)], None,
+                    "r" * len(heads))
+    keys = keys[:1] or list(table.columns[:1])
+    values = [c for c in table.columns if c not in keys]
+    rows = [[cell(v) for v in row] for row in table[keys + values].itertuples(index=False)]
+    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in values)
+    return Grid([escape(k) for k in keys], [("", [escape(c)]) for c in values], [("", rows)], None, align)
 
 
 # --- files ----------------------------------------------------------------------------------------------
@@ -672,6 +683,6 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
             table, constants = compact_family_table(table, page)
             caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}"
             caption += f" ({escape(', '.join(constants))})." if constants else "."
-            files[f"{name}{suffix}.tex"] = head + float_env(tabular(frame_grid(table)), caption,
-                                                            label_for(suite.name, name, width), width)
+            files[f"{name}{suffix}.tex"] = head + float_env(tabulars(frame_grid(table), width, FAMILY_VALUE_COLUMNS),
+                                                            caption, label_for(suite.name, name, width), width)
     return files
