@@ -677,8 +677,9 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                 grid = significance_grid(chosen, tested_metric, suite.baseline, width)
                 caption = significance_caption(lead if page else short, tested_metric, suite.baseline, correction,
                                                width)
-                files[f"significance{suffix}.tex"] = head + float_env(
-                    tabular(grid), caption, label_for(suite.name, "significance", width), width)
+                files[f"significance{suffix}.tex"] = head + float_env(  # page: 13 columns, 2 pt padding
+                    tabular(grid), caption, label_for(suite.name, "significance", width), width,
+                    colsep="2pt" if page else "3pt")
         for name, table in family_tables.items():
             table, constants = compact_family_table(table, page)
             caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}"
