@@ -382,7 +382,8 @@ def test_a_wide_family_table_of_few_rows_is_set_transposed():
                         ["Distance", "r1: user 0.556"]]
     flat = pd.concat([table] * 5, ignore_index=True)  # five rows: set as it is
     spec, body = _outer_tabulars(tabular(frame_grid(flat)))[0]
-    assert spec == "@{}lllrrrll@{}" and len(_rows(body)) == 6
+    assert spec == "@{}lrrrll@{}" and len(_rows(body)) == 6  # one label column: the method over the rest
+    assert _rows(body)[1][0] == r"\begin{tabular}[t]{@{}l@{}}pte\\[-2pt]{\scriptsize ml-100k, cold\_users}\end{tabular}"
 
 
 def test_family_tables_name_their_constant_identity_in_the_caption_and_column_cells_keep_the_mean():

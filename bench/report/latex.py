@@ -478,9 +478,9 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
     """Each method vs the baseline, blocks by dataset / split, the backbone named once per run of rows:
     (page) the metric for both, the gain in % and its 95% user-bootstrap interval, the corrected p of the
     Wilcoxon, sign-flip and paired-t tests (raw p: the Markdown table), d_z, users (non-zero differences),
-    MDE; (column) the
-    gain, its interval and the corrected Wilcoxon p, blocks by dataset / split / backbone. Sig.: † where the corrected Wilcoxon p < 0.05, as the
-    main table's mark; p below 0.001 printed as <0.001, never as a raw float."""
+    MDE; (column) the gain, its interval and the corrected Wilcoxon p, blocks by dataset / split /
+    backbone. Sig.: † where the corrected Wilcoxon p < 0.05, as the main table's mark; p below 0.001
+    printed as <0.001, never as a raw float."""
     page = width == "page"
     corr = r"$p_{\mathrm{corr}}$"
     gain_heads = [r"Gain \%", r"95\% CI"]
@@ -539,6 +539,16 @@ def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame,
     return out, [str(table[c].iloc[0]) for c in constants]
 
 
+def _record_head(values: list[str]) -> str:
+    """A transposed family table's column head: its record's key values one a line (the last of two
+    smaller); a lone value with a setting suffix has the suffix beneath it."""
+    if len(values) == 1:
+        return split_title(values[0])
+    if len(values) == 2:
+        return stack(escape(values[0]), escape(values[1]), "r")
+    return r"\begin{tabular}[t]{@{}r@{}}" + "\\\\".join(map(escape, values)) + r"\end{tabular}"
+
+
 def frame_grid(table: pd.DataFrame) -> Grid:
     """Any other table (a method family's own, e.g. PtE's offline cost): one header row, text left,
     numbers right; a wide table of at most four rows is set transposed (a row per field, a column per
@@ -554,19 +564,24 @@ def frame_grid(table: pd.DataFrame) -> Grid:
             break
         keys.append(column)
     if 0 < len(table) <= 4 and len(table.columns) > 2 * (len(table) + 1):
-        heads = [stack(*(cell(v) for v in row), "r") if len(keys) == 2 else
-                 (r"\begin{tabular}[t]{@{}r@{}}" + "\\\\".join(cell(v) for v in row) + r"\end{tabular}"
-                  if len(keys) > 2 else split_title(str(row[0])))
-                 if keys else str(i + 1) for i, row in enumerate(table[keys].itertuples(index=False))]
+        heads = [_record_head([str(v) for v in row]) if keys else str(i + 1)
+                 for i, row in enumerate(table[keys].itertuples(index=False))]
         rows = [[escape(column)] + [cell(v) for v in table[column]]
                 for column in table.columns if column not in keys]
         return Grid([" / ".join(escape(k) for k in keys)], [("", [h]) for h in heads], [("", rows)], None,
                     "r" * len(heads))
-    keys = keys[:1] or list(table.columns[:1])
+    # one label column, which every part repeats so that its rows stay identified: the last key (the
+    # method) over the others, smaller
+    keys = keys or list(table.columns[:1])
     values = [c for c in table.columns if c not in keys]
-    rows = [[cell(v) for v in row] for row in table[keys + values].itertuples(index=False)]
+
+    def label(row) -> str:
+        return stack(cell(row[-1]), ", ".join(cell(v) for v in row[:-1]), "l") if len(row) > 1 else cell(row[0])
+
+    rows = [[label(row[:len(keys)])] + [cell(v) for v in row[len(keys):]]
+            for row in table[keys + values].itertuples(index=False)]
     align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in values)
-    return Grid([escape(k) for k in keys], [("", [escape(c)]) for c in values], [("", rows)], None, align)
+    return Grid([label(keys)], [("", [escape(c)]) for c in values], [("", rows)], None, align)
 
 
 # --- files ----------------------------------------------------------------------------------------------
