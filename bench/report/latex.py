@@ -700,5 +700,6 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
             caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}"
             caption += f" ({escape(', '.join(constants))})." if constants else "."
             files[f"{name}{suffix}.tex"] = head + float_env(tabulars(frame_grid(table), width, FAMILY_VALUE_COLUMNS),
-                                                            caption, label_for(suite.name, name, width), width)
+                                                            caption, label_for(suite.name, name, width), width,
+                                                            colsep="3pt" if page else "2pt")
     return files
