@@ -322,6 +322,17 @@ def test_table_note_names_the_sampled_protocol_when_runs_used_it():
         [full, sampled])
 
 
+def test_main_table_cells_without_runs_print_a_dash_and_costs_come_last(store):
+    """A row with no run on one split (here llminit-rand, half_history only) prints — there, never nan,
+    and the cost columns follow every split's columns."""
+    specs = [spec(m, split=sp) for m in ("random", "llminit-rand") for sp in ("half_history", "temporal_loo")]
+    table = main_table(collect(specs, store), metrics=("ndcg@10",))
+    assert list(table.columns[-2:]) == ["Trainable params", "Latency ms (median)"]
+    row = table.set_index("Method").loc["llminit-rand"]
+    assert row["ml-100k/temporal_loo ndcg@10"] == "—" and row["ml-100k/temporal_loo seeds"] == "—"
+    assert str(row["ml-100k/half_history seeds"]) == "1" and "nan" not in table.to_markdown()
+
+
 def test_cap_stopped_runs_are_marked_and_counted(tmp_path):
     """A cell with a run that stopped at its epoch cap carries ‡ and the note counts runs and cells."""
     from bench.report.tables import cap_note

@@ -182,7 +182,16 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
         row["Latency ms (median)"] = latency_cell(group)
         out_rows.append(row)
-    return pd.DataFrame(out_rows)
+    out = pd.DataFrame(out_rows)
+    # the cost columns last (a row first seen on a later split used to put its split's columns after them),
+    # and a split a row has no run on prints — (was nan)
+    cost = ["Trainable params", "Latency ms (median)"]
+    out = out[[c for c in out.columns if c not in cost] + [c for c in cost if c in out.columns]]
+    for column in out.columns:
+        if out[column].isna().any():
+            out[column] = [("—" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else v)
+                           for v in out[column]]
+    return out
 
 
 def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
