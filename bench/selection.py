@@ -27,12 +27,34 @@ TOP_LEVEL = ("dataset", "split", "backbone", "method", "encoder", "seed")
 METHOD_SIDE = ("method", "method_settings", "encoder", "encoder_settings")
 
 
+def current_settings(spec: RunSpec) -> RunSpec:
+    """The stored spec with the settings added since its record was written filled in at their defaults
+    (a new setting's default keeps the old behaviour, so the run id does not move: `split.eval_negatives`
+    is 0 in a record that predates it). Without this, an old and a new record of one context differ in
+    their resolved settings and are never paired (claims, `bench compare`). A spec that no longer resolves
+    (a setting since removed) is returned as stored."""
+    from bench.catalog import METHODS
+    from bench.data.splits import resolve_split_params
+    from methods.backbones.cf import resolve_backbone_config
+
+    try:
+        filled = spec.model_copy(update={
+            "split_settings": resolve_split_params(spec.split, spec.split_settings),
+            "backbone_settings": (resolve_backbone_config(spec.backbone, spec.backbone_settings)
+                                  if spec.backbone != "none" else spec.backbone_settings),
+            "method_settings": METHODS.settings(spec.method, spec.method_settings).model_dump(mode="json")})
+    except (BenchError, ValueError, KeyError):
+        return spec
+    return filled if filled.run_id == spec.run_id else spec
+
+
 def stored_specs(store: ResultStore) -> list[RunSpec]:
-    """The spec of every complete record in the store (records of another schema are left out)."""
+    """The spec of every complete record in the store, with the settings added since filled in at their
+    defaults (`current_settings`); records of another schema are left out."""
     out = []
     for record in store.records():
         try:
-            out.append(RunSpec.model_validate(record["spec"]))
+            out.append(current_settings(RunSpec.model_validate(record["spec"])))
         except (KeyError, ValueError):
             continue
     return out

@@ -386,3 +386,24 @@ def test_per_seed_split_settings_pair_as_seeds_not_contexts():
     assert len(pairings) == 2 and all(p.seeds == [0, 1] for p in pairings)
     assert sorted(p.context for p in pairings) == ["ml-100k/ctr_temporal/none [split.shots=16]",
                                                    "ml-100k/ctr_temporal/none [split.shots=64]"]
+
+
+def test_records_written_before_a_setting_existed_pair_with_newer_ones(tmp_path):
+    """A record that predates a defaulted setting (its stored split settings lack `eval_negatives`) has the
+    same run id as one written after it, and the two pair as one context: claims and `bench compare` saw two
+    contexts and skipped the comparison (four PtE Table 5 claims read 'not run' with every run stored)."""
+    from bench.data.splits import resolve_split_params
+
+    store = ResultStore(tmp_path / "results")
+    full = resolve_split_params("half_history", {"seed": 0})
+    old = {k: v for k, v in full.items() if k != "eval_negatives"}
+    assert "eval_negatives" in full
+    for seed in range(2):
+        put(store, spec("random", seed=seed).model_copy(update={"split_settings": old}), 0.20)
+        put(store, spec("llminit-var", seed=seed).model_copy(update={"split_settings": full}), 0.26)
+    old_spec = spec("random").model_copy(update={"split_settings": old})
+    assert old_spec.run_id == old_spec.model_copy(update={"split_settings": full}).run_id  # the id rule
+    specs = stored_specs(store)
+    assert all(s.split_settings == full for s in specs)
+    pairings = pair(specs, {}, {"method": "llminit-var"}, {"method": "random"})
+    assert len(pairings) == 1 and len(pairings[0].runs_a) == len(pairings[0].runs_b) == 2
