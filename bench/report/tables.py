@@ -161,12 +161,20 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
     `significant` holds (dataset, split, backbone, method) keys whose `tested_metric` cell gets a †."""
     significant = significant or set()
     data = frame[frame["segment"] == segment]
+    # every row gets every split's columns, in the order the splits first appear (the cost columns after
+    # them all), as `ctr_table` does; a split a row has no run on prints —
+    splits = list(dict.fromkeys(zip(data["dataset"], data["split"])))
     out_rows = []
     keys = ["backbone", "method"]
     for (backbone, method), group in data.groupby(keys, sort=False):
         row = {"Backbone": backbone, "Method": method}
-        for (dataset, split), cell in group.groupby(["dataset", "split"], sort=False):
+        cells = dict(iter(group.groupby(["dataset", "split"], sort=False)))
+        for dataset, split in splits:
             prefix = f"{dataset}/{split}"
+            cell = cells.get((dataset, split))
+            if cell is None:
+                row.update({f"{prefix} {name}": "—" for name in (*metrics, "gain ndcg@10", "seeds")})
+                continue
             capped = f" {CAP_MARK}" if cell["capped"].any() else ""
             for metric in metrics:
                 row[f"{prefix} {metric}"] = _cell(cell[metric]) + (
@@ -182,16 +190,7 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
         row["Latency ms (median)"] = latency_cell(group)
         out_rows.append(row)
-    out = pd.DataFrame(out_rows)
-    # the cost columns last (a row first seen on a later split used to put its split's columns after them),
-    # and a split a row has no run on prints — (was nan)
-    cost = ["Trainable params", "Latency ms (median)"]
-    out = out[[c for c in out.columns if c not in cost] + [c for c in cost if c in out.columns]]
-    for column in out.columns:
-        if out[column].isna().any():
-            out[column] = [("—" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer() else v)
-                           for v in out[column]]
-    return out
+    return pd.DataFrame(out_rows)
 
 
 def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
