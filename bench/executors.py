@@ -10,7 +10,8 @@ writes (warnings, RecBole / transformers logging, prints, inner progress bars) g
 Interrupts: SIGINT or SIGTERM to the process running `run_specs` cancels the pending runs, stops the
 running ones (pool workers and their children are terminated, Ray tasks force-cancelled) and raises
 KeyboardInterrupt. Records are written atomically, record last, so a stopped run leaves no record and
-the rerun resumes; the stopped runs' folders (RecBole's work/, early sidecars) are then cleared. Pool workers also die with their parent (Linux: PR_SET_PDEATHSIG).
+the rerun resumes; the stopped runs' folders (RecBole's work/, early sidecars) are then cleared. Pool
+workers also die with their parent (Linux: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations

@@ -328,6 +328,25 @@ def _split_label(text: str) -> tuple[str, str] | None:
     return (escape(match[1]), escape(match[2])) if match else None
 
 
+def _lines(parts, align: str = "c") -> str:
+    """LaTeX cells one a line in one cell (a nested one-column tabular); a single part as it is."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    return rf"\begin{{tabular}}[t]{{@{{}}{align}@{{}}}}" + "\\\\".join(parts) + r"\end{tabular}"
+
+
+def _name_and_settings(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """`cold_items [candidates=cold]` -> (`cold_items`, [(`candidates`, `cold`)]), unescaped; a suffix
+    part without `=` keeps an empty key."""
+    name, _, suffix = str(text).partition(" ")
+    pairs = []
+    for part in suffix.strip("[]() ").split(",") if suffix else []:
+        key, _, value = part.rpartition("=")
+        pairs.append((key.strip(), value.strip()))
+    return name, pairs
+
+
 def split_title(text: str, narrow: bool = False) -> str:
     """A column group's title; a setting suffix (`cold_items [candidates=cold]`) goes beneath the name,
     smaller, so a long label does not widen its group. `narrow` (a column-wide table of many groups): the
@@ -336,25 +355,20 @@ def split_title(text: str, narrow: bool = False) -> str:
     if not narrow:
         parts = _split_label(text)
         return stack(*parts) if parts else escape(text)
-    name, _, suffix = str(text).partition(" ")
-    body = "\\\\".join(escape(part) for part in name.split("_") if part)
-    if suffix:
-        values = [kv.split("=", 1)[-1].strip() for kv in suffix.strip("[]() ").split(",")]
-        body += rf"\\[-2pt]{{\scriptsize [{escape(', '.join(values))}]}}"
-    return rf"\begin{{tabular}}[t]{{@{{}}c@{{}}}}{body}\end{{tabular}}" if "\\\\" in body else body
+    name, settings = _name_and_settings(text)
+    lines = [escape(part) for part in name.split("_") if part]
+    if settings:  # its own line, set closer (`\\[-2pt]` once joined)
+        lines.append(rf"[-2pt]{{\scriptsize [{escape(', '.join(value for _, value in settings))}]}}")
+    return _lines(lines)
 
 
 def narrow_note(texts) -> str:
     """The caption's key to `split_title(..., narrow=True)`'s shortened suffixes: `[all], [cold]: candidates`."""
     keys: dict[str, list[str]] = {}
     for text in texts:
-        suffix = str(text).partition(" ")[2]
-        for kv in suffix.strip("[]() ").split(","):
-            if "=" in kv:
-                key, value = (part.strip() for part in kv.split("=", 1))
-                keys.setdefault(key, [])
-                if value not in keys[key]:
-                    keys[key].append(value)
+        for key, value in _name_and_settings(text)[1]:
+            if key and value not in keys.setdefault(key, []):
+                keys[key].append(value)
     return "; ".join(f"{', '.join(f'[{escape(v)}]' for v in values)}: {escape(key)}"
                      for key, values in keys.items())
 
@@ -534,8 +548,11 @@ def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame,
                  and table[c].nunique(dropna=False) == 1]
     out = table.drop(columns=constants)
     if not page:
-        out = out.apply(lambda col: col.map(lambda v: _MEAN_STD.fullmatch(v)[1]
-                                           if isinstance(v, str) and _MEAN_STD.fullmatch(v) else v))
+        def mean_only(value):
+            match = _MEAN_STD.fullmatch(value) if isinstance(value, str) else None
+            return match[1] if match else value
+
+        out = out.apply(lambda col: col.map(mean_only))
     return out, [str(table[c].iloc[0]) for c in constants]
 
 
@@ -546,7 +563,7 @@ def _record_head(values: list[str]) -> str:
         return split_title(values[0])
     if len(values) == 2:
         return stack(escape(values[0]), escape(values[1]), "r")
-    return r"\begin{tabular}[t]{@{}r@{}}" + "\\\\".join(map(escape, values)) + r"\end{tabular}"
+    return _lines(map(escape, values), "r")
 
 
 def frame_grid(table: pd.DataFrame) -> Grid:
