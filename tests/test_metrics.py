@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.eval.ranking import evaluate, per_user_metrics, rank_users
+from bench.eval.ranking import evaluate, per_user_metrics, positions_by_user, rank_users
 
 
 def test_per_user_metrics_by_hand():
@@ -38,3 +38,17 @@ def test_rank_users_masks_training_items_and_segments():
     assert summary["user:cold"]["recall@20"] == pytest.approx(0.0)
     assert summary["item:head"]["n_users"] == 1 and summary["item:tail"]["n_users"] == 1
     assert np.isnan(table.loc[1, "head:recall@10"])
+
+
+def test_positions_by_user_keeps_each_users_row_order_and_refuses_or_drops_unknown_items():
+    frame = pd.DataFrame({"user": ["b", "a", "b", "a", "c"], "item": ["i2", "i0", "i1", "i9", "i9"]})
+    position = {"i0": 0, "i1": 1, "i2": 2}
+    with pytest.raises(ValueError, match="i9"):
+        positions_by_user(frame, position)
+    dropped = positions_by_user(frame, position, drop_unknown=True)
+    assert {u: p.tolist() for u, p in dropped.items()} == {"a": [0], "b": [2, 1], "c": []}
+    known = frame[frame["item"] != "i9"]
+    reference = {u: g.map(position).to_numpy() for u, g in known.groupby("user")["item"]}
+    got = positions_by_user(known, position)
+    assert list(got) == list(reference) and all(got[u].dtype == np.int64 for u in got)
+    assert all(np.array_equal(got[u], reference[u]) for u in reference)

@@ -190,6 +190,23 @@ def query_for(users, histories: dict):
     return ScoreQuery.of(users, user_histories={u: histories[u] for u in users if u in histories})
 
 
+def positions_by_user(frame: pd.DataFrame, position: dict, drop_unknown: bool = False) -> dict:
+    """Each user's items of `frame` as catalogue positions (`position`: item id -> index), in the frame's row
+    order, int64; one map over the whole column, then the groups' row indices (a per-user `.map` costs about
+    a second per evaluation on ml-100k). An item outside `position` is an error, or with `drop_unknown`
+    left out (its user keeps an entry, maybe empty)."""
+    mapped = frame["item"].map(position)
+    known = mapped.notna().to_numpy()
+    if not known.all() and not drop_unknown:
+        missing = frame["item"][~known].unique()[:5].tolist()
+        raise ValueError(f"items outside the catalogue: {missing}")
+    codes = mapped.fillna(-1).to_numpy(dtype=np.int64)
+    groups = frame.groupby("user").indices
+    if known.all():
+        return {u: codes[rows] for u, rows in groups.items()}
+    return {u: codes[rows[known[rows]]] for u, rows in groups.items()}
+
+
 CANDIDATES = ("all", "cold", "warm")
 
 
@@ -240,7 +257,7 @@ def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[d
     candidates = str(split.params.get("candidates", "all"))
     allowed = candidate_positions(states, candidates)
     all_users = np.sort(split.test["user"].unique())
-    positives = {u: np.sort(g.map(position).to_numpy()) for u, g in split.test.groupby("user")["item"]}
+    positives = {u: np.sort(p) for u, p in positions_by_user(split.test, position).items()}
     tested = positives
     if candidates != "all":
         positives = {u: kept for u, p in positives.items() if len(kept := np.intersect1d(p, allowed))}
@@ -257,7 +274,7 @@ def evaluate_ranking(method, dataset, split, who: str = "the method") -> tuple[d
     removed = _masks_removed(split)
     if removed:  # cold_items: the interactions the split removed are known too (never a test positive)
         seen = pd.concat([seen[["user", "item"]], dataset.interactions[["user", "item"]]])
-    exclude = {u: g.map(position).to_numpy() for u, g in seen.groupby("user")["item"]}
+    exclude = positions_by_user(seen, position)
     if removed:
         exclude = {u: np.setdiff1d(e, tested.get(u, ())) for u, e in exclude.items()}
     n_negatives = int(split.params.get("eval_negatives", 0) or 0)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.eval.ranking import positions_by_user
 from bench.hashing import json_hash, sha256_file
 from bench.types import RunContext, ScoreQuery, TrainSplit, TrainView
 
@@ -50,7 +51,7 @@ def seen_positions(data: TrainView) -> dict[Any, np.ndarray]:
     position = {item: k for k, item in enumerate(data.item_ids)}
     frames = [f[["user", "item"]] for f in (data.train, data.valid, data.split.valid_context) if len(f)]
     seen = pd.concat(frames)
-    return {u: np.unique(g.map(position).dropna().to_numpy(dtype=np.int64)) for u, g in seen.groupby("user")["item"]}
+    return {u: np.unique(p) for u, p in positions_by_user(seen, position, drop_unknown=True).items()}
 
 
 def barred_positions(data: TrainView) -> np.ndarray:
