@@ -331,17 +331,24 @@ def _ctr_prefixes(frame: pd.DataFrame) -> dict[tuple, str]:
     return {k: (k[1] if len({d for d, _ in keys}) == 1 else f"{k[0]}/{k[1]}") for k in keys}
 
 
+def _ctr_row_cells(frame: pd.DataFrame):
+    """Per table row (backbone, method): its records and, per column group, (dataset / split key, column
+    prefix, the row's records there), every column group for every row."""
+    prefixes = _ctr_prefixes(frame)
+    for names, group in frame.groupby(["backbone", "method"], sort=False):
+        yield names, group, [(key, prefix, group[(group["dataset"] == key[0]) & (group["split"] == key[1])])
+                             for key, prefix in prefixes.items()]
+
+
 def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFrame:
     """Pointwise suites (CoLLM / TALLRec): rows (backbone, method); per split (or sweep point, e.g. shots):
     overall AUC (mean ± std over seeds) with its 95% user-bootstrap interval, UAUC and the seed count;
     trainable / frozen parameters, training seconds and milliseconds per scored pair."""
     intervals = intervals or {}
-    prefixes = _ctr_prefixes(frame)
     rows = []
-    for (backbone, method), group in frame.groupby(["backbone", "method"], sort=False):
+    for (backbone, method), group, cells in _ctr_row_cells(frame):
         row = {"Backbone": backbone, "Method": method}
-        for key, prefix in prefixes.items():
-            cell = group[(group["dataset"] == key[0]) & (group["split"] == key[1])]
+        for key, prefix, cell in cells:
             part = cell[cell["segment"] == "overall"]
             if part.empty:
                 row[f"{prefix} AUC [95% CI]"] = row[f"{prefix} UAUC"] = "—"
@@ -363,12 +370,10 @@ def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFram
 
 def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Pointwise suites: AUC / UAUC on the warm and cold pairs (CoLLM's segments) per split or sweep point."""
-    prefixes = _ctr_prefixes(frame)
     rows = []
-    for (backbone, method), group in frame.groupby(["backbone", "method"], sort=False):
+    for (backbone, method), _, cells in _ctr_row_cells(frame):
         row = {"Backbone": backbone, "Method": method}
-        for key, prefix in prefixes.items():
-            cell = group[(group["dataset"] == key[0]) & (group["split"] == key[1])]
+        for _, prefix, cell in cells:
             for segment in CTR_SEGMENTS[1:]:
                 part = cell[cell["segment"] == segment]
                 name = segment.split(":")[-1]
