@@ -411,3 +411,23 @@ RECORDED_SPLIT_HASHES = {
 def test_make_split_hash_is_the_recorded_one(ml100k, name):
     assert ml100k.content_hash == "c3fa822e009e069d36db867e881b52cbbfa212d20e321d8a9a32355c0ae0e1f7"
     assert make_split(ml100k, name, resolve_split_params(name, {})).content_hash == RECORDED_SPLIT_HASHES[name]
+
+
+def test_a_card_read_back_from_a_run_record_reuses_the_cached_dataset(chain, tmp_path, capsys):
+    """A run record stores its card with sorted keys; rebuilt from it (`bench figures`), the card must hash as
+    the card file does, or each side finds the other's cached pickle stale and rebuilds it (it did)."""
+    cache = tmp_path / "cache"
+    fields = {"title": "movie_title", "year": "release_year", "genres": "class"}
+    written = card(chain, text_template="{title} ({year}). {genres}", text_fields=fields)
+    first = load_dataset(written, cache)
+    (target,) = (cache / "datasets").glob("*.pkl")
+    stamp = target.stat().st_mtime_ns
+    from_record = bench.data.cards.DatasetCard.model_validate(
+        json.loads(json.dumps(written.model_dump(mode="json"), sort_keys=True)))
+    assert list(from_record.text_fields) == ["title", "year", "genres"]  # template order, not sorted
+    capsys.readouterr()
+    second = load_dataset(from_record, cache)
+    assert capsys.readouterr().err == "" and target.stat().st_mtime_ns == stamp
+    assert second.content_hash == first.content_hash
+    extra = card(chain, text_fields={"zeta": "class", "title": "movie_title", "alpha": "release_year"})
+    assert list(extra.text_fields) == ["title", "alpha", "zeta"]  # used ones first, then sorted

@@ -75,6 +75,22 @@ class DatasetCard(BaseModel):
     list_fields: tuple[str, ...] = ("genres", "categories")  # space-separated / list values, joined ", "
     missing_text: Literal["error", "placeholder", "drop"] = "placeholder"  # items without a title
 
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_field_order(cls, data: Any) -> Any:
+        """text_fields in one order whatever the input's: the fields the template uses, in the order it uses
+        them, then the others sorted. The content hash serialises the card, so a card read back from a run
+        record (keys sorted) must hash as the card file does (keys in template order)."""
+        if not isinstance(data, dict) or not isinstance(data.get("text_fields"), dict):
+            return data
+        fields, template = data["text_fields"], data.get("text_template", cls.model_fields["text_template"].default)
+        try:
+            used = [name for _, name, _, _ in string.Formatter().parse(str(template)) if name]
+        except ValueError:
+            used = []  # the after-validator reports the bad template
+        order = [*dict.fromkeys(n for n in used if n in fields), *sorted(n for n in fields if n not in used)]
+        return {**data, "text_fields": {name: fields[name] for name in order}}
+
     @model_validator(mode="after")
     def _check(self) -> DatasetCard:
         if self.path is None and self.loader not in EMBEDDED:
