@@ -85,17 +85,17 @@ class DatasetCard(BaseModel):
             return data
         fields, template = data["text_fields"], data.get("text_template", cls.model_fields["text_template"].default)
         try:
-            used = [name for _, name, _, _ in string.Formatter().parse(str(template)) if name]
+            used = template_fields(str(template))
         except ValueError:
-            used = []  # the after-validator reports the bad template
-        order = [*dict.fromkeys(n for n in used if n in fields), *sorted(n for n in fields if n not in used)]
+            used = ()  # the after-validator reports the bad template
+        order = [*(n for n in used if n in fields), *sorted(n for n in fields if n not in used)]
         return {**data, "text_fields": {name: fields[name] for name in order}}
 
     @model_validator(mode="after")
     def _check(self) -> DatasetCard:
         if self.path is None and self.loader not in EMBEDDED:
             raise ValueError(f"loader {self.loader!r} needs a path")
-        used = template_fields(self.text_template)
+        used = set(template_fields(self.text_template))
         fields = self.fields()
         unknown = sorted(used - set(fields) - {"id"}) if fields is not None else []
         if unknown:
@@ -108,21 +108,22 @@ class DatasetCard(BaseModel):
         return dict(self.text_fields) or DEFAULT_FIELDS.get(self.loader)
 
 
-def template_fields(template: str) -> set[str]:
-    """The field names a `str.format` template uses; ValueError on bad syntax or positional fields."""
+def template_fields(template: str) -> tuple[str, ...]:
+    """The field names a `str.format` template uses, in order of first use; ValueError on bad syntax or
+    positional fields."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise ValueError(f"text_template {template!r}: {exc}") from exc
-    names = set()
+    names: dict[str, None] = {}
     for _, field, _, _ in parsed:
         if field is None:
             continue
         name = re.split(r"[.\[]", field)[0]
         if not name or name.isdigit():
             raise ValueError(f"text_template {template!r}: use named fields like {{title}}")
-        names.add(name)
-    return names
+        names[name] = None
+    return tuple(names)
 
 
 def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> DatasetCard:
@@ -398,7 +399,7 @@ def prepare_dataset(card: DatasetCard) -> Dataset:
     fields = card.fields()
     if fields is None:  # atomic loader without text_fields: the item file's own columns
         fields = {c: c for c in read_items(set(), []).columns if c != "source_id"}
-        unknown = template_fields(card.text_template) - set(fields) - {"id"}
+        unknown = set(template_fields(card.text_template)) - set(fields) - {"id"}
         if unknown and files["item"] is not None:
             raise DataFileError(files["item"], f"text_template uses {', '.join(sorted(unknown))}; columns "
                                                f"present: {', '.join(fields)}")

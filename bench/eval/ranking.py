@@ -201,10 +201,7 @@ def positions_by_user(frame: pd.DataFrame, position: dict, drop_unknown: bool = 
         missing = frame["item"][~known].unique()[:5].tolist()
         raise ValueError(f"items outside the catalogue: {missing}")
     codes = mapped.fillna(-1).to_numpy(dtype=np.int64)
-    groups = frame.groupby("user").indices
-    if known.all():
-        return {u: codes[rows] for u, rows in groups.items()}
-    return {u: codes[rows[known[rows]]] for u, rows in groups.items()}
+    return {u: codes[rows[known[rows]]] for u, rows in frame.groupby("user").indices.items()}
 
 
 CANDIDATES = ("all", "cold", "warm")
