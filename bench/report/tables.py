@@ -154,6 +154,15 @@ def _cell(values: pd.Series) -> str:
     return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
 
 
+def _row_cells(frame: pd.DataFrame, columns):
+    """Per table row (backbone, method), in first-seen order: its records and, for every (dataset, split)
+    key of `columns` in that order, the row's records there (empty where it has no run), so every row gets
+    every column group (main_table, ctr_table, ctr_segment_table)."""
+    for names, group in frame.groupby(["backbone", "method"], sort=False):
+        cells = dict(iter(group.groupby(["dataset", "split"], sort=False)))
+        yield names, group, {key: cells.get(key, group.iloc[:0]) for key in columns}
+
+
 def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "overall",
                significant: set[tuple] | None = None, tested_metric: str = "ndcg@10",
                baseline: str = "random") -> pd.DataFrame:
@@ -161,18 +170,15 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
     `significant` holds (dataset, split, backbone, method) keys whose `tested_metric` cell gets a †."""
     significant = significant or set()
     data = frame[frame["segment"] == segment]
-    # every row gets every split's columns, in the order the splits first appear (the cost columns after
-    # them all), as `ctr_table` does; a split a row has no run on prints —
+    # the splits in the order they first appear (the cost columns after them all); a split a row has no
+    # run on prints —
     splits = list(dict.fromkeys(zip(data["dataset"], data["split"])))
     out_rows = []
-    keys = ["backbone", "method"]
-    for (backbone, method), group in data.groupby(keys, sort=False):
+    for (backbone, method), group, cells in _row_cells(data, splits):
         row = {"Backbone": backbone, "Method": method}
-        cells = dict(iter(group.groupby(["dataset", "split"], sort=False)))
-        for dataset, split in splits:
+        for (dataset, split), cell in cells.items():
             prefix = f"{dataset}/{split}"
-            cell = cells.get((dataset, split))
-            if cell is None:
+            if cell.empty:
                 row.update({f"{prefix} {name}": "—" for name in (*metrics, "gain ndcg@10", "seeds")})
                 continue
             capped = f" {CAP_MARK}" if cell["capped"].any() else ""
@@ -331,24 +337,17 @@ def _ctr_prefixes(frame: pd.DataFrame) -> dict[tuple, str]:
     return {k: (k[1] if len({d for d, _ in keys}) == 1 else f"{k[0]}/{k[1]}") for k in keys}
 
 
-def _ctr_row_cells(frame: pd.DataFrame):
-    """Per table row (backbone, method): its records and, per column group, (dataset / split key, column
-    prefix, the row's records there), every column group for every row."""
-    prefixes = _ctr_prefixes(frame)
-    for names, group in frame.groupby(["backbone", "method"], sort=False):
-        yield names, group, [(key, prefix, group[(group["dataset"] == key[0]) & (group["split"] == key[1])])
-                             for key, prefix in prefixes.items()]
-
-
 def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFrame:
     """Pointwise suites (CoLLM / TALLRec): rows (backbone, method); per split (or sweep point, e.g. shots):
     overall AUC (mean ± std over seeds) with its 95% user-bootstrap interval, UAUC and the seed count;
     trainable / frozen parameters, training seconds and milliseconds per scored pair."""
     intervals = intervals or {}
+    prefixes = _ctr_prefixes(frame)
     rows = []
-    for (backbone, method), group, cells in _ctr_row_cells(frame):
+    for (backbone, method), group, cells in _row_cells(frame, prefixes):
         row = {"Backbone": backbone, "Method": method}
-        for key, prefix, cell in cells:
+        for key, cell in cells.items():
+            prefix = prefixes[key]
             part = cell[cell["segment"] == "overall"]
             if part.empty:
                 row[f"{prefix} AUC [95% CI]"] = row[f"{prefix} UAUC"] = "—"
@@ -370,10 +369,12 @@ def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFram
 
 def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Pointwise suites: AUC / UAUC on the warm and cold pairs (CoLLM's segments) per split or sweep point."""
+    prefixes = _ctr_prefixes(frame)
     rows = []
-    for (backbone, method), _, cells in _ctr_row_cells(frame):
+    for (backbone, method), _, cells in _row_cells(frame, prefixes):
         row = {"Backbone": backbone, "Method": method}
-        for _, prefix, cell in cells:
+        for key, cell in cells.items():
+            prefix = prefixes[key]
             for segment in CTR_SEGMENTS[1:]:
                 part = cell[cell["segment"] == segment]
                 name = segment.split(":")[-1]
