@@ -106,6 +106,21 @@ def suite_names() -> list[str]:
     return sorted(p.stem for p in resources.files("bench.suites").iterdir() if p.name.endswith(".yaml"))
 
 
+def _check_preset_holds(suite: str, method: str, values: dict[str, Any]) -> None:
+    """A value for a setting that the method's entry presets (what makes `pte-singlepass` single-pass) must
+    equal the preset: a suite, profile or `--set` value that overrode it would run the parent under the
+    ablation's name."""
+    from bench.catalog import METHODS
+
+    preset = METHODS.preset(method)
+    clash = {k: v for k, v in values.items() if k in preset and v != preset[k]}
+    if clash:
+        key, value = next(iter(clash.items()))
+        raise BenchError(f"suite {suite!r}: method {method!r}: {key}={value!r} overrides the value its entry is "
+                         f"defined by ({key}={preset[key]!r}); drop the key for {method!r} (suite file or "
+                         f"--set), or leave {method!r} out with --method")
+
+
 def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
     """A builtin suite by name or a YAML file by path, with a named profile applied."""
     path = Path(name_or_path)
@@ -317,6 +332,7 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
                                          f"{backbone!r}; valid backbones: {', '.join(cls.backbones)}")
                     raw = {**suite.method_settings.get(method, {}), **{
                         k: v for k, v in overrides.get("method", {}).items() if k in method_keys[method]}}
+                    _check_preset_holds(suite.name, method, raw)
                     settings = METHODS.settings(method, raw)  # the entry's preset, then the suite's values
                     uses_encoder = cls.needs_encoder
                     for encoder in encoders if uses_encoder else [None]:

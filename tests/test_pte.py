@@ -262,7 +262,14 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
     if method_name == "pte":
         assert generator.calls > 0
         cost = ctx.extra["pte"]["offline_cost"]
-        assert cost["tokens"] > 0 and cost["generated"] == generator.rows and cost["rounds"] == 1
+        held = ctx.extra["pte"]["heldout"]
+        assert cost["tokens"] > 0 and cost["rounds"] == 1
+        assert cost["generated"] + sum(p["generated"] for p in held["passes"]) == generator.rows
+        # every user it scores is profiled: training users, held-out valid users (at fit), test users (at score)
+        n_valid, n_test = split.valid["user"].nunique(), split.test["user"].nunique()
+        assert held["users"] == n_valid + n_test and held["tokens"] > 0
+        assert ctx.extra["pte"]["n_users"] == split.train["user"].nunique() + n_valid + n_test
+        assert [p["pass"] for p in held["passes"]] == ["held-out U0", "held-out U1", "held-out U-cand1"] * 2
         assert "profile_stage" in ctx.timings
         assert ctx.extra["pte_downstream"]["user_embedding"] == "add"
         table = method.cf.model.user_term.frozen
@@ -421,3 +428,81 @@ def test_grpo_tunes_one_lora_on_user_and_item_groups(tiny_dataset, tmp_path):
     assert {k: len(v) for k, v in grpo.info["mean_reward_per_step"].items()} == {"user": 2, "item": 2}
     assert stage.generator is not base and stage.generator.fingerprint() != base.fingerprint()
     assert result.user_text and result.item_text
+
+
+def test_overlap_neighbours_of_users_outside_the_groups():
+    groups = {"a": {1, 2, 3, 4}, "b": {1, 2}, "c": {3}}
+    # a held-out user with items {2, 3, 9}: s(x, a) = 2/3, s(x, b) = 1/3, s(x, c) = 1/3 (ties by id)
+    assert overlap_neighbours(groups, 2, queries={"x": {2, 3, 9}, "y": {7}}) == {"x": ["a", "b"], "y": []}
+    assert overlap_neighbours(groups, 3, queries={"x": {2, 3, 9}})["x"] == ["a", "b", "c"]
+    # the queries' own overlap matches the groups' when a query equals a group (never itself among groups)
+    assert overlap_neighbours(groups, 2)["b"] == overlap_neighbours({k: v for k, v in groups.items() if k != "b"},
+                                                                    2, queries={"b": {1, 2}})["b"]
+
+
+@pytest.mark.parametrize("method_name", ["pte", "pte-itemonly"])
+def test_held_out_users_get_a_user_term_from_their_context_only(tiny_dataset, tmp_path, monkeypatch, method_name):
+    """cold_users: validation users are profiled at fit from their context, test users at scoring from the
+    sequence the protocol gives; neither ever sees its valid / test item; every scored user has a user term."""
+    from bench.eval.ranking import test_user_histories
+    from methods.pte.method import PtE
+
+    generator = FakeGenerator()
+    monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
+    generator.load = lambda: (type("M", (), {"parameters": lambda self: iter(())})(), None)
+    generator.model_dir = "fake"
+    calls = []
+    real = ProfileStage.profile_heldout
+    monkeypatch.setattr(ProfileStage, "profile_heldout",
+                        lambda self, histories, raw: calls.append(dict(histories)) or real(self, histories, raw))
+    split = make_split(tiny_dataset, "cold_users",
+                       resolve_split_params("cold_users", {"valid_fraction": 0.2, "test_fraction": 0.2}))
+    config = resolve_backbone_config("sasrec", {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
+                                                "stopping_step": 1})
+    method = METHODS.create(method_name, {"batch_size": 16})
+    ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
+                  cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
+                  embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
+    ctx.run(method)
+    users = np.sort(split.test["user"].unique())
+    score_test_users(method, split, users)
+    valid_users, test_users = set(split.valid["user"]), set(users)
+    table = method.cf.model.user_term.frozen
+    rows = method.cf.token_index("user_id", sorted(valid_users | test_users))
+    assert (rows > 0).all() and (table[rows].abs().sum(dim=1) > 0).all()
+    if method_name == "pte-itemonly":  # no user profiles: a held-out user is the mean of its items' embeddings
+        assert calls == []
+        return
+    assert [set(c) for c in calls] == [valid_users, test_users]
+    context = split.context.sort_values(["user", "timestamp", "item"], kind="mergesort")
+    expected_valid = {u: list(g) for u, g in context[context["part"] == "valid"].groupby("user")["item"]}
+    assert calls[0] == expected_valid
+    assert {u: tuple(h) for u, h in calls[1].items()} == test_user_histories(split)
+    for part, frame in (("valid", split.valid), ("test", split.test)):
+        for user, item in zip(frame["user"], frame["item"]):
+            assert item not in calls[0 if part == "valid" else 1][user]
+    # a second scoring profiles nobody again
+    score_test_users(method, split, users)
+    assert len(calls) == 2
+
+
+def test_heldout_users_none_is_the_zero_user_term_of_version_1(tiny_dataset, tmp_path, monkeypatch):
+    from methods.pte.method import PtE
+
+    generator = FakeGenerator()
+    monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
+    generator.load = lambda: (type("M", (), {"parameters": lambda self: iter(())})(), None)
+    generator.model_dir = "fake"
+    split = make_split(tiny_dataset, "cold_users",
+                       resolve_split_params("cold_users", {"valid_fraction": 0.2, "test_fraction": 0.2}))
+    config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
+    method = METHODS.create("pte", {"batch_size": 16, "heldout_users": "none"})
+    FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run", cache_dir=tmp_path,
+            backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
+            embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist())).run(method)
+    users = np.sort(split.test["user"].unique())
+    score_test_users(method, split, users)
+    table = method.cf.model.user_term.frozen
+    held = method.cf.token_index("user_id", sorted(set(split.valid["user"]) | set(users)))
+    trained = method.cf.token_index("user_id", sorted(set(split.train["user"])))
+    assert float(table[held].abs().sum()) == 0.0 and (table[trained].abs().sum(dim=1) > 0).all()

@@ -1,5 +1,7 @@
 """Suite files: parts (extra sub-grids), shared run ids across suites, labels of swept method settings."""
 
+import json
+
 import pytest
 import yaml
 
@@ -118,3 +120,56 @@ def test_a_run_that_succeeds_on_retry_drops_the_earlier_error(monkeypatch, tmp_p
     assert "first try fails" in error and (store.run_dir(run_id) / "error.txt").exists()
     assert runner._execute_safely(spec, str(tmp_path), str(tmp_path), "cpu", {}) == (run_id, None)
     assert not (store.run_dir(run_id) / "error.txt").exists()
+
+
+def _profiles(name):
+    return [None, *load_suite(name).profiles]
+
+
+@pytest.mark.parametrize("name,profile", [(n, p) for n in suite_names() for p in _profiles(n)])
+def test_every_ablation_differs_from_its_parent_in_exactly_its_own_settings(name, profile):
+    """An ablation entry (a preset on a class that has a preset-free parent entry, e.g. pte-singlepass of pte)
+    run beside its parent, in the same context, differs from it in exactly the settings its preset changes:
+    a suite or profile value cannot override what defines the ablation, nor add another difference."""
+    from bench.catalog import METHODS
+
+    specs = expand(load_suite(name, profile))
+    parents = {METHODS.target(m): m for m in METHODS.names() if not METHODS.preset(m)}
+    context = lambda s: (s.dataset, s.split, json.dumps(s.split_settings, sort_keys=True), s.backbone,  # noqa: E731
+                         json.dumps(s.backbone_settings, sort_keys=True), s.encoder, s.seed)
+    by_context: dict = {}
+    for spec in specs:
+        by_context.setdefault((context(spec), spec.method), []).append(spec)
+    compared = 0
+    for spec in specs:
+        parent = parents.get(METHODS.target(spec.method))
+        preset = METHODS.preset(spec.method)
+        if not preset or parent is None or (context(spec), parent) not in by_context:
+            continue
+        options = []
+        for other in by_context[(context(spec), parent)]:
+            diff = {k for k in spec.method_settings if spec.method_settings[k] != other.method_settings.get(k)}
+            options.append(diff)
+            own = {k for k, v in preset.items() if other.method_settings.get(k) != v}
+            if diff == own and own:
+                break
+        else:
+            raise AssertionError(f"{name} ({profile or 'default'}): {spec.method} differs from {parent} in "
+                                 f"{sorted(min(options, key=len))}, its preset in {sorted(preset)}")
+        compared += 1
+    if name == "pte":
+        assert compared >= 8 * 3  # its eight SASRec ablations x 3 seeds are checked, not skipped
+
+
+def test_a_suite_value_overriding_an_ablation_preset_is_an_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndatasets: [ml-100k]\nsplits: [cold_users]\nbackbones: [sasrec]\n"
+                    "methods: [pte, pte-singlepass]\nseeds: [0]\nencoder: minilm\n"
+                    "method_settings:\n  pte-singlepass: {max_rounds: 3}\n")
+    with pytest.raises(BenchError, match="'pte-singlepass': max_rounds=3 overrides the value its entry is defined by"):
+        expand(load_suite(str(path)))
+    # `--set` goes through the same check; a value equal to the preset is accepted
+    with pytest.raises(BenchError, match="max_rounds=2 overrides"):
+        expand(load_suite(str(path).replace("s.yaml", "s.yaml")), {"method": {"max_rounds": 2}})
+    path.write_text(path.read_text().replace("max_rounds: 3", "max_rounds: 0"))
+    assert {s.method_settings["max_rounds"] for s in expand(load_suite(str(path)))} == {0, 1}

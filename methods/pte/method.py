@@ -39,7 +39,7 @@ class PtESettings(BaseModel):
     profile_items: bool = True  # False: items are the encoded raw item text
     max_rounds: int = Field(1, ge=0)  # refinement rounds after U0/I0 (0 = single pass)
     convergence_threshold: float = Field(0.05, ge=0)  # stop when mean 1 - cos between rounds is below
-    neighbours: int = Field(3, ge=0)
+    neighbours: int = Field(3, ge=0)  # k of N(u): the k users of highest overlap (Eq. 5; the paper gives no k)
     neighbour_items: int = Field(5, ge=0)
     user_items: int = Field(10, ge=1)  # most recent training items listed in a user prompt
     item_users: int = Field(2, ge=1)  # user profiles shown in an item prompt
@@ -64,6 +64,9 @@ class PtESettings(BaseModel):
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     user_embedding: Literal["add", "none"] = "add"  # sequential backbones: user profile added to the state
+    # users absent from training (cold_users): "profile" = written from the history the protocol gives at
+    # inference, as training users' are (version 2); "none" = no user term (zero), as version 1 did
+    heldout_users: Literal["profile", "none"] = "profile"
     # sequential item table: "adapter" = frozen profile embeddings behind a trained Linear (the paper's);
     # "init" = PCA of the profile embeddings to embedding_size initialises the trainable ID table (pte-init)
     seq_items: Literal["adapter", "init"] = "adapter"
@@ -90,6 +93,10 @@ class PtE(RecBoleMethod):
     """PtE on SASRec / GRU4Rec (profile embeddings replace the ID tables) and CF backbones (init)."""
 
     default_name = "pte"
+    # 2: users absent from training (cold_users' held-out users) are profiled from the history the protocol
+    # gives at inference (valid users' context at fit, test users' at score) instead of a zero user term
+    # (`heldout_users: none` is version 1's computation)
+    version: ClassVar[int] = 2
     Settings: ClassVar[type[BaseModel]] = PtESettings
     backbones = CF_BACKBONES + SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
@@ -138,7 +145,7 @@ class PtE(RecBoleMethod):
             return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
         train = self.data.split.train.astype({"user": str, "item": str})
-        result = None
+        result, self._stage = None, None
         start = time.perf_counter()
         if s.profile_users or s.profile_items:
             from methods.llm2rec.method import item_titles
@@ -155,6 +162,7 @@ class PtE(RecBoleMethod):
             stage = ProfileStage(train, item_titles(self.data.catalogue), self.data.catalogue.item_text, generator, prompts, store,
                                  encode, s.stage_settings(), progress=ctx.options.progress, grpo=grpo)
             result = stage.run(raw_of)
+            self._stage = stage
             self._generator_params = int(sum(p.numel() for p in generator.load()[0].parameters()))
             self.report.facts["pte"] = {
                 **result.info, "generator": str(generator.model_dir), "generator_hash": generator.fingerprint(),
@@ -165,6 +173,7 @@ class PtE(RecBoleMethod):
             self.report.timings["profile_stage"] = time.perf_counter() - start
         else:
             self.report.facts["pte"] = {"profiles": "none (direct embedding of raw item text)"}
+        self._encode, self._raw_of = encode, raw_of
         user_ids = [str(u) for u in self.data.catalogue.user_ids]
         by_user = train.groupby("user")["item"].agg(list)
         if result is not None and s.profile_items:
@@ -175,18 +184,70 @@ class PtE(RecBoleMethod):
             self.report.facts["pte"]["items_without_profile"] = len(item_ids) - len(have)
         else:
             items = raw
-        item_pos = {i: k for k, i in enumerate(item_ids)}
+        self._item_pos, self._items = {i: k for k, i in enumerate(item_ids)}, items
         users = np.zeros((len(user_ids), raw.shape[1]), dtype=np.float32)
         if result is not None and s.profile_users:
             have = [k for k, u in enumerate(user_ids) if u in result.user_text]
             users[have] = encode([result.user_text[user_ids[k]] for k in have], "pte-user-final")
         else:
             for k, u in enumerate(user_ids):  # mean of the user's (profile or raw) item embeddings
-                rows = [item_pos[i] for i in by_user.get(u, []) if i in item_pos]
-                if rows:
-                    users[k] = items[rows].mean(axis=0)
+                users[k] = self._mean_item_vector(by_user.get(u, []))
         self.report.timings["pte_embed"] = time.perf_counter() - start - self.report.timings.get("profile_stage", 0.0)
+        # held-out validation users (cold_users): profiled from their context, as test users are at scoring
+        context = self.data.split.valid_context.astype({"user": str, "item": str})
+        if len(context) and s.heldout_users == "profile" and s.user_embedding == "add":  # else no user term
+            ordered = context.sort_values(["user", "timestamp", "item"], kind="mergesort")
+            vectors = self.heldout_user_vectors({u: list(g) for u, g in ordered.groupby("user")["item"]})
+            row = {u: k for k, u in enumerate(user_ids)}
+            for u, vector in vectors.items():
+                users[row[u]] = vector
         return users.astype(np.float32), items.astype(np.float32)
+
+    def _mean_item_vector(self, items) -> np.ndarray:
+        """Mean of the (profile or raw) embeddings of `items` (zeros when none is in the catalogue)."""
+        rows = [self._item_pos[i] for i in items if i in self._item_pos]
+        return self._items[rows].mean(axis=0) if rows else np.zeros(self._items.shape[1], dtype=np.float32)
+
+    def heldout_user_vectors(self, histories: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        """User vectors of users absent from training, from the histories the protocol gives (item ids, oldest
+        first): their profiles, written as the training users' are (`ProfileStage.profile_heldout`) and encoded;
+        without user profiles, the mean of their items' embeddings, as for training users. The cost and the
+        count go into `method_info.pte` (`heldout`; `n_users` counts every profiled user)."""
+        start = time.perf_counter()
+        stage = getattr(self, "_stage", None)
+        if stage is None or not self.settings.profile_users:
+            return {u: self._mean_item_vector(items) for u, items in histories.items()}
+        texts, stats, passes = stage.profile_heldout(histories, self._raw_of)
+        users = sorted(texts)
+        vectors = dict(zip(users, self._encode([texts[u] for u in users], "pte-user-final")))
+        facts = self.report.facts["pte"]
+        held = facts.setdefault("heldout", {"users": 0, "seconds": 0.0, "tokens": 0, "passes": []})
+        held["users"] += len(users)
+        held["seconds"] += time.perf_counter() - start
+        held["tokens"] += int(stats.first_tokens)  # every profile used, when first generated (cached or not)
+        held["passes"] += passes
+        facts["n_users"] = int(facts.get("n_users", 0)) + len(users)
+        facts.setdefault("heldout_examples", {}).update({u: texts[u] for u in users[:2]})
+        return vectors
+
+    def score(self, query):
+        """Held-out users of the query (their earlier sequence given at inference) get their user term first."""
+        term = getattr(getattr(self.cf, "model", None), "_modules", {}).get("user_term")
+        new = {str(u): list(map(str, h)) for u, h in query.user_histories.items()
+               if str(u) not in self._heldout_done} if term is not None and self.settings.heldout_users == "profile" \
+            else {}
+        if new:
+            import torch
+
+            vectors = self.heldout_user_vectors(new)
+            users = sorted(vectors)
+            index = self.cf.token_index("user_id", users)
+            with torch.no_grad():
+                for row, u in zip(index, users):
+                    if row > 0:
+                        term.frozen[row] = torch.as_tensor(vectors[u], device=term.frozen.device)
+            self._heldout_done.update(new)
+        return super().score(query)
 
     # ---- downstream -----------------------------------------------------------------------------------
     def model_class(self, ctx: RunContext, cls):
@@ -228,6 +289,9 @@ class PtE(RecBoleMethod):
         cf.replace_item_embeddings(self.data.catalogue.item_ids, table, mode)
         if self.settings.user_embedding == "add":
             cf.model.attach_user_term(user_table(cf, self.data.catalogue.user_ids, users))
+            # users with a profile already: the training users and the held-out validation users
+            self._heldout_done = set(map(str, self.data.split.train["user"])) | set(
+                map(str, self.data.split.valid_context["user"]))
         self.report.facts["pte_downstream"] = {"mode": mode, "user_embedding": self.settings.user_embedding,
                                        "dim": int(items.shape[1])}
 

@@ -39,25 +39,36 @@ def derive_seed(base: int, *parts: Any) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
-def overlap_neighbours(groups: dict[str, set], k: int) -> dict[str, list[str]]:
-    """Top-k others by s(a, b) = |G_a & G_b| / |G_a| (Eq. 5); ties by id; only s > 0; never a itself."""
-    keys = sorted(groups)
-    members = sorted({m for g in groups.values() for m in g})
-    col = {m: j for j, m in enumerate(members)}
+def overlap_neighbours(groups: dict[str, set], k: int, queries: dict[str, set] | None = None) -> dict[str, list[str]]:
+    """Top-k keys of `groups` by s(a, b) = |G_a & G_b| / |G_a| (Eq. 5) for every key a of `queries` (None: of
+    `groups` itself, never a as its own neighbour); ties by id; only s > 0."""
     from scipy import sparse
 
-    rows = [i for i, key in enumerate(keys) for _ in groups[key]]
-    cols = [col[m] for key in keys for m in groups[key]]
-    matrix = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(keys), len(members)))
-    sizes = np.maximum(np.asarray(matrix.sum(axis=1)).ravel(), 1)
+    keys = sorted(groups)
+    own = queries is None
+    queries = groups if own else queries
+    asked = sorted(queries)
+    members = sorted({m for g in groups.values() for m in g})
+    col = {m: j for j, m in enumerate(members)}
+
+    def incidence(sets: dict[str, set], order: list[str]):
+        rows = [i for i, key in enumerate(order) for m in sets[key] if m in col]
+        cols = [col[m] for key in order for m in sets[key] if m in col]
+        return sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                                 shape=(len(order), len(members)))
+
+    matrix = incidence(groups, keys)
+    query = matrix if own else incidence(queries, asked)
+    sizes = np.maximum(np.array([len(queries[a]) for a in asked], dtype=np.float32), 1)
     out: dict[str, list[str]] = {}
-    for start in range(0, len(keys), 1024):
-        overlap = (matrix[start:start + 1024] @ matrix.T).toarray() / sizes[start:start + 1024, None]
+    for start in range(0, len(asked), 1024):
+        overlap = (query[start:start + 1024] @ matrix.T).toarray() / sizes[start:start + 1024, None]
         for row, score in enumerate(overlap):
             i = start + row
-            score[i] = -1.0
+            if own:
+                score[i] = -1.0
             order = np.lexsort((np.arange(len(keys)), -score))[:k]  # by score desc, then id order
-            out[keys[i]] = [keys[j] for j in order if score[j] > 0]
+            out[asked[i]] = [keys[j] for j in order if score[j] > 0]
     return out
 
 
@@ -151,20 +162,26 @@ class ProfileStage:
                                 settings.repetition_penalty)
         self.stats = GenerationStats()
         self.passes: list[dict[str, Any]] = []
+        self.rounds, self.item_rounds, self.user_profiles = 0, [], {}  # set by `run`
+        self.user_current: dict[str, np.ndarray] | None = None  # training users' profile-stage encodings
 
     # ---- prompts -------------------------------------------------------------------------------------
     def _title_list(self, items: list[str]) -> str:
         return "; ".join(self.titles.get(i, i) for i in items)
 
     def user_init_prompt(self, user: str) -> str:
-        own = self.user_items[user]
-        counts = Counter(i for nb in self.user_nb.get(user, []) for i in self.user_items[nb] if i not in set(own))
+        return self._user_init_prompt(self.user_items[user], self.user_nb.get(user, []))
+
+    def _user_init_prompt(self, own: list[str], neighbours: list[str]) -> str:
+        counts = Counter(i for nb in neighbours for i in self.user_items[nb] if i not in set(own))
         extra = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:self.s.neighbour_items]]
         return self.prompts.render("user_init", items=self._title_list(own[-self.s.user_items:]),
                                    neighbour_items=self._title_list(extra) or "(none)")
 
     def user_refine_prompt(self, user: str, item_profiles: dict[str, str]) -> str:
-        own = self.user_items[user]
+        return self._user_refine_prompt(self.user_items[user], item_profiles)
+
+    def _user_refine_prompt(self, own: list[str], item_profiles: dict[str, str]) -> str:
         recent = [i for i in own if i in item_profiles][-self.s.refine_items:]
         lines = "\n".join(f"- {self.titles.get(i, i)}: {item_profiles[i]}" for i in recent) or "(none)"
         return self.prompts.render("user_refine", items=self._title_list(own[-self.s.user_items:]),
@@ -185,14 +202,18 @@ class ProfileStage:
                                    co_items=self._title_list(top) or "(none)")
 
     # ---- passes ----------------------------------------------------------------------------------------
-    def _pass(self, name: str, kind: str, template: str, prompts: dict[str, str], candidate: int = 0) -> dict[str, str]:
+    def _pass(self, name: str, kind: str, template: str, prompts: dict[str, str], candidate: int = 0,
+              log: tuple[GenerationStats, list] | None = None) -> dict[str, str]:
+        """One generation pass over `prompts` (entity -> prompt); its cost goes to `log` (stats, passes), by
+        default the profile stage's."""
         sampling = self.greedy if candidate == 0 else self.sampled
         requests = [Request(entity, template, prompt, derive_seed(self.s.profile_seed, kind, entity, candidate),
                             sampling) for entity, prompt in prompts.items()]
         texts, stats = run_requests(requests, self.generator, self.prompts, self.store, self.s.batch_size,
                                     desc=f"PtE {name}", progress=self.progress)
-        self.stats.add(stats)
-        self.passes.append({"pass": name, **stats.as_dict()})
+        total, passes = log or (self.stats, self.passes)
+        total.add(stats)
+        passes.append({"pass": name, **stats.as_dict()})
         return dict(zip(prompts, texts))
 
     def _distance(self, new: dict[str, str], old: dict[str, str], tag: str) -> float:
@@ -217,6 +238,7 @@ class ProfileStage:
             item_prompts = {v: self.item_prompt(v, user_p) if s.profile_users else self.item_raw_prompt(v)
                             for v in items}
             item_p = self._pass("I0", "item", item_template, item_prompts)
+        self.item_rounds = [item_p]  # I_r: what the user pass of round r + 1 reads
         distances, rounds, converged = [], 0, False
         if s.profile_users and s.profile_items:
             for r in range(1, s.max_rounds + 1):
@@ -229,6 +251,7 @@ class ProfileStage:
                     new_item = self._pass(f"I{r}", "item", "item", new_item_prompts)
                     entry["item"] = self._distance(new_item, item_p, "pte-item")
                     item_p, item_prompts = new_item, new_item_prompts
+                    self.item_rounds.append(item_p)
                 distances.append(entry)
                 rounds = r
                 if max(v for k, v in entry.items() if k != "round") < s.convergence_threshold:
@@ -239,6 +262,7 @@ class ProfileStage:
                                       item_p, item_template, raw_item_vectors)
             if groups:
                 self.generator = self.grpo(self, groups)
+        self.rounds, self.user_profiles = rounds, dict(user_p)
         result = StageResult(user_text=dict(user_p), item_text=dict(item_p))
         selection_info: dict[str, Any] = {"selection": s.selection, "candidates": s.candidates,
                                           "item_candidates": s.item_candidates}
@@ -250,6 +274,7 @@ class ProfileStage:
                     history={u: np.stack([raw_item_vectors[i] for i in self.user_items[u]]) for u in users},
                     neighbours=self.user_nb, n_candidates=s.candidates)
                 result.user_text, result.user_rewards = chosen, rewards
+                self.user_current = user_vec
                 selection_info["user_changed"] = float(np.mean([chosen[u] != user_p[u] for u in users]))
             if s.profile_items and s.item_candidates > 1:
                 if not user_vec:  # item-only: a user is the mean of its items' raw encodings
@@ -306,6 +331,13 @@ class ProfileStage:
                                   for k in range(1, n_candidates)]
         current_vec = dict(zip(keys, self.encode([current[k] for k in keys], f"pte-{kind}")))
         cand_vec = [self.encode([c[k] for k in keys], f"pte-{kind}") for c in candidates]
+        chosen, rewards = self._argmax(keys, candidates, cand_vec, history, neighbours, current_vec)
+        return chosen, rewards, current_vec
+
+    def _argmax(self, keys, candidates, cand_vec, history, neighbours, current_vec):
+        """Eq. 9 per entity over its candidates (encodings `cand_vec[k][row]`), the neighbours' current
+        encodings from `current_vec`; Eq. 13's argmax."""
+        s = self.s
         chosen, rewards = {}, {}
         for row, key in enumerate(keys):
             vecs = np.stack([cv[row] for cv in cand_vec])
@@ -315,4 +347,38 @@ class ProfileStage:
                                   s.lambda_collab, s.lambda_dist)
             chosen[key] = candidates[select_best(reward)][key]
             rewards[key] = [float(x) for x in reward]
-        return chosen, rewards, current_vec
+        return chosen, rewards
+
+    # ---- users absent from training (cold_users: their earlier sequence is given at inference) --------
+    def profile_heldout(self, histories: dict[str, list[str]], raw_item_vectors: dict[str, np.ndarray]):
+        """Profiles of users the stage did not train on, from `histories` (user -> item ids, oldest first):
+        the training users' prompts, rounds, candidates and reward selection, against the finished stage
+        (training users as neighbours, the item profiles of each round, the training users' profile-stage
+        encodings for R_dist). Returns (user -> selected profile, stats, passes)."""
+        s = self.s
+        if not s.profile_users or not histories:
+            return {}, GenerationStats(), []
+        log = (GenerationStats(), [])
+        users = sorted(histories)
+        own = {u: list(dict.fromkeys(str(i) for i in histories[u])) for u in users}
+        nb = overlap_neighbours({u: set(v) for u, v in self.user_items.items()}, s.neighbours,
+                                queries={u: set(v) for u, v in own.items()})
+        prompts = {u: self._user_init_prompt(own[u], nb[u]) for u in users}
+        profiles = self._pass("held-out U0", "user", "user_init", prompts, log=log)
+        for r in range(1, self.rounds + 1):
+            prompts = {u: self._user_refine_prompt(own[u], self.item_rounds[r - 1]) for u in users}
+            profiles = self._pass(f"held-out U{r}", "user", "user_refine", prompts, log=log)
+        if s.selection == "reward" and s.candidates > 1:
+            template = "user_refine" if self.rounds else "user_init"
+            candidates = [profiles] + [self._pass(f"held-out U-cand{k}", "user", template, prompts, candidate=k,
+                                                  log=log) for k in range(1, s.candidates)]
+            cand_vec = [self.encode([c[u] for u in users], "pte-user") for c in candidates]
+            if self.user_current is None:
+                train = sorted(self.user_profiles)
+                self.user_current = dict(zip(train, self.encode([self.user_profiles[u] for u in train],
+                                                                 "pte-user")))
+            dim = cand_vec[0].shape[1]
+            history = {u: np.array([raw_item_vectors[i] for i in own[u] if i in raw_item_vectors]).reshape(-1, dim)
+                       for u in users}
+            profiles, _ = self._argmax(users, candidates, cand_vec, history, nb, self.user_current)
+        return profiles, log[0], log[1]
