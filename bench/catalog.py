@@ -70,6 +70,10 @@ M("pte-singlepass", PTE, "PtE ablation: single pass (no refinement)", {"max_roun
 M("pte-noreward", PTE, "PtE ablation: no reward selection (the first candidate kept)", {"selection": "none"})
 M("pte-nogrpo", PTE, "PtE ablation (Table 5 'No GRPO'): reward selection kept, generator not GRPO-tuned",
   {"grpo_steps": 0})
+M("pte-grpo", PTE, "PtE with GRPO (Eq. 12) on user groups before the user candidates are sampled (CPU: 16 steps)",
+  {"grpo_steps": 16})
+M("pte-grpo-items", PTE, "PtE with GRPO on user and item groups, item candidates reward-selected too (K=2; CPU: 16 steps)",
+  {"grpo_steps": 16, "grpo_items": True, "item_candidates": 2})
 M("pte-nodist", PTE, "PtE ablation: reward without distinctiveness", {"lambda_dist": 0.0})
 M("pte-nocollab", PTE, "PtE ablation: reward without collaborative alignment", {"lambda_collab": 0.0})
 M("pte-init", PTE, "PtE variant: PCA of the profile embeddings initialises the trainable SASRec item table",

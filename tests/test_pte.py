@@ -506,3 +506,21 @@ def test_heldout_users_none_is_the_zero_user_term_of_version_1(tiny_dataset, tmp
     held = method.cf.token_index("user_id", sorted(set(split.valid["user"]) | set(users)))
     trained = method.cf.token_index("user_id", sorted(set(split.train["user"])))
     assert float(table[held].abs().sum()) == 0.0 and (table[trained].abs().sum(dim=1) > 0).all()
+
+
+def test_after_grpo_held_out_users_get_stage_passes_from_the_untuned_generator(tiny_dataset, tmp_path):
+    """GRPO tunes the generator of the sampled candidates only: a held-out user's U0 / U_r come from the
+    profile stage's generator, as the training users' did, and its candidates from the tuned one."""
+    base, tuned = FakeGenerator(), FakeGenerator()
+    stage = ProfileStage(tiny_dataset.interactions, tiny_dataset.items["title"], tiny_dataset.item_text, base,
+                         PromptSet(), ProfileStore(tmp_path / "store"), hash_encode,
+                         StageSettings(batch_size=8, max_rounds=1), progress=False,
+                         grpo=lambda stage, groups: tuned)
+    stage.run(_raw(tiny_dataset))
+    stage_rows, tuned_rows = base.rows, tuned.rows
+    assert tuned_rows == tiny_dataset.interactions["user"].nunique()  # the K=2 user candidates after GRPO
+    history = {"new-user": list(tiny_dataset.item_ids[:5])}
+    profiles, stats, passes = stage.profile_heldout(history, _raw(tiny_dataset))
+    assert [p["pass"] for p in passes] == ["held-out U0", "held-out U1", "held-out U-cand1"]
+    assert base.rows - stage_rows == 2 and tuned.rows - tuned_rows == 1 and stats.generated == 3
+    assert set(profiles) == {"new-user"}

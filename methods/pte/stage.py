@@ -148,6 +148,7 @@ class ProfileStage:
                  progress: bool = True, grpo: Callable | None = None):
         self.s = settings
         self.generator, self.prompts, self.store, self.encode = generator, prompts, store, encode
+        self.stage_generator = generator  # the profile-stage passes' generator (GRPO tunes the candidates' only)
         self.progress, self.grpo = progress, grpo
         ordered = train.sort_values(["user", "timestamp", "item"], kind="mergesort")
         self.user_items = {u: list(dict.fromkeys(g.astype(str))) for u, g in ordered.groupby("user")["item"]}
@@ -205,11 +206,13 @@ class ProfileStage:
     def _pass(self, name: str, kind: str, template: str, prompts: dict[str, str], candidate: int = 0,
               log: tuple[GenerationStats, list] | None = None) -> dict[str, str]:
         """One generation pass over `prompts` (entity -> prompt); its cost goes to `log` (stats, passes), by
-        default the profile stage's."""
+        default the profile stage's. Candidate 0 (greedy) is a profile-stage pass, made by the stage's
+        generator; sampled candidates by the current one (GRPO-tuned once `run` has tuned it)."""
         sampling = self.greedy if candidate == 0 else self.sampled
         requests = [Request(entity, template, prompt, derive_seed(self.s.profile_seed, kind, entity, candidate),
                             sampling) for entity, prompt in prompts.items()]
-        texts, stats = run_requests(requests, self.generator, self.prompts, self.store, self.s.batch_size,
+        generator = self.stage_generator if candidate == 0 else self.generator
+        texts, stats = run_requests(requests, generator, self.prompts, self.store, self.s.batch_size,
                                     desc=f"PtE {name}", progress=self.progress)
         total, passes = log or (self.stats, self.passes)
         total.add(stats)
