@@ -250,3 +250,44 @@ def test_greedy_generation_is_deterministic(tiny):
     assert drawn == generator.generate("a movie", prompts, [1, 2], sampled)
     many = [generator.generate("a movie", prompts[:1], [s], sampled)[0][0] for s in range(6)]
     assert len(set(many)) > 1  # seeds matter when sampling
+
+
+def test_schedule_factor_warms_up_then_decays_as_hf_trainer():
+    from methods.llm.train import schedule_factor, scheduler_factory
+
+    assert [schedule_factor(s, 4, 10, "linear") for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert [round(schedule_factor(s, 4, 10, "linear"), 4) for s in (4, 7, 10)] == [1.0, 0.5, 0.0]
+    assert schedule_factor(7, 4, 10, "cosine") == pytest.approx(0.5)
+    assert schedule_factor(10, 4, 10, "cosine") == pytest.approx(0.0)
+    assert schedule_factor(9, 4, 10, "constant") == 1.0
+    assert scheduler_factory(0, 10, "constant") is None  # the plain optimizer: old behaviour, no scheduler
+    with pytest.raises(BenchError, match="learning-rate schedule"):
+        scheduler_factory(2, 10, "step")
+
+
+def test_train_loop_stops_when_validation_says_so():
+    import torch
+
+    from methods.llm.train import epoch_batches, scheduler_factory, train_loop
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    evaluated, rates = [], []
+
+    def evaluate(step):
+        evaluated.append(step)
+        rates.append(optimizer_rate[0].param_groups[0]["lr"])
+
+    optimizer_rate = []
+
+    def make(params):
+        optimizer_rate.append(torch.optim.SGD(params, lr=1.0))
+        return optimizer_rate[0]
+
+    result = train_loop([weight], make, epoch_batches(40, 1, 1, np.random.default_rng(0)),
+                        lambda batch: (weight - 1.0).pow(2).sum(), eval_every=5, evaluate=evaluate,
+                        should_stop=lambda: len(evaluated) >= 3, make_scheduler=scheduler_factory(5, 40, "linear"))
+    assert evaluated == [5, 10, 15] and result.steps == 15 and result.stopped_early
+    assert rates[0] == pytest.approx(1.0) and rates[2] < rates[1] < rates[0]  # warmed up, then decaying
+    full = train_loop([torch.nn.Parameter(torch.zeros(1))], lambda p: torch.optim.SGD(p, lr=0.1),
+                      epoch_batches(12, 1, 1, np.random.default_rng(0)), lambda b: torch.zeros(1, requires_grad=True).sum())
+    assert full.steps == 12 and not full.stopped_early

@@ -17,6 +17,7 @@ instead, and each process should iterate over its own share of the batches.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class TrainResult:
     step_tokens: list[int] = field(default_factory=list)
     seconds: float = 0.0
     evaluations: list[tuple[int, Any]] = field(default_factory=list)
+    stopped_early: bool = False  # `should_stop` ended the loop before the batches or `steps` did
 
     @property
     def steps(self) -> int:
@@ -83,6 +85,40 @@ def epoch_batches(n: int, batch_size: int, epochs: int, rng) -> Iterator[Any]:
             yield order[start:start + batch_size]
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def schedule_factor(step: int, warmup_steps: int, total_steps: int, kind: str = "linear") -> float:
+    """The learning-rate factor of optimizer step `step` (0-based): a linear warmup over `warmup_steps`, then
+    constant, linear decay to 0 or cosine decay to 0 at `total_steps` (HF Trainer's schedules)."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return max(0.0, 1.0 - progress)
+
+
+def scheduler_factory(warmup_steps: int, total_steps: int, kind: str = "linear") -> Callable | None:
+    """`make_scheduler` for `train_loop` (None: a constant rate without warmup, the plain optimizer)."""
+    if kind not in SCHEDULES:
+        from bench.errors import UnknownChoiceError
+
+        raise UnknownChoiceError("learning-rate schedule", kind, SCHEDULES)
+    if kind == "constant" and warmup_steps == 0:
+        return None
+
+    def make(optimizer):
+        import torch
+
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: schedule_factor(step, warmup_steps, total_steps, kind))
+
+    return make
+
+
 def _parameters(params: Iterable) -> list:
     params = list(params)
     if params and isinstance(params[0], dict):
@@ -94,15 +130,17 @@ def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, lo
                steps: int | None = None, grad_accum: int = 1, max_grad_norm: float = 0.0,
                make_scheduler: Callable | None = None, model=None, device: str = "cpu",
                autocast_dtype=None, eval_every: int = 0, evaluate: Callable[[int], Any] | None = None,
-               check_finite: bool = False, hint: str = "", desc: str = "train", progress: bool = False) -> TrainResult:
+               check_finite: bool = False, hint: str = "", desc: str = "train", progress: bool = False,
+               should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Optimise `params` (tensors or param-group dicts) with `make_optimizer(params)`.
 
     Each step takes `grad_accum` batches from `batches`; `loss_fn(batch)` returns the loss, or (loss,
     number of input tokens). `steps` None: until `batches` is exhausted. `max_grad_norm` > 0 clips the
     gradient norm; `make_scheduler(optimizer)` gives a scheduler stepped once per step; `model` is put in
     train mode for every loss and in eval mode at the end; `autocast_dtype` (e.g. torch.bfloat16) turns on
-    autocast; `evaluate(step)` runs after every `eval_every`-th step; `check_finite` raises a BenchError
-    (naming `desc`, the step and `hint`) on a non-finite loss.
+    autocast; `evaluate(step)` runs after every `eval_every`-th step, and `should_stop()` (early stopping on
+    validation) after each evaluation ends the loop when true; `check_finite` raises a BenchError (naming
+    `desc`, the step and `hint`) on a non-finite loss.
     """
     import torch
     from tqdm.auto import tqdm
@@ -157,6 +195,9 @@ def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, lo
             bar.set_postfix(loss=f"{total:.4f}")
             if evaluate is not None and eval_every > 0 and result.steps % eval_every == 0:
                 result.evaluations.append((result.steps, evaluate(result.steps)))
+                if should_stop is not None and should_stop():
+                    result.stopped_early = True
+                    break
             continue
         break
     bar.close()

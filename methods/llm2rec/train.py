@@ -7,7 +7,6 @@ float32 and `precision: auto` turns on bf16 autocast on GPUs that support it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -95,17 +94,6 @@ def resolve_settings(stage: str, settings: dict[str, Any] | StageSettings | None
     return validate_settings(cls, settings, f"llm2rec {stage}")
 
 
-def _schedule(step: int, settings: StageSettings) -> float:
-    if step < settings.warmup_steps:
-        return (step + 1) / (settings.warmup_steps + 1)
-    if settings.scheduler == "constant":
-        return 1.0
-    progress = (step - settings.warmup_steps) / max(1, settings.max_steps - settings.warmup_steps)
-    if settings.scheduler == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return max(0.0, 1.0 - progress)
-
-
 def _use_bf16(settings: StageSettings, device: str) -> bool:
     import torch
 
@@ -150,7 +138,7 @@ def run_steps(model, settings: StageSettings, n: int, step_fn: Callable, desc: s
     """
     import torch
 
-    from methods.llm.train import shuffled_batches, train_loop
+    from methods.llm.train import schedule_factor, shuffled_batches, train_loop
 
     bf16 = _use_bf16(settings, device)
     result = train_loop(
@@ -158,7 +146,8 @@ def run_steps(model, settings: StageSettings, n: int, step_fn: Callable, desc: s
         lambda params: torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay),
         shuffled_batches(n, settings.batch_size, settings.seed), step_fn, steps=settings.max_steps,
         grad_accum=settings.grad_accum, max_grad_norm=settings.max_grad_norm,
-        make_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, settings)),
+        make_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule_factor(
+            s, settings.warmup_steps, settings.max_steps, settings.scheduler)),
         model=model, device=device, autocast_dtype=torch.bfloat16 if bf16 else None, check_finite=True,
         hint="lower lr or use precision=fp32", desc=desc, progress=settings.progress)
     return {"steps": settings.max_steps, "tokens": sum(result.step_tokens), "seconds": result.seconds,
