@@ -58,6 +58,9 @@ class Split:
     # interactions of held-out users known at inference only (cold_users: each one's earlier sequence),
     # column `part` = valid / test; empty for splits whose evaluated users are in training
     context: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*INTER_COLUMNS, "part"]))
+    # all training pairs of the split's window, before a few-shot sample took `train` from them (ctr_temporal
+    # with shots > 0); None where `train` holds all of them. Few-shot limits only what an LLM is tuned on
+    train_all: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,15 @@ class TrainSplit:
     # held-out validation users' earlier interactions (cold_users), known at inference only: never the test
     # users' (they come with the ScoreQuery)
     valid_context: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(INTER_COLUMNS)))
+    # all training pairs (ctr_temporal with shots > 0: before the few-shot sample; None: `train` is all of them).
+    # Few-shot limits only what an LLM is tuned on; a CF model (CoLLM's encoder) pre-trains on all of them
+    train_all: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class TrainView:
-    """Everything `Method.fit` receives of the data: the catalogue, train and valid. Never test."""
+    """Everything `Method.fit` receives of the data: the catalogue, train and valid (and, for a few-shot split,
+    all training pairs: `train_all`). Never test."""
 
     catalogue: Catalogue
     split: TrainSplit
@@ -124,12 +131,20 @@ class TrainView:
         part = TrainSplit(name=split.name, params=split.params, train=split.train, valid=split.valid,
                           item_segment=split.item_segment, content_hash=split.content_hash,
                           description=split.description,
-                          valid_context=split.context[split.context["part"] == "valid"][list(INTER_COLUMNS)])
+                          valid_context=split.context[split.context["part"] == "valid"][list(INTER_COLUMNS)],
+                          train_all=split.train_all)
         return cls(catalogue, part)
 
     @property
     def train(self) -> pd.DataFrame:
+        """The training pairs a method is tuned on (a few-shot split: the N sampled pairs)."""
         return self.split.train
+
+    @property
+    def train_all(self) -> pd.DataFrame:
+        """All training pairs of the split (a few-shot split: those the sample was drawn from; else `train`).
+        Few-shot limits only what an LLM is tuned on: a pre-trained CF model may learn from all of them."""
+        return self.split.train if self.split.train_all is None else self.split.train_all
 
     @property
     def valid(self) -> pd.DataFrame:

@@ -3,6 +3,7 @@ scoring, bad-input errors and a tiny end-to-end run, on a tiny Llama built in a 
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -388,3 +389,141 @@ def test_prompt_is_tokenised_as_one_string_with_bos():
     # a user's pairs share the prefix token for token, whatever the target
     other = collm.encode(("1", "2"), "1")
     assert other.ids[:other.prefix_len] == pair.ids[:pair.prefix_len]
+
+
+# ------------------------------------------------------------- few-shot: the CF encoder learns from every pair
+@pytest.fixture
+def fewshot():
+    """The tiny ctr split with a 16-pair few-shot sample, and the same split on every training pair."""
+    dataset = ctr_dataset()
+    _DATASETS[dataset.content_hash] = dataset
+    return ctr_split(dataset, shots=16), ctr_split(dataset)
+
+
+def test_fewshot_split_keeps_all_training_pairs_apart(fewshot, tmp_path, capsys):
+    """`shots` limits `train`; `train_all` holds every training pair (the shots=0 split's train), survives the
+    cache round trip, is hash-checked, and leaves the content hash as it was (so no stored run moves)."""
+    from bench.data.splits import _frames_hash, _hashed_frames, load_or_make_split
+    from bench.hashing import write_manifest
+    from bench.types import TrainView
+
+    few, full = fewshot
+    assert len(few.train) == 16 and full.train_all is None
+    pd.testing.assert_frame_equal(few.train_all, full.train)
+    assert set(zip(few.train["user"], few.train["item"])) <= set(
+        zip(few.train_all["user"], few.train_all["item"]))
+    pd.testing.assert_frame_equal(few.valid, full.valid)
+    # the content hash covers what it always did (train_all has its own recorded hash)
+    assert few.content_hash == _frames_hash(_hashed_frames(few.train, few.valid, few.test, few.user_segment,
+                                                           few.item_segment, few.context))
+    view = TrainView.of(split_dataset(few), few)
+    assert len(view.train) == 16 and view.train_all is few.train_all
+    assert TrainView.of(split_dataset(full), full).train_all is full.train  # no sample: train is all of them
+    dataset = split_dataset(few)
+    saved = load_or_make_split(dataset, "ctr_temporal", few.params, tmp_path)
+    assert saved.content_hash == few.content_hash
+    pd.testing.assert_frame_equal(saved.train_all, few.train_all)
+    info = json.loads((saved.path / "split.json").read_text())
+    assert info["counts"]["train_all"] == len(few.train_all) and "train_all.tsv" in info["files"]
+    # a changed train_all.tsv is caught (its manifest rewritten too: the split's own check), the split rebuilt
+    path = saved.path / "train_all.tsv"
+    text = path.read_text()
+    path.write_text(text.replace("\t1\t", "\t0\t", 1))
+    assert path.read_text() != text
+    write_manifest(saved.path, tmp_path)
+    capsys.readouterr()
+    again = load_or_make_split(dataset, "ctr_temporal", few.params, tmp_path)
+    assert "train_all.tsv changed" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(again.train_all, few.train_all)
+    # a few-shot split saved before train_all was kept (no layout, no file) is rebuilt, not read without it
+    old = json.loads((again.path / "split.json").read_text())
+    (again.path / "train_all.tsv").unlink()
+    del old["files"]["train_all.tsv"], old["layout"], old["train_all_hash"], old["counts"]["train_all"]
+    (again.path / "split.json").write_text(json.dumps(old))
+    write_manifest(again.path, tmp_path)
+    rebuilt = load_or_make_split(dataset, "ctr_temporal", few.params, tmp_path)
+    assert "saved before few-shot splits kept all training pairs" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(rebuilt.train_all, few.train_all)
+
+
+def _cf_fit(name, split, tmp_path, tiny_lm=None, seed=0, run="run", **over):
+    from bench.catalog import METHODS
+
+    if name == "mf-ctr":
+        method = METHODS.create(name, {**CF_FAST, **over})
+    else:
+        method = _method(name, tiny_lm, **over)
+    ctx = _ctx(split, tmp_path, seed=seed, name=run)
+    ctx.run(method)
+    return method, ctx
+
+
+def test_collm_cf_encoder_trains_on_every_training_pair_at_16_shots(tiny_lm, fewshot, tmp_path):
+    """(a) CoLLM at shots=16: the LLM sees the 16 pairs, its CF encoder every training pair; the old behaviour
+    (`cf_pretrain_pairs: train`) trains it on the 16."""
+    few, _ = fewshot
+    method, ctx = _cf_fit("collm-mf", few, tmp_path, tiny_lm)
+    cf = ctx.extra["cf"]
+    assert len(ctx.data.train) == 16 and len(method.data.train) == 16
+    assert cf["n_train_pairs"] == len(few.train_all) > 16 and cf["pairs"] == "train_all"
+    assert cf["n_llm_train_pairs"] == ctx.extra["llm"]["n_train_pairs_used"] == 16
+    assert cf["pretrain_pairs"] == "all" and cf["n_valid_pairs"] == len(few.valid)
+    assert {"best_valid_auc", "epochs_run", "epochs_cap", "best_epoch", "early_stopped"} <= set(cf)
+    old, old_ctx = _cf_fit("collm-mf", few, tmp_path, tiny_lm, run="old", cf_pretrain_pairs="train")
+    assert old_ctx.extra["cf"]["n_train_pairs"] == 16 and old_ctx.extra["cf"]["key"] != cf["key"]
+
+
+def test_collm_cf_encoder_at_16_shots_is_the_cf_baseline_at_0_shots(tiny_lm, fewshot, tmp_path):
+    """(b) The CoLLM-MF encoder at shots=16 and the mf-ctr row at shots=0, same seed and CF settings: one cached
+    model (same key, same weights); another seed trains its own."""
+    few, full = fewshot
+    baseline, base_ctx = _cf_fit("mf-ctr", full, tmp_path, run="mf")
+    assert base_ctx.extra["training"]["cached"] is False
+    collm, ctx = _cf_fit("collm-mf", few, tmp_path, tiny_lm, run="collm")
+    assert ctx.extra["cf"]["cached"] is True and ctx.extra["cf"]["key"] == base_ctx.extra["training"]["key"]
+    a, b = baseline.model.state_dict(), collm.cf.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the mf-ctr row at 16 shots is the few-shot baseline: its own model, on the 16 pairs
+    _, few_ctx = _cf_fit("mf-ctr", few, tmp_path, run="mf16")
+    assert few_ctx.extra["training"]["n_train_pairs"] == 16 and few_ctx.extra["training"]["cached"] is False
+    _, other = _cf_fit("collm-mf", few, tmp_path, tiny_lm, seed=1, run="collm1")
+    assert other.extra["cf"]["cached"] is False and other.extra["cf"]["key"] != ctx.extra["cf"]["key"]
+
+
+def test_cf_convergence_recorded_at_the_cap_and_when_stopped_early(fewshot, tmp_path):
+    """(d) `early_stopped` / `fit.converged`: False for a run that reaches its epoch cap, True for one the
+    patience rule stopped; best_epoch and epochs_cap recorded; a cached info.json without them is derived."""
+    from bench.hashing import write_manifest
+    from methods.backbones.pointwise import convergence
+
+    _, full = fewshot
+    _, capped = _cf_fit("mf-ctr", full, tmp_path, run="capped", epochs=2, patience=5)
+    info = capped.extra["training"]
+    assert info["epochs_run"] == info["epochs_cap"] == 2 and info["early_stopped"] is False
+    assert capped.report.converged is False
+    _, early = _cf_fit("mf-ctr", full, tmp_path, run="early", epochs=60, patience=1, learning_rate=0.1)
+    info = early.extra["training"]
+    assert info["epochs_cap"] == 60 and info["epochs_run"] < 60 and info["early_stopped"] is True
+    assert early.report.converged is True
+    assert info["best_epoch"] == info["epochs_run"] - 2  # one epoch without gain after the best (patience 1)
+    assert info["best_valid_auc"] == max(point["valid_auc"] for point in info["curve"])
+    # an artifact cached before these keys existed: derived from its curve, as the loop decided
+    folder = next((tmp_path / "cache" / "ctr_cf").glob(f"mf-{info['key']}"))
+    stored = json.loads((folder / "info.json").read_text())
+    for key in ("early_stopped", "epochs_cap", "best_epoch"):
+        stored.pop(key)
+    (folder / "info.json").write_text(json.dumps(stored))
+    write_manifest(folder, tmp_path / "cache")  # as that artifact's manifest would say
+    _, cached = _cf_fit("mf-ctr", full, tmp_path, run="early2", epochs=60, patience=1, learning_rate=0.1)
+    again = cached.extra["training"]
+    assert again["cached"] is True and cached.report.converged is True
+    assert {k: again[k] for k in ("early_stopped", "epochs_cap", "best_epoch")} == {
+        k: info[k] for k in ("early_stopped", "epochs_cap", "best_epoch")}
+    # the rule on its own: patience epochs without gain after the first best, also at the cap's last epoch
+    curve = lambda values: [{"epoch": k, "valid_auc": v} for k, v in enumerate(values)]  # noqa: E731
+    assert convergence(curve([.5, .6, .7]), 3, 2) == {"epochs_cap": 3, "best_epoch": 2, "early_stopped": False}
+    assert convergence(curve([.5, .7, .7, .6]), 10, 2)["early_stopped"] is True
+    assert convergence(curve([.5, .7, .7, .6]), 10, 2)["best_epoch"] == 1
+    assert convergence(curve([.5, .7, .6]), 3, 1)["early_stopped"] is True
+    assert convergence(curve([.5, float("nan"), .4]), 5, 2) == {"epochs_cap": 5, "best_epoch": 0,
+                                                                 "early_stopped": True}

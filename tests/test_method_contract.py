@@ -153,3 +153,30 @@ def test_train_view_and_recbole_files_hold_no_test_interaction(tiny_dataset, tmp
     for name, frame in files.items():
         assert not held & set(zip(frame["user_id:token"], frame["item_id:token"])), name
     assert files["bench.test.inter"].equals(files["bench.valid.inter"])
+
+
+@pytest.mark.parametrize("shots", [0, 16])
+def test_fewshot_train_view_holds_no_test_pair(shots):
+    """A few-shot ctr split's TrainView: `train` holds the N sampled pairs, `train_all` every training pair (the
+    frame a CF encoder pre-trains on); neither, nor any other frame reachable from the view, holds a test pair
+    or a valid pair outside `valid`."""
+    from bench.types import TrainView
+    from tests.conftest import ctr_dataset, interaction_pairs
+
+    dataset = ctr_dataset()
+    params = {"train_months": 4, "valid_months": 2, "test_months": 2, "shots": shots}
+    split = make_split(dataset, "ctr_temporal", resolve_split_params("ctr_temporal", params))
+    view = TrainView.of(dataset, split)
+    held = interaction_pairs(split.test)
+    assert held and not hasattr(view, "test") and not hasattr(view.split, "test")
+    frames = [f for f in _frames(view) if isinstance(f, pd.DataFrame) and {"user", "item"} <= set(f.columns)]
+    assert len(frames) == (4 if shots else 3)  # train, valid, the (empty) context, and train_all when sampled
+    for frame in frames:
+        assert not held & interaction_pairs(frame)
+    assert not interaction_pairs(view.train_all) & interaction_pairs(split.valid)
+    assert (view.train_all["timestamp"] < split.test["timestamp"].min()).all()
+    assert interaction_pairs(view.train) <= interaction_pairs(view.train_all)
+    assert len(view.train) == (16 if shots else len(view.train_all))
+    if shots:
+        full = make_split(dataset, "ctr_temporal", resolve_split_params("ctr_temporal", {**params, "shots": 0}))
+        pd.testing.assert_frame_equal(view.train_all, full.train)

@@ -337,3 +337,28 @@ def test_candidates_respect_the_splits_candidate_restriction(lm_dir, tmp_path):
     warm = set(split.train["item"])
     assert method.candidates and all(
         len(c) == 4 and not {dataset.item_ids[k] for k in c} & warm for c in method.candidates.values())
+
+
+def test_collm_reranker_cf_model_learns_from_every_training_positive(lm_dir, data, tmp_path):
+    """`max_train_pairs` caps the LLM's Yes / No pairs only: CoLLM's CF model pre-trains on every training
+    positive's pairs (the view's `train_all`), no positive a test interaction; the LLM's pairs are unchanged."""
+    dataset, split = data
+    view = TrainView.of(dataset, split)
+    capped, _ = rd.pointwise_view(view, rd.PairSpec(3, 1, 16, 0, 0))
+    with_all, info = rd.pointwise_view(view, rd.PairSpec(3, 1, 16, 0, 0, all_train_pairs=True))
+    pd.testing.assert_frame_equal(with_all.train, capped.train)  # the LLM's pairs as before
+    assert with_all.split.content_hash == capped.split.content_hash and capped.split.train_all is None
+    as_set = lambda f: set(zip(f["user"], f["item"]))  # noqa: E731
+    every = with_all.train_all
+    assert as_set(every[every["label"] == 1]) == as_set(split.train) and len(every) == 2 * len(split.train)
+    # a negative is any item the user has in neither train nor valid (the method cannot know test): no positive is
+    # a test interaction
+    assert not as_set(every[every["label"] == 1]) & as_set(split.test) and info["train_all"]["pairs"] == len(every)
+    method, _ = fit(lm_dir, dataset, split, tmp_path, name="collm-mf-rerank", max_train_pairs=16)
+    cf = method.report.facts["cf"]
+    assert cf["n_train_pairs"] == 2 * len(split.train) and cf["pairs"] == "train_all"
+    assert cf["n_llm_train_pairs"] <= 16
+    old, _ = fit(lm_dir, dataset, split, tmp_path, name="collm-mf-rerank", max_train_pairs=16,
+                 llm={**tiny_settings(METHODS.get("collm-mf-rerank").Settings, lm_dir)["llm"],
+                      "cf_pretrain_pairs": "train"})
+    assert old.report.facts["cf"]["n_train_pairs"] == 16

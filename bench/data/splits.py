@@ -129,7 +129,9 @@ class CtrTemporalSettings(SplitSettings):
     pair, held-out ones included; `window_start` = frozen at the start of the pair's window.
     `seed` draws the valid / test subsample (valid and test from separate streams: the test sample does
     not depend on `max_valid_users`); `shots` > 0 keeps N random training pairs drawn with `shots_seed`
-    (TALLRec's few-shot protocol: one sample per seed), leaving valid, test and every history unchanged."""
+    (TALLRec's few-shot protocol: one sample per seed), leaving valid, test and every history unchanged. The
+    split then keeps all training pairs as `train_all` (saved, hash-checked): few-shot limits only what an LLM
+    is tuned on; a CF model (CoLLM's encoder, pre-trained as the papers do) learns from all of them."""
 
     version: ClassVar[int] = 2  # 2: history `pair` by default; histories from the full window, before subsampling
 
@@ -272,7 +274,8 @@ def ctr_temporal(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     (warm / cold / other) from the full training window; (3) the valid users (`max_valid_users`, its own
     stream of `seed`), the test users and pairs (`max_test_users`, `max_pairs_per_test_user`, `seed`) and the
     few-shot training sample (`shots`, `shots_seed`). The test sample is thus fixed for every run seed,
-    shot count and few-shot seed, and no subsampling removes a positive from any history.
+    shot count and few-shot seed, and no subsampling removes a positive from any history. With a few-shot
+    sample, the training pairs it was drawn from are returned too (`{"train_all": ...}`).
     """
     if params["history"] not in ("window_start", "pair"):
         raise BenchError(f"ctr_temporal: unknown history {params['history']!r}; valid: window_start, pair")
@@ -323,7 +326,7 @@ def ctr_temporal(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     shots = int(params.get("shots", 0))
     if 0 < shots < len(train):  # TALLRec's few-shot sample: N training pairs, one sample per shots_seed
         rows = np.random.default_rng([params.get("shots_seed", 0), 2]).choice(len(train), size=shots, replace=False)
-        train = train.iloc[np.sort(rows)]
+        return train.iloc[np.sort(rows)], valid, test, {"train_all": train}
     return train, valid, test
 
 
@@ -410,8 +413,8 @@ def new_users_fewshot(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, 
     return train, valid, test
 
 
-def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
-    """(train, valid, test, context): held-out users' last items are valid / test; their earlier
+def cold_users(inter: pd.DataFrame, params: dict) -> tuple:
+    """(train, valid, test, {"context": ...}): held-out users' last items are valid / test; their earlier
     interactions are the context (column `part`: valid / test), never training data."""
     order, valid_users, test_users = _held_out_users(inter, params)
     held = order["user"].isin(valid_users | test_users)
@@ -420,7 +423,7 @@ def cold_users(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
     test = order[held & last & order["user"].isin(test_users)]
     context = order[held & ~last].copy()
     context["part"] = np.where(context["user"].isin(test_users), "test", "valid")
-    return order[~held], valid, test, context
+    return order[~held], valid, test, {"context": context}
 
 
 # ------------------------------------------------------------------------------------------ cold_items
@@ -466,7 +469,10 @@ def cold_items_description(params: dict, inter: pd.DataFrame, train: pd.DataFram
             + f"; candidates: {params['candidates']}")
 
 
-SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple[pd.DataFrame, ...]]] = {
+# a splitter returns (train, valid, test), or (train, valid, test, extras) with the frames only some splits have:
+# "context" (held-out users' interactions known at inference, column `part`), "train_all" (all training pairs
+# before a few-shot sample)
+SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple]] = {
     "temporal_loo": temporal_loo,
     "random_loo": random_loo,
     "half_history": half_history,
@@ -534,6 +540,13 @@ def split_hash(split: Split) -> str:
                                        split.item_segment, split.context))
 
 
+def train_all_hash(frame: pd.DataFrame) -> str:
+    """The hash of a few-shot split's `train_all` (recorded in split.json beside the content hash, which it
+    does not enter: a few-shot split hashes as it did before `train_all` was kept, so no stored record's
+    `split_hash` moves; `train_all` follows from the window settings that already define the split)."""
+    return _frames_hash({"train_all": frame})
+
+
 # why a part can be empty, per split (the hint of the error)
 _EMPTY_HINTS = {
     "loo": "leave-one-out holds out the last two interactions of each user with at least 3; check the "
@@ -584,11 +597,18 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
         made = SPLITTERS[name](inter, params)
     except BenchError as exc:
         raise BenchError(f"{where}: {str(exc).removeprefix(f'{name}: ')}") from None
-    # pointwise splits carry a `label` (all parts) and a pair `segment` (valid / test) column
-    parts = [_ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment", "history") if c in p)]]
-             for p in made[:3]]
-    train, valid, test = parts
-    context = _ordered(made[3])[[*INTER_COLUMNS, "part"]] if len(made) > 3 else EMPTY_CONTEXT
+    extras = made[3] if len(made) > 3 else {}
+    unknown = set(extras) - {"context", "train_all"}
+    if unknown:
+        raise RuntimeError(f"splitter {name!r} returned unknown frames {sorted(unknown)}")
+
+    def columns(p: pd.DataFrame) -> pd.DataFrame:
+        # pointwise splits carry a `label` (all parts) and a pair `segment` (valid / test) column
+        return _ordered(p)[[*INTER_COLUMNS, *(c for c in ("label", "segment", "history") if c in p)]]
+
+    train, valid, test = (columns(p) for p in made[:3])
+    context = _ordered(extras["context"])[[*INTER_COLUMNS, "part"]] if "context" in extras else EMPTY_CONTEXT
+    train_all = columns(extras["train_all"]) if "train_all" in extras else None
     eval_users = set(valid["user"]) | set(test["user"])
     user_segment, item_segment = segments(train, eval_users, params)
     if name == "longtail":
@@ -601,7 +621,7 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
                    else SPLIT_INFO[name])
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
                  user_segment=user_segment, item_segment=item_segment, content_hash=content_hash,
-                 dataset_hash=dataset.content_hash, description=description, context=context)
+                 dataset_hash=dataset.content_hash, description=description, context=context, train_all=train_all)
 
 
 def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Path:
@@ -610,6 +630,10 @@ def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Pat
 
 
 CONTEXT_FILE = "context.tsv"  # held-out users' interactions known at inference only (cold_users)
+TRAIN_ALL_FILE = "train_all.tsv"  # all training pairs before the few-shot sample (ctr_temporal, shots > 0)
+# split.json's layout: 2 = a few-shot split saves its train_all (a few-shot split saved before is rebuilt: its
+# frames and content hash are the same, and train_all is added)
+LAYOUT = 2
 PART_FILES = {"train": "train.tsv", "valid": "valid.tsv", "test": "test.tsv", "user_segment": "user_segment.tsv",
               "item_segment": "item_segment.tsv"}
 
@@ -643,12 +667,16 @@ def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Spli
                               f"expected {dataset.content_hash[:16]})")
         if info.get("name") != name or info.get("params") != params:
             raise _StaleSplit("was made with other settings than its folder name says")
+        if params.get("shots") and info.get("layout", 1) < 2:
+            raise _StaleSplit(f"was saved before few-shot splits kept all training pairs ({TRAIN_ALL_FILE})")
         changed = [file for file, digest in (info.get("files") or {}).items()
                    if not (folder / file).is_file() or sha256_file(folder / file) != digest]
         frames = {part: _read(folder / PART_FILES[part]) for part in ("train", "valid", "test")}
         users, items = (_read_segment(folder / PART_FILES[part]) for part in ("user_segment", "item_segment"))
         if CONTEXT_FILE in (info.get("files") or {}):
             frames["context"] = _read(folder / CONTEXT_FILE)
+        if TRAIN_ALL_FILE in (info.get("files") or {}):
+            frames["train_all"] = _read(folder / TRAIN_ALL_FILE)
     except _StaleSplit:
         raise
     except Exception as exc:  # a missing, truncated or garbled file
@@ -659,6 +687,8 @@ def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Spli
     if changed or split_hash(split) != split.content_hash:
         which = f"{', '.join(changed)} changed" if changed else "a file changed?"
         raise _StaleSplit(f"does not match its recorded hash ({which})")
+    if split.train_all is not None and train_all_hash(split.train_all) != info.get("train_all_hash"):
+        raise _StaleSplit(f"{TRAIN_ALL_FILE} does not match its recorded hash")
     return split
 
 
@@ -672,12 +702,18 @@ def _write(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
     if len(split.context):
         split.context.to_csv(folder / CONTEXT_FILE, sep="\t", index=False)
         files.append(CONTEXT_FILE)
+    extra: dict[str, Any] = {}
+    if split.train_all is not None:
+        split.train_all.to_csv(folder / TRAIN_ALL_FILE, sep="\t", index=False)
+        files.append(TRAIN_ALL_FILE)
+        extra = {"train_all_hash": train_all_hash(split.train_all)}
     info = {"name": split.name, "params": params, "content_hash": split.content_hash,
             "dataset_hash": dataset.content_hash, "description": split.description,
-            "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")},
+            "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")}
+            | ({"train_all": int(len(split.train_all))} if split.train_all is not None else {}),
             "segments": {"users": split.user_segment.value_counts().to_dict(),
                          "items": split.item_segment.value_counts().to_dict()},
-            "files": {file: sha256_file(folder / file) for file in files}}
+            "files": {file: sha256_file(folder / file) for file in files}, "layout": LAYOUT, **extra}
     (folder / "split.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
 

@@ -30,6 +30,7 @@ class PairData:
 def histories(split, part: str) -> PairData:
     """Histories of `part`'s pairs: the user's positives strictly earlier in time, last `history_length`.
 
+    `part`: train, valid, test, or train_all (all training pairs of a few-shot split; `train` otherwise).
     Training pairs look at earlier training positives. Valid / test pairs: `history: window_start`
     (default) freezes the history at the start of the pair's window (positives of the earlier parts
     only, so no held-out label feeds another held-out pair's input, and a user's pairs share one prompt
@@ -37,11 +38,14 @@ def histories(split, part: str) -> PairData:
     """
     params = split.params
     length, mode = int(params["history_length"]), params["history"]
-    frame = getattr(split, part).reset_index(drop=True)
+    frame = getattr(split, part)
+    if part == "train_all" and frame is None:  # `train` holds every training pair (no few-shot sample)
+        frame = split.train
+    frame = frame.reset_index(drop=True)
     if "history" in frame.columns:  # saved by the splitter from the full windows, before any subsampling
         return PairData(frame, [tuple(json.loads(h)) for h in frame["history"]])
-    per_pair = part == "train" or mode == "pair"
-    earlier = {"train": [], "valid": [split.train], "test": [split.train, split.valid]}[part]
+    per_pair = part in ("train", "train_all") or mode == "pair"
+    earlier = {"train": [], "train_all": [], "valid": [split.train], "test": [split.train, split.valid]}[part]
     source = pd.concat([*earlier, frame]) if per_pair else pd.concat(earlier)
     pos = source[source["label"] == 1].sort_values(["user", "timestamp", "item"], kind="mergesort")
     by_user = {u: (g["timestamp"].to_numpy(), g["item"].to_numpy()) for u, g in pos.groupby("user")}

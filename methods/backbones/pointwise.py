@@ -16,12 +16,13 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.eval.pointwise import auc, histories
+from bench.eval.pointwise import PairData, auc, histories
 from bench.types import RunContext, ScoreQuery, TrainView
 
 CF_MODELS = ("mf", "lightgcn", "sasrec", "din")
@@ -207,9 +208,24 @@ def predict(model, user, item, hist, device: str, batch: int = 4096) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+def convergence(curve: list[dict], epochs_cap: int, patience: int) -> dict:
+    """How a CF training ended, from its validation curve (one point per epoch): `best_epoch` (0-based, the
+    first epoch of the best validation AUC: the state kept), `epochs_cap`, and `early_stopped` = the patience
+    rule stopped it (`patience` epochs without a validation gain after the best one; True also when that
+    happens at the cap's last epoch), False = it ran to the cap still improving. `train_cf`'s loop stops
+    exactly when this says so; it also reads an info.json cached without these keys."""
+    values = [point["valid_auc"] for point in curve]
+    finite = [k for k, v in enumerate(values) if v == v]  # NaN: no gain
+    best = max(finite, key=lambda k: (values[k], -k)) if finite else None
+    since = len(curve) - 1 - best if best is not None else len(curve)
+    return {"epochs_cap": int(epochs_cap), "best_epoch": None if best is None else int(curve[best]["epoch"]),
+            "early_stopped": bool(since >= patience)}
+
+
 def train_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, index: Index, train: PairTensors,
              valid: PairTensors, seed: int, log=None):
-    """BCE training with Adam; the epoch with the best validation AUC is kept."""
+    """BCE training with Adam; the epoch with the best validation AUC is kept. Info: epochs run, the cap,
+    the best epoch and its validation AUC, whether patience stopped it (`early_stopped`), the curve."""
     import torch
 
     length = int(data.split.params["history_length"])
@@ -246,28 +262,56 @@ def train_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, index: 
                 break
     model.load_state_dict(best_state)
     model.eval()
-    info = {"epochs_run": len(history), "best_valid_auc": best, "train_seconds": time.perf_counter() - start,
-            "curve": history}
+    info = {"epochs_run": len(history), **convergence(history, s.epochs, s.patience), "best_valid_auc": best,
+            "n_train_pairs": int(len(train.label)), "n_valid_pairs": int(len(valid.label)),
+            "train_seconds": time.perf_counter() - start, "curve": history}
     return model, info
 
 
-def _cache_key(kind: str, s: CFSettings, data: TrainView, ctx: RunContext) -> str:
-    text = json.dumps({"kind": kind, "settings": s.model_dump(), "split": data.split.content_hash,
-                       "seed": ctx.seed, "version": 1}, sort_keys=True)
+CF_PAIRS = ("train", "train_all")  # which training pairs of the view a CF model learns from
+CACHE_VERSION = 2  # 2: keyed by the pairs trained on (was the split's content hash); info has early_stopped
+
+
+def _pairs_hash(data: PairData) -> str:
+    """The pairs a CF model learns from, in order (the epochs' shuffles index them): user, item, label,
+    history."""
+    digest = hashlib.sha256(data.frame[["user", "item", "label"]].to_csv(index=False).encode())
+    digest.update(json.dumps([list(h) for h in data.histories], separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def _cache_key(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, train: PairData,
+               valid: PairData) -> str:
+    """What the trained model depends on: model, settings, the catalogue (the index), the training pairs
+    it learns from and the validation pairs it stops on (not the split's hash: a few-shot split's CoLLM
+    encoder, trained on all training pairs, is the very model of the CF baseline on all of them), history
+    length, seed."""
+    text = json.dumps({"kind": kind, "settings": s.model_dump(), "catalogue": data.catalogue.content_hash,
+                       "train": _pairs_hash(train), "valid": _pairs_hash(valid),
+                       "history_length": int(data.split.params["history_length"]), "seed": ctx.seed,
+                       "version": CACHE_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def pretrained_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext):
-    """(model, index, info): trained once per (model, settings, split, seed) and cached on disk, so the
-    CF baseline of a seed and CoLLM's frozen encoder of the same seed are one and the same model."""
+def pretrained_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext,
+                  pairs: Literal["train", "train_all"] = "train"):
+    """(model, index, info): trained on `pairs` of the view (`train`: the split's train part, a few-shot
+    split's N pairs; `train_all`: all training pairs of the split) with early stopping on valid, once per
+    (model, settings, pairs, valid pairs, seed), and cached on disk: the CF baseline of a seed and CoLLM's
+    frozen encoder of the same seed, trained on the same pairs, are one and the same model. `info`:
+    `train_cf`'s (`early_stopped`, `epochs_cap`, `best_epoch`, ...) plus `pairs`, `cached` and `key`."""
     import torch
 
     from bench.cache import cached_artifact
 
+    if pairs not in CF_PAIRS:
+        raise ValueError(f"pairs must be one of {CF_PAIRS}, got {pairs!r}")
     index = Index(data.catalogue.user_ids, data.catalogue.item_ids)
     length = int(data.split.params["history_length"])
-    train = PairTensors(histories(data.split, "train"), index, length)
-    valid = PairTensors(histories(data.split, "valid"), index, length)
+    train_data, valid_data = histories(data.split, pairs), histories(data.split, "valid")
+    key = _cache_key(kind, s, data, ctx, train_data, valid_data)
+    train = PairTensors(train_data, index, length)
+    valid = PairTensors(valid_data, index, length)
     pos = train.label == 1
     model = build_model(kind, len(index.user), len(index.item), s, length, (train.user[pos], train.item[pos]))
     trained: dict = {}
@@ -277,13 +321,16 @@ def pretrained_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext):
         torch.save({k: v.cpu() for k, v in trained["model"].state_dict().items()}, tmp / "model.pt")
         (tmp / "info.json").write_text(json.dumps(trained["info"]))
 
-    folder, built = cached_artifact(Path(ctx.cache_dir) / "ctr_cf" / f"{kind}-{_cache_key(kind, s, data, ctx)}",
-                                    build, memo_dir=ctx.cache_dir)
+    folder, built = cached_artifact(Path(ctx.cache_dir) / "ctr_cf" / f"{kind}-{key}", build, memo_dir=ctx.cache_dir)
+    run = {"pairs": pairs, "key": key}
     if built:
-        return trained["model"], index, trained["info"] | {"cached": False}
+        return trained["model"], index, trained["info"] | run | {"cached": False}
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-    info = json.loads((folder / "info.json").read_text()) | {"cached": True}
-    return model.to(ctx.device).eval(), index, info
+    info = json.loads((folder / "info.json").read_text())
+    # an info.json written before these keys were recorded: derived from its curve (what the loop decided)
+    info = convergence(info.get("curve", []), s.epochs, s.patience) | {"n_train_pairs": len(train.label),
+                                                                      "n_valid_pairs": len(valid.label)} | info
+    return model.to(ctx.device).eval(), index, info | run | {"cached": True}
 
 
 class PairHistories:

@@ -269,8 +269,9 @@ class CoLLM(LLMMethod):
     default_name = "collm-mf"
     # 2: LoRA initialised from the run seed (was the process's global random state); 3: step 1 trained with the
     # scoring loss (BCE on the Yes logit, as the authors' code; was the Yes / No softmax), and both steps keep
-    # their best state by validation AUC; the prompt tokenised as one string, BOS first
-    version = 3
+    # their best state by validation AUC; the prompt tokenised as one string, BOS first; 4: the CF model is
+    # pre-trained on all training pairs of the split (`cf_pretrain_pairs: all`; was the few-shot sample, "train")
+    version = 4
     Settings: ClassVar[type[BaseModel]] = CoLLMSettings
     required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.USER, cm.TITLE, cm.ITEM)
 
@@ -285,16 +286,21 @@ class CoLLM(LLMMethod):
         self.target_dependent_user = self.cf_kind == "din"
         super().setup(ctx)
 
+    @property
+    def cf_pairs(self) -> str:
+        """The view's pairs the CF model learns from: all training pairs, or the train part (see the setting)."""
+        return {"all": "train_all", "train": "train"}[self.settings.cf_pretrain_pairs]
+
     def make_id_encoder(self, ctx: RunContext):
-        """The CF model (pre-trained, cached per seed, or fresh for t2) and the mapper."""
+        """The CF model (pre-trained on `cf_pairs`, cached per seed, or fresh for t2) and the mapper."""
         import torch
         from torch import nn
 
         s = self.settings
-        cf, self.index, info = pretrained_cf(self.cf_kind, s.cf, self.data, ctx)
-        if s.tuning == "t2":
+        cf, self.index, info = pretrained_cf(self.cf_kind, s.cf, self.data, ctx, self.cf_pairs)
+        if s.tuning == "t2":  # from scratch; LightGCN's graph: the training positives of the same pairs
             torch.manual_seed(ctx.seed)
-            train = histories(self.data.split, "train")
+            train = histories(self.data.split, self.cf_pairs)
             pos = train.frame["label"].to_numpy() == 1
             cf = build_model(self.cf_kind, len(self.index.user), len(self.index.item), s.cf,
                              int(self.data.split.params["history_length"]),
@@ -323,8 +329,12 @@ class CoLLM(LLMMethod):
         self.cf_length = int(self.data.split.params["history_length"])
         self.cf_trainable = s.tuning in ("t1", "t2")
         cf_info = self.make_id_encoder(ctx)
-        self.report.facts["cf"] = {k: v for k, v in cf_info.items() if k != "curve"} | {"kind": self.cf_kind,
-                                                                                "tuning": s.tuning}
+        # the CF encoder's pre-training (bench/report/convergence.py reads its early_stopped): pairs it learnt from
+        # (`pairs`, n_train_pairs; the LLM's: n_llm_train_pairs), best_valid_auc, best_epoch, epochs_run of
+        # epochs_cap, early_stopped, cached, key
+        self.report.facts["cf"] = {k: v for k, v in cf_info.items() if k != "curve"} | {
+            "kind": self.cf_kind, "tuning": s.tuning, "pretrain_pairs": s.cf_pretrain_pairs,
+            "n_llm_train_pairs": int(len(self.train_data.frame))}
         mapper = list(self.mapper.parameters())
         self.trainable_counts["mapper"] = sum(p.numel() for p in mapper)
         groups = [{"params": mapper, "lr": s.mapper_learning_rate}]
@@ -362,6 +372,7 @@ class CoLLMUIToken(CoLLM):
     """Ablation "w/ UI-token": a new token embedding per user and per item instead of CF + mapper."""
 
     default_name = "collm-uitoken"
+    version = 3  # no CF model: CoLLM's version 4 (CF pre-training pairs) changes nothing here
     Settings: ClassVar[type[BaseModel]] = UITokenSettings
 
     def make_id_encoder(self, ctx: RunContext):
@@ -399,7 +410,9 @@ class EnsembleMFCoLLM(Method):
     """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
 
     default_name = "ensemble-mf-collm"
-    version = 3  # 2: its LLM's LoRA initialised from the run seed; 3: its LLM's version 3 (see CoLLM / TALLRec)
+    # 2: its LLM's LoRA initialised from the run seed; 3: its LLM's version 3 (see CoLLM / TALLRec); 4: CoLLM's
+    # version 4 (its CF model pre-trained on all training pairs)
+    version = 4
     Settings: ClassVar[type[BaseModel]] = EnsembleSettings
     backbones: ClassVar[tuple[str, ...]] = ("none",)
     protocol = "pointwise"
@@ -436,5 +449,6 @@ class EnsembleMFTALLRec(EnsembleMFCoLLM):
     """Ensemble averaging of MF and TALLRec (paper Table III)."""
 
     default_name = "ensemble-mf-tallrec"
+    version = 3  # TALLRec has no CF model: the CoLLM ensemble's version 4 changes nothing here
     Settings: ClassVar[type[BaseModel]] = TALLRecEnsembleSettings
     llm_cls: ClassVar[type] = TALLRec

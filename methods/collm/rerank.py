@@ -7,6 +7,7 @@
 2. The Yes / No model (TALLRec / CoLLM / ICL, their own classes and training code, composed) learns from
    pointwise pairs built from the split's train part only (observed items positive, `negatives_per_positive`
    sampled unobserved items negative, seeded) with selection on pairs of the valid part (`select_on_valid`).
+   `max_train_pairs` caps the LLM's pairs only: CoLLM's CF model pre-trains on every training positive's pairs.
 3. Scoring: a user's N candidates are ordered by the LLM's P(Yes) (ties: retrieval order) and put first; every
    other item follows in retrieval order. The score matrix encodes that full-catalogue ranking (the item at
    position p scores n_items - p; items the backbone cannot score stay -inf), so Recall / NDCG / Hit / MRR come
@@ -123,7 +124,8 @@ class LLMReranker(Method):
 
         start = time.perf_counter()
         view, pair_facts = rd.pointwise_view(data, rd.PairSpec(s.history_length, s.negatives_per_positive,
-                                                               s.max_train_pairs, s.max_valid_pairs, ctx.seed))
+                                                               s.max_train_pairs, s.max_valid_pairs, ctx.seed,
+                                                               all_train_pairs=self.cf_needs_all_pairs()))
         report.timings["pairs"] = time.perf_counter() - start
         self.llm = self.llm_cls(s.llm, name=self.name)
         llm_report = self.llm.fit(view, ctx)
@@ -145,6 +147,11 @@ class LLMReranker(Method):
             "heldout_candidates": {},
         }
         return report
+
+    def cf_needs_all_pairs(self) -> bool:
+        """Whether the LLM stage pre-trains a CF model on all training pairs (CoLLM): then the Yes / No view
+        also holds every training positive's pairs (`train_all`), beyond the `max_train_pairs` cap."""
+        return False
 
     @staticmethod
     def selection(facts: dict) -> dict:
@@ -243,5 +250,11 @@ class CoLLMRerank(LLMReranker):
     """CoLLM (TALLRec's LoRA + CF vectors in the prompt; `llm.cf_model`) reordering the backbone's top-N."""
 
     default_name = "collm-mf-rerank"
+    # 2: its CF model pre-trained on every training positive's pairs (CoLLM's `cf_pretrain_pairs: all`; was the
+    # LLM's `max_train_pairs` sample)
+    version = 2
     Settings: ClassVar[type[BaseModel]] = CoLLMRerankSettings
     llm_cls = CoLLM
+
+    def cf_needs_all_pairs(self) -> bool:
+        return self.settings.llm.cf_pretrain_pairs == "all"

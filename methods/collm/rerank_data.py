@@ -248,6 +248,9 @@ class PairSpec:
     max_train_pairs: int  # 0 = every training positive, else positives sampled so that pairs <= this
     max_valid_pairs: int
     seed: int
+    # also build every training positive's pairs (the view's `train_all`) when the cap samples them: a CF model
+    # (CoLLM's encoder) pre-trains on all of them, the cap limits the LLM's pairs only
+    all_train_pairs: bool = False
 
 
 def _sample_negatives(rng: np.random.Generator, n_items: int, seen: set, k: int) -> list[int]:
@@ -290,7 +293,9 @@ def pointwise_view(data: TrainView, spec: PairSpec) -> tuple[TrainView, dict[str
     Train: every observed training (user, item) is a positive whose history is the user's earlier training
     items (time order, last `history_length`, as the ctr protocol's); valid: each valid interaction is a positive
     with the user's training sequence as history (a held-out user's: its given context). Each positive brings
-    `negatives_per_positive` items the user has neither in train nor in valid, drawn with the run seed."""
+    `negatives_per_positive` items the user has neither in train nor in valid, drawn with the run seed.
+    With `all_train_pairs` and a cap that samples the training positives, `train_all` holds every training
+    positive with its own negatives (a separate stream of the run seed: `train` is as without it)."""
     L = spec.history_length
     position = {item: k for k, item in enumerate(data.item_ids)}
     seen = {u: set(v.tolist()) for u, v in seen_positions(data).items()}
@@ -313,16 +318,23 @@ def pointwise_view(data: TrainView, spec: PairSpec) -> tuple[TrainView, dict[str
     if not len(train_frame) or not len(valid_frame):
         raise BenchError(f"split {data.split.name!r} gives no {'training' if not len(train_frame) else 'validation'} "
                          "pairs for the reranker's LLM stage")
+    train_all, all_info = None, None
+    if spec.all_train_pairs and train_info["positives"] < train_info["available_positives"]:
+        train_all, all_info = _pairs(train_rows, data.item_ids, seen, spec, 0, np.random.default_rng([spec.seed, 3]))
     digest = hashlib.sha256()
     for frame in (train_frame, valid_frame):
         digest.update(frame.to_csv(index=False).encode())
     content = json_hash({"frames": digest.hexdigest(), "source": data.split.content_hash, "version": PAIRS_VERSION})
     params = {"history_length": L, "history": "pair", "source_split": data.split.name,
               "negatives_per_positive": spec.negatives_per_positive}
+    # `train_all` is not in the hash (as a split's): the CF model's cache key hashes the pairs it learns from
     part = TrainSplit(name=f"{data.split.name}+yesno", params=params, train=train_frame, valid=valid_frame,
                       item_segment=data.split.item_segment, content_hash=content,
-                      description=f"Yes/No pairs from {data.split.name}'s train / valid parts (reranker LLM stage)")
+                      description=f"Yes/No pairs from {data.split.name}'s train / valid parts (reranker LLM stage)",
+                      train_all=train_all)
     info = {"train": train_info, "valid": valid_info, "negatives_per_positive": spec.negatives_per_positive,
             "history_length": L, "max_train_pairs": spec.max_train_pairs, "max_valid_pairs": spec.max_valid_pairs,
             "hash": content}
+    if spec.all_train_pairs:  # every training positive's pairs (the CF model's), or `train` when uncapped
+        info["train_all"] = all_info or dict(train_info)
     return TrainView(data.catalogue, part), info

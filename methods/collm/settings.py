@@ -46,6 +46,11 @@ class CoLLMSettings(LLMSettings):
     stage1_prompt: str = cm.TEXT_PROMPT
     tuning: Literal["two_step", "t1", "t2", "t3"] = "two_step"
     cf_model: Literal["mf", "lightgcn", "sasrec", "din"] = "mf"  # the CF model whose vectors are mapped
+    # the pairs the CF model is pre-trained on (with its own early stop on valid): "all" = every training pair of
+    # the split (CoLLM's paper and code; a few-shot split limits only the LLM's pairs: the encoder is the CF
+    # baseline's model on all pairs, same seed and settings); "train" = the view's train part only (a few-shot
+    # split's N pairs, the reranker's capped pairs): CoLLM version 3's behaviour
+    cf_pretrain_pairs: Literal["all", "train"] = "all"
     mapper_learning_rate: float = Field(1e-3, gt=0)
     mapper_hidden_factor: int = Field(10, ge=1)
     cf: CFSettings = Field(default_factory=CFSettings)
