@@ -97,6 +97,7 @@ class Comparison:
     users: int = 0  # 0: seed-level test (no per-user values)
     nonzero: int = 0
     mde: float = float("nan")
+    collapsed: list[str] = field(default_factory=list)  # collapsed seeds of its sides (convergence.run_line)
 
 
 @dataclass
@@ -122,6 +123,13 @@ def _pick(pairings: list[Pairing]) -> Pairing | None:
     return pairings[0] if pairings else None
 
 
+def _collapsed(store: ResultStore, *sides: list[RunSpec]) -> list[str]:
+    """The collapsed seeds (bench.report.convergence) of each side of a comparison, one line each."""
+    from bench.report.convergence import run_line, side_collapsed
+
+    return [run_line(run) for side in sides for _, run in side_collapsed(store, side).iterrows()]
+
+
 def _directional(store: ResultStore, hi: list[RunSpec], lo: list[RunSpec], metric: str, label: str) -> Comparison:
     result = compare(store, hi, lo, metric)
     nan = float("nan")
@@ -130,7 +138,7 @@ def _directional(store: ResultStore, hi: list[RunSpec], lo: list[RunSpec], metri
                       signflip_p=result.get("signflip_p", nan), ci=(result.get("ci_low", nan),
                                                                     result.get("ci_high", nan)),
                       users=result.get("n_users", 0), nonzero=result.get("n_nonzero", 0),
-                      mde=result.get("mde", nan))
+                      mde=result.get("mde", nan), collapsed=_collapsed(store, hi, lo))
 
 
 def _name(selector: dict[str, Any]) -> str:
@@ -189,8 +197,10 @@ def _larger_gain(store, specs, claim: Claim) -> Result:
     label = (f"gain {_name(claim.a)} over {_name(claim.b)}: {_name(claim.larger)} "
              f"({100 * gains[0].get('relative', np.nan):+.1f}%) > {_name(claim.smaller)} "
              f"({100 * gains[1].get('relative', np.nan):+.1f}%)")
+    collapsed = _collapsed(store, *([s for s in side if s.seed in c.seeds] for c in chosen
+                                    for side in (c.runs_a, c.runs_b)))
     result.comparisons.append(Comparison(label, effect, dz, p, bool(effect > 0), runs,
-                                         min(len(c.seeds) for c in chosen), **extra))
+                                         min(len(c.seeds) for c in chosen), collapsed=collapsed, **extra))
     result.context = " vs ".join(c.context for c in chosen)
     return result
 
@@ -256,7 +266,10 @@ def _users(c: Comparison) -> str:
 
 def claims_table(results: list[Result], alpha: float) -> pd.DataFrame:
     """One row per claim: status, the weakest comparison's effect with its 95% user-bootstrap interval,
-    the worst corrected p (user-level Wilcoxon, or seed-level t) and sign-flip p."""
+    the worst corrected p (user-level Wilcoxon, or seed-level t) and sign-flip p; ◊ on the effect where a
+    comparison rests on a collapsed seed (bench.report.convergence)."""
+    from bench.report.convergence import COLLAPSE_MARK
+
     rows = []
     for r in results:
         status, why = r.status(alpha)
@@ -264,7 +277,8 @@ def claims_table(results: list[Result], alpha: float) -> pd.DataFrame:
         weakest = min(r.comparisons, key=lambda c: c.effect if c.effect == c.effect else np.inf) if r.comparisons else None
         rows.append({
             "Claim": r.claim.id, "Statement": r.claim.text, "Paper": r.claim.paper, "Status": status,
-            "Effect (rel.) [95% CI]": format_gain(weakest.effect, *weakest.ci) if weakest else "—",
+            "Effect (rel.) [95% CI]": (format_gain(weakest.effect, *weakest.ci) + (
+                f" {COLLAPSE_MARK}" if any(c.collapsed for c in r.comparisons) else "")) if weakest else "—",
             "d_z": _fmt(weakest.dz, ".2f") if weakest else "—",
             "p (corr.)": format_p(worst.p_corr) if worst else "—",
             "Sign-flip p (corr.)": format_p(worst.signflip_corr) if worst else "—",
@@ -276,10 +290,13 @@ def claims_table(results: list[Result], alpha: float) -> pd.DataFrame:
 
 
 def _detail(c: Comparison) -> str:
+    from bench.report.convergence import COLLAPSE_MARK
+
     mde = f", MDE ±{100 * c.mde:.1f}%" if c.mde == c.mde else ""
     return (f"  - {c.label}: {format_gain(c.effect, *c.ci)}, d_z {_fmt(c.dz, '.2f')}, p {format_p(c.p)} "
             f"(corrected {format_p(c.p_corr)}), sign-flip p {format_p(c.signflip_p)} (corrected "
-            f"{format_p(c.signflip_corr)}), users {_users(c)}{mde}, {c.seeds} seeds, runs {', '.join(c.runs)}")
+            f"{format_p(c.signflip_corr)}), users {_users(c)}{mde}, {c.seeds} seeds, runs {', '.join(c.runs)}"
+            + "".join(f"\n    - {COLLAPSE_MARK} collapsed seed: {line}" for line in c.collapsed))
 
 
 def render_claims(results: list[Result], claims: ClaimsFile, correction: str, store: ResultStore) -> str:
@@ -297,6 +314,12 @@ def render_claims(results: list[Result], claims: ClaimsFile, correction: str, st
              "interval; d_z: mean / sd of the per-user differences; Users: users tested (with a non-zero "
              "difference); MDE: minimum detectable relative effect at 80% power (two-sided α = 0.05).", "",
              "Details:"]
+    if any(c.collapsed for r in results for c in r.comparisons):
+        from bench.report.convergence import COLLAPSE_MARK, rule_text
+
+        lines[-2:-1] = ["", f"{COLLAPSE_MARK} (on the effect): a comparison rests on a collapsed seed, a run where "
+                        f"{rule_text(['ndcg@10 (ranking)', 'auc (pointwise)'])}; each is named under its claim "
+                        "below.", ""]
     for r in results:
         status, why = r.status(claims.alpha)
         lines.append(f"- `{r.claim.id}` ({status}){': ' + why if why else ''}. Context: {r.context or '—'}.")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.eval.ranking import KS, METRICS
+from bench.report.convergence import COLLAPSE_FRACTION, COLLAPSE_MARK, collapse_latex, flagged
 
 RANKING_METRICS = tuple(f"{name}@{k}" for name in METRICS for k in KS)
 POINTWISE_METRICS = ("auc", "uauc")
@@ -36,13 +37,14 @@ COLUMN_SEGMENTS_POINTWISE = ("pair:cold",)
 PACKAGES = ("booktabs",)
 SIG = r"\dagger"
 CAP = r"\ddagger"
+COLLAPSE = r"\diamond"  # a collapsed seed in the cell (bench.report.convergence), base LaTeX: no package
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
             "<": "$<$", ">": "$>$", "|": "$|$"}
 _UNICODE = {"±": r"$\pm$", "−": "$-$", "≠": r"$\neq$", "—": "---", "–": "--", "†": f"$^{{{SIG}}}$",
-            "‡": f"$^{{{CAP}}}$", "α": r"$\alpha$", "≤": r"$\leq$", "≥": r"$\geq$", "×": r"$\times$",
-            "…": r"\ldots{}", "→": r"$\rightarrow$", "·": r"$\cdot$", "’": "'", "‘": "`", "“": "``",
+            "‡": f"$^{{{CAP}}}$", "◊": f"$^{{{COLLAPSE}}}$", "α": r"$\alpha$", "≤": r"$\leq$", "≥": r"$\geq$",
+            "×": r"$\times$", "…": r"\ldots{}", "→": r"$\rightarrow$", "·": r"$\cdot$", "’": "'", "‘": "`", "“": "``",
             "”": "''", "\u00a0": "~"}
 _METRIC_SHORT = {"recall": "R", "ndcg": "N", "hit": "HR", "mrr": "MRR", "precision": "P"}
 _SEGMENT_NAMES = {"overall": "all", "user:warm": "warm users", "user:cold": "cold users",
@@ -270,12 +272,21 @@ def tabulars(grid: Grid, width: str, limits: dict[str, int] = MAX_VALUE_COLUMNS)
     return "\n\\par\\medskip\n".join(tabular(part) for part in split_grid(grid, limits[width]))
 
 
-def float_env(body: str, caption: str, label: str, width: str, colsep: str = "3pt") -> str:
+def float_env(body: str, caption: str, label: str, width: str, colsep: str = "3pt", notes: str = "") -> str:
     """`table*` (page-wide) or `table` (column-wide), \\footnotesize with `colsep` column padding, caption
-    above."""
+    above; `notes` (LaTeX, e.g. the collapsed seeds) set beneath the tabular, smaller."""
     env = "table*" if width == "page" else "table"
+    beneath = [rf"\par\smallskip{{\scriptsize {notes}\par}}"] if notes else []
     return "\n".join([rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize", rf"\setlength{{\tabcolsep}}{{{colsep}}}",
-                      rf"\caption{{{caption}}}", rf"\label{{{label}}}", body, rf"\end{{{env}}}", ""])
+                      rf"\caption{{{caption}}}", rf"\label{{{label}}}", body, *beneath, rf"\end{{{env}}}", ""])
+
+
+def collapsed_notes(grid: Grid, collapsed: pd.DataFrame | None) -> str:
+    """The list beneath a result table of the collapsed runs its cells show (`facts["collapsed"]`)."""
+    shown = grid.facts.get("collapsed") or set()
+    if collapsed is None or collapsed.empty or not shown:
+        return ""
+    return collapse_latex(collapsed[collapsed["run_id"].isin(shown)])
 
 
 def label_for(suite: str, kind: str, width: str) -> str:
@@ -398,13 +409,17 @@ def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
 
 def value_cell(cell: pd.DataFrame, metric: str, mark: int, significant: bool, show_std: bool, facts: dict) -> str:
     """One result cell from its runs (a row per seed): the mean with its best / second mark, † when
-    `significant`, ‡ when a run stopped at its cap, the std beneath with `show_std`; records in `facts`
-    what the caption must explain (marks used, seed counts, whether a std is shown)."""
+    `significant`, ‡ when a run stopped at its cap, ◊ when a seed collapsed, the std beneath with
+    `show_std`; records in `facts` what the caption must explain (marks used, seed counts, whether a std is
+    shown, the collapsed runs shown)."""
     sups = ""
     if significant:
         sups, facts["sig"] = SIG, True
-    if cell["capped"].any():
+    if flagged(cell, "capped"):
         sups, facts["cap"] = sups + CAP, True
+    if flagged(cell, "collapsed"):
+        sups = sups + COLLAPSE
+        facts.setdefault("collapsed", set()).update(cell.loc[cell["collapsed"].fillna(False).astype(bool), "run_id"])
     facts["seeds"].add(int(cell["seed"].nunique()))
     std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
     facts["std"] |= std is not None
@@ -506,7 +521,12 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
                   ("Wilcoxon", [corr, "Sig."])]
     blocks: dict[str, list[list[str]]] = {}
     last: dict[str, str] = {}
+    shown: set[tuple] = set()  # the cells with a collapsed seed the table shows (write_tables' flags)
     for _, r in results.iterrows():
+        key = (r["Dataset"], r["Split"], r["Backbone"])
+        side_a, side_b = bool(r.get("collapsed_a", False)), bool(r.get("collapsed_b", False))
+        shown |= {(*key, r["Method"])} if side_a else set()
+        shown |= {(*key, baseline)} if side_b else set()
         gain = "--" if r["relative"] != r["relative"] else _signed(100 * r["relative"], 1)
         ci = "--"
         if r["ci_low"] == r["ci_low"] and r["ci_high"] == r["ci_high"] and gain != "--":
@@ -519,8 +539,11 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
         rows = blocks.setdefault(block, [])
         repeated, last[block] = last.get(block) == r["Backbone"], r["Backbone"]  # a backbone named once
         row = ([] if not page else ["" if repeated else row_label(r["Backbone"])]) + [row_label(r["Method"])]
+        sup = f"$^{{{COLLAPSE}}}$"
         if page:
-            row += [f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}"]
+            row += [f"{r['mean_a']:.4f}" + sup * side_a, f"{r['mean_b']:.4f}" + sup * side_b]
+        elif gain != "--":  # column-wide: the gain carries the mark of either side
+            gain += sup * (side_a or side_b)
         row += [gain, ci if ci == "--" else rf"{{\scriptsize {ci}}}"]
         if page:
             users = f"{int(r['n_users'])} ({int(r['n_nonzero'])})" if r["unit"] == "users" else "--"
@@ -532,12 +555,25 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
         rows.append(row)
     align = "rrrrrrrrrrc" if page else "rrrc"
     return drop_empty(Grid(["Backbone", "Method"] if page else ["Method"], groups, list(blocks.items()), None, align,
-                           facts={"sig": any(row[-1] for rows in blocks.values() for row in rows)}))
+                           facts={"sig": any(row[-1] for rows in blocks.values() for row in rows),
+                                  "collapsed": shown}))
 
 
 IDENTITY_COLUMNS = ("Dataset", "Split", "Backbone", "Encoder")
 LABEL_COLUMNS = (*IDENTITY_COLUMNS, "Method")  # a family table's leading columns of these name its rows
-_MEAN_STD = re.compile(r"\s*(\S+?)\s*±\s*\S+\s*")
+_MEAN_STD = re.compile(r"\s*(\S+?)\s*±\s*\S+((?:\s+[†‡◊])*)\s*")  # a mean ± std, then its marks
+
+
+def family_collapsed_notes(table: pd.DataFrame, collapsed: pd.DataFrame | None) -> str:
+    """The collapsed runs beneath a family table (the catalogue table) whose cells carry ◊: those of the
+    (dataset, split, backbone, method) rows it shows."""
+    keys = ["Dataset", "Split", "Backbone", "Method"]
+    if collapsed is None or collapsed.empty or not set(keys) <= set(table.columns):
+        return ""
+    marked = table[table.apply(lambda row: any(COLLAPSE_MARK in str(v) for v in row), axis=1)]
+    shown = set(marked[keys].itertuples(index=False, name=None))
+    return collapse_latex(collapsed[[k in shown for k in zip(collapsed["dataset"], collapsed["split"],
+                                                             collapsed["backbone"], collapsed["method"])]])
 
 
 def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -550,7 +586,7 @@ def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame,
     if not page:
         def mean_only(value):
             match = _MEAN_STD.fullmatch(value) if isinstance(value, str) else None
-            return match[1] if match else value
+            return match[1] + match[2] if match else value
 
         out = out.apply(lambda col: col.map(mean_only))
     return out, [str(table[c].iloc[0]) for c in constants]
@@ -634,6 +670,9 @@ def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, corr
                      f"({metric_label(tested_metric)})")
     if grid.facts["cap"]:
         marks.append(rf"$^{{{CAP}}}$ stopped at the epoch cap (a lower bound)")
+    if grid.facts.get("collapsed"):
+        marks.append(rf"$^{{{COLLAPSE}}}$ a collapsed seed (below {COLLAPSE_FRACTION:g}$\times$ its cell's median; "
+                     "listed beneath)")
     return " ".join(parts + (["; ".join(marks) + "."] if marks else []))
 
 
@@ -663,12 +702,13 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                 family_tables: dict[str, pd.DataFrame], selection: LatexSelection | None = None,
                 comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
                 default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20"),
-                main_note: str = "") -> dict[str, str]:
+                main_note: str = "", collapsed: pd.DataFrame | None = None) -> dict[str, str]:
     """File name -> text of every LaTeX table of a suite: main, segments, significance and the family
     tables, each `<name>.tex` (page-wide, `table*`) and / or `<name>_column.tex` (column-wide, `table`:
     means only, fewer metrics and segments by default, backbones as block rows). `selection` overrides the
     defaults: its metrics and segments go into both result tables, its splits into every table. `main_note`
-    (plain text, e.g. the AUC intervals of a pointwise suite) ends the main table's caption."""
+    (plain text, e.g. the AUC intervals of a pointwise suite) ends the main table's caption. `collapsed`
+    (`convergence.collapsed_runs`): the collapsed seeds, listed beneath every table with a cell holding one."""
     selection = selection or LatexSelection()
     _check_present(selection, frame)
     pointwise = "auc" in frame.columns
@@ -699,7 +739,8 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
             if main_note and name == "main":
                 caption += " " + escape(main_note)
             files[f"{name}{suffix}.tex"] = head + float_env(tabulars(grid, width), caption,
-                                                            label_for(suite.name, name, width), width)
+                                                            label_for(suite.name, name, width), width,
+                                                            notes=collapsed_notes(grid, collapsed))
         if not results.empty:
             chosen = results
             if selection.splits:  # the significance rows name the split without its sweep suffix
@@ -709,14 +750,26 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                 grid = significance_grid(chosen, tested_metric, suite.baseline, width)
                 caption = significance_caption(lead if page else short, tested_metric, suite.baseline, correction,
                                                width)
+                if grid.facts.get("collapsed"):
+                    caption += (rf" $^{{{COLLAPSE}}}$: that side's cell holds a collapsed seed (below "
+                                rf"{COLLAPSE_FRACTION:g}$\times$ its cell's median; listed beneath).")
+                notes = ""
+                if collapsed is not None and not collapsed.empty and grid.facts.get("collapsed"):
+                    cells = grid.facts["collapsed"]
+                    notes = collapse_latex(collapsed[[k in cells for k in zip(
+                        collapsed["dataset"], collapsed["split"], collapsed["backbone"], collapsed["method"])]])
                 files[f"significance{suffix}.tex"] = head + float_env(  # page: 13 columns, 2 pt padding
                     tabular(grid), caption, label_for(suite.name, "significance", width), width,
-                    colsep="2pt" if page else "3pt")
+                    colsep="2pt" if page else "3pt", notes=notes)
         for name, table in family_tables.items():
+            notes = family_collapsed_notes(table, collapsed)
             table, constants = compact_family_table(table, page)
             caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}"
             caption += f" ({escape(', '.join(constants))})." if constants else "."
+            if notes:
+                caption += (rf" $^{{{COLLAPSE}}}$ a collapsed seed (below {COLLAPSE_FRACTION:g}$\times$ its cell's "
+                            "median; listed beneath).")
             files[f"{name}{suffix}.tex"] = head + float_env(tabulars(frame_grid(table), width, FAMILY_VALUE_COLUMNS),
                                                             caption, label_for(suite.name, name, width), width,
-                                                            colsep="3pt" if page else "2pt")
+                                                            colsep="3pt" if page else "2pt", notes=notes)
     return files

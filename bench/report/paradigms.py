@@ -60,8 +60,10 @@ def offline_llm_cost(record: dict) -> tuple[float, float]:
 
 def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -> pd.DataFrame:
     """One row per stored run: split, backbone, method, paradigm, seed, overall metrics, parameters,
-    median per-user latency, offline LLM cost and whether training stopped at its cap."""
-    from bench.report.tables import latency_loaded, run_capped, split_labels
+    median per-user latency, offline LLM cost, whether a trained component stopped at its cap and whether
+    the run is a collapsed seed of its cell (`bench.report.convergence`)."""
+    from bench.report.convergence import capped_components, mark_collapsed
+    from bench.report.tables import latency_loaded, split_labels
 
     slabels = split_labels(specs)
     rows = []
@@ -72,18 +74,19 @@ def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -
         overall = record["metrics"]["overall"]
         params = record["params"]
         tokens, seconds = offline_llm_cost(record)
+        capped = capped_components(record)
         rows.append({"run_id": spec.run_id, "dataset": spec.dataset, "split": slabels[spec.run_id],
                      "backbone": spec.backbone, "method": spec.method, "paradigm": paradigm_of(spec.method),
                      "seed": spec.seed, **{m: float(overall[m]) for m in metrics},
                      "trainable": int(params["trainable"]), "frozen_online": int(params.get("frozen_online", 0)),
                      "frozen_offline": int(params.get("frozen_offline", 0)),
                      "latency_ms": float(record["latency"]["median_ms"]), "llm_tokens": tokens,
-                     "llm_seconds": seconds, "capped": run_capped(record),
+                     "llm_seconds": seconds, "capped": bool(capped), "capped_parts": ", ".join(c.name for c in capped),
                      "latency_loaded": latency_loaded(record),
                      "n_users": int(overall.get("n_users", 0)),
                      "sampled": bool((record.get("evaluation") or {}).get("test_user_sample")),
                      "unseen_items": (record.get("evaluation") or {}).get("item_cold_start")})
-    return pd.DataFrame(rows)
+    return mark_collapsed(pd.DataFrame(rows))
 
 
 def _count(value: float, compact: bool = False) -> str:
@@ -110,9 +113,11 @@ def _order(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, metrics=METRICS,
                     tested_metric: str = "ndcg@10", cap_mark: str = "‡") -> pd.DataFrame:
     """Rows (paradigm, backbone, method); per (dataset/split, metric): mean ± std over seeds, † where the
-    (dataset, split, backbone, method) key is in `significant`, ‡ where a run stopped at its cap, — where
+    (dataset, split, backbone, method) key is in `significant`, ‡ where a run stopped at its cap, ◊ where a
+    seed collapsed (`bench.report.convergence`), — where
     the method does not run on that split; then parameters, latency and offline LLM cost (medians over
     the method's runs)."""
+    from bench.report.convergence import COLLAPSE_MARK, flagged
     from bench.report.tables import latency_cell
 
     significant = significant or set()
@@ -135,6 +140,8 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
                     text += " †"
                 if cell["capped"].any():
                     text += f" {cap_mark}"
+                if flagged(cell, "collapsed"):
+                    text += f" {COLLAPSE_MARK}"
                 if cell["sampled"].any():  # a seeded sample of the test users (a reranker on CPU)
                     text += f" (n={int(cell['n_users'].max())})"
                 row[column] = text
@@ -232,7 +239,16 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
     """`main.tex` (page-wide: R@10 and N@10 per split with their std, the cost columns) and `main_column.tex`
     (column-wide: N@10 per split, means only) of a paradigms suite, replacing the grid layout's main table;
     `--metrics` chooses others (the Markdown and CSV tables carry every metric)."""
-    from bench.report.latex import PACKAGES, float_env, label_for, result_caption, shorten, tabular
+    from bench.report.convergence import collapsed_runs
+    from bench.report.latex import (
+        PACKAGES,
+        collapsed_notes,
+        float_env,
+        label_for,
+        result_caption,
+        shorten,
+        tabular,
+    )
 
     selection_metrics = getattr(selection, "metrics", None)
     widths = getattr(selection, "widths", None) or ("page", "column")
@@ -255,5 +271,5 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
                 caption += " $^{*}$ timed on a loaded machine (other jobs sharing the CPU): an upper bound."
         files["main.tex" if page else "main_column.tex"] = head + float_env(
             tabular(grid), caption, label_for(suite.name, "main", width), width,
-            colsep="2pt" if page else "3pt")  # page: 23 columns
+            colsep="2pt" if page else "3pt", notes=collapsed_notes(grid, collapsed_runs(frame)))  # page: 23 columns
     return files

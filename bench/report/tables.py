@@ -14,6 +14,18 @@ import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore, atomic_write_text
+from bench.report.convergence import (
+    CAP_MARK,
+    COLLAPSE_MARK,
+    capped_components,
+    cell_marks,
+    collapse_note,
+    collapsed_cells,
+    collapsed_runs,
+    flagged,
+    mark_collapsed,
+    run_capped,
+)
 from bench.report.latex import LatexSelection, latex_files
 from bench.selection import context_split_settings
 from bench.spec import RunSpec, Suite
@@ -53,7 +65,8 @@ def split_labels(specs: list[RunSpec]) -> dict[str, str]:
 
 
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
-    """One row per (run, segment) with every metric; runs without a record are absent."""
+    """One row per (run, segment) with every metric; runs without a record are absent. `capped` (and
+    `capped_parts`, the components at their cap) and `collapsed` come from `bench.report.convergence`."""
     rows = []
     labels, slabels = backbone_labels(specs), split_labels(specs)
     mlabels = method_labels(specs, store)
@@ -67,22 +80,12 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
                 "frozen": record["params"].get("frozen_online", 0),
                 "train_s": record["timings"].get("train", np.nan),
                 "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan),
-                "capped": run_capped(record), "latency_loaded": latency_loaded(record)}
+                "capped": run_capped(record),
+                "capped_parts": ", ".join(c.name for c in capped_components(record)),
+                "latency_loaded": latency_loaded(record)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
-    return pd.DataFrame(rows)
-
-
-CAP_MARK = "‡"
-
-
-def run_capped(record: dict) -> bool:
-    """True when the run's main training stopped at its epoch cap instead of early on validation (not
-    converged); False when it stopped early or selects no checkpoint on validation."""
-    converged = (record.get("fit") or {}).get("converged")
-    if converged is None:  # records from before FitReport: the backbone's training summary
-        converged = (record.get("method_info") or {}).get("training", {}).get("early_stopped")
-    return converged is False
+    return mark_collapsed(pd.DataFrame(rows))
 
 
 LOAD_MARK = "*"
@@ -113,14 +116,26 @@ def load_note(frame: pd.DataFrame) -> str:
 
 
 def cap_note(frame: pd.DataFrame) -> str:
-    """The note under a table with cap-stopped cells: how many runs and cells, and what ‡ means."""
+    """The note under a table with cap-stopped cells: how many runs and cells, which trained components
+    (`bench.report.convergence`), and what ‡ means."""
     runs = frame.drop_duplicates("run_id")
     capped = runs[runs["capped"]]
     if capped.empty:
         return ""
     cells = capped.drop_duplicates(["dataset", "split", "backbone", "method"])
-    return (f"- {CAP_MARK}: {len(capped)} of {len(runs)} runs ({len(cells)} cells) stopped at the epoch cap "
+    text = (f"- {CAP_MARK}: {len(capped)} of {len(runs)} runs ({len(cells)} cells) stopped at the epoch cap "
             "without early stopping on validation: not converged, read those cells as lower bounds")
+    if "capped_parts" in capped.columns:
+        counts: dict[str, int] = {}
+        for parts in capped["capped_parts"]:
+            for name in filter(None, str(parts).split(", ")):
+                counts[name] = counts.get(name, 0) + 1
+        if set(counts) - {"training"}:  # say which component when it is not the main training alone
+            text += "; at the cap, by component: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            if any(name.startswith("LLM step") for name in counts):
+                text += (" (an LLM step runs a fixed budget: at the cap when its best validation AUC was the last "
+                         "of its evaluations, still improving)")
+    return text
 
 
 def method_labels(specs: list[RunSpec], store: ResultStore | None = None) -> dict[str, str]:
@@ -181,7 +196,7 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
             if cell.empty:
                 row.update({f"{prefix} {name}": "—" for name in (*metrics, "gain ndcg@10", "seeds")})
                 continue
-            capped = f" {CAP_MARK}" if cell["capped"].any() else ""
+            capped = cell_marks(cell)
             for metric in metrics:
                 row[f"{prefix} {metric}"] = _cell(cell[metric]) + (
                     " †" if metric == tested_metric and (dataset, split, backbone, method) in significant else "") \
@@ -191,6 +206,8 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
             gain = "—"
             if method != baseline and len(base):
                 gain = f"{100 * (cell['ndcg@10'].mean() / base['ndcg@10'].mean() - 1):+.1f}%"
+                if flagged(cell, "collapsed") or flagged(base, "collapsed"):  # it rests on a collapsed seed
+                    gain += f" {COLLAPSE_MARK}"
             row[f"{prefix} gain ndcg@10"] = gain
             row[f"{prefix} seeds"] = int(cell["seed"].nunique())
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
@@ -208,7 +225,7 @@ def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
         for segment in ("overall", *(s for s in SEGMENTS if s in held)):
             cell = group[group["segment"] == segment]
             n_users = int(cell["n_users"].iloc[0]) if len(cell) else 0
-            capped = f" {CAP_MARK}" if len(cell) and cell["capped"].any() else ""
+            capped = cell_marks(cell)
             row[f"{segment} {metric}"] = _cell(cell[metric]) + f" (n={n_users}){capped}" if len(cell) else "—"
         rows.append(row)
     return pd.DataFrame(rows)
@@ -225,7 +242,8 @@ def catalogue_table(frame: pd.DataFrame) -> pd.DataFrame:
     for key, cell in data.groupby(["dataset", "split", "backbone", "method"], sort=False):
         row = dict(zip(["Dataset", "Split", "Backbone", "Method"], key))
         for metric in CATALOGUE_METRICS:
-            row[metric] = _cell(cell[metric]) if metric in cell and cell[metric].notna().any() else "—"
+            row[metric] = (_cell(cell[metric]) + cell_marks(cell) if metric in cell and cell[metric].notna().any()
+                           else "—")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -274,6 +292,9 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
     out = table[["Dataset", "Split", "Backbone", "Method"]].copy()
     out[f"{metric} method"] = table["mean_a"].map(lambda v: f"{v:.4f}")
     out[f"{metric} {baseline}"] = table["mean_b"].map(lambda v: f"{v:.4f}")
+    for side, column in (("collapsed_a", f"{metric} method"), ("collapsed_b", f"{metric} {baseline}")):
+        if side in table.columns:  # a side whose cell holds a collapsed seed (write_tables adds the flags)
+            out[column] = out[column] + np.where(table[side].fillna(False).astype(bool), f" {COLLAPSE_MARK}", "")
     out["Gain % [95% CI]"] = [format_gain(r["relative"], r["ci_low"], r["ci_high"]) for _, r in table.iterrows()]
     out["d_z"] = table["effect_dz"].map(lambda v: "—" if v != v else f"{v:.3f}")
     for column, name in (("wilcoxon_p", "Wilcoxon p"), ("signflip_p", "Sign-flip p"), ("ttest_p", "t p (seed means)")):
@@ -353,7 +374,7 @@ def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFram
                 row[f"{prefix} AUC [95% CI]"] = row[f"{prefix} UAUC"] = "—"
                 row[f"{prefix} seeds"] = 0
                 continue
-            capped = f" {CAP_MARK}" if part["capped"].any() else ""
+            capped = cell_marks(part)
             interval = intervals.get((*key, backbone, method))
             ci = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
             row[f"{prefix} AUC [95% CI]"] = _cell(part["auc"]) + ci + capped
@@ -380,7 +401,8 @@ def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
                 name = segment.split(":")[-1]
                 n = f" (n={int(part['n_pairs'].iloc[0])})" if len(part) else ""
                 for metric in ("auc", "uauc"):
-                    row[f"{prefix} {name} {metric.upper()}"] = _cell(part[metric]) + n if len(part) else "—"
+                    row[f"{prefix} {name} {metric.upper()}"] = _cell(part[metric]) + n + cell_marks(part) if len(
+                        part) else "—"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -455,6 +477,24 @@ def ranking_protocol(specs: list[RunSpec]) -> str:
     return " / ".join(described)
 
 
+def pointwise_cap_lines(specs: list[RunSpec]) -> list[str]:
+    """The epoch caps of the models trained outside a backbone (the ctr suite's pointwise CF rows, CoLLM's CF
+    encoder), which ‡ refers to: one line per (what, cap, patience), naming the methods."""
+    from bench.report.convergence import find_settings
+
+    groups: dict[tuple, list[str]] = {}
+    for spec in specs:
+        settings = spec.method_settings
+        for what, part in (("", settings if spec.backbone == "none" else {}),
+                           (" CF encoder", find_settings(settings, "cf"))):
+            if isinstance(part, dict) and "epochs" in part and "patience" in part:
+                key = (what, part["epochs"], part["patience"])
+                if spec.method not in groups.setdefault(key, []):
+                    groups[key].append(spec.method)
+    return [f"- {', '.join(methods)}{what}: epochs cap {epochs}, early stop after {patience} epochs without "
+            "validation AUC gain" for (what, epochs, patience), methods in groups.items()]
+
+
 def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
     """What a reader must know to interpret the numbers: caps, early stopping, encoder, splits."""
     lines = [f"Suite `{suite.name}`: {suite.description}".rstrip()]
@@ -471,6 +511,7 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
             line += (f", history {s['max_len']}, training targets per user "
                      f"{s['train_targets_per_user'] or 'all'}")
         lines.append(line)
+    lines += pointwise_cap_lines(specs)
     for key, axis in suite.grid.items():
         values = axis if isinstance(axis, list) else axis.values
         lines.append(f"- grid: {key} in {values}" + ("" if isinstance(axis, list) else
@@ -501,7 +542,14 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         return {}
     target = Path(out_dir) / suite.name
     baseline = suite.baseline
+    collapsed = collapsed_runs(frame)
     results = significance_results(specs, store, correction=correction, baseline=baseline)
+    if not results.empty:  # a side whose cell holds a collapsed seed: marked in the significance tables
+        hit = collapsed_cells(frame)
+        results["collapsed_a"] = [k in hit for k in zip(results["Dataset"], results["Split"], results["Backbone"],
+                                                        results["Method"])]
+        results["collapsed_b"] = [(d, s, b, baseline) in hit for d, s, b in zip(results["Dataset"], results["Split"],
+                                                                                 results["Backbone"])]
     significance = significance_table(specs, store, correction=correction, results=results, baseline=baseline)
     marks = set() if significance.empty else {
         (r["Dataset"], r["Split"], r["Backbone"], r["Method"])
@@ -536,7 +584,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
                  f"(significance table, which adds a sign-flip permutation test over users, a 95% user-bootstrap "
                  f"interval of the gain and a paired t over seed means)")
     power = "\n".join(f"- {line}" for line in mde_lines(results))
-    for extra in (cap_note(frame), load_note(frame)):
+    for extra in (cap_note(frame), collapse_note(collapsed), load_note(frame)):
         if extra:
             note += f"\n{extra}"
     sources = (f"{len(used)} run records (results/runs/<run_id>/record.json): " + ", ".join(used)
@@ -547,7 +595,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         if fmt == "latex":
             comment = note + (f"\n{power}" if power else "") + f"\nSources: {sources}"
             files = latex_files(suite, frame, results, marks, family_tables, latex, comment, correction,
-                                main_note=ctr_caption_note(frame, intervals) if intervals else "")
+                                main_note=ctr_caption_note(frame, intervals) if intervals else "",
+                                collapsed=collapsed)
             if paradigms is not None:
                 from bench.report.paradigms import paradigms_latex
 
@@ -568,6 +617,18 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
                 body = f"{body}\n\n{text}\n\nSources: {sources}\n"
             atomic_write_text(path, body)
             written[f"{name}.{ext[fmt]}"] = path
+    if "markdown" in formats or "csv" in formats:  # runs, cap-stopped, collapsed: counted from the records
+        from bench.report.convergence import convergence_frame, convergence_markdown
+
+        runs = convergence_frame(specs, store, frame)
+        if "markdown" in formats:
+            path = target / "convergence.md"
+            atomic_write_text(path, convergence_markdown(suite.name, runs, expected=len(specs)))
+            written["convergence.md"] = path
+        if "csv" in formats:
+            path = target / "convergence.csv"
+            atomic_write_text(path, runs.to_csv(index=False))
+            written["convergence.csv"] = path
     if not examples.empty and "markdown" in formats:
         path = target / "pte_examples.md"
         atomic_write_text(path, render(examples, "markdown") + f"\n\nSources: {sources}\n")
