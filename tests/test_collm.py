@@ -228,7 +228,7 @@ def test_history_longer_than_context_names_the_user(tmp_path, split):
 # ---------------------------------------------------------------------------------------- end to end
 def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
     ctx = _ctx(split, tmp_path, name="a")
-    tallrec = _method("tallrec", tiny_lm)
+    tallrec = _method("tallrec", tiny_lm, stage1_loss="yes_no_softmax")  # TALLRec version 3's loss
     ctx.run(tallrec)
     stage1 = ctx.extra["stage1"]
     assert stage1["cached"] is False and stage1["steps"] == 3 and stage1["loss"] == "yes_no_softmax"
@@ -527,3 +527,227 @@ def test_cf_convergence_recorded_at_the_cap_and_when_stopped_early(fewshot, tmp_
     assert convergence(curve([.5, .7, .6]), 3, 1)["early_stopped"] is True
     assert convergence(curve([.5, float("nan"), .4]), 5, 2) == {"epochs_cap": 5, "best_epoch": 0,
                                                                  "early_stopped": True}
+
+
+# --------------------------------------------- LLM stages as the authors train them (schedule, selection, loss)
+class _RecordingAdamW(torch.optim.AdamW):
+    """AdamW that records each param group's learning rate at every step it takes (what the schedule applied)."""
+
+    made: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rates: list[list[float]] = []
+        _RecordingAdamW.made.append(self)
+
+    def step(self, *args, **kwargs):
+        self.rates.append([float(g["lr"]) for g in self.param_groups])
+        return super().step(*args, **kwargs)
+
+
+@pytest.fixture
+def recorded_rates(monkeypatch):
+    _RecordingAdamW.made = []
+    monkeypatch.setattr(torch.optim, "AdamW", _RecordingAdamW)
+    return _RecordingAdamW.made
+
+
+def _scripted_auc(monkeypatch, values):
+    """ValidSelection.auc returns `values` in turn; every evaluation keeps a copy of the tuned parameters."""
+    from methods.collm.tuning import ValidSelection
+
+    script, seen = iter(values), {}
+    original = ValidSelection.evaluate
+
+    def evaluate(self, step):
+        original(self, step)
+        seen[step] = [p.detach().clone() for p in self.params]
+
+    monkeypatch.setattr(ValidSelection, "auc", lambda self: next(script))
+    monkeypatch.setattr(ValidSelection, "evaluate", evaluate)
+    return seen
+
+
+def _lora(method):
+    return [p.detach().clone() for n, p in method.lm.named_parameters() if "lora_" in n]
+
+
+def test_schedule_learning_rates_are_applied_per_step(tiny_lm, split, tmp_path, recorded_rates):
+    """Warmup then linear decay over epochs x batches per epoch (20 pairs, batch 8: 3 batches a pass, the last one
+    ragged; 2 epochs = 6 steps): the rate each optimizer step used is lr x schedule_factor(step)."""
+    from methods.llm.train import schedule_factor
+
+    method = _method("tallrec", tiny_lm, max_train_pairs=20, epochs=2, warmup_steps=2, lr_schedule="linear")
+    ctx = _ctx(split, tmp_path)
+    ctx.run(method)
+    stage1 = ctx.extra["stage1"]
+    assert stage1["schedule"] == {"kind": "linear", "warmup_steps": 2, "total_steps": 6, "learning_rates": [1e-3]}
+    assert stage1["steps"] == 6 and stage1["stopped_early"] is False
+    (optimizer,) = recorded_rates
+    expected = [1e-3 * schedule_factor(k, 2, 6, "linear") for k in range(6)]
+    assert [r[0] for r in optimizer.rates] == pytest.approx(expected, rel=1e-12)
+    assert expected[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3]) and expected[-1] == pytest.approx(0.25e-3)
+
+
+def test_collm_schedule_applies_to_both_steps_and_every_group(tiny_lm, split, tmp_path, recorded_rates):
+    """CoLLM: step 1 (LoRA) and step 2 (mapper) each get the schedule over their own steps; t3's one step scales
+    both its groups (mapper and LoRA rates) by the same factor. warmup_ratio 0.2 of 6 steps = 2 (rounded up)."""
+    from methods.llm.train import schedule_factor
+
+    over = {"max_train_pairs": 20, "epochs": 2, "warmup_ratio": 0.2, "lr_schedule": "cosine", "evaluations": 3,
+            "mapper_learning_rate": 2e-3}
+    ctx = _ctx(split, tmp_path)
+    ctx.run(_method("collm-mf", tiny_lm, **over))
+    factors = [schedule_factor(k, 2, 6, "cosine") for k in range(6)]
+    step1, step2 = recorded_rates
+    assert [r[0] for r in step1.rates] == pytest.approx([1e-3 * f for f in factors], rel=1e-12)
+    assert [r[0] for r in step2.rates] == pytest.approx([2e-3 * f for f in factors], rel=1e-12)
+    for stage in ("stage1", "stage2"):
+        info = ctx.extra[stage]
+        assert info["schedule"]["kind"] == "cosine" and info["schedule"]["warmup_steps"] == 2
+        assert [p["step"] for p in info["selection"]["curve"]] == [2, 4, 6]
+        assert info["selection"]["evaluations"] == 3 and info["selection"]["planned_evaluations"] == [2, 4, 6]
+    recorded_rates.clear()
+    ctx3 = _ctx(split, tmp_path, name="t3")
+    ctx3.run(_method("collm-mf", tiny_lm, tuning="t3", **over))
+    (one,) = recorded_rates
+    assert [lr for r in one.rates for lr in r] == pytest.approx([lr for f in factors for lr in (2e-3 * f, 1e-3 * f)],
+                                                                rel=1e-12)
+    assert ctx3.extra["stage2"]["schedule"]["learning_rates"] == [2e-3, 1e-3]
+
+
+def test_evaluations_spread_over_the_stage_and_the_best_state_is_kept(tiny_lm, split, tmp_path, monkeypatch):
+    """`evaluations: 5` over 6 steps: 5 curve points (steps ceil(k x 6 / 5)); the adapter ends at the best one
+    (the second here), not at the last step."""
+    seen = _scripted_auc(monkeypatch, [0.55, 0.8, 0.6, 0.7, 0.65])
+    method = _method("tallrec", tiny_lm, epochs=2, evaluations=5, eval_every=1)  # evaluations win over eval_every
+    ctx = _ctx(split, tmp_path)
+    ctx.run(method)
+    stage1 = ctx.extra["stage1"]
+    selection = stage1["selection"]
+    assert stage1["loss"] == "lm" and stage1["steps"] == 6  # TALLRec's default: the causal-LM loss
+    assert [p["step"] for p in selection["curve"]] == [2, 3, 4, 5, 6] == selection["planned_evaluations"]
+    assert [p["valid_auc"] for p in selection["curve"]] == [0.55, 0.8, 0.6, 0.7, 0.65]
+    assert selection["evaluations"] == 5 and selection["best_step"] == 3 and selection["best_valid_auc"] == 0.8
+    assert selection["early_stopped"] is True and selection["stopped_early"] is False  # best before the last step
+    final = _lora(method)
+    assert all(torch.equal(a, b) for a, b in zip(final, seen[3]))
+    assert not all(torch.equal(a, b) for a, b in zip(final, seen[6]))
+
+
+def test_patience_stops_a_stage_early(tiny_lm, split, tmp_path, monkeypatch):
+    """patience 2: two evaluations without a gain after the best end the stage (step 5 of 6); the best state is
+    kept and the record says it stopped early (the fifth AUC is never asked for)."""
+    seen = _scripted_auc(monkeypatch, [0.6, 0.7, 0.65, 0.64, 0.9])
+    method = _method("tallrec", tiny_lm, epochs=2, evaluations=5, patience=2)
+    ctx = _ctx(split, tmp_path)
+    ctx.run(method)
+    stage1 = ctx.extra["stage1"]
+    selection = stage1["selection"]
+    assert stage1["steps"] == 5 and stage1["stopped_early"] is True and stage1["schedule"]["total_steps"] == 6
+    assert [p["step"] for p in selection["curve"]] == [2, 3, 4, 5] and selection["evaluations"] == 4
+    assert selection["best_step"] == 3 and selection["stopped_early"] is True and selection["patience"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(_lora(method), seen[3]))
+    builder = method.make_builder(method.settings.prompt, (cm.HISTORY, cm.TITLE))
+    data = method.train_data
+    lengths = [len(builder.encode(h, i).ids) for h, i in zip(data.histories, data.frame["item"])]
+    assert 0 < stage1["tokens"] < 2 * sum(lengths)  # the steps run, not the budget
+    # the rerankers' summary of the selection carries the count and the stop
+    from methods.collm.rerank import LLMReranker
+
+    summary = LLMReranker.selection({"stage1": stage1})["stage1"]
+    assert summary["evaluations"] == 4 and summary["stopped_early"] is True
+
+
+def test_selection_settings_need_validation():
+    from bench.catalog import METHODS
+
+    with pytest.raises(BenchError, match="need select_on_valid"):
+        METHODS.create("tallrec", {"select_on_valid": False, "evaluations": 5})
+    with pytest.raises(BenchError, match="need select_on_valid"):
+        METHODS.create("collm-mf", {"select_on_valid": False, "patience": 2})
+    assert METHODS.create("tallrec").settings.stage1_loss == "lm"
+    assert METHODS.create("tallrec-rerank").settings.llm.stage1_loss == "lm"
+    assert METHODS.create("ensemble-mf-tallrec").settings.llm.stage1_loss == "lm"
+    assert METHODS.create("collm-mf").settings.stage1_loss == "scoring"  # CoLLM's step 1: BCE on the Yes logit
+    assert METHODS.create("icl").settings.stage1_loss == "scoring"
+
+
+def test_lm_loss_is_the_causal_lm_loss_on_the_answer(tiny_lm, split, tmp_path):
+    """"lm" = HF's causal-LM loss of prompt + answer token with the prompt masked (-100), i.e. the cross-entropy
+    over the whole vocabulary of the label's answer at the answer position; not the two-way softmax's."""
+    import torch.nn.functional as F
+
+    method = _method("tallrec", tiny_lm)
+    ctx = _ctx(split, tmp_path)
+    method.start_fit(ctx.data)
+    method.run_seed = 0
+    method.setup(ctx.ctx)
+    data = method.train_data
+    builder = method.make_builder(method.settings.prompt, (cm.HISTORY, cm.TITLE))
+    encoded = [builder.encode(h, i) for h, i in zip(data.histories[:6], data.frame["item"][:6])]
+    labels = torch.as_tensor(data.frame["label"].to_numpy()[:6].copy())
+    assert 0 < int(labels.sum()) < 6  # both answers
+    with torch.no_grad():
+        got = cm.pair_loss(method.head, encoded, labels, "lm", method.pad_id, "cpu")
+        yes, no = method.yes_no
+        per_pair = []
+        for e, label in zip(encoded, labels.tolist()):
+            answer = yes if label == 1 else no
+            ids = torch.tensor([e.ids + [answer]])
+            masked = torch.tensor([[-100] * len(e.ids) + [answer]])
+            per_pair.append(float(method.lm(input_ids=ids, labels=masked).loss))
+        by_hand = []
+        for e, label in zip(encoded, labels.tolist()):
+            logits = method.lm(input_ids=torch.tensor([e.ids])).logits[0, -1]
+            by_hand.append(float(torch.logsumexp(logits, -1) - logits[yes if label == 1 else no]))
+        two_way = cm.pair_loss(method.head, encoded, labels, "yes_no_softmax", method.pad_id, "cpu")
+        vocab = method.head.vocab_logits(cm.answer_hidden(method.head, encoded, None, None, method.pad_id, "cpu"))
+    assert float(got) == pytest.approx(np.mean(per_pair), rel=1e-5) == pytest.approx(np.mean(by_hand), rel=1e-5)
+    assert vocab.shape == (6, method.lm.config.vocab_size)
+    assert float(got) > float(two_way)  # the whole vocabulary's normaliser, not two logits'
+    # the loss trains the LoRA layers through the answer position
+    params = method.add_lora(0)
+    for p in params:
+        p.requires_grad_(True)
+    cm.pair_loss(method.head, encoded, labels, "lm", method.pad_id, "cpu").backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+    assert F.cross_entropy(vocab, torch.where(labels.bool(), yes, no)).item() == pytest.approx(float(got), rel=1e-6)
+
+
+@pytest.mark.parametrize("over", [{}, {"epochs": 2, "select_on_valid": False}])
+def test_default_schedule_is_the_plain_constant_rate_loop_bit_for_bit(tiny_lm, split, tmp_path, over):
+    """With the new settings at their defaults (constant rate, no warmup, one evaluation per epoch, no patience)
+    the adapter is bit for bit the one of a plain AdamW loop at a constant rate over the same seeded batches (the
+    loop of the versions before schedules)."""
+    from methods.llm.train import epoch_batches
+
+    settings = {"stage1_loss": "yes_no_softmax", **over}  # TALLRec version 3's loss
+    method = _method("tallrec", tiny_lm, **settings)
+    ctx = _ctx(split, tmp_path)
+    ctx.run(method)
+    assert ctx.extra["stage1"]["schedule"]["kind"] == "constant"
+    trained = _lora(method)
+
+    ref = _method("tallrec", tiny_lm, **settings)
+    ref.start_fit(ctx.data)
+    ref.run_seed = 0
+    ref.setup(ctx.ctx)
+    params = ref.add_lora(0)
+    for p in params:
+        p.requires_grad_(True)
+    s = ref.settings
+    builder = ref.make_builder(s.prompt, (cm.HISTORY, cm.TITLE))
+    data = ref.train_data
+    encoded = [builder.encode(h, i) for h, i in zip(data.histories, data.frame["item"])]
+    labels = torch.as_tensor(data.frame["label"].to_numpy().copy())
+    optimizer = torch.optim.AdamW([{"params": params, "lr": s.learning_rate}], weight_decay=s.weight_decay)
+    torch.manual_seed(0)
+    for idx in epoch_batches(len(encoded), s.batch_size, s.epochs, np.random.default_rng(0)):
+        ref.lm.train()
+        logits = cm.full_logits(ref.head, [encoded[i] for i in idx], None, None, ref.pad_id, "cpu")
+        cm.loss_fn(logits, labels[idx], "yes_no_softmax").backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    assert len(trained) == len(params) > 0
+    assert all(torch.equal(a, b) for a, b in zip(trained, _lora(ref)))

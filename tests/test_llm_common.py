@@ -291,3 +291,15 @@ def test_train_loop_stops_when_validation_says_so():
     full = train_loop([torch.nn.Parameter(torch.zeros(1))], lambda p: torch.optim.SGD(p, lr=0.1),
                       epoch_batches(12, 1, 1, np.random.default_rng(0)), lambda b: torch.zeros(1, requires_grad=True).sum())
     assert full.steps == 12 and not full.stopped_early
+
+
+def test_evaluation_steps_spread_over_a_budget_and_warmup_from_a_ratio():
+    from methods.llm.train import resolve_warmup, spread_steps
+
+    assert spread_steps(6, 5) == [2, 3, 4, 5, 6] and spread_steps(32, 5) == [7, 13, 20, 26, 32]
+    assert spread_steps(2, 5) == [1, 2] and spread_steps(10, 0) == [] and spread_steps(0, 5) == []
+    assert resolve_warmup(32, 0, 0.1) == 4 and resolve_warmup(2, 0, 0.1) == 1 and resolve_warmup(32, 0, 0.0) == 0
+    assert resolve_warmup(32, 3, 0.5) == 3  # steps win over the ratio (HF Trainer)
+    calls = []
+    result, _ = _regression(0, steps=10, eval_every=0, eval_steps={4, 7, 10}, evaluate=calls.append)
+    assert calls == [4, 7, 10] and result.steps == 10

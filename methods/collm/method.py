@@ -27,7 +27,7 @@ from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainVie
 from methods.backbones.pointwise import CFSettings, Index, PairHistories, build_model, pretrained_cf
 from methods.classic import CTRModel, CTRSettings
 from methods.collm import model as cm
-from methods.collm.settings import CoLLMSettings, LLMSettings
+from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings
 from methods.collm.tuning import LoRATuning
 
 
@@ -220,6 +220,16 @@ class LLMMethod(LoRATuning, Method):
         # what the adapter depends on beyond version 2's key (absent when it is version 2's: its cache stays)
         selection = ({"select_on_valid": True, "eval_every": s.eval_every, "valid_pairs": s.valid_pairs,
                       "valid": self.data.split.content_hash} if s.select_on_valid else {})
+        # ... and beyond the key of the constant rate with one evaluation schedule (each only when it is set)
+        if s.warmup_steps or s.warmup_ratio or s.lr_schedule != "constant":
+            selection["schedule"] = {"kind": s.lr_schedule, "warmup_steps": s.warmup_steps,
+                                     "warmup_ratio": s.warmup_ratio}
+        if s.select_on_valid and s.evaluations:
+            selection["evaluations"] = s.evaluations
+        if s.select_on_valid and s.patience:
+            selection["patience"] = s.patience
+        if s.select_on_valid and loss == "lm":  # validation scores with the method's scoring
+            selection["valid_scoring"] = s.scoring
         key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
                           "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
                                               data.histories, self.data.split.content_hash]),
@@ -239,6 +249,10 @@ class LLMMethod(LoRATuning, Method):
             builder = self.make_builder(template, (cm.HISTORY, cm.TITLE))
             info["tokens"] = self.training_tokens([builder.encode(h, i) for h, i in zip(data.histories,
                                                                                        data.frame["item"])])
+        if "schedule" not in info:  # cached before schedules were recorded: the constant rate, no warmup
+            info["schedule"] = {"kind": "constant", "warmup_steps": 0, "total_steps": info["steps"],
+                                "learning_rates": [s.learning_rate]}
+            info["stopped_early"] = False
         return info
 
 
@@ -250,12 +264,16 @@ class ICL(LLMMethod):
 
 
 class TALLRec(LLMMethod):
-    """LoRA (r 8, alpha 16, dropout 0.05, q_proj / v_proj) on the text-only prompt; P(Yes) by softmax."""
+    """LoRA (r 8, alpha 16, dropout 0.05, q_proj / v_proj) on the text-only prompt, trained with the causal-LM
+    loss on the answer (its code); P(Yes) by softmax over Yes / No."""
 
     default_name = "tallrec"
     # 2: stage-1 LoRA initialised from the run seed (was the process's global random state);
-    # 3: the best state by validation AUC is kept (select_on_valid); the prompt tokenised as one string
-    version = 3
+    # 3: the best state by validation AUC is kept (select_on_valid); the prompt tokenised as one string;
+    # 4: the LoRA step trains the causal-LM loss on the answer token (stage1_loss "lm", TALLRec's code; was the
+    # Yes / No softmax, "yes_no_softmax": version 3's computation)
+    version = 4
+    Settings: ClassVar[type[BaseModel]] = TALLRecSettings
 
     def train(self, ctx: RunContext) -> None:
         info = self.stage1(ctx, self.settings.prompt)
@@ -442,13 +460,15 @@ class EnsembleMFCoLLM(Method):
 
 
 class TALLRecEnsembleSettings(EnsembleSettings):
-    llm: LLMSettings = Field(default_factory=LLMSettings)
+    llm: TALLRecSettings = Field(default_factory=TALLRecSettings)
 
 
 class EnsembleMFTALLRec(EnsembleMFCoLLM):
     """Ensemble averaging of MF and TALLRec (paper Table III)."""
 
     default_name = "ensemble-mf-tallrec"
-    version = 3  # TALLRec has no CF model: the CoLLM ensemble's version 4 changes nothing here
+    # 3: TALLRec has no CF model: the CoLLM ensemble's version 4 changes nothing here; 4: TALLRec's version 4
+    # (its LoRA step trains the causal-LM loss)
+    version = 4
     Settings: ClassVar[type[BaseModel]] = TALLRecEnsembleSettings
     llm_cls: ClassVar[type] = TALLRec

@@ -173,7 +173,8 @@ def splice(embeds, rows, cols, vectors):
 
 
 class YesNoHead:
-    """Yes / No logits from the decoder's last hidden state (only the two rows of the LM head)."""
+    """Yes / No logits from the decoder's last hidden state (only the two rows of the LM head); `vocab_logits`
+    gives the whole vocabulary's at the same positions (the causal-LM loss's normaliser)."""
 
     def __init__(self, lm, yes_no: list[int]):
         self.lm, self.decoder = lm, lm.get_decoder()
@@ -186,6 +187,14 @@ class YesNoHead:
         if getattr(head, "bias", None) is not None:
             out = out + head.bias[self.ids]
         return out  # [..., 2]: yes, no
+
+    def vocab_logits(self, hidden):
+        """Logits over the whole vocabulary [..., V]: the LM head's full matrix at the given hidden states only
+        (one answer position per pair, not every position of the prompt as the model's forward would)."""
+        import torch.nn.functional as F
+
+        head = self.lm.get_output_embeddings()
+        return F.linear(hidden, head.weight, getattr(head, "bias", None))
 
     def embed(self, ids):
         return self.lm.get_input_embeddings()(ids)
@@ -214,6 +223,12 @@ def placeholder_index(encoded: list[Encoded], attr: str, offset: int = 0):
 
 def full_logits(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs, pad_id: int, device: str):
     """Yes/No logits [B, 2] of whole prompts (the training path, and the reference for the cached one)."""
+    return head.logits(answer_hidden(head, encoded, user_vecs, item_vecs, pad_id, device))
+
+
+def answer_hidden(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs, pad_id: int, device: str):
+    """The decoder's last hidden state [B, d] at each prompt's answer position (its last token: the one whose
+    next-token distribution holds the answer), placeholders spliced."""
     import torch
 
     ids, mask, last = batch_tensors(encoded, 0, pad_id, device)
@@ -225,7 +240,7 @@ def full_logits(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs, p
         rows, cols = placeholder_index(encoded, "item_pos")
         embeds = splice(embeds, rows, cols, item_vecs[rows])
     hidden = head.decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
-    return head.logits(hidden[torch.arange(len(encoded), device=hidden.device), last])
+    return hidden[torch.arange(len(encoded), device=hidden.device), last]
 
 
 def cached_logits(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs, pad_id: int, device: str,
@@ -280,9 +295,36 @@ def probabilities(logits, scoring: str):
     return torch.softmax(logits, -1)[:, 0]
 
 
+LOSSES = ("yes_logit", "yes_no_softmax", "lm")
+
+
 def loss_fn(logits, labels, scoring: str):
+    """The loss of Yes / No logits [B, 2]: BCE on the Yes logit (CoLLM) or the two-way softmax's cross-entropy."""
     import torch.nn.functional as F
 
     if scoring == "yes_logit":
         return F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
     return F.cross_entropy(logits, (1 - labels).long())  # class 0 = Yes
+
+
+def lm_loss(vocab_logits, labels, yes_no: list[int]):
+    """TALLRec's loss (its code, finetune_rec.py: HF Trainer's causal-LM loss): the cross-entropy of the
+    response over the whole vocabulary [B, V] at the answer position, of the label's answer token (" Yes" for 1,
+    " No" for 0), i.e. log-sum-exp of every logit minus the answer's; the prompt's tokens are masked (-100, its
+    train_on_inputs=False; its shell scripts pass --train_on_inputs, which trains them too). The response here
+    is that one answer token: TALLRec's code also trains the EOS after it, which this does not (the answer
+    position is all that scoring reads)."""
+    import torch
+    import torch.nn.functional as F
+
+    target = torch.where(labels.bool(), yes_no[0], yes_no[1]).to(vocab_logits.device)
+    return F.cross_entropy(vocab_logits.float(), target.long())
+
+
+def pair_loss(head: YesNoHead, encoded: list[Encoded], labels, loss: str, pad_id: int, device: str,
+              user_vecs=None, item_vecs=None):
+    """A training batch's loss (`loss` one of LOSSES) of whole prompts with their placeholders spliced."""
+    hidden = answer_hidden(head, encoded, user_vecs, item_vecs, pad_id, device)
+    if loss == "lm":
+        return lm_loss(head.vocab_logits(hidden), labels, head.ids)
+    return loss_fn(head.logits(hidden), labels, loss)

@@ -38,13 +38,19 @@ from methods.backbones.cf import BACKBONES
 from methods.collm import model as cm
 from methods.collm import rerank_data as rd
 from methods.collm.method import ICL, CoLLM, TALLRec
-from methods.collm.settings import CoLLMSettings, LLMSettings
+from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings
 
 RERANK_BACKBONES = tuple(k for k, v in BACKBONES.items() if v.recbole)  # as `random`: CF and sequential
 
 
 class RerankLLMSettings(LLMSettings):
     """TALLRec's / ICL's settings with the target-last prompt: a user's candidates share one cached prefix."""
+
+    prompt: str = cm.TEXT_RERANK_PROMPT
+
+
+class RerankTALLRecSettings(TALLRecSettings):
+    """TALLRec's settings (the causal-LM loss on the answer) with the target-last prompt."""
 
     prompt: str = cm.TEXT_RERANK_PROMPT
 
@@ -75,6 +81,10 @@ class RerankSettings(BaseModel):
     llm: RerankLLMSettings = Field(default_factory=RerankLLMSettings)
 
 
+class TALLRecRerankSettings(RerankSettings):
+    llm: RerankTALLRecSettings = Field(default_factory=RerankTALLRecSettings)
+
+
 class CoLLMRerankSettings(RerankSettings):
     llm: RerankCoLLMSettings = Field(default_factory=RerankCoLLMSettings)
 
@@ -98,7 +108,7 @@ class LLMReranker(Method):
     Settings: ClassVar[type[BaseModel]] = RerankSettings
     backbones: ClassVar[tuple[str, ...]] = RERANK_BACKBONES
     protocol = "ranking"
-    llm_cls: ClassVar[type] = TALLRec
+    llm_cls: ClassVar[type] = ICL  # a subclass names its Yes / No model (its `llm` settings are that model's)
 
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
@@ -160,7 +170,8 @@ class LLMReranker(Method):
         for step in ("stage1", "stage2"):
             chosen = facts.get(step, {}).get("selection")
             if chosen:
-                out[step] = {k: chosen[k] for k in ("metric", "n_pairs", "best_step", "best_valid_auc")}
+                out[step] = {k: chosen[k] for k in ("metric", "n_pairs", "best_step", "best_valid_auc")} | {
+                    k: chosen[k] for k in ("evaluations", "stopped_early") if k in chosen}
         return out
 
     # ------------------------------------------------------------------------------------------ score
@@ -236,6 +247,8 @@ class TALLRecRerank(LLMReranker):
     """TALLRec (LoRA on the text-only Yes / No prompt) reordering the retrieval backbone's top-N."""
 
     default_name = "tallrec-rerank"
+    version = 2  # 2: TALLRec's version 4 (its LoRA step trains the causal-LM loss on the answer token)
+    Settings: ClassVar[type[BaseModel]] = TALLRecRerankSettings
     llm_cls = TALLRec
 
 

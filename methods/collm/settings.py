@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.settings import path_field
 from methods.backbones.pointwise import CFSettings
@@ -30,14 +30,43 @@ class LLMSettings(BaseModel):
     max_train_pairs: int = Field(0, ge=0)  # 0 = every training pair; else a random subset (run seed)
     max_length: int | None = Field(None, ge=8)  # None = the model's context (max_position_embeddings)
     # the LoRA step's loss; "scoring" = the method's own scoring loss (CoLLM's code trains both steps with
-    # BCE on the Yes logit; TALLRec's is the Yes / No softmax)
-    stage1_loss: Literal["scoring", "yes_logit", "yes_no_softmax"] = "scoring"
+    # BCE on the Yes logit); "yes_no_softmax" = cross-entropy over the Yes / No logits (TALLRec before version
+    # 4); "lm" = the causal-LM loss on the response (TALLRec's code, HF Trainer): cross-entropy over the whole
+    # vocabulary of the label's answer token at the answer position (model.lm_loss)
+    stage1_loss: Literal["scoring", "yes_logit", "yes_no_softmax", "lm"] = "scoring"
+    # the learning-rate schedule of every tuned stage (step 1, step 2, t3's one step; methods/llm/train.py's
+    # schedule_factor over the stage's epochs x batches per epoch optimizer steps): a linear warmup over
+    # `warmup_steps` steps (0: ceil(warmup_ratio x the stage's steps), HF Trainer's rule), then `lr_schedule`
+    # (constant, or linear / cosine decay to 0 at the stage's last step). The defaults (constant, no warmup) are
+    # the plain optimizer of the versions before these settings.
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     # model selection on validation (both papers keep the best epoch by validation AUC): evaluate every
-    # `eval_every` optimizer steps (0 = at the end of each epoch) and keep the best state of what is trained
+    # `eval_every` optimizer steps (0 = at the end of each epoch), or with `evaluations` N > 0 at N steps spread
+    # evenly over the stage's steps (the last one included; this wins over eval_every), and keep the best state
+    # of what is trained; `patience` P > 0 ends a stage after P evaluations without a validation-AUC gain
+    # (TALLRec's code: HF's EarlyStoppingCallback, patience 10); 0 = never
     select_on_valid: bool = True
     eval_every: int = Field(0, ge=0)
+    evaluations: int = Field(0, ge=0)
+    patience: int = Field(0, ge=0)
     valid_pairs: int = Field(0, ge=0)  # validation pairs scored per evaluation (0 = all; else a run-seed sample)
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _selection_needs_validation(self):
+        if not self.select_on_valid and (self.evaluations or self.patience):
+            raise ValueError("evaluations and patience select on validation: they need select_on_valid: true "
+                             f"(got evaluations={self.evaluations}, patience={self.patience})")
+        return self
+
+
+class TALLRecSettings(LLMSettings):
+    """TALLRec's: the LoRA step trains the causal-LM loss on the response (its code); scored by the Yes / No
+    softmax."""
+
+    stage1_loss: Literal["scoring", "yes_logit", "yes_no_softmax", "lm"] = "lm"
 
 
 class CoLLMSettings(LLMSettings):

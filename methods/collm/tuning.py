@@ -31,15 +31,26 @@ class LoRATuning:
         """Prompt tokens one training step processes: epochs x the pairs' prompt lengths."""
         return int(self.settings.epochs) * sum(len(e.ids) for e in encoded)
 
-    def run_training(self, params, lr_groups, builder, scoring: str, seed: int, vectors=None) -> dict:
-        """AdamW over the training pairs (shuffled by `seed`), `epochs` passes; returns the loss curve. With
-        `select_on_valid`, the validation AUC is computed every `eval_every` steps (0: each epoch's end) and the
-        trained parameters end at their best state (the curve and the chosen step are returned)."""
+    def run_training(self, params, lr_groups, builder, loss: str, seed: int, vectors=None) -> dict:
+        """AdamW over the training pairs (shuffled by `seed`), `epochs` passes, with the learning-rate schedule
+        of the settings (warmup, then constant / linear / cosine decay over the stage's epochs x batches per
+        epoch steps); `loss` one of model.LOSSES. With `select_on_valid`, the validation AUC is computed every
+        `eval_every` steps (0: each epoch's end) or at `evaluations` steps spread over the stage, the stage
+        stops after `patience` evaluations without a gain (0: never), and the trained parameters end at their
+        best state. Returns the loss curve, the schedule and the selection (curve, best step, stopped early)."""
         import torch
 
-        from methods.llm.train import epoch_batches, train_loop
+        from methods.llm.train import (
+            epoch_batches,
+            resolve_warmup,
+            scheduler_factory,
+            spread_steps,
+            train_loop,
+        )
 
         s = self.settings
+        # the causal-LM loss trains no score of its own: validation scores with the method's scoring
+        scoring = s.scoring if loss == "lm" else loss
         selector = ValidSelection(self, params, builder, scoring, vectors) if s.select_on_valid else None
         for p in params:
             p.requires_grad_(True)
@@ -50,28 +61,44 @@ class LoRATuning:
         batches = epoch_batches(len(encoded), s.batch_size, s.epochs, np.random.default_rng(seed))
         torch.manual_seed(seed)
 
-        def loss(idx):
+        def batch_loss(idx):
             uv, iv = (vectors or (lambda *a: (None, None)))(users[idx], items[idx], [data.histories[i] for i in idx])
-            logits = cm.full_logits(self.head, [encoded[i] for i in idx], uv, iv, self.pad_id, self.device)
-            return cm.loss_fn(logits, labels[idx], scoring)
+            batch = [encoded[i] for i in idx]
+            return (cm.pair_loss(self.head, batch, labels[idx], loss, self.pad_id, self.device, uv, iv),
+                    sum(len(e.ids) for e in batch))
 
+        # optimizer steps: epoch_batches yields ceil(n / batch_size) batches a pass (the last one ragged), one
+        # step each (no accumulation); the decay reaches 0 at the last of them
         per_epoch = -(-len(encoded) // s.batch_size)
+        total = s.epochs * per_epoch
+        warmup = resolve_warmup(total, s.warmup_steps, s.warmup_ratio)
+        planned = spread_steps(total, s.evaluations) if selector and s.evaluations else []
+        eval_every = 0 if planned or not selector else (s.eval_every or per_epoch)
+        base_rates = [float(g["lr"]) for g in lr_groups]  # before the optimizer's schedule rewrites its groups
         result = train_loop(lr_groups, lambda groups: torch.optim.AdamW(groups, weight_decay=s.weight_decay),
-                            batches, loss, model=self.lm, device=self.device, desc=f"{self.name} LoRA",
-                            eval_every=(s.eval_every or per_epoch) if selector else 0,
+                            batches, batch_loss, model=self.lm, device=self.device, desc=f"{self.name} LoRA",
+                            make_scheduler=scheduler_factory(warmup, total, s.lr_schedule),
+                            eval_every=eval_every, eval_steps=set(planned) if planned else None,
                             evaluate=selector.evaluate if selector else None,
+                            should_stop=selector.should_stop if selector and s.patience else None,
                             progress=self.options.progress)
         if selector is not None:
-            selector.finish(result.steps)
+            selector.finish(result.steps, result.stopped_early)
         for p in params:
             p.requires_grad_(False)
         losses = result.losses
-        info = {"train_seconds": result.seconds, "steps": len(losses), "loss": scoring,
-                "tokens": self.training_tokens(encoded),
+        info = {"train_seconds": result.seconds, "steps": len(losses), "loss": loss,
+                # prompt tokens of the steps run (epochs x the pairs' prompt lengths unless the stage stopped early)
+                "tokens": int(sum(result.step_tokens)),
                 "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                "losses": losses}
+                "losses": losses,
+                "schedule": {"kind": s.lr_schedule, "warmup_steps": warmup, "total_steps": total,
+                             "learning_rates": base_rates},
+                "stopped_early": bool(result.stopped_early)}
         if selector is not None:
-            info["selection"] = selector.summary()
+            info["selection"] = selector.summary() | {
+                "planned_evaluations": planned or sorted({*range(eval_every, total + 1, eval_every), total}),
+                "patience": int(s.patience)}
         return info
 
     def cached_adapter(self, folder: Path, train: Callable[[], dict], memo_dir: Path | str) -> dict:
@@ -126,6 +153,8 @@ class ValidSelection:
         self.encoded = [builder.encode(h, i) for h, i in zip(self.hists, self.frame["item"])]
         self.curve: list[dict] = []
         self.best_auc, self.best_step, self.best_state = -1.0, 0, None
+        self.since_best = 0  # evaluations after the best one (patience)
+        self.stopped_early = False
 
     def auc(self) -> float:
         import torch
@@ -151,11 +180,19 @@ class ValidSelection:
         if value > self.best_auc:
             self.best_auc, self.best_step = value, int(step)
             self.best_state = [p.detach().clone() for p in self.params]
+            self.since_best = 0
+        else:
+            self.since_best += 1
 
-    def finish(self, steps: int) -> None:
+    def should_stop(self) -> bool:
+        """The patience rule: `patience` evaluations in a row without a validation-AUC gain."""
+        return self.since_best >= int(self.method.settings.patience)
+
+    def finish(self, steps: int, stopped_early: bool = False) -> None:
         """Evaluate the last step if the schedule did not, then load the best state."""
         import torch
 
+        self.stopped_early = bool(stopped_early)
         if not self.curve or self.curve[-1]["step"] != steps:
             self.evaluate(steps)
         with torch.no_grad():
@@ -163,6 +200,10 @@ class ValidSelection:
                 p.copy_(best)
 
     def summary(self) -> dict:
+        """The selection as recorded: the curve (step, valid_auc), the best step and its AUC, `evaluations` (how
+        many ran), `early_stopped` (the best state is not the last step's: what bench/report/convergence.py reads
+        as converged) and `stopped_early` (the patience rule ended the stage before its last step)."""
         return {"metric": "valid_auc", "n_pairs": int(len(self.frame)), "best_step": self.best_step,
-                "best_valid_auc": self.best_auc, "curve": self.curve,
-                "early_stopped": self.best_step < (self.curve[-1]["step"] if self.curve else 0)}
+                "best_valid_auc": self.best_auc, "curve": self.curve, "evaluations": len(self.curve),
+                "early_stopped": self.best_step < (self.curve[-1]["step"] if self.curve else 0),
+                "stopped_early": self.stopped_early}

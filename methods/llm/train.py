@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,22 @@ def scheduler_factory(warmup_steps: int, total_steps: int, kind: str = "linear")
     return make
 
 
+def resolve_warmup(total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 0.0) -> int:
+    """Warmup steps of a `total_steps` budget: `warmup_steps` when > 0, else ceil(warmup_ratio x total_steps)
+    (HF Trainer's rule: the steps win over the ratio)."""
+    if warmup_steps > 0:
+        return int(warmup_steps)
+    return math.ceil(warmup_ratio * total_steps) if warmup_ratio > 0 else 0
+
+
+def spread_steps(total_steps: int, n: int) -> list[int]:
+    """`n` evaluation steps (1-based) spread evenly over `total_steps` optimizer steps, the last one last:
+    ceil(k x total / n) for k = 1..n (fewer, distinct, when n > total_steps)."""
+    if n <= 0 or total_steps <= 0:
+        return []
+    return sorted({-(-k * total_steps // n) for k in range(1, n + 1)})
+
+
 def _parameters(params: Iterable) -> list:
     params = list(params)
     if params and isinstance(params[0], dict):
@@ -131,16 +147,18 @@ def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, lo
                make_scheduler: Callable | None = None, model=None, device: str = "cpu",
                autocast_dtype=None, eval_every: int = 0, evaluate: Callable[[int], Any] | None = None,
                check_finite: bool = False, hint: str = "", desc: str = "train", progress: bool = False,
-               should_stop: Callable[[], bool] | None = None) -> TrainResult:
+               should_stop: Callable[[], bool] | None = None, eval_steps: Collection[int] | None = None
+               ) -> TrainResult:
     """Optimise `params` (tensors or param-group dicts) with `make_optimizer(params)`.
 
     Each step takes `grad_accum` batches from `batches`; `loss_fn(batch)` returns the loss, or (loss,
     number of input tokens). `steps` None: until `batches` is exhausted. `max_grad_norm` > 0 clips the
     gradient norm; `make_scheduler(optimizer)` gives a scheduler stepped once per step; `model` is put in
     train mode for every loss and in eval mode at the end; `autocast_dtype` (e.g. torch.bfloat16) turns on
-    autocast; `evaluate(step)` runs after every `eval_every`-th step, and `should_stop()` (early stopping on
-    validation) after each evaluation ends the loop when true; `check_finite` raises a BenchError (naming
-    `desc`, the step and `hint`) on a non-finite loss.
+    autocast; `evaluate(step)` runs after every `eval_every`-th step and after each step (1-based) in
+    `eval_steps` (evaluations spread over a budget that `eval_every` does not divide), and `should_stop()`
+    (early stopping on validation) after each evaluation ends the loop when true; `check_finite` raises a
+    BenchError (naming `desc`, the step and `hint`) on a non-finite loss.
     """
     import torch
     from tqdm.auto import tqdm
@@ -193,7 +211,9 @@ def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, lo
             result.step_tokens.append(tokens)
             bar.update()
             bar.set_postfix(loss=f"{total:.4f}")
-            if evaluate is not None and eval_every > 0 and result.steps % eval_every == 0:
+            due = (eval_every > 0 and result.steps % eval_every == 0) or (eval_steps is not None
+                                                                           and result.steps in eval_steps)
+            if evaluate is not None and due:
                 result.evaluations.append((result.steps, evaluate(result.steps)))
                 if should_stop is not None and should_stop():
                     result.stopped_early = True
