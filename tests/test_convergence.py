@@ -296,3 +296,20 @@ def test_paradigms_table_marks_a_collapsed_seed(tmp_path):
                                   methods=["random"], table="paradigms"), frame, set())
     bad = next(s for s in specs if (s.method, s.seed) == ("llm2rec", 1))
     assert all(rf"\texttt{{{bad.run_id}}}" in tex for tex in files.values())
+
+
+def test_a_pointwise_seed_at_chance_is_collapsed_by_its_margin_over_half():
+    """AUC is judged by its margin over 0.5: a seed at 0.51 in a cell of median 0.69 collapsed (0.01 < 0.5 x 0.19),
+    0.62 not (0.12 >= 0.095); a cell at chance (median <= 0.5) marks nobody; NDCG@10 keeps its raw median."""
+    from bench.report.convergence import CELL, collapsed_runs
+
+    def frame(metric, values):
+        return pd.DataFrame([{"run_id": f"r{i}", **{c: "x" for c in CELL}, "seed": i, "segment": "overall",
+                              metric: v} for i, v in enumerate(values)])
+
+    hit = collapsed_runs(frame("auc", [0.51, 0.69, 0.70]))
+    assert hit["run_id"].tolist() == ["r0"] and hit["median"].tolist() == [0.69]
+    assert collapsed_runs(frame("auc", [0.62, 0.69, 0.70])).empty
+    assert collapsed_runs(frame("auc", [0.30, 0.49, 0.50])).empty
+    assert collapsed_runs(frame("ndcg@10", [0.0167, 0.0498, 0.0496]))["run_id"].tolist() == ["r0"]
+    assert collapsed_runs(frame("ndcg@10", [0.03, 0.0498, 0.0496])).empty

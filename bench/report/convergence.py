@@ -42,6 +42,9 @@ CAP_MARK = "‡"
 COLLAPSE_MARK = "◊"
 # a run below this fraction of its cell's median main metric is a collapsed seed
 COLLAPSE_FRACTION = 0.5
+# what a metric gives by chance: the fraction applies to the margin above it (AUC 0.5: a pointwise run at chance
+# is collapsed against a cell median of 0.69, which half of the raw median would never say)
+CHANCE = {"auc": 0.5}
 CELL = ("dataset", "split", "backbone", "method")
 # the components whose cap-stop marks a run (every trained component that records a stopping rule)
 COMPONENTS = ("training", "CF encoder", "retrieval backbone", "LLM step 1", "LLM step 2")
@@ -173,8 +176,10 @@ def collapsed_runs(frame: pd.DataFrame) -> pd.DataFrame:
         values = cell[metric].astype(float)
         if len(values) < 2 or values.isna().any():
             continue
-        median = float(values.median())
-        for _, run in cell[values < COLLAPSE_FRACTION * median].iterrows():
+        median, chance = float(values.median()), CHANCE.get(metric, 0.0)
+        if median <= chance:
+            continue
+        for _, run in cell[values - chance < COLLAPSE_FRACTION * (median - chance)].iterrows():
             rows.append({"run_id": run["run_id"], **dict(zip(CELL, key)), "seed": int(run["seed"]),
                          "metric": metric, "value": float(run[metric]), "median": median, "seeds": len(values)})
     return pd.DataFrame(rows, columns=columns)
@@ -209,8 +214,9 @@ def collapsed_cells(frame: pd.DataFrame) -> set[tuple]:
 
 def rule_text(metric_names=("ndcg@10",)) -> str:
     names = " / ".join(dict.fromkeys(metric_names))
+    chance = [f"{m} as its margin over {CHANCE[m]:g}" for m in dict.fromkeys(metric_names) if m in CHANCE]
     return (f"its {names} is below {COLLAPSE_FRACTION:g} x the median of its cell's seeds (same dataset, split, "
-            "backbone, method)")
+            "backbone, method" + (f"; {', '.join(chance)}" if chance else "") + ")")
 
 
 def run_line(run) -> str:
