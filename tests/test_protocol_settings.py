@@ -76,7 +76,7 @@ def test_collapse_paper_runs_are_random_leave_one_out():
 
 
 # ---------------------------------------------------------------------------- PtE: no prompt caps (paper)
-CAPS = ("user_items", "item_users", "refine_items", "neighbours")
+CAPS = ("user_items", "item_users", "refine_items")
 
 
 @pytest.mark.parametrize("suite", ["pte", "longtail", "pte-user"])
@@ -94,6 +94,10 @@ def test_pte_paper_profiles_lift_the_prompt_caps(suite):
     # the CPU default keeps the caps
     default = [s for s in expand(load_suite(suite)) if s.method.startswith("pte")]
     assert all(s.method_settings[key] == getattr(defaults, key) for s in default for key in CAPS)
+    # N(u) is a neighbourhood, not a cap: the top 10 users by overlap in the paper profiles (the paper gives no
+    # k), 3 on CPU; never every overlapping user
+    assert {s.method_settings["neighbours"] for s in specs} == {10}
+    assert {s.method_settings["neighbours"] for s in default} == {defaults.neighbours} == {3}
 
 
 # ------------------------------------------------------------------ LLM2Rec: downstream optimiser (code)
