@@ -164,8 +164,10 @@ def test_ablation_settings_change_behaviour(tiny_dataset, tmp_path):
     assert all(len(r) == 2 for r in full_result.user_rewards.values())  # K = 2 candidates scored
     names = {n for n in METHODS.names() if n.startswith("pte")}
     assert names == {"pte", "pte-noprofile", "pte-useronly", "pte-itemonly", "pte-singlepass", "pte-noreward",
-                     "pte-nogrpo",
+                     "pte-nogrpo", "pte-grpo", "pte-grpo-items",
                      "pte-nodist", "pte-nocollab", "pte-init"}
+    assert METHODS.settings("pte-grpo").grpo_steps > 0 and not METHODS.settings("pte-grpo").grpo_items
+    assert METHODS.settings("pte-grpo-items").grpo_items and METHODS.settings("pte-grpo-items").item_candidates == 2
     assert set(method_families()["pte"]) == names
     assert METHODS.settings("pte-nodist").lambda_dist == 0.0  # the preset, recorded in method_settings
     assert METHODS.defaults("pte-noprofile")["profile_items"] is False
