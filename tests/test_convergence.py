@@ -311,5 +311,6 @@ def test_a_pointwise_seed_at_chance_is_collapsed_by_its_margin_over_half():
     assert hit["run_id"].tolist() == ["r0"] and hit["median"].tolist() == [0.69]
     assert collapsed_runs(frame("auc", [0.62, 0.69, 0.70])).empty
     assert collapsed_runs(frame("auc", [0.30, 0.49, 0.50])).empty
+    assert collapsed_runs(frame("auc", [0.49, 0.52, 0.53])).empty  # a cell near chance: seed noise
     assert collapsed_runs(frame("ndcg@10", [0.0167, 0.0498, 0.0496]))["run_id"].tolist() == ["r0"]
     assert collapsed_runs(frame("ndcg@10", [0.03, 0.0498, 0.0496])).empty

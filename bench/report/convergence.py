@@ -45,6 +45,9 @@ COLLAPSE_FRACTION = 0.5
 # what a metric gives by chance: the fraction applies to the margin above it (AUC 0.5: a pointwise run at chance
 # is collapsed against a cell median of 0.69, which half of the raw median would never say)
 CHANCE = {"auc": 0.5}
+# a cell whose median is within this of chance has nothing to collapse from (few-shot CF rows near AUC 0.5:
+# seed noise, not a collapse)
+MIN_MARGIN = {"auc": 0.05}
 CELL = ("dataset", "split", "backbone", "method")
 # the components whose cap-stop marks a run (every trained component that records a stopping rule)
 COMPONENTS = ("training", "CF encoder", "retrieval backbone", "LLM step 1", "LLM step 2")
@@ -177,7 +180,7 @@ def collapsed_runs(frame: pd.DataFrame) -> pd.DataFrame:
         if len(values) < 2 or values.isna().any():
             continue
         median, chance = float(values.median()), CHANCE.get(metric, 0.0)
-        if median <= chance:
+        if median - chance <= MIN_MARGIN.get(metric, 0.0):
             continue
         for _, run in cell[values - chance < COLLAPSE_FRACTION * (median - chance)].iterrows():
             rows.append({"run_id": run["run_id"], **dict(zip(CELL, key)), "seed": int(run["seed"]),
