@@ -328,7 +328,6 @@ class ProfileStage:
     def select(self, kind: str, prompts: dict[str, str], current: dict[str, str], template: str,
                history: dict[str, np.ndarray], neighbours: dict[str, list[str]], n_candidates: int):
         """K candidates per entity, Eq. 9 rewards against the current (profile-stage) embeddings, argmax."""
-        s = self.s
         keys = sorted(prompts)
         candidates = [current] + [self._pass(f"{kind[0].upper()}-cand{k}", kind, template, prompts, candidate=k)
                                   for k in range(1, n_candidates)]
