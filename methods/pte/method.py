@@ -103,6 +103,8 @@ class PtE(RecBoleMethod):
     # sequential backbones with seq_items "adapter" (the paper's): a cold item is its raw text embedding
     # through the trained adapter; CF backbones and seq_items "init": its text-derived initial row
     item_cold_start: ClassVar[ColdItemSource] = "text"
+    # users that have a user term (set when the term is attached; None: no user term, nothing to profile)
+    _heldout_done: set[str] | None = None
 
     def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
         backbone = backbone or getattr(self.cf, "backbone", None)
@@ -196,8 +198,9 @@ class PtE(RecBoleMethod):
         # held-out validation users (cold_users): profiled from their context, as test users are at scoring
         context = self.data.split.valid_context.astype({"user": str, "item": str})
         if len(context) and s.heldout_users == "profile" and s.user_embedding == "add":  # else no user term
-            ordered = context.sort_values(["user", "timestamp", "item"], kind="mergesort")
-            vectors = self.heldout_user_vectors({u: list(g) for u, g in ordered.groupby("user")["item"]})
+            from methods.backbones.sequential import user_sequences
+
+            vectors = self.heldout_user_vectors(user_sequences([context]))
             row = {u: k for k, u in enumerate(user_ids)}
             for u, vector in vectors.items():
                 users[row[u]] = vector
@@ -214,10 +217,9 @@ class PtE(RecBoleMethod):
         without user profiles, the mean of their items' embeddings, as for training users. The cost and the
         count go into `method_info.pte` (`heldout`; `n_users` counts every profiled user)."""
         start = time.perf_counter()
-        stage = getattr(self, "_stage", None)
-        if stage is None or not self.settings.profile_users:
+        if self._stage is None or not self.settings.profile_users:
             return {u: self._mean_item_vector(items) for u, items in histories.items()}
-        texts, stats, passes = stage.profile_heldout(histories, self._raw_of)
+        texts, stats, passes = self._stage.profile_heldout(histories, self._raw_of)
         users = sorted(texts)
         vectors = dict(zip(users, self._encode([texts[u] for u in users], "pte-user-final")))
         facts = self.report.facts["pte"]
@@ -232,13 +234,12 @@ class PtE(RecBoleMethod):
 
     def score(self, query):
         """Held-out users of the query (their earlier sequence given at inference) get their user term first."""
-        term = getattr(getattr(self.cf, "model", None), "_modules", {}).get("user_term")
-        new = {str(u): list(map(str, h)) for u, h in query.user_histories.items()
-               if str(u) not in self._heldout_done} if term is not None and self.settings.heldout_users == "profile" \
-            else {}
+        new = {} if self._heldout_done is None or self.settings.heldout_users == "none" else {
+            str(u): list(map(str, h)) for u, h in query.user_histories.items() if str(u) not in self._heldout_done}
         if new:
             import torch
 
+            term = self.cf.model.user_term
             vectors = self.heldout_user_vectors(new)
             users = sorted(vectors)
             index = self.cf.token_index("user_id", users)
