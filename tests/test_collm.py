@@ -529,6 +529,24 @@ def test_cf_convergence_recorded_at_the_cap_and_when_stopped_early(fewshot, tmp_
                                                                  "early_stopped": True}
 
 
+def test_min_epochs_run_before_patience_may_stop(fewshot, tmp_path):
+    """`min_epochs`: a flat start is not a plateau. With patience 1 a run stops after its first epoch without
+    gain; with min_epochs 8 it runs at least 8 epochs, keeps the best state, and is recorded as stopped early."""
+    from methods.backbones.pointwise import convergence
+
+    _, full = fewshot
+    _, early = _cf_fit("mf-ctr", full, tmp_path, run="early", epochs=40, patience=1, learning_rate=0.1)
+    _, held = _cf_fit("mf-ctr", full, tmp_path, run="held", epochs=40, patience=1, learning_rate=0.1, min_epochs=8)
+    first, late = early.extra["training"], held.extra["training"]
+    assert first["epochs_run"] < 8 <= late["epochs_run"] < 40
+    assert late["early_stopped"] is True and held.report.converged is True
+    assert late["best_valid_auc"] == max(point["valid_auc"] for point in late["curve"])
+    assert late["curve"][:first["epochs_run"]] == first["curve"]  # the same seed's epochs, only more of them
+    curve = lambda values: [{"epoch": k, "valid_auc": v} for k, v in enumerate(values)]  # noqa: E731
+    assert convergence(curve([.7, .6, .6]), 10, 2)["early_stopped"] is True
+    assert convergence(curve([.7, .6, .6]), 10, 2, min_epochs=5)["early_stopped"] is False
+
+
 # --------------------------------------------- LLM stages as the authors train them (schedule, selection, loss)
 class _RecordingAdamW(torch.optim.AdamW):
     """AdamW that records each param group's learning rate at every step it takes (what the schedule applied)."""

@@ -39,6 +39,9 @@ class CFSettings(BaseModel):
     batch_size: int = Field(1024, ge=1)
     epochs: int = Field(100, ge=1)
     patience: int = Field(5, ge=1)  # epochs without validation AUC gain before stopping (best state restored)
+    # epochs always run before patience may stop training (a flat start is not a plateau: a CF model whose
+    # validation AUC has not moved yet is not converged); 0 = patience counts from the first epoch
+    min_epochs: int = Field(0, ge=0)
     n_layers: int = Field(2, ge=1)  # LightGCN propagation layers / SASRec blocks
     n_heads: int = Field(2, ge=1)  # SASRec
     dropout: float = Field(0.2, ge=0, lt=1)  # SASRec and DIN
@@ -208,18 +211,18 @@ def predict(model, user, item, hist, device: str, batch: int = 4096) -> np.ndarr
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
-def convergence(curve: list[dict], epochs_cap: int, patience: int) -> dict:
+def convergence(curve: list[dict], epochs_cap: int, patience: int, min_epochs: int = 0) -> dict:
     """How a CF training ended, from its validation curve (one point per epoch): `best_epoch` (0-based, the
     first epoch of the best validation AUC: the state kept), `epochs_cap`, and `early_stopped` = the patience
-    rule stopped it (`patience` epochs without a validation gain after the best one; True also when that
-    happens at the cap's last epoch), False = it ran to the cap still improving. `train_cf`'s loop stops
+    rule stopped it (`patience` epochs without a validation gain after the best one, once `min_epochs` epochs
+    ran; True also when that happens at the cap's last epoch), False = it ran to the cap still improving. `train_cf`'s loop stops
     exactly when this says so; it also reads an info.json cached without these keys."""
     values = [point["valid_auc"] for point in curve]
     finite = [k for k, v in enumerate(values) if v == v]  # NaN: no gain
     best = max(finite, key=lambda k: (values[k], -k)) if finite else None
     since = len(curve) - 1 - best if best is not None else len(curve)
     return {"epochs_cap": int(epochs_cap), "best_epoch": None if best is None else int(curve[best]["epoch"]),
-            "early_stopped": bool(since >= patience)}
+            "early_stopped": bool(since >= patience and len(curve) >= min_epochs)}
 
 
 def train_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, index: Index, train: PairTensors,
@@ -258,11 +261,12 @@ def train_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, index: 
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= s.patience:
+            if bad >= s.patience and epoch + 1 >= s.min_epochs:
                 break
     model.load_state_dict(best_state)
     model.eval()
-    info = {"epochs_run": len(history), **convergence(history, s.epochs, s.patience), "best_valid_auc": best,
+    info = {"epochs_run": len(history), **convergence(history, s.epochs, s.patience, s.min_epochs),
+            "best_valid_auc": best,
             "n_train_pairs": int(len(train.label)), "n_valid_pairs": int(len(valid.label)),
             "train_seconds": time.perf_counter() - start, "curve": history}
     return model, info
@@ -328,8 +332,8 @@ def pretrained_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext,
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     info = json.loads((folder / "info.json").read_text())
     # an info.json written before these keys were recorded: derived from its curve (what the loop decided)
-    info = convergence(info.get("curve", []), s.epochs, s.patience) | {"n_train_pairs": len(train.label),
-                                                                      "n_valid_pairs": len(valid.label)} | info
+    info = convergence(info.get("curve", []), s.epochs, s.patience, s.min_epochs) | {
+        "n_train_pairs": len(train.label), "n_valid_pairs": len(valid.label)} | info
     return model.to(ctx.device).eval(), index, info | run | {"cached": True}
 
 
