@@ -204,6 +204,30 @@ def test_prefix_cache_scoring_equals_full_scoring(tiny_lm, split, tmp_path, name
     assert torch.allclose(fast, full, atol=1e-4), float((fast - full).abs().max())
 
 
+@pytest.mark.parametrize("name", ["tallrec", "collm-mf"])
+def test_bf16_precision_autocasts_training_and_scoring(tiny_lm, split, tmp_path, name):
+    """`precision: bf16`: the same pairs and seed, trained and scored under bfloat16 autocast. Its logits are
+    close to fp32's but not equal (it is a setting: it changes numbers), its stage-1 adapter has its own cache
+    key, and each precision's scores are reproducible."""
+    fp32 = _method(name, tiny_lm, max_train_pairs=8)
+    _ctx(split, tmp_path, name="fp32").run(fp32)
+    bf16 = _method(name, tiny_lm, max_train_pairs=8, precision="bf16")
+    _ctx(split, tmp_path, name="bf16").run(bf16)
+    assert bf16.report.facts["stage1"]["key"] != fp32.report.facts["stage1"]["key"]
+    test = split.test
+    users, items = list(test["user"]), list(test["item"])
+    hists = [fp32.histories.get(ScoreQuery.of([]), u, i) for u, i in zip(users, items)]
+    a, b = fp32.logits(users, items, hists), bf16.logits(users, items, hists)
+    assert a.dtype == b.dtype == torch.float32
+    assert not torch.equal(a, b)
+    assert torch.allclose(a, b, atol=0.25), float((a - b).abs().max())
+    assert torch.equal(b, bf16.logits(users, items, hists))
+    with bf16.autocast():  # the context is bf16 autocast on the method's device
+        assert torch.is_autocast_enabled(torch.device(bf16.device).type)
+    with fp32.autocast():
+        assert not torch.is_autocast_enabled(torch.device(fp32.device).type)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_template_missing_placeholder_is_an_error(tiny_lm, split, tmp_path):
     method = _method("collm-mf", tiny_lm, prompt=cm.COLLM_PROMPT.replace("<UserID>", "the user"))

@@ -163,18 +163,28 @@ class LLMMethod(LoRATuning, Method):
         """(user vectors, item vectors) [n, d_llm] for the placeholders, or Nones."""
         return None, None
 
+    def autocast(self):
+        """The `precision` setting's context for the LLM's forward passes: bf16 autocast, or nothing (fp32)."""
+        import contextlib
+
+        import torch
+
+        if self.settings.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+
     def logits(self, users, items, hists, builder=None, cached: bool | None = None):
-        """Yes/No logits [n, 2] of pairs (user, item, history)."""
+        """Yes/No logits [n, 2] of pairs (user, item, history), in float32 whatever the precision."""
         import torch
 
         builder = builder or self.builder
         encoded = [builder.encode(h, i) for h, i in zip(hists, items)]
         cached = self.options.prefix_cache if cached is None else cached
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             user_vecs, item_vecs = self.vectors(users, items, hists)
             if cached:
                 return cm.cached_logits(self.head, encoded, user_vecs, item_vecs, self.pad_id, self.device,
-                                        self.options.llm_eval_batch_size)
+                                        self.options.llm_eval_batch_size).float()
             out = []
             bs = self.options.llm_eval_batch_size
             for b in range(0, len(encoded), bs):
@@ -230,6 +240,8 @@ class LLMMethod(LoRATuning, Method):
             selection["patience"] = s.patience
         if s.select_on_valid and loss == "lm":  # validation scores with the method's scoring
             selection["valid_scoring"] = s.scoring
+        if s.precision != "fp32":
+            selection["precision"] = s.precision
         key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
                           "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
                                               data.histories, self.data.split.content_hash]),

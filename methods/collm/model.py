@@ -254,7 +254,7 @@ def cached_logits(head: YesNoHead, encoded: list[Encoded], user_vecs, item_vecs,
     for row, e in enumerate(encoded):
         key = tuple(e.ids[:e.prefix_len])
         if e.user_pos >= 0 and e.user_pos < e.prefix_len:  # the user vector is part of the prefix
-            key = (key, row if user_vecs is None else user_vecs[row].detach().cpu().numpy().tobytes())
+            key = (key, row if user_vecs is None else user_vecs[row].detach().float().cpu().numpy().tobytes())
         groups.setdefault(key, []).append(row)
     with torch.no_grad():
         for rows in groups.values():

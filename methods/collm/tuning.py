@@ -81,6 +81,7 @@ class LoRATuning:
                             eval_every=eval_every, eval_steps=set(planned) if planned else None,
                             evaluate=selector.evaluate if selector else None,
                             should_stop=selector.should_stop if selector and s.patience else None,
+                            autocast_dtype=torch.bfloat16 if s.precision == "bf16" else None,
                             progress=self.options.progress)
         if selector is not None:
             selector.finish(result.steps, result.stopped_early)
@@ -165,7 +166,7 @@ class ValidSelection:
         m.lm.eval()
         users, items = self.frame["user"].to_numpy(), self.frame["item"].to_numpy()
         scores = []
-        with torch.no_grad():
+        with torch.no_grad(), m.autocast():
             for b in range(0, len(self.encoded), m.options.llm_eval_batch_size):
                 sl = slice(b, b + m.options.llm_eval_batch_size)
                 uv, iv = self.vectors(users[sl], items[sl], self.hists[sl])
