@@ -124,6 +124,40 @@ def test_ctr_table_prints_auc_with_its_interval_per_shot_count(tmp_path):
     assert key not in ctr_intervals(frame, store)
 
 
+def test_cf_valid_auc_column_shows_the_all_pair_models_and_names_collm_encoders():
+    """The `CF valid AUC (all pairs)` column: a CF row's models on every training pair (not its few-shot ones),
+    a CoLLM row's encoders once per seed (every shot count maps the same one); the note says which CF row's
+    models the encoders are, from the cache keys; rows without a CF model print "—"."""
+    from bench.report.tables import CF_COLUMN, cf_encoder_lines, cf_model_facts, ctr_table
+
+    assert cf_model_facts({"method_info": {}})["cf_key"] == ""
+    assert cf_model_facts({"method_info": {"cf": {"key": "k", "n_train_pairs": 9, "best_valid_auc": .6}}}) == {
+        "cf_key": "k", "cf_pairs": 9, "cf_valid_auc": .6, "cf_role": "mapped"}
+    assert cf_model_facts({"method_info": {"training": {"key": "k", "best_valid_auc": .6}}})["cf_role"] == "trained"
+    rows = []
+
+    def add(method, shots, seed, key, pairs, value):
+        role = "" if not key else "mapped" if method.startswith("collm") else "trained"
+        base = {"cf_role": role, "run_id": f"{method}-{shots}-{seed}", "dataset": "d", "split": f"ctr_temporal [shots={shots}]",
+                "backbone": "none", "method": method, "seed": seed, "trainable": 1, "frozen": 0, "train_s": 1.0,
+                "latency_ms": 0.1, "capped": False, "cf_key": key, "cf_pairs": pairs, "cf_valid_auc": value}
+        rows.append({**base, "segment": "overall", "auc": 0.6, "uauc": 0.6, "n_pairs": 10, "n_users": 5})
+
+    for seed, value in ((0, 0.60), (1, 0.64)):
+        add("mf-ctr", 0, seed, f"mf{seed}", 1000, value)
+        add("mf-ctr", 16, seed, f"few{seed}", 16, 0.51)  # a few-shot model: not in the column
+        for shots in (16, 64):
+            add("collm-mf", shots, seed, f"mf{seed}", 1000, value)
+    add("collm-din", 16, 0, "din0", 1000, 0.7)  # an encoder no CF row trained
+    add("tallrec", 16, 0, "", np.nan, np.nan)
+    table = ctr_table(pd.DataFrame(rows)).set_index("Method")
+    assert table.loc["mf-ctr", CF_COLUMN] == table.loc["collm-mf", CF_COLUMN] == "0.6200 ± 0.0283"
+    assert table.loc["tallrec", CF_COLUMN] == "—"
+    lines = "\n".join(cf_encoder_lines(pd.DataFrame(rows)))
+    assert "collm-mf: its 2 CF encoder(s) (mf0, mf1) are the very models of the `mf-ctr` row" in lines
+    assert "collm-din: its 1 CF encoder(s) (din0); 1 without a stored CF row run" in lines
+
+
 def manual_paired_bootstrap(users, labels, scores_a, scores_b, n: int, seed: int):
     """Independent of scipy: one draw of users for both sides, AUCs by sklearn; (CI of the relative gain,
     two-sided p of no difference)."""

@@ -80,12 +80,26 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
                 "frozen": record["params"].get("frozen_online", 0),
                 "train_s": record["timings"].get("train", np.nan),
                 "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan),
+                **cf_model_facts(record),
                 "capped": run_capped(record),
                 "capped_parts": ", ".join(c.name for c in capped_components(record)),
                 "latency_loaded": latency_loaded(record)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
     return mark_collapsed(pd.DataFrame(rows))
+
+
+def cf_model_facts(record: dict) -> dict:
+    """The pointwise CF model a run trained or mapped (ctr suites): a CF row's own model (`training`) or CoLLM's
+    pre-trained CF encoder (`cf`): its cache key, the training pairs it learnt from and its best validation AUC
+    (NaN / empty where the run has none)."""
+    info = record.get("method_info", {})
+    role = "mapped" if "cf" in info else "trained"
+    model = info.get("cf") or info.get("training") or {}
+    if "best_valid_auc" not in model:
+        return {"cf_key": "", "cf_pairs": np.nan, "cf_valid_auc": np.nan, "cf_role": ""}
+    return {"cf_key": str(model.get("key", "")), "cf_pairs": model.get("n_train_pairs", np.nan),
+            "cf_valid_auc": float(model["best_valid_auc"]), "cf_role": role}
 
 
 LOAD_MARK = "*"
@@ -364,6 +378,7 @@ def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFram
     trainable / frozen parameters, training seconds and milliseconds per scored pair."""
     intervals = intervals or {}
     prefixes = _ctr_prefixes(frame)
+    all_pairs = frame.groupby("dataset")["cf_pairs"].max() if "cf_pairs" in frame else None
     rows = []
     for (backbone, method), group, cells in _row_cells(frame, prefixes):
         row = {"Backbone": backbone, "Method": method}
@@ -380,12 +395,62 @@ def ctr_table(frame: pd.DataFrame, intervals: dict | None = None) -> pd.DataFram
             row[f"{prefix} AUC [95% CI]"] = _cell(part["auc"]) + ci + capped
             row[f"{prefix} UAUC"] = _cell(part["uauc"]) + capped
             row[f"{prefix} seeds"] = int(part["seed"].nunique())
+        if "cf_valid_auc" in frame:
+            row[CF_COLUMN] = cf_valid_cell(group, all_pairs)
         row["Trainable params"] = f"{int(group['trainable'].median()):,}"
         row["Frozen params"] = f"{int(group['frozen'].median()):,}" if "frozen" in group else "—"
         row["Train s (median)"] = f"{group['train_s'].median():.1f}"
         row["ms / pair (median)"] = latency_cell(group)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+CF_COLUMN = "CF valid AUC (all pairs)"
+
+
+def _all_pair_models(group: pd.DataFrame, all_pairs) -> pd.DataFrame:
+    """A row's CF models trained on every training pair of their dataset's split (one line per model: a CoLLM
+    row's runs at several shot counts share their seed's encoder)."""
+    runs = group[group["segment"] == "overall"]
+    runs = runs[(runs["cf_key"] != "") & (runs["cf_pairs"] == runs["dataset"].map(all_pairs))]
+    return runs.drop_duplicates("cf_key")
+
+
+def cf_valid_cell(group: pd.DataFrame, all_pairs) -> str:
+    """The best validation AUC (mean ± std over seeds) of the CF models a row trained or mapped on every training
+    pair: a CF row's shots-0 models, a CoLLM row's pre-trained encoders; "—" for rows without one."""
+    models = _all_pair_models(group, all_pairs)
+    return _cell(models["cf_valid_auc"]) if len(models) else "—"
+
+
+def cf_encoder_lines(frame: pd.DataFrame) -> list[str]:
+    """Which CF row each CoLLM row's encoders are: the same cached models (cache keys) as that row's runs on all
+    training pairs, checked from the records; an encoder no CF row ran is said so."""
+    if "cf_key" not in frame or not (frame["cf_key"] != "").any():
+        return []
+    all_pairs = frame.groupby("dataset")["cf_pairs"].max()
+    models = {names: _all_pair_models(group, all_pairs)
+              for names, group in frame.groupby(["backbone", "method"], sort=False)}
+    owners = {}  # cache key -> the CF row that trained it (its own model, not one it maps)
+    for names, group in models.items():
+        for key in group.loc[group["cf_role"] == "trained", "cf_key"]:
+            owners.setdefault(key, names)
+    lines = []
+    for names, group in models.items():
+        keys = list(group.loc[group["cf_role"] == "mapped", "cf_key"])
+        if not keys:
+            continue
+        rows = sorted({owners[k][1] for k in keys if k in owners})
+        unmatched = [k for k in keys if k not in owners]
+        text = (f"{names[1]}: its {len(keys)} CF encoder(s) ({', '.join(sorted(keys))})"
+                + (f" are the very models of the `{'`, `'.join(rows)}` row on all training pairs (same cache keys)"
+                   if rows else "")
+                + (f"; {len(unmatched)} without a stored CF row run" if unmatched else ""))
+        lines.append(text)
+    if not lines:
+        return []
+    return [f"- {CF_COLUMN}: best validation AUC of the CF model trained on every training pair (a CF row's own; "
+            "CoLLM's pre-trained encoder, which it maps and keeps frozen)"] + [f"  - {line}" for line in lines]
 
 
 def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -578,6 +643,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     note = settings_note(suite, specs)
     if "auc" in frame.columns:
         note += "\n" + ctr_sample_note(frame, intervals)
+        note += "".join(f"\n{line}" for line in cf_encoder_lines(frame))
     if not significance.empty:
         note += (f"\n- † on ndcg@10: Wilcoxon signed-rank vs `{baseline}` over users (same dataset, split, backbone; "
                  f"each user's ndcg@10 averaged over the seeds first), {correction}-corrected p < 0.05 "
