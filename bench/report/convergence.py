@@ -18,7 +18,10 @@ paradigms, significance, LaTeX) and the claims report take their marks from here
     best is the last (`early_stopped` False: validation was still improving when the budget ran out); a step
     evaluated once (a budget shorter than `eval_every`) gives no evidence either way: not judged, counted
     apart (`convergence_counts`' "not judged").
-  A component that records none of these (LLM2Rec's stages, PtE's profile rounds) is not judged either.
+  - `LLM CSFT` / `LLM MNTP` / `LLM IC`: LLM2Rec's LLM stages run with validation evaluations (`evaluations`
+    > 0), judged the same way from `method_info.llm2rec.stage_outputs.<stage>.selection`.
+  A component that records none of these (LLM2Rec's stages without evaluations, PtE's profile rounds) is not
+  judged either.
 ◊ (`COLLAPSE_MARK`) a collapsed seed: a run whose main metric (NDCG@10 for ranking runs, AUC for pointwise
   ones) is below `COLLAPSE_FRACTION` x the median of its cell's seeds (same dataset, split, backbone and
   method, as the table pools them), e.g. a training stopped on an early validation plateau. Its cell's mean,
@@ -50,7 +53,10 @@ CHANCE = {"auc": 0.5}
 MIN_MARGIN = {"auc": 0.05}
 CELL = ("dataset", "split", "backbone", "method")
 # the components whose cap-stop marks a run (every trained component that records a stopping rule)
-COMPONENTS = ("training", "CF encoder", "retrieval backbone", "LLM step 1", "LLM step 2")
+COMPONENTS = ("training", "CF encoder", "retrieval backbone", "LLM step 1", "LLM step 2", "LLM CSFT", "LLM MNTP",
+              "LLM IC")
+# LLM2Rec's stages (method_info.llm2rec.stage_outputs.<stage>.selection) and their component names
+LLM2REC_STAGES = {"csft": "LLM CSFT", "mntp": "LLM MNTP", "ic": "LLM IC"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,21 @@ def _by_epochs(name: str, info: dict, cap: int | None, curve: list | None = None
     return Component(name, int(epochs) >= cap, f"{int(epochs)} of {cap} epochs")
 
 
+def _by_selection(name: str, selection: dict | None) -> Component | None:
+    """A fixed-budget LLM component that kept its best validation state (`selection`: curve, best step,
+    `early_stopped`): at the cap when, of two or more evaluations, the best is the last; not judged after one."""
+    if not isinstance(selection, dict) or selection.get("early_stopped") is None:
+        return None
+    early = bool(selection["early_stopped"])
+    curve = selection.get("curve") or []
+    last = curve[-1].get("step") if curve and isinstance(curve[-1], dict) else None
+    if not early and len(curve) < 2:
+        return Component(name, None, f"one validation evaluation (step {last}): no stopping evidence")
+    detail = (f"best validation at step {selection.get('best_step')} of {last}" if early else
+              f"best validation at the last of {len(curve)} evaluations (step {last})")
+    return Component(name, not early, detail)
+
+
 def training_components(record: dict) -> list[Component]:
     """Every trained component of the run whose stopping the record tells (see the module's docstring)."""
     spec = record.get("spec") or {}
@@ -124,17 +145,16 @@ def training_components(record: dict) -> list[Component]:
     for step in (1, 2):
         selection = (info.get(f"stage{step}") or {}).get("selection") if isinstance(info.get(f"stage{step}"), dict) \
             else None
-        if isinstance(selection, dict) and selection.get("early_stopped") is not None:
-            early = bool(selection["early_stopped"])
-            curve = selection.get("curve") or []
-            last = curve[-1].get("step") if curve and isinstance(curve[-1], dict) else None
-            if not early and len(curve) < 2:
-                out.append(Component(f"LLM step {step}", None,
-                                     f"one validation evaluation (step {last}): no stopping evidence"))
-                continue
-            detail = (f"best validation at step {selection.get('best_step')} of {last}" if early else
-                      f"best validation at the last of {len(curve)} evaluations (step {last})")
-            out.append(Component(f"LLM step {step}", not early, detail))
+        part = _by_selection(f"LLM step {step}", selection)
+        if part:
+            out.append(part)
+    llm2rec = info.get("llm2rec") if isinstance(info.get("llm2rec"), dict) else {}
+    stages = llm2rec.get("stage_outputs") if isinstance(llm2rec.get("stage_outputs"), dict) else {}
+    for stage, name in LLM2REC_STAGES.items():
+        selection = stages[stage].get("selection") if isinstance(stages.get(stage), dict) else None
+        part = _by_selection(name, selection)
+        if part:
+            out.append(part)
     return [c for c in out if c.name in COMPONENTS]
 
 

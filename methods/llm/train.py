@@ -3,7 +3,8 @@
 `train_loop` takes the trainable parameters (or param groups), an optimizer factory, a batch iterator and a
 loss function; it runs optimizer steps of `grad_accum` micro-batches with optional gradient clipping, an
 optional learning-rate schedule, autocast and an evaluation callback every N steps, and returns the loss
-curve and timings. The same loop runs on one CPU (`Accelerator(cpu=True)`), one GPU, or several GPUs under
+curve and timings; `BestState` is the generic model selection for its `evaluate` / `should_stop` hooks (the
+parameters' state at the best validation value, the patience rule, the curve). The same loop runs on one CPU (`Accelerator(cpu=True)`), one GPU, or several GPUs under
 `accelerate launch`.
 
 Numerics: on one process the loop is exactly a plain torch loop (`accelerator.backward` is `loss.backward`,
@@ -239,3 +240,85 @@ def _step(accelerator, optimizer, scheduler, params: list, max_grad_norm: float)
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+class BestState:
+    """The state of `params` at the best validation value seen, for `train_loop`'s `evaluate` and
+    `should_stop` hooks (model selection inside a fixed step budget).
+
+    `value_fn()` returns the validation value of the current parameters (lower is better with mode "min",
+    higher with "max"; a non-finite value is never better than a finite one). Each `evaluate(step)` records
+    (step, value) and, on a strict improvement, copies the parameters (to the CPU with `offload`, so a full
+    fine-tuning does not hold a second copy of the model on the accelerator); `should_stop()` is the patience
+    rule (`patience` evaluations in a row without an improvement; 0: never); `finish(steps, stopped_early)`
+    evaluates the last step if the schedule did not and loads the best state back into the parameters (when
+    no evaluation gave a finite value, the last state stays).
+    """
+
+    def __init__(self, params: Iterable, value_fn: Callable[[], float], *, mode: str = "min", patience: int = 0,
+                 metric: str = "valid_loss", offload: bool = True):
+        if mode not in ("min", "max"):
+            from bench.errors import UnknownChoiceError
+
+            raise UnknownChoiceError("selection mode", mode, ("min", "max"))
+        self.params = _parameters(params)
+        self.value_fn, self.mode, self.patience = value_fn, mode, int(patience)
+        self.metric, self.offload = metric, offload
+        self.curve: list[dict] = []
+        self.best_value: float | None = None
+        self.best_step = 0
+        self.best_state: list | None = None
+        self.since_best = 0  # evaluations after the best one (patience)
+        self.stopped_early = False
+        self.steps_run = 0
+
+    def _key(self, value: float) -> float:
+        if not math.isfinite(value):
+            return math.inf
+        return value if self.mode == "min" else -value
+
+    def evaluate(self, step: int) -> float | None:
+        import torch
+
+        value = float(self.value_fn())
+        finite = math.isfinite(value)
+        self.curve.append({"step": int(step), "value": value if finite else None})
+        if self.best_state is None or self._key(value) < self._key(
+                self.best_value if self.best_value is not None else math.nan):
+            self.best_value, self.best_step = (value if finite else None), int(step)
+            with torch.no_grad():
+                self.best_state = [p.detach().to("cpu", copy=True) if self.offload else p.detach().clone()
+                                   for p in self.params]
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        return value if finite else None
+
+    def should_stop(self) -> bool:
+        """The patience rule: `patience` evaluations in a row without an improvement (never with 0)."""
+        return self.patience > 0 and self.since_best >= self.patience
+
+    def finish(self, steps: int, stopped_early: bool = False) -> None:
+        """Evaluate step `steps` (the last one run) unless it was, then load the best state."""
+        import torch
+
+        self.stopped_early, self.steps_run = bool(stopped_early), int(steps)
+        if not self.curve or self.curve[-1]["step"] != steps:
+            self.evaluate(steps)
+        if self.best_value is None:  # no finite value at all: nothing to select on, the last state stays
+            self.best_step = int(steps)
+            return
+        with torch.no_grad():
+            for p, best in zip(self.params, self.best_state):
+                p.copy_(best.to(p.device))
+
+    def summary(self) -> dict:
+        """The selection as recorded: the metric, the curve [{step, value}], the best step and value,
+        `evaluations` (how many ran), `early_stopped` (the best state is not the last step's: what
+        bench/report/convergence.py reads as converged), `stopped_early` (the patience rule ended the
+        training before its last step) and `steps_run`."""
+        last = self.curve[-1]["step"] if self.curve else 0
+        return {"metric": self.metric, "mode": self.mode, "curve": list(self.curve), "best_step": self.best_step,
+                "best_value": self.best_value, "evaluations": len(self.curve),
+                "early_stopped": self.best_step < last, "stopped_early": self.stopped_early,
+                "steps_run": self.steps_run, "patience": self.patience}

@@ -23,6 +23,22 @@ def build_csft_examples(train_sequences: list[list[str]], max_history: int = 10)
     return examples
 
 
+def build_csft_valid_examples(valid_sequences: Sequence[tuple[Sequence[str], Sequence[str]]],
+                              max_history: int = 10) -> list[tuple[str, str]]:
+    """CSFT validation examples: for each user's (known titles, validation titles), one (input, target) per
+    validation title, built as `build_csft_examples` builds training ones: input = the <= `max_history`
+    titles before it (the user's known titles, then any earlier validation titles), target = its title +
+    "\\n". A validation title with nothing before it gives no example. Never pass test interactions."""
+    if max_history < 1:
+        raise BenchError(f"max_history must be >= 1, got {max_history}")
+    examples = []
+    for known, targets in valid_sequences:
+        sequence = [*known, *targets]
+        for t in range(max(1, len(known)), len(sequence)):
+            examples.append((", ".join(sequence[max(0, t - max_history):t]), sequence[t] + "\n"))
+    return examples
+
+
 def csft_tokenize(tokenizer, examples: Sequence[tuple[str, str]], max_length: int) -> tuple[list, list]:
     """Token ids and labels per example: input tokens labelled -100, target tokens + EOS labelled.
 

@@ -4,9 +4,10 @@ through a trained linear adapter. The untrained LLM rows (causal last token; bid
 stage alone are the paper's ablation rows.
 
 The LLM is trained on the split's *training* interactions only (or, for cross-dataset transfer, on
-another prepared data set's temporal-leave-one-out training part, named by `train_dataset`). Stage
-outputs are cached by base-model hash, training-data hash and stage settings, so backbones and seeds
-reuse them.
+another prepared data set's temporal-leave-one-out training part, named by `train_dataset`). A stage with
+`evaluations` > 0 selects its state on the validation part of the same split (never test). Stage outputs
+are cached by base-model hash, training-data hash, stage settings (and validation-data hash when a stage
+evaluates), so backbones and seeds reuse them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def training_sequences(train: pd.DataFrame, titles: pd.Series) -> list[list[str]
     return [titles.reindex(g).fillna("").tolist() for _, g in ordered.groupby("user")["item"]]
 
 
+def validation_sequences(train: pd.DataFrame, valid: pd.DataFrame, titles: pd.Series,
+                         context: pd.DataFrame | None = None) -> list[tuple[list[str], list[str]]]:
+    """Per user with validation interactions (in user order): (the titles the user's validation items follow,
+    in time order: training interactions and, for a user held out of training, the split's validation
+    context; the validation items' titles, in time order). The stages' validation data; never test."""
+    frames = [f[["user", "item", "timestamp"]] for f in (train, context) if f is not None and len(f)]
+    known = pd.concat(frames) if frames else pd.DataFrame(columns=["user", "item", "timestamp"])
+    key = ["user", "timestamp", "item"]
+    history = {user: titles.reindex(g).fillna("").tolist()
+               for user, g in known.sort_values(key, kind="mergesort").groupby("user")["item"]}
+    return [(history.get(user, []), titles.reindex(g).fillna("").tolist())
+            for user, g in valid.sort_values(key, kind="mergesort").groupby("user")["item"]]
+
+
 def item_titles(dataset) -> pd.Series:
     """Item id -> title (the LLM sees titles, as in the paper); falls back to the item text."""
     if "title" in dataset.items.columns:
@@ -87,21 +102,28 @@ class LLM2Rec(SeqText):
             return assets.smollm2_dir(ctx.cache_dir)
         return Path(self.settings.base_model)
 
-    def _training_data(self, ctx: RunContext) -> tuple[list[list[str]], list[str], dict]:
+    def _training_data(self, ctx: RunContext) -> tuple[list[list[str]], list[str], dict, list]:
+        """(training title sequences, item titles, the source's facts, validation sequences): the split's train
+        part (valid part for the stages' validation), or with `train_dataset` that data set's temporal_loo
+        train (and valid) part. The test part never enters."""
         if self.settings.train_dataset is None:
             titles = item_titles(self.data.catalogue)
-            return training_sequences(self.data.split.train, titles), titles.tolist(), {
+            split = self.data.split
+            return training_sequences(split.train, titles), titles.tolist(), {
                 "source": "split training interactions", "dataset_hash": self.data.catalogue.content_hash,
-                "split_hash": self.data.split.content_hash}
+                "split_hash": split.content_hash}, validation_sequences(split.train, split.valid, titles,
+                                                                         split.valid_context)
         from bench.data.cards import load_card, load_dataset
         from bench.data.splits import load_or_make_split, resolve_split_params
 
         other = load_dataset(load_card(self.settings.train_dataset), ctx.cache_dir)
         split = load_or_make_split(other, "temporal_loo", resolve_split_params("temporal_loo", {}), ctx.cache_dir)
         titles = item_titles(other)
+        context = split.context[split.context["part"] == "valid"] if len(split.context) else None
         return training_sequences(split.train, titles), titles.tolist(), {
             "source": f"{self.settings.train_dataset} temporal_loo training interactions (transfer)",
-            "dataset_hash": other.content_hash, "split_hash": split.content_hash}
+            "dataset_hash": other.content_hash, "split_hash": split.content_hash}, validation_sequences(
+                split.train, split.valid, titles, context)
 
     def item_matrix(self, ctx: RunContext) -> np.ndarray:
         from bench.encoders import encode_items
@@ -111,7 +133,7 @@ class LLM2Rec(SeqText):
         folder, stage_info = base, {}
         start = time.perf_counter()
         if self.settings.stages:
-            sequences, titles, source = self._training_data(ctx)
+            sequences, titles, source, valid = self._training_data(ctx)
             # the stages run on the run's device, with its progress option (runtime fields: no cache key)
             runtime = {"device": ctx.device, "progress": ctx.options.progress}
             settings = {stage: getattr(self.settings, stage).model_copy(update=runtime) for stage in STAGES}
@@ -123,11 +145,15 @@ class LLM2Rec(SeqText):
             devices = [torch.device(ctx.device).index or 0] if str(ctx.device).startswith("cuda") else []
             with torch.random.fork_rng(devices=devices):
                 folders = pipeline(base, sequences, titles, {k: settings[k] for k in stages}, ctx.cache_dir,
-                                   stages)
+                                   stages, valid_sequences=valid)
             folder = folders[self.settings.stages[-1]]
             stage_info = {stage: {k: v for k, v in read_stage(path).items() if k not in ("loss_curve", "key_parts",
                                                                                         "step_tokens", "step_seconds")}
                           | {"folder": str(path)} for stage, path in folders.items()}
+            evaluated = [stage for stage in stages if settings[stage].evaluations]
+            if evaluated:  # which stages selected their state on validation, and on what
+                source = source | {"validation": {"stages": evaluated, "users": len(valid),
+                                                  "source": "the valid part of the same split (never test)"}}
             stage_info["training_data"] = source
         self.report.timings["llm_stages"] = time.perf_counter() - start  # ~0 when every stage came from the cache
         pooling = self.settings.resolved_pooling()

@@ -9,6 +9,17 @@ feeds `LLMItemEncoder`. `run_stage` caches each stage's output under
 `cache_dir/llm2rec/<stage>-<sha256(base fingerprint, data hash, settings)[:16]>/` with a `stage.json`;
 `pipeline` runs the chain. Defaults follow the authors' code (noted where it differs from the paper).
 
+Validation (a stage's `evaluations` > 0): the stage's own loss on held-out data, computed the same way at
+each evaluation (a fixed seeded sample of `valid_examples`, fixed batches, fixed masks and dropout), lower is
+better; the best evaluation's state is saved and `stage.json` records the `selection`:
+    CSFT  target-only loss of each user's validation item(s) after the user's known titles (training
+          interactions; a held-out user's validation context), eval mode
+    MNTP  masked-token loss on the validation texts (`mntp_texts` of the stage's kind), masks drawn once
+          from a generator seeded by the stage's seed, eval mode
+    IC    InfoNCE between two dropout views of the validation items' (unique) titles, train mode (the views
+          come from dropout) with the random state seeded by the stage's seed at each evaluation
+The validation data enters the stage's cache key (its hash) only when `evaluations` > 0.
+
 Modules: `model` (bidirectional forward, pooling, LLMItemEncoder), `data` (examples, padding, masking,
 losses), `train` (settings, model preparation, the stage's use of the shared loop `methods.llm.train`),
 this one (stages, cache, pipeline, throughput). The public names of the first three are importable here.
@@ -26,6 +37,7 @@ from typing import Any
 from bench.errors import BenchError, UnknownChoiceError
 from methods.llm2rec.data import (
     build_csft_examples,
+    build_csft_valid_examples,
     csft_collate,
     csft_tokenize,
     info_nce,
@@ -44,6 +56,7 @@ from methods.llm2rec.model import (
     mean_pool,
 )
 from methods.llm2rec.train import (
+    SELECTION_FIELDS,
     SETTINGS,
     STAGES,
     StageSettings,
@@ -56,6 +69,7 @@ from methods.llm2rec.train import (
 
 __all__ = [
     "STAGES", "SETTINGS", "LLMItemEncoder", "bidirectional_forward", "bidirectional_mask", "build_csft_examples",
+    "build_csft_valid_examples", "validation_inputs", "valid_sample",
     "csft", "csft_collate", "csft_throughput", "csft_tokenize", "data_hash", "info_nce", "item_contrastive",
     "mask_token_id", "mntp", "mntp_mask", "pad_batch", "pipeline", "read_stage", "resolve_settings", "run_stage",
     "set_dropout", "shifted_token_loss",
@@ -71,10 +85,139 @@ def _to(batch: dict, device: str) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def run_csft(model_dir: Path | str, examples: Sequence[tuple[str, str]], settings: StageSettings):
-    """CSFT training without saving: (model, peft wrapper or None, tokenizer, stats)."""
+def valid_sample(items: Sequence, settings: StageSettings) -> list:
+    """The validation items a stage scores: `valid_examples` of them drawn without replacement by a numpy
+    Generator seeded with the stage's `seed` (all of them when there are no more), in their given order."""
+    import numpy as np
+
+    items = list(items)
+    if len(items) <= settings.valid_examples:
+        return items
+    rows = np.sort(np.random.default_rng(settings.seed).choice(len(items), size=settings.valid_examples,
+                                                               replace=False))
+    return [items[int(r)] for r in rows]
+
+
+def _valid_chunks(n: int, batch_size: int) -> list[list[int]]:
+    """Fixed batches over n validation items: ceil(n / batch_size) of near-equal size (no ragged tail: an IC
+    batch of one row would have no negative)."""
+    k = max(1, -(-n // batch_size))
+    return [list(range(n * i // k, n * (i + 1) // k)) for i in range(k)]
+
+
+def _require_valid(stage: str, settings: StageSettings, valid, least: int = 1) -> list:
+    valid = list(valid or [])
+    if len(valid) < least:
+        raise BenchError(f"llm2rec {stage}: evaluations={settings.evaluations} needs at least {least} validation "
+                         f"example(s), got {len(valid)}")
+    return valid
+
+
+def _token_loss_sum(hidden, labels, head) -> tuple[float, int]:
+    """(sum of the shifted token losses, number of labelled tokens) of one batch."""
+    n = int((labels[:, 1:] != -100).sum())
+    return float(shifted_token_loss(hidden, labels, head)) * n, n
+
+
+def csft_validator(model, tokenizer, examples: Sequence[tuple[str, str]], settings: StageSettings, device: str
+                   ) -> Callable[[], float]:
+    """The CSFT validation loss (target tokens only, token-weighted mean) of the current model on fixed
+    batches of `examples`, in eval mode without gradients (the model is left in train mode)."""
+    import torch
+
+    batches = [csft_collate(tokenizer, [examples[i] for i in idx], settings.max_length)
+               for idx in _valid_chunks(len(examples), settings.batch_size)]
+    head = model.get_output_embeddings()
+
+    def value() -> float:
+        total, count = 0.0, 0
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    batch = _to(batch, device)
+                    hidden = causal_forward(model, batch["input_ids"], batch["attention_mask"])
+                    loss, n = _token_loss_sum(hidden, batch["labels"], head)
+                    total, count = total + loss, count + n
+        finally:
+            model.train()
+        return total / count if count else float("nan")
+
+    return value
+
+
+def mntp_validator(model, tokenizer, texts: Sequence[str], settings: StageSettings, device: str, mask_id: int,
+                   vocab: int, specials: Sequence[int]) -> Callable[[], float]:
+    """The MNTP validation loss of the current model: masks drawn once (a generator seeded by seed + 2, apart
+    from training's seed + 1), so every evaluation scores the same corrupted batches; eval mode, no gradients."""
+    import torch
+
+    generator = torch.Generator().manual_seed(settings.seed + 2)
+    batches = []
+    for idx in _valid_chunks(len(texts), settings.batch_size):
+        ids = tokenizer([texts[i] for i in idx], truncation=True, max_length=settings.max_length)["input_ids"]
+        input_ids, attention = pad_batch(ids, tokenizer.pad_token_id)
+        corrupted, labels = mntp_mask(input_ids, attention, mask_id, vocab, settings.mask_probability, generator,
+                                      specials)
+        batches.append((corrupted, labels, attention))
+    if not any(bool((labels[:, 1:] != -100).any()) for _, labels, _ in batches):
+        raise BenchError(f"llm2rec mntp: the validation masks select no token of the {len(texts)} validation "
+                         "text(s); raise valid_examples or mask_probability")
+    head = model.get_output_embeddings()
+
+    def value() -> float:
+        total, count = 0.0, 0
+        model.eval()
+        try:
+            with torch.no_grad():
+                for corrupted, labels, attention in batches:
+                    hidden = bidirectional_forward(model, corrupted.to(device), attention.to(device))
+                    loss, n = _token_loss_sum(hidden, labels.to(device), head)
+                    total, count = total + loss, count + n
+        finally:
+            model.train()
+        return total / count if count else float("nan")
+
+    return value
+
+
+def ic_validator(model, tokenizer, titles: Sequence[str], settings: StageSettings, device: str
+                 ) -> Callable[[], float]:
+    """The IC validation loss of the current model: InfoNCE between two dropout views of fixed batches of
+    `titles` (row-weighted mean), in train mode (the views come from dropout) without gradients, the random
+    state forked and seeded by the stage's seed, so each evaluation draws the same dropout masks."""
+    import torch
+
+    decoder = decoder_of(model)
+    batches = []
+    for idx in _valid_chunks(len(titles), settings.batch_size):
+        ids = tokenizer([titles[i] for i in idx], truncation=True, max_length=settings.max_length)["input_ids"]
+        batches.append(pad_batch(ids, tokenizer.pad_token_id))
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+
+    def value() -> float:
+        total = 0.0
+        model.train()
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(settings.seed)
+            for input_ids, attention in batches:
+                input_ids, attention = input_ids.to(device), attention.to(device)
+                z1 = mean_pool(bidirectional_forward(decoder, input_ids, attention), attention)
+                z2 = mean_pool(bidirectional_forward(decoder, input_ids, attention), attention)
+                total += float(info_nce(z1, z2, settings.temperature)) * len(input_ids)
+        return total / len(titles)
+
+    return value
+
+
+def run_csft(model_dir: Path | str, examples: Sequence[tuple[str, str]], settings: StageSettings,
+             valid: Sequence[tuple[str, str]] | None = None):
+    """CSFT training without saving: (model, peft wrapper or None, tokenizer, stats); `valid`: the
+    validation examples (used when settings.evaluations > 0)."""
     if not examples:
         raise BenchError("llm2rec csft: no training examples (users need >= 2 training items)")
+    if settings.evaluations:
+        valid = valid_sample(_require_valid("csft", settings, valid), settings)
     model, wrapper, tokenizer, device = prepare_model(model_dir, settings)
     head = model.get_output_embeddings()
 
@@ -83,29 +226,36 @@ def run_csft(model_dir: Path | str, examples: Sequence[tuple[str, str]], setting
         hidden = causal_forward(model, batch["input_ids"], batch["attention_mask"])
         return shifted_token_loss(hidden, batch["labels"], head), batch["attention_mask"].sum()
 
-    stats = run_steps(model, settings, len(examples), step, "llm2rec csft", device)
+    validate = csft_validator(model, tokenizer, valid, settings, device) if settings.evaluations else None
+    stats = run_steps(model, settings, len(examples), step, "llm2rec csft", device, validate,
+                      len(valid) if settings.evaluations else 0, "valid_csft_loss")
     stats["examples"] = len(examples)
     return model, wrapper, tokenizer, stats
 
 
 def csft(model_dir: Path | str, examples: Sequence[tuple[str, str]], out_dir: Path | str,
-         settings: dict | StageSettings | None = None) -> dict:
-    """Collaborative SFT of the causal LM on (history, next title) examples; saves to `out_dir`."""
+         settings: dict | StageSettings | None = None, valid: Sequence[tuple[str, str]] | None = None) -> dict:
+    """Collaborative SFT of the causal LM on (history, next title) examples; saves to `out_dir`. `valid`:
+    (history, validation title) examples, scored when `evaluations` > 0 (the best state is saved)."""
     settings = resolve_settings("csft", settings)
-    model, wrapper, tokenizer, stats = run_csft(model_dir, list(examples), settings)
+    model, wrapper, tokenizer, stats = run_csft(model_dir, list(examples), settings,
+                                                list(valid) if valid is not None else None)
     finish(model, wrapper, tokenizer, out_dir, settings)
     return stats
 
 
 def mntp(model_dir: Path | str, texts: Sequence[str], out_dir: Path | str,
-         settings: dict | StageSettings | None = None) -> dict:
-    """Masked next-token prediction on the bidirectional model; saves to `out_dir`."""
+         settings: dict | StageSettings | None = None, valid: Sequence[str] | None = None) -> dict:
+    """Masked next-token prediction on the bidirectional model; saves to `out_dir`. `valid`: validation
+    texts, scored when `evaluations` > 0 (the best state is saved)."""
     import torch
 
     settings = resolve_settings("mntp", settings)
     texts = [t for t in texts if t]
     if not texts:
         raise BenchError("llm2rec mntp: no texts to train on")
+    if settings.evaluations:
+        valid = valid_sample(_require_valid("mntp", settings, [t for t in valid or [] if t]), settings)
     model, wrapper, tokenizer, device = prepare_model(model_dir, settings)
     mask_id = mask_token_id(tokenizer, settings.mask_token)
     specials = sorted({i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
@@ -123,19 +273,26 @@ def mntp(model_dir: Path | str, texts: Sequence[str], out_dir: Path | str,
         hidden = bidirectional_forward(model, corrupted, attention)
         return shifted_token_loss(hidden, labels, head), attention.sum()
 
-    stats = run_steps(model, settings, len(texts), step, "llm2rec mntp", device)
+    validate = (mntp_validator(model, tokenizer, valid, settings, device, mask_id, vocab, specials)
+                if settings.evaluations else None)
+    stats = run_steps(model, settings, len(texts), step, "llm2rec mntp", device, validate,
+                      len(valid) if settings.evaluations else 0, "valid_mntp_loss")
     stats.update(texts=len(texts), mask_token=settings.mask_token, mask_token_id=mask_id)
     finish(model, wrapper, tokenizer, out_dir, settings)
     return stats
 
 
 def item_contrastive(model_dir: Path | str, titles: Sequence[str], out_dir: Path | str,
-                     settings: dict | StageSettings | None = None) -> dict:
-    """SimCSE on item titles with the bidirectional model (two dropout views, mean pooling); saves to out_dir."""
+                     settings: dict | StageSettings | None = None, valid: Sequence[str] | None = None) -> dict:
+    """SimCSE on item titles with the bidirectional model (two dropout views, mean pooling); saves to out_dir.
+    `valid`: validation item titles, scored when `evaluations` > 0 (the best state is saved)."""
     settings = resolve_settings("ic", settings)
     titles = list(dict.fromkeys(t for t in titles if t))  # unique: a duplicate in a batch is a false negative
     if len(titles) < 2:
         raise BenchError("llm2rec ic: need at least 2 distinct titles")
+    if settings.evaluations:
+        valid = valid_sample(_require_valid("ic", settings, dict.fromkeys(t for t in valid or [] if t), 2),
+                             settings)
     model, wrapper, tokenizer, device = prepare_model(model_dir, settings)
     old_dropout = set_dropout(model, settings.dropout)
     decoder = decoder_of(model)
@@ -148,7 +305,9 @@ def item_contrastive(model_dir: Path | str, titles: Sequence[str], out_dir: Path
         z2 = mean_pool(bidirectional_forward(decoder, input_ids, attention), attention)
         return info_nce(z1, z2, settings.temperature), 2 * attention.sum()
 
-    stats = run_steps(model, settings, len(titles), step, "llm2rec ic", device)
+    validate = ic_validator(model, tokenizer, valid, settings, device) if settings.evaluations else None
+    stats = run_steps(model, settings, len(titles), step, "llm2rec ic", device, validate,
+                      len(valid) if settings.evaluations else 0, "valid_ic_loss")
     stats["titles"] = len(titles)
     for key, value in old_dropout.items():  # the saved config keeps the base model's dropout
         setattr(model.config, key, value)
@@ -171,23 +330,36 @@ def data_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def stage_key(stage: str, base_fingerprint: str, data: str, settings: StageSettings) -> tuple[str, dict]:
-    semantic = {k: v for k, v in settings.model_dump().items() if k not in NON_SEMANTIC}
+def stage_key(stage: str, base_fingerprint: str, data: str, settings: StageSettings,
+              valid: str | None = None) -> tuple[str, dict]:
+    """(key, what it hashes): the base model's fingerprint, the training data's hash, the semantic settings
+    and, only when `evaluations` > 0, the selection settings and the validation data's hash `valid`. With
+    `evaluations` 0 the selection settings change nothing and stay out, so the keys of stage folders trained
+    before they existed do not move."""
+    selecting = bool(settings.evaluations)
+    semantic = {k: v for k, v in settings.model_dump().items()
+                if k not in NON_SEMANTIC and (selecting or k not in SELECTION_FIELDS)}
     parts = {"base": base_fingerprint, "data": data, "settings": semantic}
+    if selecting:
+        if not valid:
+            raise BenchError(f"llm2rec {stage}: evaluations={settings.evaluations} needs validation data "
+                             "(its hash enters the stage's cache key)")
+        parts["valid"] = valid
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16], parts
 
 
 def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: dict | StageSettings | None,
-              cache_dir: Path | str, fn: Callable[[Path], dict | None]) -> Path:
+              cache_dir: Path | str, fn: Callable[[Path], dict | None], valid_hash: str | None = None) -> Path:
     """The cached output folder of one stage, computed by `fn(out_dir) -> stats` only if absent.
 
-    Folder: cache_dir/llm2rec/<stage>-<sha256(base files fingerprint, data_hash, settings)[:16]>, built by
+    Folder: cache_dir/llm2rec/<stage>-<sha256(base files fingerprint, data_hash, settings[, valid_hash])[:16]>
+    (`valid_hash`, the validation data's hash, only with `evaluations` > 0), built by
     `bench.cache.cached_artifact` (lock in cache_dir/.locks, so parallel runs train a stage once; temp
     folder renamed into place; a manifest of the folder's files, left out of every fingerprint, so stage
     keys do not depend on it). `fn` must create `out_dir` (the stage functions do); a `stage.json` (inputs,
-    settings, steps, tokens, seconds, loss curve) is added. A folder is verified before reuse (stage.json
-    parses and holds the folder's key, the files match the manifest); one that fails is reported on one
-    stderr line, removed and trained again.
+    settings, steps, tokens, seconds, loss curve, the validation selection) is added. A folder is verified
+    before reuse (stage.json parses and holds the folder's key, the files match the manifest); one that fails
+    is reported on one stderr line, removed and trained again.
     """
     from bench.cache import cached_artifact
     from bench.data.assets import files_fingerprint
@@ -195,7 +367,7 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
     resolved = resolve_settings(stage_name, settings)
     cache_dir = Path(cache_dir)
     base_fingerprint = files_fingerprint(Path(base_dir), cache_dir)
-    key, parts = stage_key(stage_name, base_fingerprint, data_hash, resolved)
+    key, parts = stage_key(stage_name, base_fingerprint, data_hash, resolved, valid_hash)
 
     def compute(tmp: Path) -> Path:
         out_dir = tmp / "out"
@@ -206,6 +378,8 @@ def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: d
         record = {"stage": stage_name, "key": key, "base_dir": str(base_dir), "base_fingerprint": base_fingerprint,
                   "data_hash": data_hash, "settings": resolved.model_dump(), "key_parts": parts,
                   "wall_seconds": time.perf_counter() - start, **stats}
+        if "valid" in parts:
+            record["valid_hash"] = valid_hash
         (out_dir / STAGE_FILE).write_text(json.dumps(record, indent=1))
         return out_dir
 
@@ -247,25 +421,46 @@ def _resolve_pipeline(settings: dict | None, stages: Sequence[str]) -> dict[str,
     return {stage: resolve_settings(stage, settings.get(stage)) for stage in STAGES}
 
 
+def validation_inputs(valid_sequences: Sequence[tuple[Sequence[str], Sequence[str]]],
+                      settings: dict[str, StageSettings]) -> dict[str, list]:
+    """Each stage's validation data from (known titles, validation titles) per user: CSFT examples whose
+    targets are the validation items (`build_csft_valid_examples`), the MNTP texts of the stage's kind over
+    the validation items' titles and those examples, the validation items' unique titles for IC."""
+    examples = build_csft_valid_examples(valid_sequences, settings["csft"].max_history)
+    titles = list(dict.fromkeys(t for _, targets in valid_sequences for t in targets if t))
+    return {"csft": examples, "mntp": mntp_texts(settings["mntp"].texts, titles, examples), "ic": titles}
+
+
 def pipeline(base_dir: Path | str, train_sequences: list[list[str]], titles: Sequence[str],
-             settings: dict | None, cache_dir: Path | str, stages: Sequence[str] = STAGES) -> dict[str, Path]:
+             settings: dict | None, cache_dir: Path | str, stages: Sequence[str] = STAGES,
+             valid_sequences: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None) -> dict[str, Path]:
     """Run `stages` (an ordered subset of csft, mntp, ic), each from the previous one's output folder.
 
     `settings` = {"csft": {...}, "mntp": {...}, "ic": {...}} (omitted sections: defaults);
-    `train_sequences` = each user's chronological *training* titles; `titles` = the item titles.
-    Returns {stage: output folder}; cached stages are not recomputed.
+    `train_sequences` = each user's chronological *training* titles; `titles` = the item titles;
+    `valid_sequences` = per user with validation interactions, (the titles the validation items follow:
+    training interactions, or a held-out user's validation context; the validation titles), both in time
+    order: the validation data of the stages with `evaluations` > 0 (None: none; such a stage is an error).
+    Never pass test interactions. Returns {stage: output folder}; cached stages are not recomputed.
     """
     resolved = _resolve_pipeline(settings, stages)
     examples = build_csft_examples(train_sequences, resolved["csft"].max_history)
     data = {"csft": examples, "mntp": mntp_texts(resolved["mntp"].texts, titles, examples), "ic": list(titles)}
+    selecting = [stage for stage in stages if resolved[stage].evaluations]
+    if selecting and valid_sequences is None:
+        raise BenchError(f"llm2rec: {', '.join(selecting)} evaluations > 0 need validation data (valid_sequences)")
+    valid = validation_inputs(valid_sequences, resolved) if selecting else {}
     current, out = Path(base_dir), {}
     for stage in stages:
         inputs, stage_settings, base = data[stage], resolved[stage], current
+        valid_inputs = valid.get(stage) if stage_settings.evaluations else None
 
-        def compute(out_dir, stage=stage, base=base, inputs=inputs, stage_settings=stage_settings):
-            return STAGE_FUNCTIONS[stage](base, inputs, out_dir, stage_settings)
+        def compute(out_dir, stage=stage, base=base, inputs=inputs, stage_settings=stage_settings,
+                    valid_inputs=valid_inputs):
+            return STAGE_FUNCTIONS[stage](base, inputs, out_dir, stage_settings, valid=valid_inputs)
 
-        current = run_stage(stage, base, data_hash(inputs), stage_settings, cache_dir, compute)
+        current = run_stage(stage, base, data_hash(inputs), stage_settings, cache_dir, compute,
+                            valid_hash=data_hash(valid_inputs) if valid_inputs is not None else None)
         out[stage] = current
     return out
 

@@ -7,18 +7,23 @@ float32 and `precision: auto` turns on bf16 autocast on GPUs that support it.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bench.errors import UnknownChoiceError
+from bench.errors import BenchError, UnknownChoiceError
 from bench.settings import runtime_field
 from methods.llm.load import load_model, load_tokenizer, resolve_device
 from methods.llm2rec.model import save_model_atomic
 
 STAGES = ("csft", "mntp", "ic")
+# the validation-selection settings: they change nothing while `evaluations` is 0, so they enter the stage
+# cache key only when it is > 0 (stage folders trained before they existed keep their keys)
+SELECTION_FIELDS = ("evaluations", "patience", "valid_examples")
 
 
 class StageSettings(BaseModel):
@@ -40,9 +45,24 @@ class StageSettings(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on a bf16-capable GPU
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     gradient_checkpointing: bool = False
+    # model selection on validation (the stage's own loss on held-out data, lower is better): 0 = none, the
+    # last step's state is saved; N = N evaluations spread over max_steps (`spread_steps`), the state of the
+    # best one is saved. The authors' CSFT script (run_csft.py) evaluates every 2000 of 10000 steps on 2000
+    # sampled validation rows and keeps the best eval loss (= evaluations 5, valid_examples 2000); their MNTP
+    # and IC keep the last step (= 0)
+    evaluations: int = Field(0, ge=0)
+    patience: int = Field(0, ge=0)  # stop after this many evaluations without a gain (0: never)
+    valid_examples: int = Field(128, ge=1)  # validation examples scored per evaluation (a fixed seeded sample)
     # how to run, not what: left out of the stage cache key and of run ids
     device: str = runtime_field("auto")  # auto: cuda if torch sees a GPU, else cpu
     progress: bool = runtime_field(True)
+
+    @model_validator(mode="after")
+    def _patience_needs_evaluations(self):
+        if self.patience and not self.evaluations:
+            raise ValueError(f"patience={self.patience} needs evaluations > 0 (got evaluations=0): patience "
+                             "counts validation evaluations without a gain")
+        return self
 
 
 class CSFTSettings(StageSettings):
@@ -129,30 +149,67 @@ def prepare_model(model_dir: Path | str, settings: StageSettings):
     return model, wrapper, tokenizer, device
 
 
-def run_steps(model, settings: StageSettings, n: int, step_fn: Callable, desc: str, device: str) -> dict:
+def run_steps(model, settings: StageSettings, n: int, step_fn: Callable, desc: str, device: str,
+              validate: Callable[[], float] | None = None, n_valid: int = 0, metric: str = "valid_loss") -> dict:
     """Optimise `model` for settings.max_steps steps of `grad_accum` micro-batches of its n examples.
 
     `step_fn(indices) -> (loss, tokens)` computes one micro-batch's loss (the model's forward pass inside)
     and the number of non-pad input tokens it processed. AdamW, the warmup + decay schedule, gradient
-    clipping, bf16 autocast where `precision` asks for it. Returns steps, tokens, seconds, losses.
+    clipping, bf16 autocast where `precision` asks for it. With `settings.evaluations` > 0, `validate()`
+    (the stage's validation loss of the current model, deterministic, lower is better; run under the same
+    autocast and with the global random state forked, so evaluating changes nothing in training) is called
+    at that many steps spread over the stage, `patience` may end it early, and the trainable parameters end
+    at the best evaluation's state (`methods.llm.train.BestState`). Returns steps, tokens, seconds, losses
+    (and `selection` when evaluated).
     """
     import torch
 
-    from methods.llm.train import schedule_factor, shuffled_batches, train_loop
+    from methods.llm.train import BestState, schedule_factor, shuffled_batches, spread_steps, train_loop
 
     bf16 = _use_bf16(settings, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    selector, planned = None, []
+    if settings.evaluations:
+        if validate is None:
+            raise BenchError(f"{desc}: evaluations={settings.evaluations} needs validation data")
+        devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+        valid_seconds = [0.0]
+
+        def value() -> float:
+            # fork_rng: the training's random state (dropout masks, LoRA dropout) is the same with or without
+            # evaluations; autocast as in training
+            start = time.perf_counter()
+            with torch.random.fork_rng(devices=devices):
+                autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16
+                            else contextlib.nullcontext())
+                with autocast:
+                    out = float(validate())
+            valid_seconds[0] += time.perf_counter() - start
+            return out
+
+        selector = BestState(params, value, mode="min", patience=settings.patience, metric=metric)
+        planned = spread_steps(settings.max_steps, settings.evaluations)
     result = train_loop(
-        [p for p in model.parameters() if p.requires_grad],
+        params,
         lambda params: torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay),
         shuffled_batches(n, settings.batch_size, settings.seed), step_fn, steps=settings.max_steps,
         grad_accum=settings.grad_accum, max_grad_norm=settings.max_grad_norm,
         make_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule_factor(
             s, settings.warmup_steps, settings.max_steps, settings.scheduler)),
         model=model, device=device, autocast_dtype=torch.bfloat16 if bf16 else None, check_finite=True,
-        hint="lower lr or use precision=fp32", desc=desc, progress=settings.progress)
-    return {"steps": settings.max_steps, "tokens": sum(result.step_tokens), "seconds": result.seconds,
-            "losses": result.losses, "step_seconds": result.step_seconds, "step_tokens": result.step_tokens,
-            "device": device, "bf16": bf16}
+        hint="lower lr or use precision=fp32", desc=desc, progress=settings.progress,
+        evaluate=selector.evaluate if selector else None, eval_steps=set(planned) if planned else None,
+        should_stop=selector.should_stop if selector and settings.patience else None)
+    stats = {"steps": result.steps, "tokens": sum(result.step_tokens), "seconds": result.seconds,
+             "losses": result.losses, "step_seconds": result.step_seconds, "step_tokens": result.step_tokens,
+             "device": device, "bf16": bf16}
+    if selector is not None:
+        # the patience rule firing at the last planned step ended nothing early
+        selector.finish(result.steps, result.stopped_early and result.steps < settings.max_steps)
+        # `seconds` (the loop's wall time) includes the evaluations run inside it; `step_seconds` does not
+        stats["selection"] = {**selector.summary(), "n_examples": int(n_valid), "planned_steps": planned,
+                              "valid_seconds": valid_seconds[0]}
+    return stats
 
 
 def finish(model, wrapper, tokenizer, out_dir: Path | str, settings: StageSettings) -> Path:
