@@ -30,7 +30,7 @@ CACHE = Path(os.environ.get("BENCH_CACHE", "datasets/cache"))
 N, USERS, BATCH = 50, int(os.environ.get("RERANK_BENCH_USERS", "2")), 16
 
 
-def _scorer(tmp_path: Path, prompt: str):
+def _scorer(tmp_path: Path, prompt: str, **settings):
     """ICL (SmolLM2-135M, `prompt`) set up on the reranker's Yes/No view of ml-100k; each user's history and N
     candidates."""
     import torch
@@ -44,7 +44,7 @@ def _scorer(tmp_path: Path, prompt: str):
     split = load_or_make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}), CACHE)
     data = TrainView.of(dataset, split)
     view, _ = rd.pointwise_view(data, rd.PairSpec(10, 1, 64, 32, 0))
-    method = ICL(LLMSettings(prompt=prompt))
+    method = ICL(LLMSettings(prompt=prompt, **settings))
     method.fit(view, RunContext(seed=0, device="cpu", run_dir=tmp_path, cache_dir=CACHE, backbone="lightgcn",
                                 options=RunOptions(llm_eval_batch_size=BATCH, progress=False)))
     seen = rd.seen_positions(data)
@@ -126,3 +126,44 @@ def test_rerank_scores_equal_on_smollm2(tmp_path):
     single = _run(method, work[:1], False, 1)
     assert fast.shape == (N, 2)
     assert float((fast - single).abs().max()) < 1e-4
+
+
+def test_rerank_bf16_vs_fp32_ms_per_user(benchmark, tmp_path):
+    """The rerankers' CPU setting (`precision: bf16`, bfloat16 autocast) against float32, prefix-cached, per
+    user at N = 50 and at the CPU default's N = 20 (the first 20 of the same candidates), in alternating order;
+    with how far bf16 moves the order: Spearman correlation of each user's P(Yes) with fp32's and the overlap of
+    their top 10."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from methods.collm import model as cm
+
+    fp32, work = _scorer(tmp_path / "fp32", cm.TEXT_RERANK_PROMPT)
+    bf16, _ = _scorer(tmp_path / "bf16", cm.TEXT_RERANK_PROMPT, precision="bf16")
+    methods = {"fp32": fp32, "bf16": bf16}
+    for method in methods.values():  # warm-up
+        _run(method, work[:1], True, BATCH)
+    timings = {(p, n): 0.0 for p in methods for n in (N, 20)}
+    logits: dict = {p: [] for p in methods}
+    for k, (user, items, history) in enumerate(work):
+        order = list(methods) if k % 2 == 0 else list(methods)[::-1]
+        for n in (N, 20):
+            for p in order:
+                start = time.perf_counter()
+                out = _run(methods[p], [(user, items[:n], history)], True, BATCH)
+                timings[(p, n)] += time.perf_counter() - start
+                if n == N:
+                    logits[p].append(out)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    rho, top = [], []
+    for a, b in zip(logits["fp32"], logits["bf16"]):
+        pa, pb = torch.softmax(a.float(), -1)[:, 0].numpy(), torch.softmax(b.float(), -1)[:, 0].numpy()
+        rho.append(spearmanr(pa, pb).statistic)
+        top.append(len(set(np.argsort(-pa)[:10]) & set(np.argsort(-pb)[:10])) / 10)
+    ms = {f"ms_per_user_{p}_n{n}": 1000 * t / len(work) for (p, n), t in timings.items()}
+    benchmark.extra_info.update({"users": len(work), "batch_size": BATCH, **ms,
+                                 "speedup_bf16_n50": timings[("fp32", N)] / timings[("bf16", N)],
+                                 "spearman_min": float(min(rho)), "top10_overlap_mean": float(np.mean(top))})
+    print(f"\n[precision] {len(work)} users: " + ", ".join(f"{k} {v:.0f}" for k, v in ms.items())
+          + f"; bf16 speed-up at N={N} {timings[('fp32', N)] / timings[('bf16', N)]:.2f}x; P(Yes) Spearman vs fp32 "
+          f"min {min(rho):.3f}, top-10 overlap {np.mean(top):.2f}")
