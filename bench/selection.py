@@ -6,7 +6,10 @@ A selector is a mapping of spec fields to values: top-level fields (`dataset`, `
 
 Two selections are compared inside a *context*: runs that agree on everything but the method side
 (method, method settings, encoder, encoder settings) and the seed, so A and B saw the same data,
-split and backbone settings. Inside a context each side takes its variant with the most seeds.
+split and backbone settings. Inside a context each side must match one *variant* (one method with its
+settings and encoder): a side matching several (llm2rec trained in-domain and on ml-1m, PtE with and
+without held-out user profiles) is an error naming the settings that tell them apart, never a silent
+choice; name the variant with one of them (`method.train_dataset=null` selects the setting left at None).
 """
 
 from __future__ import annotations
@@ -74,11 +77,22 @@ def field_value(spec: RunSpec, key: str) -> Any:
     return value
 
 
+NULL_WORDS = ("None", "null", "~")  # selector values that mean a setting left at None (YAML reads `null`, `~`)
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """A stored value against one selector value: equal, or equal as text (`256` vs 256); a null value
+    (None, `None`, `null`) matches a setting left at None, or absent, and nothing else."""
+    if wanted is None or (isinstance(wanted, str) and wanted in NULL_WORDS):
+        return value is None or value == wanted
+    return value == wanted or (value is not None and str(value) == str(wanted))
+
+
 def matches(spec: RunSpec, selector: dict[str, Any]) -> bool:
     for key, wanted in selector.items():
         value = field_value(spec, key)
         options = wanted if isinstance(wanted, list) else [wanted]
-        if not any(value == o or (o is not None and str(value) == str(o)) for o in options):
+        if not any(_same(value, o) for o in options):
             return False
     return True
 
@@ -166,12 +180,12 @@ def variant_label(spec: RunSpec) -> str:
 
 @dataclass
 class Pairing:
-    """Runs of A and B in one context, matched on seed."""
+    """Runs of A and B in one context, matched on seed (each side one variant: `pair` refuses more)."""
 
     context: str
     runs_a: list[RunSpec]
     runs_b: list[RunSpec]
-    other_variants: int = 0  # variants of A or B in this context left out (fewer seeds)
+    other_variants: int = 0  # always 0: a side matching several variants is an error (kept for callers)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -183,18 +197,75 @@ class Pairing:
         return self.runs_a[0]
 
 
-def _best_variant(runs: list[RunSpec]) -> tuple[list[RunSpec], int]:
+def _flat(data: Any, prefix: str) -> dict[str, Any]:
+    """Nested settings as selector keys: {'csft': {'max_steps': 40}} -> {'method.csft.max_steps': 40}."""
+    if not isinstance(data, dict) or not data:
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}"))
+    return out
+
+
+def variant_fields(spec: RunSpec) -> dict[str, Any]:
+    """The method side of a spec as selector keys: `method`, `encoder`, `method.KEY`, `encoder.KEY`."""
+    out = {"method": spec.method, "encoder": spec.encoder}
+    for layer in ("method", "encoder"):
+        for key, value in getattr(spec, LAYERS[layer]).items():
+            out.update(_flat(value, f"{layer}.{key}"))
+    return out
+
+
+def _show(value: Any) -> str:
+    """A setting's value as a selector would spell it: null, 'ml-1m', 256, true."""
+    if isinstance(value, str):
+        return repr(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def selector_text(selector: dict[str, Any]) -> str:
+    """`llm2rec` for {'method': 'llm2rec'}, else KEY=VALUE pairs."""
+    if set(selector) == {"method"} and isinstance(selector["method"], str):
+        return selector["method"]
+    return ",".join(f"{k}={v}" for k, v in selector.items()) or "{}"
+
+
+def ambiguity(runs: list[RunSpec], selector: dict[str, Any], context: str) -> str:
+    """'' when `runs` (one side's runs in one context) are one variant; else the one-line error: the
+    variants, the settings that tell them apart with each variant's values and seeds, and what to add."""
     by_variant: dict[str, list[RunSpec]] = {}
     for spec in runs:
         by_variant.setdefault(variant_key(spec), []).append(spec)
+    if len(by_variant) < 2:
+        return ""
+    # the best-covered variant first
     ranked = sorted(by_variant.items(), key=lambda kv: (-len({s.seed for s in kv[1]}), kv[0]))
-    return sorted(ranked[0][1], key=lambda s: s.seed), len(ranked) - 1
+    variants = [(variant_fields(v[0]), len({s.seed for s in v})) for _, v in ranked]
+    keys = sorted({k for fields, _ in variants for k in fields})
+    differ = [k for k in keys if len({_show(f.get(k)) for f, _ in variants}) > 1]
+    # the settings the selector does not already name first (a list value in it can match several)
+    differ = sorted(differ, key=lambda k: (k in selector, k not in ("method", "encoder"), k))
+    if len(differ) == 1:
+        key = differ[0]
+        options = " or ".join(f"{_show(f.get(key))} ({n} seed{'s' * (n != 1)})" for f, n in variants)
+        what = f"{key} = {options}"
+    else:
+        options = " or ".join(", ".join(f"{k} = {_show(f.get(k))}" for k in differ) + f" ({n} seed{'s' * (n != 1)})"
+                              for f, n in variants)
+        what = f"{', '.join(differ)} differ: {options}"
+    # a key taking a distinct value in every variant tells them all apart alone
+    alone = [k for k in differ if len({_show(f.get(k)) for f, _ in variants}) == len(variants)]
+    hint = (f"add {alone[0]}=... to the selection" if alone else
+            f"add {', '.join(f'{k}=...' for k in differ)} to the selection")
+    return f"`{selector_text(selector)}` matches {len(variants)} variants in {context}: {what}; {hint}"
 
 
 def pair(specs: list[RunSpec], where: dict[str, Any], sel_a: dict[str, Any],
          sel_b: dict[str, Any]) -> list[Pairing]:
     """Every context (matching `where`) holding runs of both A and B, most paired seeds first.
-    Fields a side names (e.g. `backbone: mf` on one side) are left out of the context."""
+    Fields a side names (e.g. `backbone: mf` on one side) are left out of the context. A side matching
+    more than one variant (method and its settings, encoder and its settings) in a context it shares with
+    the other side is a BenchError naming the settings that tell the variants apart."""
     pool = [s for s in specs if matches(s, where)]
     ignore = side_fields(sel_a, sel_b)
     contexts: dict[str, tuple[list[RunSpec], list[RunSpec]]] = {}
@@ -210,13 +281,20 @@ def pair(specs: list[RunSpec], where: dict[str, Any], sel_a: dict[str, Any],
     paired = [s for a, b in contexts.values() if a and b for s in a + b]
     varying = {names: varying_settings([s for s in paired if (s.dataset, s.split, s.backbone) == names])
                for names in {(s.dataset, s.split, s.backbone) for s in paired}}
+    errors = []
     for runs_a, runs_b in contexts.values():
         if not runs_a or not runs_b:
             continue
-        best_a, left_a = _best_variant(runs_a)
-        best_b, left_b = _best_variant(runs_b)
-        names = (best_a[0].dataset, best_a[0].split, best_a[0].backbone)
-        pairing = Pairing(describe_context(best_a[0], varying.get(names)), best_a, best_b, left_a + left_b)
+        first = runs_a[0]
+        context = describe_context(first, varying.get((first.dataset, first.split, first.backbone)))
+        problems = [m for runs, sel in ((runs_a, sel_a), (runs_b, sel_b)) if (m := ambiguity(runs, sel, context))]
+        if problems:
+            errors += problems
+            continue
+        pairing = Pairing(context, sorted(runs_a, key=lambda s: s.seed), sorted(runs_b, key=lambda s: s.seed))
         if pairing.seeds:
             out.append(pairing)
+    if errors:
+        more = len(errors) - 1
+        raise BenchError(sorted(errors)[0] + (f" (and {more} more ambiguous context{'s' * (more > 1)})" if more else ""))
     return sorted(out, key=lambda p: (-len(p.seeds), p.context))
