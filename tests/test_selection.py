@@ -136,7 +136,8 @@ def comparisons(claim: Claim, specs: list[RunSpec]) -> list[tuple[dict, dict, di
 
 def test_builtin_claims_name_one_variant_in_the_committed_records():
     """Every claim's selectors pick one variant per side in the committed records (read only): none hits
-    the ambiguity error, and each pairs at least one context."""
+    the ambiguity error, and each pairs at least one context unless a side has no stored run at all (a claim
+    not run yet, e.g. while its runs are being redone)."""
     if not any((RESULTS / "runs").glob("*/record.json")):
         pytest.skip("no committed run records")
     specs = stored_specs(ResultStore(RESULTS))
@@ -145,7 +146,8 @@ def test_builtin_claims_name_one_variant_in_the_committed_records():
         steps = comparisons(claim, specs)
         for where, a, b in steps:
             try:
-                if not pair(specs, where, a, b):
+                stored = [any(matches(spec, {**where, **side}) for spec in specs) for side in (a, b)]
+                if not pair(specs, where, a, b) and all(stored):
                     unpaired.append(f"{claim.id}: {a} vs {b}")
             except BenchError as exc:
                 problems.append(f"{claim.id}: {exc}")
