@@ -347,3 +347,34 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
                                 seed=seed))
     unique = {spec.run_id: spec for spec in specs}
     return list(unique.values())
+
+
+def _cells(specs: list[RunSpec]) -> dict[str, list[RunSpec]]:
+    """Runs grouped by cell: everything of the spec but its seed, in first-seen order."""
+    cells: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        cells.setdefault(spec.model_copy(update={"seed": 0}).canonical_json(), []).append(spec)
+    return cells
+
+
+def with_extra_seeds(specs: list[RunSpec], count: int) -> list[RunSpec]:
+    """`specs` plus, for every cell among them (a spec but its seed), `count` more seeds after the cell's last
+    one: max + 1 .. max + count. Only the run seed changes (every setting stays the cell's), so the run ids are
+    those of the same cell under more seeds, and asking again for the same count runs nothing new."""
+    out = list(specs)
+    for runs in _cells(specs).values():
+        last = max(s.seed for s in runs)
+        out += [runs[0].model_copy(update={"seed": seed}) for seed in range(last + 1, last + 1 + count)]
+    return out
+
+
+def with_stored_seeds(specs: list[RunSpec], has) -> list[RunSpec]:
+    """`specs` plus the stored runs of their cells at the seeds after each cell's last (`has(run_id)`: a record
+    is complete), up to the first seed not stored: the seeds `bench run --extra-seeds` added to some cells."""
+    out = list(specs)
+    for runs in _cells(specs).values():
+        seed = max(s.seed for s in runs) + 1
+        while has((extra := runs[0].model_copy(update={"seed": seed})).run_id):
+            out.append(extra)
+            seed += 1
+    return out

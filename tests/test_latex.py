@@ -238,10 +238,15 @@ def test_best_and_second_are_the_max_and_second_max_per_backbone(tiny):
 def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
     main_tex = tiny["written"]["main.tex"].read_text()
     rows = _data_blocks(_outer_tabulars(main_tex)[0][1], 2, False)
-    # lightgcn / llminit-var is far above random on N@10: † on both splits' N@10 cells, and nowhere else
+    # lightgcn / llminit-var is far above random on N@10: ↑ on both splits' N@10 cells, and nowhere else
     lightgcn_var = rows[0][2]
     assert lightgcn_var[1] == "llminit-var"
-    assert [("$^{\\dagger}$" in c) for c in lightgcn_var[2:]] == [False, True, False, False] * 2
+    assert [("$^{\\uparrow}$" in c) for c in lightgcn_var[2:]] == [False, True, False, False] * 2
+    assert "\\dagger" not in main_tex
+    # the key under the table: both directions, the test and the family with its size
+    results = significance_results(tiny["specs"], tiny["store"])
+    assert (r"$^{\uparrow}$ / $^{\downarrow}$ significantly better / worse than random" in main_tex
+            and f"Holm over the {len(results)} comparisons of the significance table" in main_tex)
     # the capped run (mf / llminit-rand / half_history): ‡ on its four half_history cells only
     mf_rand = rows[1][1]
     assert mf_rand[1] == "llminit-rand"
@@ -252,16 +257,20 @@ def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
     significance = tiny["written"]["significance.tex"].read_text()
     spec, body = _outer_tabulars(significance)[0]
     head = _rows(body)[1]
-    assert head == ["Backbone", "Method", "method", "random", r"Gain \%", r"95\% CI", "Wilcoxon", "sign-flip",
-                    "$t$ (seeds)", "$d_z$", "Users", r"MDE \%", "Sig."]
+    # Seeds (needed) is left out where no row's seeds dominate its uncertainty (every cell here, 3 seeds)
+    assert head[:-1] == ["Backbone", "Method", "method", "random", r"Gain \%", r"95\% CI", "$p$",
+                         r"$p_{\mathrm{corr}}$", "Wilcoxon", "$t$ (seeds)", r"MDE \%", "Seeds"][:len(head) - 1]
+    assert head[-1] == "Sig." and len(head) in (12, 13)
+    assert "seeds $\\times$ users" in body and "secondary $p$" in body
     data = [r for r in _rows(body)[2:] if not r[0].startswith(r"\multicolumn")]
-    results = significance_results(tiny["specs"], tiny["store"])
     assert len(data) == len(results) == 8
     for row, (_, r) in zip(data, results.iterrows()):
-        for cell in row[6:9]:
+        for cell in row[6:10]:
             assert re.fullmatch(r"\$<\$0\.001|[01]\.\d{3}|--", cell), cell
-        assert row[-1] == ("$\\dagger$" if r["wilcoxon_p_corr"] < 0.05 else "")
-    assert sum(row[-1] == "$\\dagger$" for row in data) >= 2  # lightgcn / llminit-var on both splits
+        expected = {"better": "$\\uparrow$", "worse": "$\\downarrow$"}.get(r["direction"], "")
+        assert row[-1] == expected and (r["p_corr"] < 0.05) == bool(expected)
+    assert sum(row[-1] == "$\\uparrow$" for row in data) >= 2  # lightgcn / llminit-var on both splits
+    assert f"Holm over the {len(results)} comparisons of this table" in significance
     for name, path in tiny["written"].items():
         text = path.read_text().split("% Needs")[1]
         assert not re.search(r"\de-\d", text) and not re.search(r"&\s*(yes|no)\s*(&|\\\\)", text), name

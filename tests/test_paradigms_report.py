@@ -85,7 +85,8 @@ def test_table_rows_cells_marks_and_costs(runs):
     store, specs = runs
     frame = paradigms_frame(specs, store)
     assert len(frame) == 16
-    table = paradigms_table(frame, significant={("ml-100k", "temporal_loo", "sasrec", "pte")})
+    table = paradigms_table(frame, significant={("ml-100k", "temporal_loo", "sasrec", "pte"): "better",
+                                                ("ml-100k", "temporal_loo", "sasrec", "llm2rec"): "worse"})
     # ID rows first, then the paradigms in their order
     assert table[["Paradigm", "Backbone", "Method"]].values.tolist() == [
         ["ID", "lightgcn", "random"], ["ID", "sasrec", "random"], ["TALLRec", "lightgcn", "tallrec-rerank"],
@@ -93,7 +94,8 @@ def test_table_rows_cells_marks_and_costs(runs):
     # a reranker scored a seeded sample of the test users: its cell says how many
     assert table.set_index("Method").loc["tallrec-rerank", "temporal_loo N@10"] == "0.0500 (n=20)"
     pte = table.set_index("Method").loc["pte"]
-    assert pte["temporal_loo N@10"] == "0.0710 ± 0.0010 †"
+    assert pte["temporal_loo N@10"] == "0.0710 ± 0.0010 ↑"  # significantly better; llm2rec's worse: ↓
+    assert table.set_index("Method").loc["llm2rec", "temporal_loo N@10"].split(" ")[3] == "↓"
     assert pte["temporal_loo R@20"] == f"{3 * 0.071:.4f} ± 0.0030"
     assert pte["cold_users N@10"] == "—"  # PtE did not run on cold_users here
     assert pte["LLM tokens (offline)"] == "120.00k" and pte["LLM s (offline)"] == "4000"
@@ -145,7 +147,8 @@ def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, 
 
     store, specs = runs
     files = paradigms_latex(load_suite("paradigms"), paradigms_frame(specs, store),
-                            {("ml-100k", "temporal_loo", "sasrec", "pte")})
+                            {("ml-100k", "temporal_loo", "sasrec", "pte"): "better",
+                             ("ml-100k", "temporal_loo", "sasrec", "llm2rec"): "worse"}, family=4)
     assert sorted(files) == ["main.tex", "main_column.tex"]
     assert "\\begin{table*}" in files["main.tex"] and "\\begin{table}" in files["main_column.tex"]
     for tex in files.values():
@@ -162,7 +165,10 @@ def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, 
     rows = {label(r[0]): r for r in _rows(_outer_tabulars(files["main.tex"])[0][1])}
     n10 = {name: _mean(row[2]) for name, row in rows.items() if name != "Paradigm (backbone)"}
     assert n10["PtE (sasrec)"] == (0.071, "best") and n10["ID (sasrec)"][1] == "second"
-    assert "\\dagger" in rows["PtE (sasrec)"][2]
+    assert "$^{\\uparrow}$" in rows["PtE (sasrec)"][2] and "$^{\\downarrow\\ddagger}$" in rows["LLM2Rec (sasrec)"][2]
+    for tex in files.values():  # both marks keyed in every caption, with the test's family and its size
+        assert ("$^{\\uparrow}$ / $^{\\downarrow}$ significantly better / worse than random" in tex
+                and "Holm over the 4 comparisons of the significance table" in tex)
     assert "{\\scriptsize pte}" in rows["PtE (sasrec)"][0]  # the method beneath its paradigm
     # column-wide: the paradigm over its backbone (each pair names one method), split names broken at their
     # underscores, a setting suffix by its value with the key in the caption

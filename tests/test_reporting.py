@@ -151,13 +151,21 @@ def test_claims_hold_fail_and_not_run(store):
     ])
     results = check_claims(store, claims)
     status = {r.claim.id: r.status(0.05)[0] for r in results}
-    assert status == {"better": "holds", "reversed": "fails", "chain": "holds", "gain": "holds",
+    assert status == {"better": "holds", "reversed": "reversed", "chain": "holds", "gain": "holds",
                       "collapse": "holds", "missing": "not run"}
     by_id = {r.claim.id: r for r in results}
     assert by_id["better"].comparisons[0].effect == pytest.approx(0.3, abs=0.02)
     assert len(by_id["collapse"].comparisons) == 3  # 256, 512, 1024 vs 128
+    # one row per comparison: the chain's two links and the sweep's three values each show their own numbers
     table = claims_table(results, 0.05)
-    assert list(table["Status"]) == list(status.values())
+    assert list(table["Claim"]) == ["better", "reversed", "chain", "chain", "gain", "collapse", "collapse",
+                                    "collapse", "missing"]
+    assert list(table["Claim verdict"]) == [status[c] for c in table["Claim"]]
+    chain = table[table["Claim"] == "chain"]
+    assert list(chain["Part"]) == ["llminit-var > random", "random > llminit-rand"]
+    assert chain["Effect (rel.) [95% CI]"].nunique() == 2
+    for comparison in by_id["chain"].comparisons:  # the interval is the test's: it excludes 0 where p is small
+        assert comparison.p_corr < 0.05 and 0 < comparison.ci[0] < comparison.effect < comparison.ci[1]
 
 
 def test_builtin_claims_file_loads_and_never_fails_on_empty_store(tmp_path, capsys):
@@ -173,7 +181,14 @@ def test_builtin_claims_file_loads_and_never_fails_on_empty_store(tmp_path, caps
 def test_compare_command(store, capsys):
     report = compare_report(store, stored_specs(store), "llminit-var", "random", {"split": "half_history"})
     assert "ml-100k/half_history/lightgcn" in report and "seeds [0, 1, 2]" in report
-    assert "0.26" in report and "Wilcoxon p (corr.)" in report
+    assert "0.26" in report
+    # raw and corrected primary p, the corrected column and the note naming the family and its size
+    head = report.splitlines()[2]
+    assert "| p " in head and "| p (Holm, 2) " in head and "| A vs B " in head and "Wilcoxon p (users)" in head
+    assert "Holm over the 2 comparisons of this compare call" in report
+    assert main(["compare", "llminit-var", "random", "--split", "half_history", "--results", str(store.root),
+                 "--correction", "bh", "--metric", "ndcg@10"]) == 0
+    assert "Benjamini–Hochberg over the 1 comparison of this compare call" in capsys.readouterr().out
     root = str(store.root)
     assert main(["compare", "llminit-var", "random", "--split", "temporal_loo", "--results", root,
                  "--metric", "ndcg@10"]) == 0
@@ -186,13 +201,18 @@ def test_compare_command(store, capsys):
 
 
 def test_main_table_marks_significant_cells(store):
-    specs = [spec(m, seed=s) for m in ("random", "llminit-var") for s in range(3)]
+    from bench.report.tables import significance_marks, significance_results
+
+    specs = [spec(m, seed=s) for m in ("random", "llminit-var", "llminit-rand") for s in range(3)]
     sig = significance_table(specs, store)
-    assert list(sig["Significant"]) == ["yes"]
-    marks = {(r["Dataset"], r["Split"], r["Backbone"], r["Method"]) for _, r in sig.iterrows()}
+    # llminit-var above random, llminit-rand below it: the table says which way, the family names its size
+    assert list(sig["Significant"]) == ["better", "worse"] and "p (Holm, 2)" in sig.columns
+    marks = significance_marks(significance_results(specs, store))
+    assert set(marks.values()) == {"better", "worse"}
     table = main_table(collect(specs, store), metrics=("ndcg@10",), significant=marks)
     cells = dict(zip(table["Method"], table["ml-100k/half_history ndcg@10"]))
-    assert cells["llminit-var"].endswith("†") and not cells["random"].endswith("†")
+    assert cells["llminit-var"].endswith("↑") and cells["llminit-rand"].endswith("↓")
+    assert not cells["random"].endswith(("↑", "↓", "†"))
     # swept settings label the backbone, so sizes are never pooled into one row
     sweep = [spec("random", split="temporal_loo", size=s) for s in (64, 128, 1024)]
     assert set(collect(sweep, store)["backbone"]) == {

@@ -3,10 +3,12 @@
 A and B are run ids (or unique prefixes of stored ones), or selectors: a method name, or
 `method=llminit-var,encoder=mpnet` (any spec field or LAYER.KEY setting). `--where` / `--suite` /
 `--dataset` / `--split` / `--backbone` narrow the runs; every context (same data, split and backbone
-settings) holding both A and B gets one block: means ± std over seeds, delta,
-relative delta with its 95% user-bootstrap interval, Cohen's d_z, user-level Wilcoxon and sign-flip p
-(each user's metric averaged over seeds first), paired t p over seed means, corrected over all rows,
-and the minimum detectable effect (bench/report/stats.py).
+settings) holding both A and B gets one block, one row per metric, every stored seed of each side: means ±
+std over seeds, delta, relative delta with its 95% two-level bootstrap interval (each side's seeds, then the
+users, resampled; bench/report/stats.py) and its p, raw and corrected over the family of this call (every
+row of every block, named under the report), the secondary p (exact user-level Wilcoxon, Welch t over seed
+means; raw), Cohen's d_z, the primary test's minimum detectable effect and the seeds the observed variance
+calls for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,23 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.records import ResultStore
-from bench.report.stats import compare, correct, format_gain, format_p
+from bench.report.stats import (
+    BETTER_MARK,
+    WORSE_MARK,
+    compare,
+    correct,
+    decisive_p,
+    direction,
+    family_short,
+    family_text,
+    format_gain,
+    format_p,
+    format_seeds,
+    format_seeds_needed,
+    mark,
+    method_note,
+    seeds_note,
+)
 from bench.selection import pair, parse_selector, variant_label
 from bench.spec import RunSpec
 
@@ -48,23 +66,26 @@ def _row(result: dict, metric: str) -> dict:
     return {"Metric": metric, "A": cell(result["mean_a"], result.get("std_a", np.nan)),
             "B": cell(result["mean_b"], result.get("std_b", np.nan)), "Δ (A−B)": f"{result['diff']:+.4g}",
             "Δ % [95% CI]": format_gain(result["relative"], result["ci_low"], result["ci_high"]),
-            "d_z": result["effect_dz"], "Wilcoxon p": result["wilcoxon_p"], "Sign-flip p": result["signflip_p"],
-            "Bootstrap p": result.get("bootstrap_p", np.nan), "t p (seeds)": result["ttest_p"],
+            "p": decisive_p(result), "_direction": result.get("diff", np.nan),
+            "Wilcoxon p (users)": result["wilcoxon_p"], "Welch t p (seeds)": result["ttest_p"],
+            "d_z": result["effect_dz"],
             "Users (≠ 0)": f"{result['n_users']} ({result['n_nonzero']})" if users else "— (seed-level)",
-            "Seeds": result["n_seeds"], "MDE %": f"±{100 * mde:.1f}" if mde == mde else "—"}
+            "Seeds": format_seeds(result), "Seeds needed": format_seeds_needed(result),
+            "MDE %": f"±{100 * mde:.1f}" if mde == mde else "—"}
 
 
-# Bootstrap p: AUC of pointwise runs on shared test pairs (paired user-cluster bootstrap); shown when any row has it
-P_COLUMNS = ("Wilcoxon p", "Sign-flip p", "Bootstrap p", "t p (seeds)")
+SECONDARY = ("Wilcoxon p (users)", "Welch t p (seeds)")
 
 
-def _format(table: pd.DataFrame, corrected: dict[str, list[float]]) -> pd.DataFrame:
-    """p columns (raw and corrected) as 0.030 / <0.001, the rest of the floats to 3 decimals."""
+def _format(table: pd.DataFrame, corrected: list[float], head: str) -> pd.DataFrame:
+    """The primary p raw and corrected (column `head`, naming the family), the verdict, the secondary p raw,
+    p as 0.030 / <0.001, d_z to 3 decimals."""
     table = table.copy()
-    for column in [c for c in P_COLUMNS if c in table.columns]:
-        table.insert(table.columns.get_loc(column) + 1, f"{column} (corr.)", corrected[column])
-        for name in (column, f"{column} (corr.)"):
-            table[name] = table[name].map(format_p)
+    table.insert(table.columns.get_loc("p") + 1, head, corrected)
+    verdicts = [mark(direction({"diff": d}, q)) or "—" for d, q in zip(table.pop("_direction"), corrected)]
+    table.insert(table.columns.get_loc(head) + 1, "A vs B", verdicts)
+    for name in ("p", head, *SECONDARY):
+        table[name] = table[name].map(format_p)
     table["d_z"] = table["d_z"].map(lambda v: "—" if v != v else f"{v:.3f}")
     return table
 
@@ -77,8 +98,7 @@ def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, whe
     if id_a and id_b:
         spec_a = RunSpec.model_validate(store.load(id_a)["spec"])
         spec_b = RunSpec.model_validate(store.load(id_b)["spec"])
-        rows = [_row(r, m) for m in metrics
-                if (r := compare(store, [spec_a], [spec_b], m, match_seeds=False)).get("n_seeds")]
+        rows = [_row(r, m) for m in metrics if (r := compare(store, [spec_a], [spec_b], m)).get("n_seeds")]
         blocks.append((f"A = {id_a} ({spec_a.label}), B = {id_b} ({spec_b.label})", pd.DataFrame(rows)))
     elif id_a or id_b:
         raise BenchError("compare two run ids, or two selectors (method names / KEY=VALUE lists), not a mix")
@@ -90,9 +110,9 @@ def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, whe
                              f"and backbone settings){' matching ' + str(where) if where else ''}; "
                              f"`bench run` them first")
         for pairing in pairings:
-            seeds = pairing.seeds
-            runs_a = [s for s in pairing.runs_a if s.seed in seeds]
-            runs_b = [s for s in pairing.runs_b if s.seed in seeds]
+            runs_a, runs_b = pairing.runs_a, pairing.runs_b  # every seed of each side (never paired by seed)
+            seeds_a, seeds_b = sorted({s.seed for s in runs_a}), sorted({s.seed for s in runs_b})
+            seeds = seeds_a if seeds_a == seeds_b else f"A {seeds_a}, B {seeds_b}"
             rows = [_row(r, m) for m in metrics if (r := compare(store, runs_a, runs_b, m)).get("n_seeds")]
             spec_a, spec_b = pairing.runs_a[0], pairing.runs_b[0]
             differ = [f for f in ("dataset", "split", "backbone") if getattr(spec_a, f) != getattr(spec_b, f)]
@@ -105,22 +125,23 @@ def compare_report(store: ResultStore, specs: list[RunSpec], a: str, b: str, whe
     all_rows = pd.concat([t for _, t in blocks if not t.empty], ignore_index=True) if blocks else pd.DataFrame()
     if all_rows.empty:
         raise BenchError(f"none of the metrics {', '.join(metrics)} is stored for both A and B")
-    columns = [c for c in P_COLUMNS if c != "Bootstrap p" or all_rows[c].notna().any()]
-    corrected = {c: iter(correct(all_rows[c].tolist(), correction)) for c in columns}
+    family = len(all_rows)
+    n_blocks = len([t for _, t in blocks if not t.empty])
+    what = f"this compare call (every row of its {n_blocks} block{'s' * (n_blocks > 1)})"
+    head = family_short(correction, family)
+    corrected = iter(correct(all_rows["p"].tolist(), correction))
     out = []
     for title, table in blocks:
         if table.empty:
             continue
-        if "Bootstrap p" not in columns:
-            table = table.drop(columns="Bootstrap p")
-        table = _format(table, {c: [next(corrected[c]) for _ in table.index] for c in columns})
+        table = _format(table, [next(corrected) for _ in table.index], head)
         out.append(f"### {title}\n\n{table.to_markdown(index=False, disable_numparse=True)}")
-    out.append(f"Users are the unit: each user's metric is averaged over the seeds first (users present in every "
-               f"run of both sides). Wilcoxon: signed-rank test over users; sign-flip: paired permutation test "
-               f"over users (seeded); t: paired over the seed means; 95% CI: user bootstrap of the relative "
-               f"gain; MDE: minimum detectable relative effect at 80% power (two-sided α = 0.05); d_z: mean / sd "
-               f"of the per-user differences; AUC of pointwise runs scored on the same test pairs: paired user-cluster "
-               f"bootstrap over users (Bootstrap p, and the CI); another metric without per-user values "
-               f"(seed-level) has only the t-test. "
-               f"p corrected ({correction}) over all {len(all_rows)} rows.")
+    out.append(f"p: the primary test, raw; {head}: corrected, {family_text(correction, family, what)}. "
+               f"A vs B: {BETTER_MARK} A significantly better, {WORSE_MARK} significantly worse "
+               "(corrected p < 0.05), — not significant. " + method_note(correction, family, what)
+               + " AUC of pointwise runs scored on the same test pairs: the same two-level bootstrap of each run's "
+               "exact AUC on the resampled users' pairs; a metric without per-user values (seed-level): Welch's t "
+               "over seeds only. d_z: mean / sd of the per-user differences of seed means. MDE: minimum "
+               "detectable relative effect of the primary test at 80% power (two-sided α = 0.05).")
+    out.append(seeds_note())
     return "\n\n".join(out) + "\n"

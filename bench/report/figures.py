@@ -3,8 +3,9 @@
 - `collapse`: NDCG@10 against the CF embedding size (LightGCN, temporal_loo): random and LLMInit-var
   along the sweep, LLMInit-full at its encoder's dimension (embedding collapse).
 - `coldstart_gain`: relative NDCG@10 gain of each LLMInit variant over `random`, per backbone, one panel
-  per cold-start split, with its 95% user-bootstrap interval; † marks a Holm-corrected Wilcoxon p < 0.05
-  over users (each user's seeds averaged first; bench/report/stats.py, as in the tables).
+  per cold-start split, with its 95% two-level bootstrap interval (each side's seeds, then the users,
+  resampled; bench/report/stats.py, as in the tables); ↑ / ↓ mark a significantly better / worse bar, the
+  bootstrap p Holm-corrected over the figure's bars (the family the figure names beneath it).
 - `activity`: NDCG@10 by user-activity bucket (training interactions of the test user, from the split
   the record names, recomputed from the cache and checked against the record's split hash).
 - `tradeoff`: NDCG@10 against the median online latency to score one user (log axis), one marker per
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore
-from bench.report.stats import compare, correct, decisive_p
+from bench.report.stats import BETTER_MARK, WORSE_MARK, compare, correct, decisive_p, family_text
 from bench.selection import context_key, matches, pair, stored_specs
 from bench.spec import RunSpec
 
@@ -112,20 +113,21 @@ def collapse_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, met
 
 def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
               splits=("half_history", "new_users_fewshot"), correction: str = "holm") -> pd.DataFrame:
-    """Relative gain over random per (split, backbone, LLMInit variant), with its 95% user-bootstrap
-    interval, the per-seed spread and the user-level Wilcoxon p (`bench.report.stats.compare`)."""
+    """Relative gain over random per (split, backbone, LLMInit variant), with its 95% two-level bootstrap
+    interval and p (`bench.report.stats.compare`, every stored seed of each side), the per-seed spread (seeds
+    both sides have) and the p corrected over the figure's bars (`p_corr`, one family: `family` bars)."""
     rows = []
     methods = sorted({s.method for s in specs if s.method.startswith("llminit-")})
     for split in splits:
         for method in methods:
             for pairing in pair(specs, {"split": split}, {"method": method}, {"method": "random"}):
                 seeds = pairing.seeds
-                runs_a = [s for s in pairing.runs_a if s.seed in seeds]
-                runs_b = [s for s in pairing.runs_b if s.seed in seeds]
-                result = compare(store, runs_a, runs_b, metric)
-                base = np.mean([_overall(store, s, metric) for s in runs_b])
+                result = compare(store, pairing.runs_a, pairing.runs_b, metric)
+                base = np.mean([_overall(store, s, metric) for s in pairing.runs_b])
+                matched_a = [s for s in pairing.runs_a if s.seed in seeds]
+                matched_b = [s for s in pairing.runs_b if s.seed in seeds]
                 per_seed = [_overall(store, a, metric) / _overall(store, b, metric) - 1
-                            for a, b in zip(runs_a, runs_b)]
+                            for a, b in zip(matched_a, matched_b)]
                 rows.append({"split": split, "backbone": pairing.spec.backbone, "context": pairing.context,
                              "method": method, "gain": result["relative"], "base": base,
                              "ci_low": result.get("ci_low", np.nan), "ci_high": result.get("ci_high", np.nan),
@@ -136,6 +138,8 @@ def gain_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10",
         # one context per (split, backbone, method): the best-covered (pair() sorts by seeds)
         frame = frame.drop_duplicates(["split", "backbone", "method"], keep="first").reset_index(drop=True)
         frame["p_corr"] = correct(frame["p"].tolist(), correction)
+        frame["family"] = len(frame)
+        frame["correction"] = correction
     return frame
 
 
@@ -169,15 +173,17 @@ def coldstart_gain_figure(store: ResultStore, specs: list[RunSpec], out_dir: Pat
                 if p == p and p < 0.05:
                     edge = high if gain >= 0 else low
                     ax.text(xi, 100 * (edge if edge == edge else gain) + (1 if gain >= 0 else -4),
-                            "†", ha="center", fontsize=8)
+                            BETTER_MARK if gain > 0 else WORSE_MARK, ha="center", fontsize=8)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(backbones)), backbones)
         ax.set_title(f"{split}: {metric} gain over random", fontsize=9)
         ax.set_ylabel("relative gain (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.text(0.01, -0.04, "error bars: 95% bootstrap interval over users (seeds averaged per user); †: Wilcoxon "
-             "over users vs random, Holm-corrected p < 0.05", fontsize=7)
+    fig.text(0.01, -0.04, "error bars: 95% two-level bootstrap interval (each side's seeds, then the users, "
+             f"resampled); {BETTER_MARK} / {WORSE_MARK}: significantly better / worse than random (its bootstrap p, "
+             f"{family_text(str(data['correction'].iloc[0]), len(data), 'this figure (one per bar)')}, "
+             "< 0.05)", fontsize=7)
     return _save(fig, out_dir, "coldstart_gain")
 
 

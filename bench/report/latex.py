@@ -35,14 +35,17 @@ COLUMN_SEGMENTS = ("user:cold", "item:tail")
 COLUMN_SEGMENTS_POINTWISE = ("pair:cold",)
 # needed by every generated table (a comment at the top of each .tex says so)
 PACKAGES = ("booktabs",)
-SIG = r"\dagger"
+BETTER = r"\uparrow"  # significantly better than the baseline (corrected primary p < 0.05); base LaTeX
+WORSE = r"\downarrow"  # significantly worse
+SIG = BETTER  # the older name of the better mark
 CAP = r"\ddagger"
 COLLAPSE = r"\diamond"  # a collapsed seed in the cell (bench.report.convergence), base LaTeX: no package
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
             "<": "$<$", ">": "$>$", "|": "$|$"}
-_UNICODE = {"±": r"$\pm$", "−": "$-$", "≠": r"$\neq$", "—": "---", "–": "--", "†": f"$^{{{SIG}}}$",
+_UNICODE = {"±": r"$\pm$", "−": "$-$", "≠": r"$\neq$", "—": "---", "–": "--", "†": r"$^{\dagger}$",
+            "↑": f"$^{{{BETTER}}}$", "↓": f"$^{{{WORSE}}}$",
             "‡": f"$^{{{CAP}}}$", "◊": f"$^{{{COLLAPSE}}}$", "α": r"$\alpha$", "≤": r"$\leq$", "≥": r"$\geq$",
             "×": r"$\times$", "…": r"\ldots{}", "→": r"$\rightarrow$", "·": r"$\cdot$", "’": "'", "‘": "`", "“": "``",
             "”": "''", "\u00a0": "~"}
@@ -407,14 +410,18 @@ def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
     return text
 
 
-def value_cell(cell: pd.DataFrame, metric: str, mark: int, significant: bool, show_std: bool, facts: dict) -> str:
-    """One result cell from its runs (a row per seed): the mean with its best / second mark, † when
-    `significant`, ‡ when a run stopped at its cap, ◊ when a seed collapsed, the std beneath with
-    `show_std`; records in `facts` what the caption must explain (marks used, seed counts, whether a std is
-    shown, the collapsed runs shown)."""
+def value_cell(cell: pd.DataFrame, metric: str, mark: int, significant: str | bool, show_std: bool,
+               facts: dict) -> str:
+    """One result cell from its runs (a row per seed): the mean with its best / second mark, ↑ when
+    `significant` is "better" (or True), ↓ when "worse", ‡ when a run stopped at its cap, ◊ when a seed
+    collapsed, the std beneath with `show_std`; records in `facts` what the caption must explain (marks used,
+    seed counts, whether a std is shown, the collapsed runs shown)."""
     sups = ""
-    if significant:
-        sups, facts["sig"] = SIG, True
+    verdict = "better" if significant is True else significant or ""
+    if verdict in ("better", "worse"):
+        sups = BETTER if verdict == "better" else WORSE
+        facts["sig"] = True
+        facts.setdefault("directions", set()).add(verdict)
     if flagged(cell, "capped"):
         sups, facts["cap"] = sups + CAP, True
     if flagged(cell, "collapsed"):
@@ -428,15 +435,18 @@ def value_cell(cell: pd.DataFrame, metric: str, mark: int, significant: bool, sh
 
 # --- the tables ---------------------------------------------------------------------------------------
 
-def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant=frozenset(),
+def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant=None,
                 tested_metric: str = "ndcg@10", show_std: bool = True, block_column: bool = True) -> Grid:
     """Rows (backbone, method) in record order, blocks by backbone; column groups `dataset / split` (the
     split alone when one dataset, the sweep value alone when one split is swept; a lone segment other
     than `overall` is named in the caption),
     sub-columns metric, segment, or both; a sub-column no row of its group has (a segment the split lacks)
-    is left out. A cell: the mean over seeds (bold / underlined), † where the (dataset, split, backbone,
-    method) key is in `significant` on `tested_metric` overall, ‡ where a run stopped at its epoch cap,
-    and with `show_std` the sample std beneath."""
+    is left out. A cell: the mean over seeds (bold / underlined), ↑ / ↓ where `significant` maps the
+    (dataset, split, backbone, method) key to "better" / "worse" on `tested_metric` overall (a set: better),
+    ‡ where a run stopped at its epoch cap, and with `show_std` the sample std beneath."""
+    from bench.report.stats import as_directions
+
+    significant = as_directions(significant)
     order = frame[["dataset", "split"]].drop_duplicates().itertuples(index=False, name=None)
     pairs = [tuple(s.split("/", 1)) for s in splits] if splits else list(order)
     data = frame[frame["segment"].isin(segments)]
@@ -483,8 +493,8 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
                 if printed[r][j] is None:
                     out.append("--")
                     continue
-                marked = (metric == tested_metric and segment == "overall"
-                          and (dataset, split, backbone, method) in significant)
+                marked = (significant.get((dataset, split, backbone, method), "")
+                          if metric == tested_metric and segment == "overall" else "")
                 out.append(value_cell(cell, metric, by_column[j][r], marked, show_std, facts))
             rows.append(out)
         title = "" if not titled else block_label(backbone) if block_column else escape(backbone)
@@ -505,23 +515,28 @@ def _signed(value: float, digits: int, plus: bool = True) -> str:
 def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "random",
                       width: str = "page") -> Grid:
     """Each method vs the baseline, blocks by dataset / split, the backbone named once per run of rows:
-    (page) the metric for both, the gain in % and its 95% user-bootstrap interval, the corrected p of the
-    Wilcoxon, sign-flip and paired-t tests (raw p: the Markdown table), d_z, users (non-zero differences),
-    MDE; (column) the gain, its interval and the corrected Wilcoxon p, blocks by dataset / split /
-    backbone. Sig.: † where the corrected Wilcoxon p < 0.05, as the main table's mark; p below 0.001
-    printed as <0.001, never as a raw float."""
+    (page) the metric for both, the gain in % and its 95% two-level (seeds, then users) bootstrap interval;
+    the primary p raw and corrected over the table's family, the secondary p raw (user-level Wilcoxon, Welch
+    t over seeds); the primary test's MDE, the seeds the observed variance calls for (where seeds dominate)
+    and Sig.; (column) the gain, its interval, the corrected primary p and Sig., blocks by dataset / split /
+    backbone. Sig.: ↑ significantly better, ↓ significantly worse (corrected primary p < 0.05), as the main
+    table's marks; p below 0.001 printed as <0.001, never as a raw float."""
+    from bench.report.stats import format_seeds_needed
+
     page = width == "page"
     corr = r"$p_{\mathrm{corr}}$"
     gain_heads = [r"Gain \%", r"95\% CI"]
     if page:
         groups = [(metric_label(metric), ["method", escape(baseline), *gain_heads]),
-                  (corr, ["Wilcoxon", "sign-flip", "$t$ (seeds)"]), ("", ["$d_z$", "Users", r"MDE \%", "Sig."])]
+                  ("seeds $\\times$ users", ["$p$", corr]), ("secondary $p$", ["Wilcoxon", "$t$ (seeds)"]),
+                  ("", [r"MDE \%", "Seeds", "Sig."])]
     else:  # the metric values are the main table's; the gain, its interval and the verdict
         groups = [(f"{metric_label(metric)} vs.\\ {escape(baseline)}", gain_heads),
-                  ("Wilcoxon", [corr, "Sig."])]
+                  ("seeds $\\times$ users", [corr, "Sig."])]
     blocks: dict[str, list[list[str]]] = {}
     last: dict[str, str] = {}
     shown: set[tuple] = set()  # the cells with a collapsed seed the table shows (write_tables' flags)
+    directions: set[str] = set()
     for _, r in results.iterrows():
         key = (r["Dataset"], r["Split"], r["Backbone"])
         side_a, side_b = bool(r.get("collapsed_a", False)), bool(r.get("collapsed_b", False))
@@ -531,8 +546,9 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
         ci = "--"
         if r["ci_low"] == r["ci_low"] and r["ci_high"] == r["ci_high"] and gain != "--":
             ci = f"[{_signed(100 * r['ci_low'], 1)}, {_signed(100 * r['ci_high'], 1)}]"
-        p_corr = r["wilcoxon_p_corr"] if r["wilcoxon_p_corr"] == r["wilcoxon_p_corr"] else 1.0
-        sig = f"${SIG}$" if p_corr < 0.05 else ""
+        verdict = r.get("direction", "") or ""
+        directions |= {verdict} if verdict else set()
+        sig = f"${BETTER}$" if verdict == "better" else f"${WORSE}$" if verdict == "worse" else ""
         block = f"{escape(r['Dataset'])} / {escape(r['Split'])}"
         if not page:  # column-wide: the backbone joins the block title, one label column is left
             block += f" / {escape(r['Backbone'])}"
@@ -546,22 +562,21 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
             gain += sup * (side_a or side_b)
         row += [gain, ci if ci == "--" else rf"{{\scriptsize {ci}}}"]
         if page:
-            users = f"{int(r['n_users'])} ({int(r['n_nonzero'])})" if r["unit"] == "users" else "--"
-            row += [_p(r["wilcoxon_p_corr"]), _p(r["signflip_p_corr"]), _p(r["ttest_p_corr"]),
-                    "--" if r["effect_dz"] != r["effect_dz"] else _signed(r["effect_dz"], 3, plus=False), users,
-                    "--" if r["mde"] != r["mde"] else rf"$\pm${100 * r['mde']:.1f}", sig]
+            needed = format_seeds_needed(r.to_dict())
+            row += [_p(r["p"]), _p(r["p_corr"]), _p(r["wilcoxon_p"]), _p(r["ttest_p"]),
+                    "--" if r["mde"] != r["mde"] else rf"$\pm${100 * r['mde']:.1f}",
+                    "--" if needed == "—" else r"$\infty$" if needed == "∞" else escape(needed), sig]
         else:
-            row += [_p(r["wilcoxon_p_corr"]), sig]
+            row += [_p(r["p_corr"]), sig]
         rows.append(row)
     align = "rrrrrrrrrrc" if page else "rrrc"
     return drop_empty(Grid(["Backbone", "Method"] if page else ["Method"], groups, list(blocks.items()), None, align,
-                           facts={"sig": any(row[-1] for rows in blocks.values() for row in rows),
-                                  "collapsed": shown}))
+                           facts={"sig": bool(directions), "directions": directions, "collapsed": shown}))
 
 
 IDENTITY_COLUMNS = ("Dataset", "Split", "Backbone", "Encoder")
 LABEL_COLUMNS = (*IDENTITY_COLUMNS, "Method")  # a family table's leading columns of these name its rows
-_MEAN_STD = re.compile(r"\s*(\S+?)\s*±\s*\S+((?:\s+[†‡◊])*)\s*")  # a mean ± std, then its marks
+_MEAN_STD = re.compile(r"\s*(\S+?)\s*±\s*\S+((?:\s+[†‡◊↑↓])*)\s*")  # a mean ± std, then its marks
 
 
 def family_collapsed_notes(table: pd.DataFrame, collapsed: pd.DataFrame | None) -> str:
@@ -646,8 +661,24 @@ def _seeds(facts) -> str:
     return f"{seeds[0]} seeds" if len(seeds) == 1 else f"{seeds[0]}--{seeds[-1]} seeds"
 
 
+def _family(correction: str, family: int, what: str) -> str:
+    """The family of a correction, for a caption: "Holm over the 20 comparisons of the significance table"."""
+    name = _CORRECTION_NAMES.get(correction, escape(correction))
+    if correction == "none":
+        return f"uncorrected ({family} comparisons in {what})"
+    return f"{name} over the {family} comparisons of {what}"
+
+
+def sig_key(baseline: str, correction: str, family: int, tested_metric: str = "ndcg@10",
+            what: str = "the significance table") -> str:
+    """The key of the ↑ / ↓ marks under a LaTeX table."""
+    return (rf"$^{{{BETTER}}}$ / $^{{{WORSE}}}$ significantly better / worse than {escape(baseline)} "
+            rf"({metric_label(tested_metric)}; two-level bootstrap over seeds and users, "
+            rf"{_family(correction, family, what)}, corrected $p<0.05$)")
+
+
 def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, correction: str,
-                   tested_metric: str = "ndcg@10") -> str:
+                   tested_metric: str = "ndcg@10", family: int = 0) -> str:
     """The lead (the suite's description, shortened), what a cell is, what bold / underline and each mark
     mean, tersely."""
     seeds = _seeds(grid.facts)
@@ -665,9 +696,7 @@ def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, corr
     parts = [escape(lead) + ".", what + ".", f"Bold: best {scope}; underlined: second."]
     marks = []
     if grid.facts["sig"]:
-        marks.append(rf"$^{{{SIG}}}$ Wilcoxon vs.\ {escape(baseline)} over users, "
-                     f"{_CORRECTION_NAMES.get(correction, escape(correction))}-corrected $p<0.05$ "
-                     f"({metric_label(tested_metric)})")
+        marks.append(sig_key(baseline, correction, family, tested_metric))
     if grid.facts["cap"]:
         marks.append(rf"$^{{{CAP}}}$ stopped at the epoch cap (a lower bound)")
     if grid.facts.get("collapsed"):
@@ -676,13 +705,15 @@ def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, corr
     return " ".join(parts + (["; ".join(marks) + "."] if marks else []))
 
 
-def significance_caption(lead: str, metric: str, baseline: str, correction: str, width: str) -> str:
-    text = (f"{escape(lead)}. {metric_label(metric)} vs.\\ {escape(baseline)} (same split and backbone), users "
-            r"as the unit; gain in \% [95\% user-bootstrap CI]; $p_{\mathrm{corr}}$: "
-            f"{_CORRECTION_NAMES.get(correction, escape(correction))}-corrected; "
-            rf"Sig.\ (${SIG}$): corrected Wilcoxon $p<0.05$")
-    return text + ("; users: test users (with a non-zero difference); MDE: minimum detectable effect (80\\% "
-                   "power)." if width == "page" else ".")
+def significance_caption(lead: str, metric: str, baseline: str, correction: str, width: str,
+                         family: int = 0) -> str:
+    text = (f"{escape(lead)}. {metric_label(metric)} vs.\\ {escape(baseline)} (same split and backbone); gain in "
+            r"\% [95\% CI] and $p$: paired two-level bootstrap (each side's seeds, then the users, resampled); "
+            rf"$p_{{\mathrm{{corr}}}}$: {_family(correction, family, 'this table')}; "
+            rf"Sig.: ${BETTER}$ better, ${WORSE}$ worse (corrected $p<0.05$)")
+    return text + ("; secondary, raw: Wilcoxon signed-rank over users (seed means; exact, Pratt), Welch $t$ over "
+                   "seed means; MDE: minimum detectable effect (80\\% power, seeds and users); Seeds: seeds per "
+                   "side the observed variance calls for where seeds dominate." if width == "page" else ".")
 
 
 def _check_present(selection: LatexSelection, frame: pd.DataFrame) -> None:
@@ -698,7 +729,7 @@ def _check_present(selection: LatexSelection, frame: pd.DataFrame) -> None:
                              f"{', '.join(segments)}")
 
 
-def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: set[tuple],
+def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: dict[tuple, str] | set[tuple],
                 family_tables: dict[str, pd.DataFrame], selection: LatexSelection | None = None,
                 comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
                 default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20"),
@@ -735,7 +766,7 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
             grid = result_grid(frame, metrics, segments, selection.splits, significant, tested_metric,
                                show_std=page, block_column=page)
             caption = result_caption(lead if page else short, grid, metrics, segments, suite.baseline,
-                                     correction, tested_metric)
+                                     correction, tested_metric, family=len(results))
             if main_note and name == "main":
                 caption += " " + escape(main_note)
             files[f"{name}{suffix}.tex"] = head + float_env(tabulars(grid, width), caption,
@@ -749,7 +780,7 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
             if not chosen.empty:
                 grid = significance_grid(chosen, tested_metric, suite.baseline, width)
                 caption = significance_caption(lead if page else short, tested_metric, suite.baseline, correction,
-                                               width)
+                                               width, family=len(results))
                 if grid.facts.get("collapsed"):
                     caption += (rf" $^{{{COLLAPSE}}}$: that side's cell holds a collapsed seed (below "
                                 rf"{COLLAPSE_FRACTION:g}$\times$ its cell's median; listed beneath).")

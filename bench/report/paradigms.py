@@ -1,8 +1,8 @@
 """The cross-paradigm view: one row per paradigm on its natural backbone, one column group per split.
 
 `paradigms_frame` reads one line per run (metrics, parameters, latency, offline LLM cost) from the records;
-`paradigms_table` prints seed means ± std per (split, metric) with the user-level significance mark of the
-suite's tables and the cost columns; `tradeoff_data` feeds the NDCG@10-vs-latency figure
+`paradigms_table` prints seed means ± std per (split, metric) with the directional significance marks
+(↑ / ↓) of the suite's tables and the cost columns; `tradeoff_data` feeds the NDCG@10-vs-latency figure
 (`bench.report.figures.tradeoff_figure`). Nothing here trains or scores: every number comes from a record.
 """
 
@@ -110,17 +110,18 @@ def _order(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     return sorted(keys, key=lambda k: (rank.get(k[0], len(rank)), k[1], k[2]))
 
 
-def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, metrics=METRICS,
+def paradigms_table(frame: pd.DataFrame, significant: dict[tuple, str] | set[tuple] | None = None, metrics=METRICS,
                     tested_metric: str = "ndcg@10", cap_mark: str = "‡") -> pd.DataFrame:
-    """Rows (paradigm, backbone, method); per (dataset/split, metric): mean ± std over seeds, † where the
-    (dataset, split, backbone, method) key is in `significant`, ‡ where a run stopped at its cap, ◊ where a
-    seed collapsed (`bench.report.convergence`), — where
+    """Rows (paradigm, backbone, method); per (dataset/split, metric): mean ± std over seeds, ↑ / ↓ where
+    `significant` maps the (dataset, split, backbone, method) key to "better" / "worse" (a set: better), ‡ where
+    a run stopped at its cap, ◊ where a seed collapsed (`bench.report.convergence`), — where
     the method does not run on that split; then parameters, latency and offline LLM cost (medians over
     the method's runs)."""
     from bench.report.convergence import COLLAPSE_MARK, flagged
+    from bench.report.stats import as_directions, mark
     from bench.report.tables import latency_cell
 
-    significant = significant or set()
+    significant = as_directions(significant)
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
     rows = []
     for paradigm, backbone, method in _order(frame):
@@ -136,8 +137,9 @@ def paradigms_table(frame: pd.DataFrame, significant: set[tuple] | None = None, 
                     continue
                 values = cell[metric]
                 text = f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else "")
-                if metric == tested_metric and (dataset, split, backbone, method) in significant:
-                    text += " †"
+                verdict = significant.get((dataset, split, backbone, method), "") if metric == tested_metric else ""
+                if verdict:
+                    text += f" {mark(verdict)}"
                 if cell["capped"].any():
                     text += f" {cap_mark}"
                 if flagged(cell, "collapsed"):
@@ -171,7 +173,7 @@ def tradeoff_data(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
     return out
 
 
-def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple] | None = None,
+def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: dict[tuple, str] | set[tuple] | None = None,
                    tested_metric: str = "ndcg@10", show_std: bool = True, costs: bool = True,
                    narrow: bool = False):
     """The LaTeX grid of the paradigms table: rows (paradigm, backbone), a column group per split with the
@@ -189,8 +191,9 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
         stack,
         value_cell,
     )
+    from bench.report.stats import as_directions
 
-    significant = significant or set()
+    significant = as_directions(significant)
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
     keys = _order(frame)
     cells = dict(iter(frame.groupby(["paradigm", "backbone", "method", "dataset", "split"], sort=False)))
@@ -211,7 +214,7 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
             if cell is None:
                 out.append("--")
                 continue
-            marked = metric == tested_metric and (dataset, split, backbone, method) in significant
+            marked = significant.get((dataset, split, backbone, method), "") if metric == tested_metric else ""
             out.append(value_cell(cell, metric, marks[j][r], marked, show_std, facts))
         if costs:
             runs = frame[(frame["paradigm"] == paradigm) & (frame["backbone"] == backbone) & (frame["method"] == method)]
@@ -234,8 +237,9 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: set[tuple]
     return Grid([label], groups, [("", rows)], None, facts=facts)
 
 
-def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selection=None, comment: str = "",
-                    correction: str = "holm", tested_metric: str = "ndcg@10") -> dict[str, str]:
+def paradigms_latex(suite, frame: pd.DataFrame, significant: dict[tuple, str] | set[tuple], selection=None,
+                    comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
+                    family: int = 0) -> dict[str, str]:
     """`main.tex` (page-wide: R@10 and N@10 per split with their std, the cost columns) and `main_column.tex`
     (column-wide: N@10 per split, means only) of a paradigms suite, replacing the grid layout's main table;
     `--metrics` chooses others (the Markdown and CSV tables carry every metric)."""
@@ -261,7 +265,8 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: set[tuple], selecti
         grid = paradigms_grid(frame, metrics, significant, tested_metric, show_std=page, costs=page,
                               narrow=not page)
         lead = shorten(suite.description or suite.name, 160 if page else 110)
-        caption = result_caption(lead, grid, metrics, ("overall",), suite.baseline, correction, tested_metric)
+        caption = result_caption(lead, grid, metrics, ("overall",), suite.baseline, correction, tested_metric,
+                                 family=family)
         if grid.facts.get("narrow_note"):
             caption += f" Split settings: {grid.facts['narrow_note']}."
         if page:

@@ -28,7 +28,7 @@ from bench.report.convergence import (
 )
 from bench.report.latex import LatexSelection, latex_files
 from bench.selection import context_split_settings
-from bench.spec import RunSpec, Suite
+from bench.spec import RunSpec, Suite, with_stored_seeds
 
 DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 SEGMENTS = ("user:warm", "user:cold", "item:head", "item:tail", "item:warm", "item:cold")
@@ -193,11 +193,14 @@ def _row_cells(frame: pd.DataFrame, columns):
 
 
 def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "overall",
-               significant: set[tuple] | None = None, tested_metric: str = "ndcg@10",
+               significant: dict[tuple, str] | set[tuple] | None = None, tested_metric: str = "ndcg@10",
                baseline: str = "random") -> pd.DataFrame:
     """Rows (backbone, method); per (dataset, split): metric cells, gain of NDCG@10 over the baseline.
-    `significant` holds (dataset, split, backbone, method) keys whose `tested_metric` cell gets a †."""
-    significant = significant or set()
+    `significant` maps (dataset, split, backbone, method) keys to "better" / "worse" (`significance_marks`; a
+    set: better): that `tested_metric` cell gets ↑ / ↓."""
+    from bench.report.stats import as_directions, mark
+
+    significant = as_directions(significant)
     data = frame[frame["segment"] == segment]
     # the splits in the order they first appear (the cost columns after them all); a split a row has no
     # run on prints —
@@ -212,9 +215,8 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
                 continue
             capped = cell_marks(cell)
             for metric in metrics:
-                row[f"{prefix} {metric}"] = _cell(cell[metric]) + (
-                    " †" if metric == tested_metric and (dataset, split, backbone, method) in significant else "") \
-                    + capped
+                verdict = significant.get((dataset, split, backbone, method), "") if metric == tested_metric else ""
+                row[f"{prefix} {metric}"] = _cell(cell[metric]) + (f" {mark(verdict)}" if verdict else "") + capped
             base = data[(data["backbone"] == backbone) & (data["method"] == baseline)
                         & (data["dataset"] == dataset) & (data["split"] == split)]
             gain = "—"
@@ -265,9 +267,11 @@ def catalogue_table(frame: pd.DataFrame) -> pd.DataFrame:
 def significance_results(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
                          correction: str = "holm", baseline: str = "random") -> pd.DataFrame:
     """Each method vs the baseline (the suite's `baseline`, default `random`) on the same dataset / split (its
-    label: the split's swept settings included) / backbone (`bench.report.stats.compare`: users as the unit,
-    seeds averaged per user), numeric, with p-values corrected over the table."""
-    from bench.report.stats import compare, correct
+    label: the split's swept settings included) / backbone (`bench.report.stats.compare`: the two-level
+    bootstrap over seeds and users as the primary test, every stored seed of each side), numeric. One family:
+    the primary p (`p_corr`) is corrected over the table's rows (`family_size`); `direction` is "better" /
+    "worse" where that corrected p < 0.05; the secondary p (user-level Wilcoxon, Welch t over seeds) stay raw."""
+    from bench.report.stats import compare, correct, decisive_p, direction
 
     groups: dict[tuple, list[RunSpec]] = {}
     # split labels, not names: runs of one split under different settings (cold_items with candidates all /
@@ -285,24 +289,37 @@ def significance_results(specs: list[RunSpec], store: ResultStore, metric: str =
         if result["n_seeds"]:
             rows.append({"Dataset": dataset, "Split": split, "Backbone": backbone, "Method": method, **result})
     table = pd.DataFrame(rows)
-    for column in ("wilcoxon_p", "signflip_p", "ttest_p"):
-        if not table.empty:
-            table[f"{column}_corr"] = correct(table[column].tolist(), correction)
+    if not table.empty:
+        table["p"] = [decisive_p(r) for _, r in table.iterrows()]
+        table["p_corr"] = correct(table["p"].tolist(), correction)
+        table["direction"] = [direction(r, r["p_corr"]) for _, r in table.iterrows()]
+        table["family_size"] = len(table)
+        table["correction"] = correction
     return table
+
+
+def significance_marks(results: pd.DataFrame) -> dict[tuple, str]:
+    """(dataset, split, backbone, method) -> "better" / "worse" for the significant rows of the results."""
+    if results.empty:
+        return {}
+    return {(r["Dataset"], r["Split"], r["Backbone"], r["Method"]): r["direction"]
+            for _, r in results.iterrows() if r["direction"]}
 
 
 def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "ndcg@10",
                        correction: str = "holm", results: pd.DataFrame | None = None,
                        baseline: str = "random") -> pd.DataFrame:
-    """The significance table as printed: gain with its 95% user-bootstrap interval, user-level Wilcoxon
-    and sign-flip p, paired t over seed means, each raw and corrected, n users (non-zero difference),
-    the minimum detectable effect; `Significant`: corrected Wilcoxon p < 0.05."""
-    from bench.report.stats import format_gain, format_p
+    """The significance table as printed: the gain with its two-level 95% interval, the primary p raw and
+    corrected over the table's family (the column head names it), `Significant` better / worse / no, the
+    secondary p (user-level Wilcoxon, Welch t over seeds; raw), d_z, n users (non-zero difference), seeds a
+    side, the seed share of the standard error, the seeds the observed variance calls for, and the primary
+    test's minimum detectable effect."""
+    from bench.report.stats import family_short, format_gain, format_p, format_seeds, format_seeds_needed
 
     table = significance_results(specs, store, metric, correction, baseline) if results is None else results
     if table.empty:
         return table
-    users = table["unit"] == "users"
+    users = table["unit"] != "seeds"
     out = table[["Dataset", "Split", "Backbone", "Method"]].copy()
     out[f"{metric} method"] = table["mean_a"].map(lambda v: f"{v:.4f}")
     out[f"{metric} {baseline}"] = table["mean_b"].map(lambda v: f"{v:.4f}")
@@ -310,33 +327,48 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
         if side in table.columns:  # a side whose cell holds a collapsed seed (write_tables adds the flags)
             out[column] = out[column] + np.where(table[side].fillna(False).astype(bool), f" {COLLAPSE_MARK}", "")
     out["Gain % [95% CI]"] = [format_gain(r["relative"], r["ci_low"], r["ci_high"]) for _, r in table.iterrows()]
+    out["p"] = table["p"].map(format_p)
+    out[family_short(correction, len(table))] = table["p_corr"].map(format_p)
+    out["Significant"] = table["direction"].map(lambda v: v or "no")
+    out["Wilcoxon p (users)"] = table["wilcoxon_p"].map(format_p)
+    out["Welch t p (seeds)"] = table["ttest_p"].map(format_p)
     out["d_z"] = table["effect_dz"].map(lambda v: "—" if v != v else f"{v:.3f}")
-    for column, name in (("wilcoxon_p", "Wilcoxon p"), ("signflip_p", "Sign-flip p"), ("ttest_p", "t p (seed means)")):
-        out[name] = table[column].map(format_p)
-        out[f"{name} (corr.)"] = table[f"{column}_corr"].map(format_p)
     out["Users (≠ 0)"] = [f"{r['n_users']} ({r['n_nonzero']})" if u else "— (seed-level)"
                           for u, (_, r) in zip(users, table.iterrows())]
-    out["Seeds"] = table["n_seeds"].astype(int)
+    out["Seeds"] = [format_seeds(r) for _, r in table.iterrows()]
+    out["Seed share %"] = table["seed_share"].map(lambda v: "—" if v != v else f"{100 * v:.0f}")
+    out["Seeds needed"] = [format_seeds_needed(r) for _, r in table.iterrows()]
     out["MDE %"] = table["mde"].map(lambda v: "—" if v != v else f"±{100 * v:.1f}")
-    out["Significant"] = np.where(table["wilcoxon_p_corr"].fillna(1) < 0.05, "yes", "no")
     return out
 
 
-def mde_lines(results: pd.DataFrame, metric: str = "ndcg@10") -> list[str]:
-    """One line per test set (dataset, split) of the significance results: the median MDE over its
-    comparisons and its number of users."""
+def mde_lines(results: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "random") -> list[str]:
+    """One line per test set (dataset, split) of the significance results: the median MDE of the primary test
+    (seeds and users) over its comparisons and its number of users."""
     from bench.report.stats import mde_line
 
     lines = []
     if results.empty:
         return lines
-    tested = results[results["unit"] == "users"]
+    tested = results[(results["unit"] != "seeds") & results["mde"].notna()]
     for (dataset, split), group in tested.groupby(["Dataset", "Split"], sort=False):
         spread = (f"; median over {len(group)} comparisons, {100 * group['mde'].min():.1f}–"
                   f"{100 * group['mde'].max():.1f}%" if len(group) > 1 else "")
         lines.append(mde_line(float(group["mde"].median()), metric, int(group["n_users"].max()),
-                              f", {dataset}/{split}, relative to random{spread}"))
+                              f", {dataset}/{split}, relative to {baseline}{spread}"))
     return lines
+
+
+def significance_note(results: pd.DataFrame, correction: str, baseline: str, metric: str = "ndcg@10",
+                      what: str = "this suite's significance table") -> str:
+    """The lines under a table with ↑ / ↓ marks or the significance table: what is compared, the primary test
+    and its family, the secondary columns, what the seeds support."""
+    from bench.report.stats import BETTER_MARK, WORSE_MARK, method_note, seeds_note
+
+    if results.empty:
+        return ""
+    return (f"- {BETTER_MARK} / {WORSE_MARK} on {metric}: significantly better / worse than `{baseline}` (same "
+            f"dataset, split, backbone). {method_note(correction, len(results), what)}\n- {seeds_note()}")
 
 
 CTR_SEGMENTS = ("overall", "pair:warm", "pair:cold")
@@ -560,7 +592,7 @@ def pointwise_cap_lines(specs: list[RunSpec]) -> list[str]:
             "validation AUC gain" for (what, epochs, patience), methods in groups.items()]
 
 
-def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
+def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | None = None) -> str:
     """What a reader must know to interpret the numbers: caps, early stopping, encoder, splits."""
     lines = [f"Suite `{suite.name}`: {suite.description}".rstrip()]
     seen = set()
@@ -582,8 +614,9 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
         lines.append(f"- grid: {key} in {values}" + ("" if isinstance(axis, list) else
                      f" for {', '.join(axis.methods or suite.methods)}"
                      + "".join(f"; {m} skips {v}" for m, v in axis.skip.items())))
-    seeds = sorted({spec.seed for spec in specs}) or suite.seeds  # parts may add seeds (ctr: one sample each)
-    lines.append(f"- encoder: {suite.encoder}; seeds: {seeds}; {ranking_protocol(specs)}")
+    seeds = base_seeds or sorted({spec.seed for spec in specs}) or suite.seeds  # parts may add seeds (ctr)
+    extra = _extra_seed_cells(specs, set(seeds))
+    lines.append(f"- encoder: {suite.encoder}; seeds: {seeds}{extra}; {ranking_protocol(specs)}")
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
     if suite.reference:
@@ -592,12 +625,27 @@ def settings_note(suite: Suite, specs: list[RunSpec]) -> str:
     return "\n".join(lines)
 
 
+def _extra_seed_cells(specs: list[RunSpec], seeds: set[int]) -> str:
+    """"; extra seeds (bench run --extra-seeds): ml-100k/temporal_loo/sgl/random 3–9, ..." for the cells with runs
+    at seeds beyond the suite's, "" when none."""
+    extra: dict[str, list[int]] = {}
+    for spec in specs:
+        if spec.seed not in seeds:
+            extra.setdefault(f"{spec.dataset}/{spec.split}/{spec.backbone}/{spec.method}", []).append(spec.seed)
+    if not extra:
+        return ""
+    return "; extra seeds (`bench run --extra-seeds`): " + ", ".join(
+        f"{cell} {min(v)}–{max(v)}" if len(v) > 1 else f"{cell} {v[0]}" for cell, v in extra.items())
+
+
 def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir: Path,
                  formats=("markdown", "latex", "csv"), correction: str = "holm",
                  latex: LatexSelection | None = None) -> dict[str, Path]:
     """Render the suite's tables from its records into out_dir/<suite>/; returns written paths. Markdown and
     CSV carry every metric and column; the LaTeX tables (`bench.report.latex`) carry what `latex` selects,
     page-wide (`<name>.tex`) and / or column-wide (`<name>_column.tex`)."""
+    base_seeds = sorted({spec.seed for spec in specs})
+    specs = with_stored_seeds(specs, store.has)  # seeds `bench run --extra-seeds` added to some cells
     for spec in specs:  # a record that exists but is not complete is named and skipped, never a crash
         problem = store.problem(spec.run_id)
         if problem not in (None, "no record"):
@@ -616,9 +664,7 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
         results["collapsed_b"] = [(d, s, b, baseline) in hit for d, s, b in zip(results["Dataset"], results["Split"],
                                                                                  results["Backbone"])]
     significance = significance_table(specs, store, correction=correction, results=results, baseline=baseline)
-    marks = set() if significance.empty else {
-        (r["Dataset"], r["Split"], r["Backbone"], r["Method"])
-        for _, r in significance[significance["Significant"] == "yes"].iterrows()}
+    marks = significance_marks(results)
     intervals = {}
     if "auc" in frame.columns:  # pointwise (CTR) suite: AUC / UAUC overall and per pair segment
         intervals = ctr_intervals(frame, store)
@@ -640,16 +686,14 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     slabels = split_labels(specs)
     missing = [f"{s.dataset}/{slabels[s.run_id]}/{s.backbone}/{s.method}/seed{s.seed}" for s in specs
                if not store.has(s.run_id)]
-    note = settings_note(suite, specs)
+    note = settings_note(suite, specs, base_seeds)
     if "auc" in frame.columns:
         note += "\n" + ctr_sample_note(frame, intervals)
         note += "".join(f"\n{line}" for line in cf_encoder_lines(frame))
     if not significance.empty:
-        note += (f"\n- † on ndcg@10: Wilcoxon signed-rank vs `{baseline}` over users (same dataset, split, backbone; "
-                 f"each user's ndcg@10 averaged over the seeds first), {correction}-corrected p < 0.05 "
-                 f"(significance table, which adds a sign-flip permutation test over users, a 95% user-bootstrap "
-                 f"interval of the gain and a paired t over seed means)")
-    power = "\n".join(f"- {line}" for line in mde_lines(results))
+        note += "\n" + significance_note(results, correction, baseline,
+                                         what=f"`{suite.name}/significance.md` (one per row)")
+    power = "\n".join(f"- {line}" for line in mde_lines(results, baseline=baseline))
     for extra in (cap_note(frame), collapse_note(collapsed), load_note(frame)):
         if extra:
             note += f"\n{extra}"
@@ -666,7 +710,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             if paradigms is not None:
                 from bench.report.paradigms import paradigms_latex
 
-                files.update(paradigms_latex(suite, paradigms, marks, latex, comment, correction))
+                files.update(paradigms_latex(suite, paradigms, marks, latex, comment, correction,
+                                             family=len(results)))
             for filename, body in files.items():
                 atomic_write_text(target / filename, body)
                 written[filename] = target / filename
