@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
                      "methods, in this order within each seed (tables still cover the whole suite)")
     run.add_argument("--encoder", default=None)
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
+    run.add_argument("--extra-seeds", type=int, default=None, metavar="N",
+                     help="with --suite: N more seeds (after each cell's last) for the chosen cells only: those "
+                     "--method / --backbone / --split select (e.g. the cells whose significance table asks for "
+                     "more seeds, with their baseline); tables, compare and claims use every stored seed")
     run.add_argument("--set", action="append", default=[], metavar="LAYER.KEY=VALUE",
                      help="override a setting (layer: dataset, split, backbone, method, encoder)")
     run.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or mps (a run option: not in "
@@ -55,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                            "<out>/<suite>/ and print those of --format. Markdown and CSV carry every metric and "
                            "column; the LaTeX tables are paper tables: columns grouped by dataset / split with "
                            "the metrics beneath, best per backbone and column bold, second underlined, "
-                           "\u2020 significant, \u2021 cap-stopped, caption and label; <name>.tex is page-wide "
+                           "\u2191 / \u2193 significantly better / worse than the baseline, \u2021 cap-stopped, "
+                           "caption and label; <name>.tex is page-wide "
                            "(table*), <name>_column.tex column-wide (table; means only). Needs booktabs.")
     table.add_argument("--suite", required=True)
     table.add_argument("--profile")
@@ -64,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the run records are")
     table.add_argument("--out", type=Path, help="where the tables go, <out>/<suite>/ (default: --results)")
     table.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
-                       help="p-value correction of the significance table (Benjamini-Hochberg: bh)")
+                       help="p-value correction over the significance table's comparisons, the family every "
+                       "table of the suite names (Benjamini-Hochberg: bh)")
     table.add_argument("--metrics", help="LaTeX tables: these metrics, in this order, comma-separated, e.g. "
                        "recall@10,ndcg@10 (default: recall/ndcg@10/20 page-wide, @10 column-wide; ndcg@10 in "
                        "the segment table; auc,uauc for pointwise suites)")
@@ -79,8 +85,12 @@ def _parser() -> argparse.ArgumentParser:
                        "write <name>.png next to it (pdftoppm), saying whether the table fits its width")
 
     verify = sub.add_parser("verify", help="rerun a seeded sample of a suite's stored runs into a scratch store "
-                                           "and compare them with the stored records")
-    verify.add_argument("--suite", required=True)
+                                           "and compare them with the stored records; --records: check every "
+                                           "stored record's seal and content, rerunning nothing")
+    verify.add_argument("--suite", help="the suite whose stored runs are rerun (required unless --records)")
+    verify.add_argument("--records", action="store_true",
+                        help="check every record under --results (seal, required fields, sidecars, run id of its "
+                             "spec, overall metrics = per-user means); one line per bad record; exit 1 if any")
     verify.add_argument("--profile")
     verify.add_argument("--sample", type=int, default=3, help="how many stored runs to rerun (default 3)")
     verify.add_argument("--all", action="store_true", help="rerun every stored run of the suite")
@@ -103,12 +113,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="spec field or LAYER.KEY setting, e.g. backbone.embedding_size=256")
     cmp.add_argument("--metric", action="append", help="metric(s) (default ndcg@10, recall@10, ndcg@20, "
                                                        "recall@20)")
-    cmp.add_argument("--correction", choices=["holm", "bh", "none"], default="holm")
+    cmp.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
+                     help="correction over the family of this call: every row (context x metric) it prints")
     cmp.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
 
     claims = sub.add_parser("claims", help="check the papers' claims against the stored runs")
     claims.add_argument("--file", type=Path, help="claims YAML (default bench/report/claims.yaml)")
-    claims.add_argument("--correction", choices=["holm", "bh", "none"], default="holm")
+    claims.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
+                        help="correction over the family of the report: every comparison of the claims file")
     claims.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     claims.add_argument("--out", type=Path, help="also write the report here (default <results>/claims.md)")
 
@@ -222,6 +234,14 @@ def _cmd_run(args) -> int:
                     raise UnknownChoiceError(f"{flag} of suite {suite.name!r}", unknown[0], offered)
                 specs = sorted((s for s in specs if getattr(s, field) in wanted),
                                key=lambda s, w=wanted, f=field: w.index(getattr(s, f)))
+    if args.extra_seeds is not None:
+        from bench.spec import with_extra_seeds
+
+        if not args.suite:
+            raise BenchError("--extra-seeds adds seeds to cells of a suite: give --suite (and --method / --backbone "
+                             "/ --split to choose the cells); without a suite, --seeds sets the seeds")
+        _check_count("--extra-seeds", args.extra_seeds)
+        specs = with_extra_seeds(specs, args.extra_seeds)
     if args.family:
         from bench.catalog import method_families
 
@@ -325,8 +345,15 @@ def _cmd_claims(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from bench.verify import render_verification, verify_suite
+    from bench.verify import render_record_check, render_verification, verify_records, verify_suite
 
+    if args.records:
+        report = verify_records(args.results)
+        print(render_record_check(report))
+        return 1 if report["bad"] else 0
+    if not args.suite:
+        raise BenchError("bench verify: give --suite SUITE (rerun and compare a sample of its stored runs) or "
+                         "--records (check every stored record, no rerun)")
     _check_count("--workers", args.workers)
     if not args.all:
         _check_count("--sample", args.sample)

@@ -7,7 +7,13 @@ torch threads, machine, run options, git commit): the facts that explain a diffe
 
 Only what the stored record holds is compared: a metric or per-user column that the code computes now but
 the record predates (e.g. `item:cold`, `catalogue`, `tail_share@10`, added for new runs) is listed as new,
-never counted as a difference; one the record holds and the rerun lacks is (an infinite difference).
+never counted as a difference; one the record holds and the rerun lacks is (an infinite difference). The
+records' seals (`bench.records`) are checked when the records are loaded and never compared: a rerun's seal
+differs from the stored one (its provenance and timings do) whatever its metrics.
+
+`bench verify --records` (`verify_records`) reruns nothing: it checks every stored record's seal and
+content (the store's completeness check; its run id is the one its spec hashes to; each overall metric is
+the mean of its per-user column where the record has one) and reports the bad ones, one line each.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.options import RunOptions
-from bench.records import ResultStore
+from bench.records import PER_USER_FILE, ResultStore, inspect_record
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, float]:
@@ -75,6 +81,12 @@ def sidecar_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(np.nan_to_num(diff, nan=np.inf).max(initial=0.0))
 
 
+def comparable(record: dict) -> dict:
+    """The record without its seal: what a rerun's record is compared with (the seal covers provenance and
+    timings, which a rerun never reproduces)."""
+    return {k: v for k, v in record.items() if k != "seal"}
+
+
 def provenance_differences(stored: dict, rerun: dict) -> list[str]:
     """'key: stored -> rerun' for the provenance facts that can explain a numeric difference."""
     out = []
@@ -121,7 +133,7 @@ def verify_suite(suite_name: str, profile: str | None, results: Path, cache: Pat
                        provenance=[f"rerun failed: {error.strip().splitlines()[-1] if error else ''}"])
             rows.append(row)
             continue
-        old, new = store.load(spec.run_id), scratch_store.load(spec.run_id)
+        old, new = comparable(store.load(spec.run_id)), comparable(scratch_store.load(spec.run_id))
         diff, where = metric_difference(old["metrics"], new["metrics"])
         old_users, new_users = store.per_user(spec.run_id), scratch_store.per_user(spec.run_id)
         users = sidecar_difference(old_users, new_users)
@@ -146,3 +158,80 @@ def render_verification(report: dict[str, Any]) -> str:
                                                       "max |Δ| per user", "provenance that differs",
                                                       "new, not compared"],
                                     tablefmt="github")
+
+
+# ---------------------------------------------------------------- bench verify --records
+
+MEAN_TOLERANCE = 1e-9  # relative: a metric summed in another order (pointwise UAUC) differs in its last bits
+
+
+def content_problem(record: dict, folder: Path) -> str | None:
+    """What the record's content contradicts (None: nothing): its run id is the one its spec hashes to today,
+    and each overall metric is the mean of the per-user sidecar's column of that name (counts, `n_*`, are
+    totals and left out). For a record that passed the store's check (fields present, sidecar there)."""
+    from bench.spec import RunSpec
+
+    try:
+        spec_id = RunSpec.model_validate(record["spec"]).run_id
+    except Exception as exc:  # a spec that no longer validates or cannot be hashed here
+        reason = " ".join(str(exc).split())[:200]
+        return f"its spec gives no run id ({type(exc).__name__}: {reason})"
+    if spec_id != record["run_id"]:
+        return f"its spec hashes to run id {spec_id}, the record says {record['run_id']}"
+    try:
+        per_user = pd.read_csv(Path(folder) / PER_USER_FILE, dtype={"user": str})
+    except Exception as exc:
+        return f"{PER_USER_FILE} does not read ({type(exc).__name__})"
+    for key, value in sorted(record["metrics"]["overall"].items()):
+        if key.startswith("n_") or key not in per_user.columns:
+            continue
+        column = pd.to_numeric(per_user[key], errors="coerce").to_numpy(float)
+        mean = float(np.nanmean(column)) if (~np.isnan(column)).any() else float("nan")
+        stored = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if stored is None:
+            return f"metrics.overall.{key} is {value!r}, not a number"
+        if np.isnan(mean) and np.isnan(stored):
+            continue
+        if not np.isclose(stored, mean, rtol=MEAN_TOLERANCE, atol=1e-12):
+            return (f"metrics.overall.{key} is {stored!r}, the mean of its {PER_USER_FILE} column is {mean!r}")
+    return None
+
+
+def check_stored_record(folder: Path) -> tuple[str | None, bool]:
+    """(problem, sealed) of the record in run folder `folder`: the store's check (seal, fields, sidecars),
+    then its content (`content_problem`)."""
+    folder = Path(folder)
+    record, problem, sealed = inspect_record(folder / "record.json", folder.name)
+    if problem is None:
+        problem = content_problem(record, folder)
+    return problem, sealed
+
+
+def verify_records(results: Path) -> dict[str, Any]:
+    """Check every record under `results`/runs (no rerun): {"bad": [(path, problem)], "checked", "sealed",
+    "unsealed", "without_record"} (run folders holding no record: running, failed or interrupted)."""
+    runs = Path(results) / "runs"
+    if not runs.is_dir():
+        raise BenchError(f"no run records under {results} ({runs} is not a folder)")
+    report: dict[str, Any] = {"results": str(results), "bad": [], "checked": 0, "sealed": 0, "unsealed": 0,
+                              "without_record": 0}
+    for folder in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / "record.json").exists():
+            report["without_record"] += 1
+            continue
+        report["checked"] += 1
+        problem, sealed = check_stored_record(folder)
+        report["sealed" if sealed else "unsealed"] += 1
+        if problem is not None:
+            report["bad"].append((str(folder / "record.json"), problem))
+    return report
+
+
+def render_record_check(report: dict[str, Any]) -> str:
+    lines = [f"bench verify: {path}: {problem}" for path, problem in report["bad"]]
+    summary = (f"bench verify --records: {report['checked']} records under {report['results']}/runs: "
+               f"{report['checked'] - len(report['bad'])} good, {len(report['bad'])} bad; {report['sealed']} "
+               f"sealed, {report['unsealed']} unsealed (written before seals; scripts/seal_records.py seals them)")
+    if report["without_record"]:
+        summary += f"; {report['without_record']} run folders without a record (running or unfinished) not checked"
+    return "\n".join([*lines, summary])

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from bench.catalog import METHODS
-from bench.records import atomic_write_text
+from bench.records import atomic_write_text, sealed_text
 from bench.spec import RunSpec
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         record["identity"] = new.identity
         fixed += 1
         if not args.dry_run:
-            atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str))
+            atomic_write_text(path, sealed_text(json.loads(json.dumps(record, default=str)), path.parent))
     print(f"{fixed} records {'would be ' if args.dry_run else ''}rewritten; their run ids are unchanged")
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import SCHEMA_VERSION
 from bench.identity import FORMER_RUNTIME_KEYS
-from bench.records import atomic_write, atomic_write_text
+from bench.records import atomic_write, atomic_write_text, sealed_text
 from bench.spec import RunSpec
 
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         record.setdefault("provenance", {})["options"] = former_options(old_spec, record)
         if (folder / "per_user.csv.gz").exists():
             rewrite_sidecar(folder / "per_user.csv.gz")
-        atomic_write_text(folder / "record.json", json.dumps(record, indent=1, sort_keys=True, default=str))
+        atomic_write_text(folder / "record.json", sealed_text(json.loads(json.dumps(record, default=str)), folder))
         target = runs / new_id
         if target != folder:
             if target.exists():

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from bench.data.splits import resolve_split_params
-from bench.records import atomic_write_text
+from bench.records import atomic_write_text, sealed_text
 from bench.spec import RunSpec
 
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         record.update(run_id=new_id, previous_run_id=old_id, identity=spec.identity,
                       spec=spec.model_dump(mode="json"))
-        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str))
+        atomic_write_text(path, sealed_text(json.loads(json.dumps(record, default=str)), path.parent))
         os.rename(path.parent, runs / new_id)
     print(f"{len(mapping)} {args.split} records re-keyed ({args.layer} layer)" + (" (dry run)" if args.dry_run else ""))
     if mapping and not args.dry_run:

@@ -1,13 +1,11 @@
-"""Verified caches (split folders, dataset pickles), typed split settings, thin-data errors and the
+"""Verified caches (split folders, dataset folders), typed split settings, thin-data errors and the
 missing-text line: tiny synthetic data in tmp folders, plus the split round trip on real ml-100k (slow)."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
-from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -206,36 +204,61 @@ def chain(tmp_path):
     return write_atomic(tmp_path / "chain", rows, items)
 
 
-def _tampered(path):
-    dataset = pickle.loads(path.read_bytes())
-    inter = dataset.interactions.assign(rating=dataset.interactions["rating"] - 1)
-    return pickle.dumps(replace(dataset, interactions=inter))
+def _dataset_folder(cache):
+    (folder,) = (p for p in (cache / "datasets").iterdir() if p.is_dir())
+    return folder
+
+
+def _lower_ratings(folder):
+    """interactions.csv with every rating one lower, its sha256 in dataset.json and the manifest updated too: only
+    the recomputed content hash can tell."""
+    from bench.hashing import write_manifest
+
+    path = folder / "interactions.csv"
+    frame = pd.read_csv(path, dtype={"user": str, "item": str})
+    frame["rating"] -= 1
+    path.write_text(frame.to_csv(index=False, lineterminator="\n"))
+    import hashlib
+
+    info = json.loads((folder / "dataset.json").read_text())
+    info["files"]["interactions.csv"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "dataset.json").write_text(json.dumps(info))
+    write_manifest(folder)
+
+
+def _edit_csv(folder):
+    path = folder / "interactions.csv"
+    path.write_text(path.read_text().replace("u1,i1,5.0", "u1,i1,1.0"))
 
 
 @pytest.mark.parametrize(("damage", "reason"), [
-    (lambda path: b"", "is empty"),
-    (lambda path: b"\x80\x05garbage, not a pickle", "cannot be read (UnpicklingError: "),
-    (lambda path: path.read_bytes()[:100], "cannot be read ("),
-    (lambda path: pickle.dumps({"not": "a dataset"}), "holds a dict, not a prepared Dataset"),
-    (_tampered, "does not match its recorded content hash"),
-], ids=["zero-byte", "garbage", "truncated", "foreign-object", "tampered"])
-def test_bad_dataset_pickle_is_rebuilt(chain, tmp_path, capsys, damage, reason):
+    (lambda f: (f / "interactions.csv").write_bytes(b""), "interactions.csv does not match its recorded sha256"),
+    (lambda f: (f / "dataset.json").write_bytes(b"\x80\x05garbage"), "dataset.json cannot be read ("),
+    (lambda f: (f / "items.csv").write_bytes((f / "items.csv").read_bytes()[:10]),
+     "items.csv does not match its recorded sha256"),
+    (lambda f: (f / "dataset.json").write_text(json.dumps({"not": "a dataset"})),
+     "dataset.json is not a layout-1 description"),
+    (_edit_csv, "interactions.csv does not match its recorded sha256"),
+    (_lower_ratings, "does not match its recorded content hash"),
+    (lambda f: (f / "item_text.csv").unlink(), "item_text.csv cannot be read ("),
+], ids=["zero-byte", "garbage", "truncated", "foreign-object", "edited", "tampered", "missing-file"])
+def test_bad_dataset_cache_is_rebuilt(chain, tmp_path, capsys, damage, reason):
     cache = tmp_path / "cache"
     first = load_dataset(card(chain), cache)
-    (target,) = (cache / "datasets").glob("*.pkl")
-    target.write_bytes(damage(target))
+    folder = _dataset_folder(cache)
+    damage(folder)
     capsys.readouterr()
     second = load_dataset(card(chain), cache)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1
-    assert err[0].startswith(f"bench: cache: {target}: dataset cache {reason}")
+    assert err[0].startswith(f"bench: cache: {folder}: dataset cache {reason}")
     assert err[0].endswith("; rebuilding")
     assert second.content_hash == first.content_hash
     assert second.interactions["rating"].tolist() == first.interactions["rating"].tolist()
-    reloaded = pickle.loads(target.read_bytes())
-    assert isinstance(reloaded, Dataset) and reloaded.content_hash == first.content_hash
-    load_dataset(card(chain), cache)
+    assert _dataset_folder(cache) == folder and not list((cache / "datasets").glob("*.pkl"))
+    third = load_dataset(card(chain), cache)
     assert capsys.readouterr().err == ""
+    pd.testing.assert_frame_equal(third.interactions, first.interactions)
 
 
 def test_cache_key_follows_content_not_stamp(chain, tmp_path):
@@ -259,7 +282,7 @@ def test_cache_key_follows_content_not_stamp(chain, tmp_path):
     assert changed.content_hash != first.content_hash
     assert changed.content_hash == load_dataset(card(chain)).content_hash
     assert sorted(changed.interactions["rating"].tolist()) == [4.0] + [5.0] * 7
-    assert len(list(memo.glob("*.pkl"))) == 2
+    assert len([p for p in memo.iterdir() if p.is_dir()]) == 2
 
 
 def test_cache_key_ignores_the_path_and_shares_identical_content(chain, tmp_path):
@@ -415,12 +438,12 @@ def test_make_split_hash_is_the_recorded_one(ml100k, name):
 
 def test_a_card_read_back_from_a_run_record_reuses_the_cached_dataset(chain, tmp_path, capsys):
     """A run record stores its card with sorted keys; rebuilt from it (`bench figures`), the card must hash as
-    the card file does, or each side finds the other's cached pickle stale and rebuilds it (it did)."""
+    the card file does, or each side finds the other's cached data set stale and rebuilds it (it did)."""
     cache = tmp_path / "cache"
     fields = {"title": "movie_title", "year": "release_year", "genres": "class"}
     written = card(chain, text_template="{title} ({year}). {genres}", text_fields=fields)
     first = load_dataset(written, cache)
-    (target,) = (cache / "datasets").glob("*.pkl")
+    target = _dataset_folder(cache) / "dataset.json"
     stamp = target.stat().st_mtime_ns
     from_record = bench.data.cards.DatasetCard.model_validate(
         json.loads(json.dumps(written.model_dump(mode="json"), sort_keys=True)))

@@ -126,7 +126,8 @@ def test_crash_mid_run_leaves_no_record_and_rerun_completes(tmp_path, monkeypatc
 
 def test_atomic_record_write(tmp_path):
     store = ResultStore(tmp_path)
-    store.write("abc", {"status": "complete", "run_id": "abc", "x": np.float64(1.5)},
+    store.write("abc", {"status": "complete", "run_id": "abc", "x": np.float64(1.5), "spec": {},
+                        "metrics": {"overall": {}}},
                 pd.DataFrame({"user": ["1"], "v": [0.1]}))
     assert store.has("abc") and store.load("abc")["schema_version"] == 2
     assert sorted(p.name for p in store.run_dir("abc").iterdir()) == ["per_user.csv.gz", "record.json"]

@@ -188,7 +188,8 @@ def fake_runs(monkeypatch):
         def execute(spec, store, cache_dir, options, requested):
             with store.lock(spec.run_id):
                 behaviour(spec, store)
-                store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id},
+                store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id, "spec": {},
+                                          "metrics": {"overall": {}}},
                             pd.DataFrame({"user": ["1"]}))
 
         monkeypatch.setattr(executors, "execute", execute)
@@ -283,7 +284,8 @@ def test_discard_unfinished_clears_only_stopped_runs(tmp_path):
     for run_id in ("done", "stopped", "failed_before", "running"):
         (store.run_dir(run_id) / "work").mkdir(parents=True)
         (store.run_dir(run_id) / "work" / "checkpoint.pth").write_text("partial")
-    store.write("done", {"status": "complete", "run_id": "done"}, pd.DataFrame({"user": ["1"]}))
+    store.write("done", {"status": "complete", "run_id": "done", "spec": {}, "metrics": {"overall": {}}},
+                pd.DataFrame({"user": ["1"]}))
     (store.run_dir("stopped") / "per_user.csv.gz").write_text("sidecar written before the record")
     (store.run_dir("failed_before") / "error.txt").write_text("an earlier attempt's traceback")
     with store.lock("running"):  # another process is still running it

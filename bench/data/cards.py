@@ -3,10 +3,14 @@
 A card (YAML under datasets/cards/ or a user file, validated by `DatasetCard`) names a loader and its files,
 the filters (minimum rating, then iterative k-core on users and items) and the item-text template.
 `load_dataset` reads the files, filters, renders the text, applies the missing-text policy, hashes the
-content and caches the result under `cache_dir/datasets/`, keyed by the card (paths excluded), the cache
-version and the source files' content hashes (memoised by each file's stat, so an unchanged file is not read
-again). A cached pickle is verified on load (a `Dataset` whose recomputed content hash matches its recorded
-one) and rebuilt, with one stderr line, when it is not.
+content and caches the result under `cache_dir/datasets/<key>/`, keyed by the card (paths excluded), the
+cache version and the source files' content hashes (memoised by each file's stat, so an unchanged file is not
+read again). The cache holds data only, never code (it may be shared): CSV files (interactions, items, item
+text) and `dataset.json` (name, content hash, meta, each file's sha256), published through
+`bench.cache.cached_artifact` (lock, manifest, atomic rename). It is verified before use (manifest, each
+file's recorded sha256, the content hash recomputed from the frames read back) and rebuilt, with one stderr
+line, when it fails. A pickle left by an older version (`<key>.pkl`) is never unpickled: the data set is
+rebuilt into the new format, with one stderr line saying so.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 import os
-import pickle
 import re
 import string
 import sys
@@ -32,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bench.data import amazon
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
 from bench.hashing import cache_warning, json_hash, sha256_file
-from bench.records import atomic_write, atomic_write_text
+from bench.records import atomic_write_text
 from bench.types import INTER_COLUMNS, Dataset
 
 # builtin cards: YAML data files in the repository's datasets/cards/ (not an importable package)
@@ -471,27 +475,83 @@ def cache_key(card: DatasetCard, files: dict[str, Path | None], memo_dir: Path |
 
 
 class _StaleCache(Exception):
-    """A cached dataset pickle that cannot be used: the message says why."""
+    """A cached dataset folder that cannot be used: the message says why."""
 
 
-def _load_cached(target: Path, card: DatasetCard) -> Dataset:
-    """The Dataset pickled at `target`, verified (its recomputed content hash equals the recorded one)."""
-    if target.stat().st_size == 0:
-        raise _StaleCache("is empty")
+DATASET_FILE = "dataset.json"  # name, content hash, meta, the frames' layout, each data file's sha256
+FRAME_FILES = {"interactions": "interactions.csv", "items": "items.csv", "item_text": "item_text.csv"}
+LAYOUT = 1  # of the cached dataset folder
+ITEM_COLUMN = "__item_id__"  # the item id column of items.csv and item_text.csv (the frames' index)
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    # floats as repr (read back bit for bit with float_precision="round_trip"); text quoted where needed
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def _read_csv(data: bytes, floats: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A frame written by `_csv_bytes`: every column text (empty stays ""), `floats` as float64 (empty is NaN)."""
+    header = pd.read_csv(io.BytesIO(data), nrows=0, dtype=str).columns
+    return pd.read_csv(io.BytesIO(data), dtype={c: ("float64" if c in floats else str) for c in header},
+                       keep_default_na=False, na_values={c: [""] for c in floats}, float_precision="round_trip",
+                       encoding="utf-8")
+
+
+def _write_cached(folder: Path, dataset: Dataset) -> None:
+    """The data set as CSV files plus dataset.json in `folder` (data only: nothing read back runs code)."""
+    if ITEM_COLUMN in dataset.items.columns:
+        raise BenchError(f"dataset {dataset.name!r}: an item field may not be named {ITEM_COLUMN!r}")
+    items = dataset.items.reset_index(names=ITEM_COLUMN)
+    text = pd.DataFrame({ITEM_COLUMN: dataset.item_text.index.astype(str), "text": dataset.item_text.to_numpy()})
+    payload = {"interactions": _csv_bytes(dataset.interactions[list(INTER_COLUMNS)]), "items": _csv_bytes(items),
+               "item_text": _csv_bytes(text)}
+    for part, data in payload.items():
+        (folder / FRAME_FILES[part]).write_bytes(data)
+    info = {"layout": LAYOUT, "name": dataset.name, "content_hash": dataset.content_hash, "meta": dataset.meta,
+            "item_index": dataset.items.index.name, "text_name": dataset.item_text.name,
+            "text_index": dataset.item_text.index.name,
+            "files": {FRAME_FILES[part]: hashlib.sha256(data).hexdigest() for part, data in payload.items()}}
+    (folder / DATASET_FILE).write_text(json.dumps(info, indent=1, sort_keys=True, default=str), encoding="utf-8")
+
+
+def _load_cached(folder: Path, card: DatasetCard) -> Dataset:
+    """The data set cached in `folder`, verified: each file matches its sha256 in dataset.json, and the content
+    hash recomputed from the frames read back is the recorded one; `_StaleCache` (why) otherwise."""
     try:
-        with open(target, "rb") as handle:
-            cached = pickle.load(handle)
-    except Exception as exc:  # truncated or garbled: any unpickling error
-        raise _StaleCache(f"cannot be read ({type(exc).__name__}: {exc})") from None
-    if not isinstance(cached, Dataset):
-        raise _StaleCache(f"holds a {type(cached).__name__}, not a prepared Dataset")
+        info = json.loads((folder / DATASET_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _StaleCache(f"{DATASET_FILE} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(info, dict) or info.get("layout") != LAYOUT or not isinstance(info.get("files"), dict) \
+            or not isinstance(info.get("content_hash"), str) or not isinstance(info.get("meta"), dict):
+        raise _StaleCache(f"{DATASET_FILE} is not a layout-{LAYOUT} description")
+    frames = {}
+    for part, name in FRAME_FILES.items():
+        try:
+            data = (folder / name).read_bytes()
+        except OSError as exc:
+            raise _StaleCache(f"{name} cannot be read ({type(exc).__name__})") from None
+        if hashlib.sha256(data).hexdigest() != info["files"].get(name):
+            raise _StaleCache(f"{name} does not match its recorded sha256")
+        try:
+            frames[part] = _read_csv(data, ("rating", "timestamp") if part == "interactions" else ())
+        except Exception as exc:  # garbled despite its hash: written by something else
+            raise _StaleCache(f"{name} does not parse ({type(exc).__name__})") from None
     try:
-        recomputed = content_hash(cached.interactions, cached.item_text, card)
+        inter = frames["interactions"][list(INTER_COLUMNS)]
+        items = frames["items"].set_index(ITEM_COLUMN)
+        items.index.name = info.get("item_index")
+        if items.columns.empty:  # no item fields: the columns as a frame built without any has them
+            items = pd.DataFrame(index=items.index)
+        text = frames["item_text"]
+        item_text = pd.Series(text["text"].to_numpy(), index=pd.Index(text[ITEM_COLUMN], dtype=str,
+                                                                       name=info.get("text_index")),
+                              dtype=str, name=info.get("text_name"))
+        recomputed = content_hash(inter, item_text, card)
     except Exception as exc:
         raise _StaleCache(f"cannot be checked ({type(exc).__name__}: {exc})") from None
-    if recomputed != cached.content_hash:
+    if recomputed != info["content_hash"]:
         raise _StaleCache("does not match its recorded content hash")
-    return cached
+    return Dataset(str(info.get("name", card.name)), inter, items, item_text, info["content_hash"], info["meta"])
 
 
 _MISSING_TEXT_REPORTED: set[str] = set()  # dataset content hashes whose missing-text line was printed
@@ -508,26 +568,45 @@ def report_missing_text(dataset: Dataset) -> None:
 
 
 def load_dataset(card: DatasetCard, cache_dir: Path | None = None) -> Dataset:
-    """The prepared data set of a card, from `cache_dir/datasets/<key>.pkl` when cached there and verified;
-    a cached pickle that fails the check is reported in one stderr line and rebuilt."""
+    """The prepared data set of a card, from `cache_dir/datasets/<key>/` when cached there and verified (see the
+    module's docstring); a cache that fails the check is reported in one stderr line and rebuilt. A pickle an
+    older version left at `<key>.pkl` is never read: one stderr line, then the data set is rebuilt."""
     if cache_dir is None:
         dataset = prepare_dataset(card)
         report_missing_text(dataset)
         return dataset
+    from bench.cache import cached_artifact
+
     files = source_files(card)
-    target = Path(cache_dir) / "datasets" / f"{cache_key(card, files, Path(cache_dir) / 'datasets')}.pkl"
-    if target.is_file():
+    key = cache_key(card, files, Path(cache_dir) / "datasets")
+    target = Path(cache_dir) / "datasets" / key
+    old_pickle = target.with_name(f"{key}.pkl")
+    if not target.is_dir() and old_pickle.is_file():
+        cache_warning(old_pickle, "dataset cache from an older version (a pickle, never loaded: caches hold data "
+                                  "only)", "rebuilding it as CSV files")
+    loaded: dict[str, Dataset] = {}
+
+    def check(folder: Path) -> str | None:
         try:
-            cached = _load_cached(target, card)
+            loaded["dataset"] = _load_cached(folder, card)
         except _StaleCache as stale:
-            cache_warning(target, f"dataset cache {stale}", "rebuilding")
-        else:  # the key leaves paths out: describe this card's files, not those the pickle was made from
-            meta = {**cached.meta, "sources": [str(p) for p in files.values() if p],
-                    "card": card.model_dump(mode="json")}
-            dataset = replace(cached, meta=meta)
-            report_missing_text(dataset)
-            return dataset
-    dataset = prepare_dataset(card)
-    atomic_write(target, lambda handle: pickle.dump(dataset, handle, protocol=pickle.HIGHEST_PROTOCOL))
+            loaded.pop("dataset", None)
+            return f"dataset cache {stale}"
+        return None
+
+    def build(tmp: Path) -> None:
+        loaded.pop("dataset", None)
+        _write_cached(tmp, prepare_dataset(card))
+
+    folder, built = cached_artifact(target, build, memo_dir=cache_dir, check=check)
+    cached = loaded.get("dataset") if not built else None
+    if cached is None:  # built just now (or checked before the manifest was): read back what was written
+        try:
+            cached = _load_cached(folder, card)
+        except _StaleCache as stale:  # a bug, not bad input: the files just written do not read back
+            raise RuntimeError(f"dataset cache {folder} written just now does not read back: {stale}") from None
+    # the key leaves paths out: describe this card's files, not those the cache was made from
+    meta = {**cached.meta, "sources": [str(p) for p in files.values() if p], "card": card.model_dump(mode="json")}
+    dataset = replace(cached, meta=meta)
     report_missing_text(dataset)
     return dataset

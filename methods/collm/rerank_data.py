@@ -109,7 +109,7 @@ def _retrieval_problem(folder: Path) -> str | None:
             return f"{name} is missing"
     try:
         users = json.loads((folder / "users.json").read_text())
-        shape = np.load(folder / "scores.npy", mmap_mode="r").shape
+        shape = np.load(folder / "scores.npy", mmap_mode="r", allow_pickle=False).shape
     except (OSError, ValueError) as err:
         return f"does not load ({err})"
     return None if shape[0] == len(users) else f"scores.npy has {shape[0]} rows for {len(users)} users"
@@ -150,7 +150,7 @@ def retrieval_stage(data: TrainView, ctx: RunContext) -> Retrieval:
 
     folder, built = cached_artifact(folder, build, memo_dir=ctx.cache_dir, check=_retrieval_problem)
     users = np.asarray(json.loads((folder / "users.json").read_text()), dtype=object)
-    scores = np.load(folder / "scores.npy")
+    scores = np.load(folder / "scores.npy", allow_pickle=False)
     info = json.loads((folder / "info.json").read_text()) | {"cached": not built, "cache": str(folder)}
     model = trained.get("model")
     if model is None and held_out:
