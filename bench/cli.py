@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.options import OPTION_NAMES
+from bench.spec import MAX_SEEDS
 
 DEFAULT_RESULTS = Path(os.environ.get("BENCH_RESULTS", "results"))
 DEFAULT_CACHE = Path(os.environ.get("BENCH_CACHE", "datasets/cache"))
+# free space a results or cache folder's file system must have before `bench run` starts (records, logs, prepared
+# data and models need room; a full disk mid-run loses the run): BENCH_MIN_FREE_MB, default 64 MiB
+MIN_FREE_MB = 64
+MAX_WORKERS = 1024
+# OSError numbers that mean "this folder cannot take what bench writes": one line, not a traceback
+FOLDER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", default=None)
     verify.add_argument("--threads", type=int, default=None)
     verify.add_argument("--workers", type=int, default=1)
+    verify.add_argument("--keep", action="store_true", help="keep the temporary scratch folder (default: removed "
+                                                             "once compared; a --scratch folder is always kept)")
 
     cmp = sub.add_parser("compare", help="method A vs method B (or run id A vs run id B) on stored runs")
     cmp.add_argument("a", help="run id (prefix), method name, or KEY=VALUE[,KEY=VALUE] selector")
@@ -167,7 +179,7 @@ def _suite_from_args(args):
                              "suite file (--method / --backbone / --split choose among its runs)")
         suite = load_suite(args.suite, args.profile)
         if args.seeds is not None:
-            _check_count("--seeds", args.seeds)
+            _check_count("--seeds", args.seeds, MAX_SEEDS)
             suite.seeds = list(range(args.seeds))
         if args.encoder:
             suite.encoder = args.encoder
@@ -177,16 +189,51 @@ def _suite_from_args(args):
         raise BenchError(f"give --suite, or all of --dataset --split --backbone --method (missing: "
                          f"--{', --'.join(missing)})")
     if args.seeds is not None:
-        _check_count("--seeds", args.seeds)
+        _check_count("--seeds", args.seeds, MAX_SEEDS)
     return Suite(name="adhoc", description="runs given on the command line",
                  datasets=[args.dataset], splits=[args.split], backbones=[args.backbone],
                  methods=args.method.split(","), seeds=list(range(args.seeds or 1)),
                  encoder=args.encoder or "minilm")
 
 
-def _check_count(flag: str, value: int | float) -> None:
-    if value < 1:
+def _check_count(flag: str, value: int | float, limit: int | None = None) -> None:
+    if not math.isfinite(value) or value < 1:
         raise BenchError(f"{flag} {value}: must be >= 1")
+    if limit is not None and value > limit:
+        raise BenchError(f"{flag} {value}: must be <= {limit}")
+
+
+def check_folder(folder: Path, what: str, flag: str) -> None:
+    """`folder` (created if missing) takes files and its file system has BENCH_MIN_FREE_MB free: a probe file is
+    written, synced and removed. BenchError (one line) naming the folder otherwise, before any work."""
+    folder = Path(folder)
+    try:
+        minimum = float(os.environ.get("BENCH_MIN_FREE_MB", MIN_FREE_MB))
+    except ValueError:
+        raise BenchError(f"BENCH_MIN_FREE_MB={os.environ['BENCH_MIN_FREE_MB']!r}: expected a number of MiB") from None
+    if folder.exists() and not folder.is_dir():
+        raise BenchError(f"{flag} {folder}: the {what} folder is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"{flag} {folder}: cannot create the {what} folder ({exc.strerror})") from None
+    probe = folder / f".bench-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * 4096)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise BenchError(f"{flag} {folder}: the {what} folder is not writable ({exc.strerror})") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    free = shutil.disk_usage(folder).free / 2**20
+    if free < minimum:
+        raise BenchError(f"{flag} {folder}: the {what} folder's file system has {free:.1f} MiB free; bench needs "
+                         f"at least {minimum:g} MiB there (BENCH_MIN_FREE_MB)")
 
 
 def _run_options(args, suite_options: dict | None = None):
@@ -216,9 +263,9 @@ def _cmd_run(args) -> int:
     if args.suite and "," in args.suite:  # several suites, one after the other
         return max(_cmd_run(argparse.Namespace(**{**vars(args), "suite": name}))
                    for name in args.suite.split(",") if name)
-    _check_count("--workers", args.workers)
-    if not args.cpus_per_task > 0:
-        raise BenchError(f"--cpus-per-task {args.cpus_per_task}: must be > 0")
+    _check_count("--workers", args.workers, MAX_WORKERS)
+    if not (math.isfinite(args.cpus_per_task) and 0 < args.cpus_per_task <= MAX_WORKERS):
+        raise BenchError(f"--cpus-per-task {args.cpus_per_task}: must be > 0 and <= {MAX_WORKERS}")
     suite = _suite_from_args(args)
     options = _run_options(args, suite.options)
     overrides = parse_overrides(args.set)
@@ -240,7 +287,7 @@ def _cmd_run(args) -> int:
         if not args.suite:
             raise BenchError("--extra-seeds adds seeds to cells of a suite: give --suite (and --method / --backbone "
                              "/ --split to choose the cells); without a suite, --seeds sets the seeds")
-        _check_count("--extra-seeds", args.extra_seeds)
+        _check_count("--extra-seeds", args.extra_seeds, MAX_SEEDS)
         specs = with_extra_seeds(specs, args.extra_seeds)
     if args.family:
         from bench.catalog import method_families
@@ -257,7 +304,18 @@ def _cmd_run(args) -> int:
             return 0
     store = ResultStore(args.results)
     requested = {"suite": suite.name, "profile": args.profile, "set": args.set, "argv": sys.argv[1:]}
-    complete = sum(store.has(s.run_id) for s in specs)
+    pending = [s for s in specs if not store.has(s.run_id)]
+    complete = len(specs) - len(pending)
+    # before any work: the folders take files, and every setting passes the checks that need files but no
+    # training (model folders, tokenizers: answer tokens, prompt templates; bench.runner.preflight)
+    if pending:
+        from bench.runner import preflight
+
+        preflight(pending, args.cache)
+    if pending or (not args.no_table and suite.name != "adhoc"):
+        check_folder(args.results, "results", "--results")
+    if pending:
+        check_folder(args.cache, "cache", "--cache")
     if specs and complete == len(specs):
         print(f"{suite.name}: all {len(specs)} runs already complete in {args.results} (stored records); "
               f"nothing to train. `bench verify --suite {suite.name}` reruns a sample and compares it with "
@@ -288,6 +346,7 @@ def _cmd_table(args) -> int:
     specs = expand(suite)
     # every option checked before any record is read or any file written
     selection = parse_selection(specs, args.metrics, args.columns, args.latex_width)
+    check_folder(args.out or args.results, "tables", "--out" if args.out else "--results")
     if args.render:
         from bench.report.latex_render import check_tools
 
@@ -335,9 +394,10 @@ def _cmd_claims(args) -> int:
 
     store = ResultStore(args.results)
     claims = load_claims(args.file)
+    out = args.out or Path(args.results) / "claims.md"
+    check_folder(Path(out).parent, "claims report", "--out" if args.out else "--results")
     report = render_claims(check_claims(store, claims, args.correction), claims, args.correction, store)
     print(report)
-    out = args.out or Path(args.results) / "claims.md"
     atomic_write_text(out, "# Claims checked against the stored runs\n\nGenerated by `python -m bench claims`; "
                       "nothing here is hand-edited.\n\n" + report)
     print(f"wrote {out}")
@@ -354,13 +414,16 @@ def _cmd_verify(args) -> int:
     if not args.suite:
         raise BenchError("bench verify: give --suite SUITE (rerun and compare a sample of its stored runs) or "
                          "--records (check every stored record, no rerun)")
-    _check_count("--workers", args.workers)
+    _check_count("--workers", args.workers, MAX_WORKERS)
     if not args.all:
         _check_count("--sample", args.sample)
     options = _run_options(args)
+    if args.scratch is not None:
+        check_folder(args.scratch, "scratch", "--scratch")
+    check_folder(args.cache, "cache", "--cache")
     report = verify_suite(args.suite, args.profile, args.results, args.cache, options,
                           sample=None if args.all else args.sample, seed=args.seed, scratch=args.scratch,
-                          workers=args.workers)
+                          workers=args.workers, keep=args.keep)
     print(render_verification(report))
     return 0 if all(row["identical"] for row in report["runs"]) else 1
 
@@ -374,6 +437,7 @@ def _cmd_figures(args) -> int:
         if name not in FIGURES:
             raise UnknownChoiceError("figure", name, FIGURES)
     out = args.out or Path(args.results) / "figures"
+    check_folder(out, "figures", "--out" if args.out else "--results")
     for path in write_figures(ResultStore(args.results), out, args.cache, which, args.metric):
         print(f"wrote {path}")
     return 0
@@ -392,6 +456,13 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_table(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder that became unwritable or full mid-way: one line, not a traceback
+        if exc.errno not in FOLDER_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bench: error: {where}{exc.strerror or exc} (check that the folder is writable and its disk has "
+              f"room)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; completed runs are saved, rerun to resume", file=sys.stderr)

@@ -57,6 +57,14 @@ def _model_folder(path: Path | str) -> Path:
     return folder
 
 
+def check_encoder_path(name: str, path: str) -> None:
+    """Pre-flight of an encoder's `path` setting (bench.runner.preflight, before any run; the model loads lazily
+    only in the run): it exists, holds no dangling link, and is a model folder (config.json or modules.json)."""
+    from bench.identity import check_path_setting
+
+    check_path_setting(path, f"encoder {name!r} setting path", model=True)
+
+
 class Encoder:
     """Maps texts to float32 vectors. Subclasses implement `_load`, `_encode`, `dim` and `settings`.
 
@@ -349,6 +357,8 @@ def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_di
     sha256, shape and dtype); a repeated call with the same encoder, template and texts encodes nothing.
     A cached entry is verified on load (see `_load_cached`); one that fails is reported on one stderr line
     (`bench: cache: <path>: <reason>; re-encoding`) and re-encoded. Raises BenchError on NaN/Inf vectors.
+    Encoding happens under a file lock (`embeddings/.<key>.lock`): two processes needing the same embeddings
+    encode them once, the second reads what the first wrote.
     info: cache_hit, seconds (this call), first_encode_seconds (the encode that filled the cache), key,
     path, encoder, dim.
     """
@@ -368,21 +378,37 @@ def encode_items(encoder: Encoder, item_text: pd.Series, template: str, cache_di
         cache_warning(path, problem, "re-encoding")
     hit = matrix is not None
     if not hit:
-        matrix = encoder.encode(texts, progress=progress)
-        finite = np.isfinite(matrix).all(axis=1)
-        if not finite.all():
-            bad = ids[int(np.flatnonzero(~finite)[0])]
-            raise BenchError(f"encoder {encoder.name!r} produced NaN/Inf for item {bad!r} "
-                             f"({int((~finite).sum())} of {len(ids)} items)")
-        buffer = io.BytesIO()
-        np.save(buffer, matrix, allow_pickle=False)
-        data = buffer.getvalue()
-        meta = {"key": key, "parts": parts, "encoder": encoder.name, "shape": list(matrix.shape),
-                "dtype": str(matrix.dtype), "sha256": hashlib.sha256(data).hexdigest(),
-                "encode_seconds": time.perf_counter() - start, "item_ids": ids}
-        atomic_write(path, lambda f: f.write(data))
-        atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        from filelock import FileLock
+
+        folder.mkdir(parents=True, exist_ok=True)
+        # two runs (processes) needing the same embeddings: the first encodes, the other waits and reads them
+        with FileLock(str(folder / f".{key}.lock")):
+            matrix, meta, _ = _load_cached(path, meta_path, ids, key)
+            hit = matrix is not None
+            if not hit:
+                matrix, meta = _encode_and_store(encoder, texts, ids, key, parts, path, meta_path, start,
+                                                 progress)
     info = {"cache_hit": hit, "seconds": time.perf_counter() - start,
             "first_encode_seconds": meta.get("encode_seconds"), "key": key, "path": str(path),
             "encoder": encoder.name, "dim": int(matrix.shape[1])}
     return matrix, info
+
+
+def _encode_and_store(encoder: Encoder, texts: list[str], ids: list[str], key: str, parts: dict, path: Path,
+                      meta_path: Path, start: float, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Encode `texts` and write the .npy and its JSON atomically (under the caller's lock)."""
+    matrix = encoder.encode(texts, progress=progress)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = ids[int(np.flatnonzero(~finite)[0])]
+        raise BenchError(f"encoder {encoder.name!r} produced NaN/Inf for item {bad!r} "
+                         f"({int((~finite).sum())} of {len(ids)} items)")
+    buffer = io.BytesIO()
+    np.save(buffer, matrix, allow_pickle=False)
+    data = buffer.getvalue()
+    meta = {"key": key, "parts": parts, "encoder": encoder.name, "shape": list(matrix.shape),
+            "dtype": str(matrix.dtype), "sha256": hashlib.sha256(data).hexdigest(),
+            "encode_seconds": time.perf_counter() - start, "item_ids": ids}
+    atomic_write(path, lambda f: f.write(data))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    return matrix, meta

@@ -3,9 +3,12 @@
 Shared cached artifacts (dataset, split, text embeddings) are prepared once in the parent first
 (`bench.runner.prepare_shared`); each run then goes through `bench.runner.execute`.
 
-Console: the terminal shows one suite progress bar and one line per failed run. Everything a run
-writes (warnings, RecBole / transformers logging, prints, inner progress bars) goes to its log,
-`<results>/logs/<run_id>.log` (git-ignored; `run_log_path`).
+Console: the terminal shows one suite progress bar, one line per failed run and one line per notice. Everything a
+run writes (warnings, RecBole / transformers logging, prints, inner progress bars) goes to its log,
+`<results>/logs/<run_id>.log` (git-ignored; `run_log_path`). A notice is a line the harness itself writes to
+stderr starting with `bench: ` (a cache rebuilt, items without text, a record quarantined): it goes to the log
+and, collected from the captured stream (in this process, a pool worker or a Ray task alike) and sent back with
+the run's result, to the terminal too, once per distinct line.
 
 Interrupts: SIGINT or SIGTERM to the process running `run_specs` cancels the pending runs, stops the
 running ones (pool workers and their children are terminated, Ray tasks force-cancelled) and raises
@@ -30,8 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import runner as _runner
 from bench.options import RunOptions
-from bench.records import ResultStore
+from bench.records import ResultStore, atomic_write_text
 from bench.runner import execute, prepare_shared
 from bench.spec import RunSpec
 
@@ -40,6 +44,21 @@ LIBRARY_LOGGERS = ("recbole", "transformers", "sentence_transformers", "huggingf
                    "accelerate", "datasets", "torch", "py.warnings")
 STOP_GRACE_S = 3.0  # seconds a stopped worker gets after SIGTERM before SIGKILL
 PR_SET_PDEATHSIG = 1
+NOTICE_PREFIX = "bench: "  # a line the harness writes to stderr for the user: it also reaches the terminal
+
+
+class RunResult(tuple):
+    """What one run sends back: it compares and unpacks as (run_id, error) (error None: the run succeeded), with
+    `notices` (the run's `bench: ...` lines, for the terminal) and `ran` (False: the run was found complete, e.g.
+    another process finished it first, so it is counted as skipped, not done)."""
+
+    def __new__(cls, run_id: str, error: str | None, notices=(), ran: bool = True):
+        self = super().__new__(cls, (run_id, error))
+        self.notices, self.ran = list(notices), bool(ran)
+        return self
+
+    def __reduce__(self):  # pool workers and Ray tasks send it back pickled
+        return (RunResult, (self[0], self[1], self.notices, self.ran))
 
 
 def run_log_path(root: Path | str, run_id: str) -> Path:
@@ -207,8 +226,9 @@ class _Forward(io.TextIOBase):
     """sys.stdout / sys.stderr during a run: writes go to the run log. Whatever kept a reference to it
     (a handler or bar created during the run) writes to the original stream once the run is over."""
 
-    def __init__(self, target, original):
+    def __init__(self, target, original, notices: list | None = None):
         self.target, self.original = target, original
+        self.notices, self._partial = notices, ""
 
     def _stream(self):
         if self.target is not None and not self.target.closed:
@@ -216,6 +236,10 @@ class _Forward(io.TextIOBase):
         return self.original
 
     def write(self, text: str) -> int:
+        if self.notices is not None and isinstance(text, str):
+            self._partial += text
+            *lines, self._partial = self._partial.split("\n")
+            self.notices.extend(line for line in lines if line.startswith(NOTICE_PREFIX))
         stream = self._stream()
         if stream is None:
             return len(text)
@@ -251,10 +275,11 @@ def _redirect_fd(fd: int, target: int) -> int | None:
 
 
 @contextlib.contextmanager
-def capture_run_output(path: Path, fds: bool = True):
+def capture_run_output(path: Path, fds: bool = True, notices: list | None = None):
     """For the block: Python warnings, the root logger and the library loggers, sys.stdout / sys.stderr
     and (fds=True) file descriptors 1 and 2 all write to `path` (appended); transformers' progress bars
-    are off. Everything is restored afterwards, also when an interrupt lands half-way. Yields the log."""
+    are off. Everything is restored afterwards, also when an interrupt lands half-way. Yields the log.
+    `notices`: a list that collects the `bench: ...` lines written to sys.stderr meanwhile (for the terminal)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
     log.write(f"=== {datetime.now(timezone.utc).isoformat(timespec='seconds')} pid {os.getpid()}\n")
@@ -291,7 +316,8 @@ def capture_run_output(path: Path, fds: bool = True):
             if fds:
                 for fd in (1, 2):
                     saved_fds[fd] = _redirect_fd(fd, log.fileno())
-            sys.stdout, sys.stderr = _Forward(log, saved_streams[0]), _Forward(log, saved_streams[1])
+            sys.stdout = _Forward(log, saved_streams[0])
+            sys.stderr = _Forward(log, saved_streams[1], notices)
         yield log
     finally:
         with _signals_deferred():
@@ -334,12 +360,15 @@ def _transformers_bars(enabled: bool | None) -> bool | None:
 
 
 def _execute_safely(spec: RunSpec, root: str, cache_dir: str, options: RunOptions,
-                    requested: dict) -> tuple[str, str | None]:
-    """One run, its output in its log; (run_id, None) or (run_id, traceback). Exceptions are reported
-    per run (the suite goes on, a rerun retries); KeyboardInterrupt is not caught."""
+                    requested: dict) -> RunResult:
+    """One run, its output in its log; RunResult (run_id, None) or (run_id, traceback), with the run's notices.
+    Exceptions are reported per run (the suite goes on, a rerun retries); KeyboardInterrupt is not caught.
+    error.txt is written whole or not at all (atomically; a full disk leaves none, the log and terminal say why)."""
     store = ResultStore(Path(root))
     error = None
-    with capture_run_output(run_log_path(root, spec.run_id)) as log:
+    notices: list[str] = []
+    _runner.SKIPPED.discard(spec.run_id)
+    with capture_run_output(run_log_path(root, spec.run_id), notices=notices) as log:
         try:
             execute(spec, store, Path(cache_dir), options, requested)
         except Exception:
@@ -348,13 +377,15 @@ def _execute_safely(spec: RunSpec, root: str, cache_dir: str, options: RunOption
         except BaseException as exc:
             log.write(f"interrupted: {exc!r}\n")
             raise
-    path = store.run_dir(spec.run_id) / "error.txt"
-    if error is None:
-        path.unlink(missing_ok=True)  # a failed earlier try's
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(error)
-    return spec.run_id, error
+        path = store.run_dir(spec.run_id) / "error.txt"
+        try:
+            if error is None:
+                path.unlink(missing_ok=True)  # a failed earlier try's
+            else:
+                atomic_write_text(path, error)
+        except OSError as exc:
+            log.write(f"cannot write {path}: {exc}\n")
+    return RunResult(spec.run_id, error, notices, ran=spec.run_id not in _runner.SKIPPED)
 
 
 def _ray_task(spec: RunSpec, root: str, cache_dir: str, options: RunOptions, requested: dict,
@@ -389,7 +420,7 @@ def _run_here(pending: list[RunSpec], root: str, cache_dir: str, options: RunOpt
     try:
         for spec in pending:
             on_start(spec.run_id)
-            on_result(*_execute_safely(spec, root, cache_dir, options, requested))
+            on_result(_execute_safely(spec, root, cache_dir, options, requested))
     except BaseException:  # what an interrupted run started does not outlive it
         with _signals_deferred():
             _stop_processes([], _new_children(before))
@@ -409,7 +440,7 @@ def _run_pool(pending: list[RunSpec], root: str, cache_dir: str, options: RunOpt
     try:
         futures = [pool.submit(_execute_safely, s, root, cache_dir, options, requested) for s in pending]
         for future in as_completed(futures):
-            on_result(*future.result())
+            on_result(future.result())
     except BaseException:
         with _signals_deferred():
             _stop_pool(pool)
@@ -442,7 +473,7 @@ def _run_ray(pending: list[RunSpec], root: str, cache_dir: str, options: RunOpti
         while refs:
             ready, refs = ray.wait(refs, num_returns=1, timeout=1.0)  # returns to Python: signals land
             for ref in ready:
-                on_result(*ray.get(ref))
+                on_result(ray.get(ref))
     except BaseException:
         with _signals_deferred():
             for ref in refs:
@@ -477,21 +508,38 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
         return summary
     labels = {s.run_id: s.label for s in pending}
     root, cache = str(Path(store.root).resolve()), str(Path(cache_dir).resolve())
+    shown: set[str] = set()  # notices already on the terminal (each distinct line once)
+
+    def show(notices, write) -> None:
+        for line in notices:
+            if line not in shown:
+                shown.add(line)
+                write(line)
+
     with _sigterm_interrupts():
-        # data, splits and item embeddings shared by the runs: built once here, their output in one log
+        # data, splits and item embeddings shared by the runs: built once here, their output in one log, with the
+        # pre-flight checks of every setting before and after (bench.runner.preflight), before any run
         prepare_log = run_log_path(root, "prepare")
         if options.progress:
-            print(f"preparing shared data, splits and embeddings (log: {prepare_log})", file=sys.stderr)
-        with capture_run_output(prepare_log):
-            prepare_shared(pending, cache_dir, options.device, options.progress)
+            print(f"preparing shared data, splits and embeddings (log: {prepare_log})", flush=True)
+        notices: list[str] = []
+        try:
+            with capture_run_output(prepare_log, notices=notices):
+                prepare_shared(pending, cache_dir, options.device, options.progress)
+        finally:
+            show(notices, lambda line: print(line, file=sys.stderr, flush=True))
         bar = tqdm(total=len(pending), desc=str(requested.get("suite") or "runs"), unit="run",
                    disable=not options.progress)
 
         def on_start(run_id: str) -> None:
             bar.set_postfix_str(labels[run_id])
 
-        def on_result(run_id: str, error: str | None) -> None:
-            if error is None:
+        def on_result(result) -> None:
+            run_id, error = result[0], result[1]
+            show(getattr(result, "notices", ()), lambda line: tqdm.write(line, file=sys.stderr))
+            if error is None and not getattr(result, "ran", True):
+                summary["skipped"] += 1  # completed meanwhile by another process: not run here
+            elif error is None:
                 summary["done"] += 1
             else:
                 summary["failed"][labels[run_id]] = error

@@ -27,6 +27,42 @@ FORMER_RUNTIME_KEYS = {"backbone": {"eval_batch_size"}, "method": {"progress", "
 KEYWORDS = {"smollm2"}
 
 
+def dangling_link(path: Path) -> Path | None:
+    """The first symbolic link at or under `path` whose target is missing (None: none); a content hash of
+    the folder could not read it."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return path
+    if not path.is_dir():
+        return None
+    for root, dirs, files in os.walk(path):
+        for name in sorted(dirs + files):
+            entry = Path(root) / name
+            if entry.is_symlink() and not entry.exists():
+                return entry
+    return None
+
+
+MODEL_MARKERS = ("config.json", "modules.json")  # a transformers / sentence-transformers model folder
+
+
+def check_path_setting(value: str, where: str, model: bool = False) -> Path:
+    """The path a path setting names, checked: it exists, holds no dangling symbolic link and (`model`) is a
+    model folder (config.json or modules.json in it); BenchError (one line) naming `where` otherwise."""
+    path = Path(value).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise BenchError(f"{where}={value!r}: a dangling symbolic link (its target {os.readlink(path)!r} is missing)")
+    if not path.exists():
+        raise BenchError(f"{where}={value!r}: no such file or folder")
+    broken = dangling_link(path)
+    if broken is not None:
+        raise BenchError(f"{where}={value!r}: {broken} is a dangling symbolic link (its target "
+                         f"{os.readlink(broken)!r} is missing); remove it or restore its target")
+    if model and not (path.is_dir() and any((path / marker).is_file() for marker in MODEL_MARKERS)):
+        raise BenchError(f"{where}={value!r}: not a model folder (no {' or '.join(MODEL_MARKERS)} in it)")
+    return path
+
+
 def _stamp(path: Path) -> tuple:
     """A cheap change detector for a file or folder (sizes and modification times of its files)."""
     if path.is_file():
@@ -49,8 +85,13 @@ def path_identity(value: str, where: str) -> dict[str, str]:
     """{"sha256": content hash} of the file or folder `value` names; BenchError when it does not exist."""
     path = Path(value).expanduser()
     if not path.exists():
-        raise BenchError(f"{where}={value!r}: no such file or folder")
-    return {"sha256": _cached_content_hash(str(path.resolve()), _stamp(path))}
+        check_path_setting(value, where)  # names a dangling link, else: no such file or folder
+    try:
+        stamp = _stamp(path)
+    except FileNotFoundError:  # a file listed but gone: a dangling symbolic link (or a file removed meanwhile)
+        check_path_setting(value, where)
+        raise
+    return {"sha256": _cached_content_hash(str(path.resolve()), stamp)}
 
 
 def _replace_paths(diff: dict[str, Any], cls, where: str, keywords: set[str]) -> dict[str, Any]:

@@ -17,11 +17,17 @@ registry entry's name. Instances implement:
 - `score(query: ScoreQuery) -> np.ndarray`: [len(query.users), len(items)] scores, items = the catalogue
   when `query.items` is None; a pointwise protocol passes each pair's history in the query;
 - `parameter_counts()`.
+Pre-flight (before any run of a suite starts, once per distinct setting; a problem is a one-line BenchError):
+- `check_inputs(cache_dir, build)`: checks of the settings against files, nothing trained (the default: every
+  path setting exists and holds no dangling link, and one naming a model, `MODEL_PATH_SETTINGS`, is a model
+  folder; the LLM methods add their prompt templates, answer tokens and the model's context);
+- `check_data(data, cache_dir)`: checks that also read the prepared data set and split (prompt lengths).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -39,6 +45,11 @@ COLD_ITEM_SOURCES: dict[str, str] = {
     "id": "ID table: from its random initial row, which no positive interaction ever trains (its scores are "
           "what the initialisation gives)",
 }
+
+
+# path settings that name a model folder (a transformers / sentence-transformers folder: config.json or
+# modules.json), unless they hold a builtin keyword such as "smollm2"
+MODEL_PATH_SETTINGS = ("base_model", "generator")
 
 
 class NoSettings(BaseModel):
@@ -88,6 +99,28 @@ class Method:
         every method asking the same size on the same split, recorded in the record's evaluation); 0 = all.
         Only a method whose scoring is too costly for every user on a CPU (an LLM reranker) asks for less."""
         return 0
+
+    def check_inputs(self, cache_dir: Path, build: bool = False) -> None:
+        """Pre-flight, before any run starts: BenchError (one line) for a setting that cannot work. The default
+        checks every path setting (`bench.settings.path_field`): it exists, holds no dangling symbolic link, and
+        one of `MODEL_PATH_SETTINGS` is a model folder. `build` False: build nothing (a check that needs a
+        builtin asset converted first may wait for the call with `build` True, after the shared preparation)."""
+        from bench.data.cards import CARD_NAMES
+        from bench.identity import KEYWORDS, check_path_setting
+        from bench.settings import path_keys
+
+        for loc in path_keys(type(self.settings)):
+            value: Any = self.settings
+            for part in loc:
+                value = getattr(value, part, None)
+            if not isinstance(value, str) or value in KEYWORDS or value in CARD_NAMES:
+                continue
+            check_path_setting(value, f"method {self.name!r} setting {'.'.join(loc)}",
+                               model=loc[-1] in MODEL_PATH_SETTINGS)
+
+    def check_data(self, data: TrainView, cache_dir: Path) -> None:
+        """Pre-flight with the prepared data set and split (after the shared preparation, before any run): a
+        method overrides it for checks that read the data (the longest prompt against the model's context)."""
 
     def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
         """How this instance scores an item without training interactions (a key of COLD_ITEM_SOURCES): the

@@ -25,10 +25,10 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = "cpu"
-    threads: int | None = Field(None, ge=1)  # torch threads per run; None: cpu_count // workers (at least 1)
+    threads: int | None = Field(None, ge=1, le=4096)  # torch threads per run; None: cpu_count // workers (>= 1)
     progress: bool = True  # inner progress bars (LLM stages, PtE generation) in the run's log
-    eval_batch_size: int = Field(1_000_000, ge=1)  # RecBole full-sort batch, in (users x items) cells
-    llm_eval_batch_size: int = Field(16, ge=1)  # Yes/No pairs scored per LLM forward pass
+    eval_batch_size: int = Field(1_000_000, ge=1, le=10**12)  # RecBole full-sort batch, in (users x items) cells
+    llm_eval_batch_size: int = Field(16, ge=1, le=1_000_000)  # Yes/No pairs scored per LLM forward pass
     prefix_cache: bool = True  # score a user's candidates against one cached prompt prefix (same outputs)
 
     @field_validator("device")
@@ -51,6 +51,9 @@ def make_options(values: dict[str, Any]) -> RunOptions:
     unknown = sorted(set(values) - set(OPTION_NAMES))
     if unknown:
         raise BenchError(f"unknown run option {unknown[0]!r}; valid options: {', '.join(OPTION_NAMES)}")
+    for key, value in values.items():  # true / false is no number (pydantic would read it as 1 / 0)
+        if isinstance(value, bool) and RunOptions.model_fields[key].annotation is not bool:
+            raise BenchError(f"run option {key}={value!r}: a number is needed, not true / false")
     try:
         return RunOptions.model_validate(values)
     except ValidationError as exc:

@@ -49,10 +49,25 @@ PACKAGES = ("llmrec-bench", "torch", "numpy", "pandas", "scipy", "scikit-learn",
             "transformers", "sentence-transformers", "peft", "accelerate")
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where Linux says it; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write, mode: int | None = None) -> None:
     """Write through `write(binary_file)` to a temp file in the same folder, fsync, then rename it over
     `path`: readers see the old file or the whole new one, never a part; a failure leaves no temp file.
-    `mode`: the new file's permission bits (default: the temp file's, owner-only)."""
+    `mode`: the new file's permission bits (default: what `open` would give a new file, 0o666 less the umask;
+    the temp file itself is created owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -60,8 +75,7 @@ def atomic_write(path: Path, write, mode: int | None = None) -> None:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
+            os.fchmod(fh.fileno(), mode if mode is not None else 0o666 & ~_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

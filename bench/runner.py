@@ -7,6 +7,7 @@ suite resumes where it stopped. How runs are spread over processes or a Ray clus
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -20,6 +21,10 @@ from bench.options import RunOptions
 from bench.records import PAIRS_FILE, ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
 from bench.types import RunContext, TrainView
+
+# run ids `execute` found complete instead of running (another process finished them first); per process
+SKIPPED: set[str] = set()
+_PREFLIGHT_DONE: set[str] = set()  # the pre-flight checks passed in this process (by what they depend on)
 
 
 def _dataset(spec: RunSpec, cache_dir: Path):
@@ -41,9 +46,11 @@ def _encoder(spec: RunSpec, device: str, cache_dir: Path):
 
 
 def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress: bool = True) -> None:
-    """Build every dataset, split and item-embedding cache the runs need, once, in this process."""
+    """Build every dataset, split and item-embedding cache the runs need, once, in this process; with the
+    pre-flight checks of every setting (`preflight`) before (files only) and after (with the prepared data)."""
     from bench.encoders import encode_items
 
+    preflight(specs, cache_dir)
     seen: set[str] = set()
     for spec in specs:
         key = (spec.model_dump_json(include={"dataset_settings", "split", "split_settings", "encoder",
@@ -57,6 +64,44 @@ def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress:
             encoder = _encoder(spec, device, cache_dir)
             encode_items(encoder, dataset.item_text, dataset.meta.get("card", {}).get("text_template", ""),
                          cache_dir, progress=progress)
+    preflight(specs, cache_dir, data=True)
+
+
+def preflight(specs: list[RunSpec], cache_dir: Path, data: bool = False) -> None:
+    """Every check of the runs' settings against files, once per distinct setting, before any run starts; a
+    problem is a BenchError (one line: exit 2). Without `data`: nothing is built or trained: the encoders' model
+    folders (`check_encoder_path`) and each method's `check_inputs` (path settings: missing, dangling links, a
+    folder that is not a model; the LLM methods: prompt templates, answer tokens as distinct single tokens of the
+    tokenizer, the context of the model's config). With `data` (after `prepare_shared`, so the data sets and
+    splits are cached): the checks that read them too, each method's `check_data` (e.g. the longest prompt a
+    scored pair can have against the model's context) and the `check_inputs` a builtin model asset deferred."""
+    from bench.catalog import METHODS
+    from bench.encoders import check_encoder_path
+    from bench.method import Method
+
+    cache_dir = Path(cache_dir)
+    for spec in specs:
+        if spec.encoder is not None and spec.encoder_settings.get("path"):
+            key = json.dumps(["encoder", spec.encoder, spec.encoder_settings], sort_keys=True, default=str)
+            if key not in _PREFLIGHT_DONE:
+                check_encoder_path(spec.encoder, spec.encoder_settings["path"])
+                _PREFLIGHT_DONE.add(key)
+        inputs = json.dumps(["method", spec.method, spec.method_settings, str(cache_dir), data], sort_keys=True,
+                            default=str)
+        method = None
+        if inputs not in _PREFLIGHT_DONE:
+            method = METHODS.create(spec.method, spec.method_settings)
+            method.check_inputs(cache_dir, build=data)
+            _PREFLIGHT_DONE.add(inputs)
+        if not data or METHODS.get(spec.method).check_data is Method.check_data:
+            continue
+        checked = json.dumps([inputs, spec.dataset_settings, spec.split, spec.split_settings], sort_keys=True,
+                             default=str)
+        if checked not in _PREFLIGHT_DONE:
+            method = method or METHODS.create(spec.method, spec.method_settings)
+            dataset = _dataset(spec, cache_dir)
+            method.check_data(TrainView.of(dataset, _split(spec, dataset, cache_dir)), cache_dir)
+            _PREFLIGHT_DONE.add(checked)
 
 
 def _latency(method, users: np.ndarray, histories: dict | None = None, n: int = 30) -> dict[str, float]:
@@ -88,12 +133,15 @@ def execute(spec: RunSpec, store: ResultStore, cache_dir: Path, options: RunOpti
     options = _as_options(options)
     run_id = spec.run_id
     if store.has(run_id):
+        SKIPPED.add(run_id)
         return store.load(run_id)
     with store.lock(run_id):  # two processes on one run id: the second waits, then skips
         problem = store.problem(run_id)
         if problem is None:
+            SKIPPED.add(run_id)
             return store.load(run_id)
         if problem != "no record":  # truncated, empty, old schema, no sidecar: kept aside, then redone
+            # its one `bench: record ...` line goes to the run's log and, through the executor, to the terminal
             store.quarantine(run_id, problem)
         return _execute_locked(spec, store, cache_dir, options, requested)
 

@@ -7,15 +7,24 @@ any work starts, never a silently ignored value.
 from __future__ import annotations
 
 import json
+import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.hashing import json_hash
+
+# a suite's name (and a profile's) is a folder name under --results: letters, digits, '_', '.', '-', never a path
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SEEDS = 1000  # seeds per cell (--seeds, --extra-seeds, a suite's seeds): more is a typo, never a study
+SEED_LIMIT = 2**32 - 1  # numpy's and torch's seeds
+# a YAML number without a dot or a signed exponent ('1e8', '1.5e8') reads as text; on the command line it is a number
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
 class RunSpec(BaseModel):
@@ -101,6 +110,47 @@ class Suite(BaseModel):
     # (bench.report.paradigms); "grid": rows (backbone, method), a column group per dataset / split
     table: Literal["grid", "paradigms"] = "grid"
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError("a suite name is a folder name: letters, digits, '_', '.', '-', starting with a letter "
+                             "or digit (no '/', no '..')")
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not NAME_PATTERN.match(str(name)):
+                raise ValueError(f"profile name {name!r} is not a folder name: letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("at least one seed is needed")
+        if len(value) > MAX_SEEDS:
+            raise ValueError(f"{len(value)} seeds; at most {MAX_SEEDS}")
+        bad = [seed for seed in value if isinstance(seed, bool) or not 0 <= seed <= SEED_LIMIT]
+        if bad:
+            raise ValueError(f"seed {bad[0]!r} is not an integer in 0..{SEED_LIMIT}")
+        return value
+
+
+def _one_line(exc: ValidationError) -> str:
+    """A pydantic error as one line: the first problem (field and message), and how many more there are."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(map(str, first["loc"])) or "(file)"
+    text = f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    if first["type"] != "missing" and "input" in first and not isinstance(first["input"], dict):
+        text += f" (got {first['input']!r})"
+    if len(errors) > 1:
+        text += f"; and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}"
+    return " ".join(text.split())
+
 
 def suite_names() -> list[str]:
     return sorted(p.stem for p in resources.files("bench.suites").iterdir() if p.name.endswith(".yaml"))
@@ -124,8 +174,13 @@ def _check_preset_holds(suite: str, method: str, values: dict[str, Any]) -> None
 def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
     """A builtin suite by name or a YAML file by path, with a named profile applied."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        text, source = path.read_text(), str(path)
+    if name_or_path not in suite_names() and (path.suffix in (".yaml", ".yml") or "/" in name_or_path
+                                              or os.sep in name_or_path):
+        if not path.is_file():
+            raise BenchError(f"no such suite file: {path}" + (f" (builtin suites: {', '.join(suite_names())})"
+                                                              if path.suffix in (".yaml", ".yml") else ""))
+        source = str(path)
+        text = read_text_file(path, "suite file")
     elif name_or_path in suite_names():
         res = resources.files("bench.suites") / f"{name_or_path}.yaml"
         text, source = res.read_text(), f"bench/suites/{name_or_path}.yaml"
@@ -133,9 +188,15 @@ def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
         raise UnknownChoiceError("suite", name_or_path, suite_names())
     try:
         raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{source}: invalid suite file: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"{source}: invalid suite file: expected a mapping of suite fields, got "
+                         f"{type(raw).__name__}")
+    try:
         suite = Suite.model_validate(raw)
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise BenchError(f"{source}: invalid suite file: {exc}") from exc
+    except ValidationError as exc:
+        raise BenchError(f"{source}: invalid suite file: {_one_line(exc)}") from None
     if profile is not None:
         if profile not in suite.profiles:
             raise UnknownChoiceError(f"profile of suite {suite.name!r}", profile, suite.profiles)
@@ -145,8 +206,20 @@ def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
         try:
             suite = Suite.model_validate(merged)
         except ValidationError as exc:
-            raise BenchError(f"{source}: profile {profile!r}: {exc}") from exc
+            raise BenchError(f"{source}: profile {profile!r}: {_one_line(exc)}") from None
     return suite
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file; BenchError naming the file, the line and the byte when it is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise BenchError(f"{path}, line {line}, column {column}: {what} is not UTF-8 text (byte "
+                         f"0x{data[exc.start]:02x})") from None
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -160,7 +233,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
         layer, name = key.split(".", 1)
         if layer not in layers:
             raise UnknownChoiceError("--set layer", layer, layers)
-        out[layer][name] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and _NUMBER.match(parsed.strip()):
+            parsed = float(parsed)
+        out[layer][name] = parsed
     return out
 
 
@@ -216,7 +292,7 @@ def _part_suite(suite: Suite, index: int, part: dict[str, Any]) -> Suite:
     try:
         return Suite.model_validate(merged)
     except ValidationError as exc:
-        raise BenchError(f"suite {suite.name!r}: parts[{index}]: {exc}") from exc
+        raise BenchError(f"suite {suite.name!r}: parts[{index}]: {_one_line(exc)}") from None
 
 
 def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | None) -> dict[str, set[str]]:

@@ -18,6 +18,7 @@ the mean of its per-user column where the record has one) and reports the bad on
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,9 @@ def provenance_differences(stored: dict, rerun: dict) -> list[str]:
 
 def verify_suite(suite_name: str, profile: str | None, results: Path, cache: Path, options: RunOptions,
                  sample: int | None = 3, seed: int = 0, scratch: Path | None = None,
-                 workers: int = 1) -> dict[str, Any]:
-    """Rerun `sample` stored runs of the suite (None: all) into `scratch` and compare each with its record."""
-    from bench.executors import run_specs
+                 workers: int = 1, keep: bool = False) -> dict[str, Any]:
+    """Rerun `sample` stored runs of the suite (None: all) into `scratch` and compare each with its record.
+    Without `scratch`, a temporary folder is used and removed afterwards unless `keep`."""
     from bench.spec import expand, load_suite
 
     suite = load_suite(suite_name, profile)
@@ -120,10 +121,24 @@ def verify_suite(suite_name: str, profile: str | None, results: Path, cache: Pat
     if sample is not None and sample < len(stored):
         rng = np.random.default_rng(seed)
         stored = [stored[i] for i in sorted(rng.choice(len(stored), sample, replace=False))]
+    temporary = scratch is None
     scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="bench-verify-"))
-    scratch_store = ResultStore(scratch)
+    try:
+        report = _verify_into(store, stored, ResultStore(scratch), cache, options, workers, suite.name, profile)
+    finally:
+        if temporary and not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["scratch_removed"] = temporary and not keep
+    return report
+
+
+def _verify_into(store: ResultStore, stored: list, scratch_store: ResultStore, cache: Path, options: RunOptions,
+                 workers: int, suite_name: str, profile: str | None) -> dict[str, Any]:
+    from bench.executors import run_specs
+
+    scratch = scratch_store.root
     summary = run_specs(stored, scratch_store, cache, options, workers,
-                        {"verify": suite.name, "profile": profile})
+                        {"verify": suite_name, "profile": profile})
     rows = []
     for spec in stored:
         row: dict[str, Any] = {"run_id": spec.run_id, "label": spec.label}
@@ -141,7 +156,7 @@ def verify_suite(suite_name: str, profile: str | None, results: Path, cache: Pat
                    provenance=provenance_differences(old, new),
                    new=new_metrics(old["metrics"], new["metrics"], old_users, new_users))
         rows.append(row)
-    return {"suite": suite.name, "scratch": str(scratch), "stored": len(stored), "runs": rows}
+    return {"suite": suite_name, "scratch": str(scratch), "stored": len(stored), "runs": rows}
 
 
 def render_verification(report: dict[str, Any]) -> str:
@@ -153,7 +168,8 @@ def render_verification(report: dict[str, Any]) -> str:
              for r in report["runs"]]
     same = sum(r["identical"] for r in report["runs"])
     head = (f"bench verify: suite {report['suite']}: {same} of {len(report['runs'])} rerun runs bit-identical "
-            f"to their stored records (scratch store {report['scratch']})")
+            f"to their stored records (scratch store {report['scratch']}"
+            f"{', removed; --keep keeps it' if report.get('scratch_removed') else ''})")
     return head + "\n\n" + tabulate(table, headers=["run id", "run", "identical", "max |Δ| metric",
                                                       "max |Δ| per user", "provenance that differs",
                                                       "new, not compared"],

@@ -174,3 +174,52 @@ def test_suite_runs_can_be_chosen_by_method_and_backbone_in_the_given_order(monk
     assert main(argv) == 0
     runs = {(s.method, s.split) for s in chosen["specs"]}
     assert runs == {("pte", "temporal_loo"), ("pte", "longtail")} and len(chosen["specs"]) == 6
+
+
+# ------------------------------------------------------------------ issue 25: file modes, verify's scratch
+def test_records_get_the_mode_open_would_give_them(tmp_path):
+    """Records and their sidecars are readable by others where the umask says so (not mkstemp's 0600)."""
+    import os
+
+    from bench.records import atomic_write
+
+    previous = os.umask(0o022)
+    try:
+        store = ResultStore(tmp_path)
+        store.write("abc", {"status": "complete", "run_id": "abc", "spec": {}, "metrics": {"overall": {}}},
+                    pd.DataFrame({"user": ["1"], "v": [0.1]}))
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in store.run_dir("abc").iterdir()} == {
+            "record.json": "0o644", "per_user.csv.gz": "0o644"}
+        os.umask(0o077)
+        atomic_write(tmp_path / "private.txt", lambda fh: fh.write(b"x"))
+        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+        atomic_write(tmp_path / "given.txt", lambda fh: fh.write(b"x"), mode=0o640)
+        assert (tmp_path / "given.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_verify_removes_its_temporary_scratch_folder_unless_kept(keep, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from bench import executors, runner
+
+    def fake_run(spec, store, *args):
+        store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id, "spec": spec.model_dump(mode="json"),
+                                  "metrics": {"overall": {"ndcg@10": 0.5}}},
+                    pd.DataFrame({"user": ["1"], "ndcg@10": [0.5]}))
+
+    monkeypatch.setattr(runner, "_execute_locked", fake_run)
+    monkeypatch.setattr(executors, "prepare_shared", lambda *a, **k: None)
+    results = tmp_path / "results"
+    assert main(["run", "--suite", "smoke", "--results", str(results), "--no-table"]) == 0
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    argv = ["verify", "--suite", "smoke", "--all", "--results", str(results), "--cache", str(tmp_path / "c")]
+    assert main([*argv, *(["--keep"] if keep else [])]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 rerun runs bit-identical" in out
+    assert len(list(scratch_root.glob("bench-verify-*"))) == (1 if keep else 0)
+    assert ("removed; --keep keeps it" in out) is not keep

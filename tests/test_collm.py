@@ -249,6 +249,70 @@ def test_history_longer_than_context_names_the_user(tmp_path, split):
     assert not (tmp_path / "cache" / "collm").exists(), "training started before the check"
 
 
+def test_identical_answer_tokens_are_a_settings_error():
+    from bench.catalog import METHODS
+
+    with pytest.raises(BenchError, match="the Yes and No answers must differ"):
+        METHODS.settings("icl", {"answer_tokens": [" Yes", " Yes"]})
+    with pytest.raises(BenchError, match="an answer is empty"):
+        METHODS.settings("tallrec-rerank", {"llm": {"answer_tokens": ["Yes", " "]}})
+
+
+def test_answer_tokens_that_are_one_token_id_are_refused(tiny_lm):
+    from methods.llm.load import load_tokenizer
+
+    with pytest.raises(cm.AnswerTokenError, match="are the same token"):
+        cm.answer_token_ids(load_tokenizer(tiny_lm), ["Yes", " Yes"])  # the same word-level token
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"answer_tokens": ["Maybe Yes", "No"]}, "method 'icl': answer 'Maybe Yes' is not a single token"),
+    ({"prompt": "Would the user like it? <HisItemTitleList>"}, "method 'icl': prompt template must contain "
+                                                                "<TargetItemTitle> exactly once"),
+])
+def test_tokenizer_checks_run_before_any_work(tiny_lm, tmp_path, capsys, monkeypatch, over, message):
+    """Answer tokens and prompt templates are checked from the tokenizer when `bench run` starts: exit 2, one
+    line, nothing prepared or trained."""
+    import bench.executors
+    from bench.cli import main
+
+    monkeypatch.setattr(bench.executors, "run_specs", lambda *a, **k: pytest.fail("work started"))
+    argv = ["run", "--dataset", "ml-100k", "--split", "ctr_temporal", "--backbone", "none", "--method", "icl",
+            "--set", f"method.base_model={tiny_lm}", "--set", 'method.answer_tokens=["Yes", "No"]',
+            "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]
+    for key, value in over.items():
+        argv += ["--set", f"method.{key}={json.dumps(value)}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_longest_prompt_is_checked_with_the_data_before_any_run(tmp_path, split):
+    """`check_data` (bench.runner.preflight, after the shared preparation): the longest prompt a pair can have
+    against the model's context, from its tokenizer and config; nothing is loaded or trained."""
+    from bench.types import TrainView
+
+    short = make_tiny_lm(tmp_path / "short", max_positions=40)
+    method = _method("tallrec", short)
+    method.check_inputs(tmp_path / "cache")  # tokenizer checks pass
+    view = TrainView.of(split_dataset(split), split)
+    with pytest.raises(cm.ContextLengthError, match="method 'tallrec': scored pairs: the longest prompt"):
+        method.check_data(view, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+    _method("tallrec", make_tiny_lm(tmp_path / "long", max_positions=4096)).check_data(view, tmp_path / "cache")
+
+
+def test_a_reranker_on_a_pointwise_split_is_refused_before_any_run(tiny_lm, split, tmp_path):
+    from bench.catalog import METHODS
+    from bench.types import TrainView
+
+    method = METHODS.create("tallrec-rerank", {"llm": {**FAST, "base_model": str(tiny_lm)}})
+    method.check_inputs(tmp_path)
+    with pytest.raises(BenchError, match="reranks on a ranking split"):
+        method.check_data(TrainView.of(split_dataset(split), split), tmp_path)
+
+
 # ---------------------------------------------------------------------------------------- end to end
 def test_stage1_lora_is_cached_and_shared(tiny_lm, split, tmp_path):
     ctx = _ctx(split, tmp_path, name="a")

@@ -270,3 +270,39 @@ def test_real_ml1m():
     toy = dataset.items.index[dataset.items["source_id"] == "Toy Story (1995)"][0]
     assert dataset.item_text[toy] == "Toy Story (1995). Genres: Animation, Children's, Comedy."
     assert not dataset.interactions["user"].str.startswith("1m_").any()
+
+
+# ------------------------------------------------------------------ issue 25: header lines, encodings
+def test_a_repeated_header_line_in_a_token_only_file_is_an_error_naming_its_line(tmp_path):
+    folder = write_atomic(tmp_path / "cat", [("1", "1"), ("1", "2"), ("user_id:token", "item_id:token"), ("2", "1")],
+                          None, inter_header="user_id:token\titem_id:token")
+    with pytest.raises(DataFileError, match=r"cat\.inter, line 4: the header line repeated"):
+        load_dataset(card(folder, text_fields={}, text_template="{id}"))
+    typed = write_atomic(tmp_path / "typed", [("1", "1", 5, 1), ("user_id:token", "item_id:token", "rating:float",
+                                                                   "timestamp:float")], None)
+    with pytest.raises(DataFileError, match=r"typed\.inter, line 3: the header line repeated"):
+        load_dataset(card(typed, text_fields={}, text_template="{id}"))
+
+
+def test_a_byte_that_is_not_utf8_names_its_line_and_column(tmp_path):
+    folder = write_atomic(tmp_path / "latin", [("1", "1", 5, 1), ("1", "2", 4, 2)],
+                          [("1", "One", 2000, "Drama"), ("2", "Two", 2001, "Drama")])
+    with open(folder / "latin.item", "ab") as handle:
+        handle.write(b"3\tCaf\xe9\t2002\tDrama\n")
+    with pytest.raises(DataFileError, match=r"latin\.item, line 4: not UTF-8 text at column 6 \(byte 0xe9\)"):
+        load_dataset(card(folder))
+
+
+def test_an_amazon_line_that_is_not_utf8_is_named(tmp_path):
+    good = json.dumps({"reviewerID": "A", "asin": "B1", "overall": 5.0, "unixReviewTime": 1}).encode()
+    (tmp_path / "reviews_Toys.json").write_bytes(b"\n".join([good, good, good[:-2] + b'\xff"}', good]) + b"\n")
+    write_jsonl(tmp_path / "meta_Toys.json.gz", [{"asin": "B1", "title": "Ball"}])
+    with pytest.raises(DataFileError, match=r"reviews_Toys\.json, line 3: not UTF-8 text at column \d+ \(byte 0xff\)"):
+        load_dataset(DatasetCard(name="t", loader="amazon2018", path=str(tmp_path / "reviews_Toys.json")))
+
+
+def test_a_card_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "card.yaml"
+    path.write_bytes(b"name: t\nloader: atomic\ntext_template: 'caf\xe9'\n")
+    with pytest.raises(BenchError, match=r"card\.yaml, line 3, column 20: dataset card is not UTF-8 text"):
+        load_card(str(path))

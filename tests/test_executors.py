@@ -295,3 +295,145 @@ def test_discard_unfinished_clears_only_stopped_runs(tmp_path):
     assert [p.name for p in store.run_dir("failed_before").iterdir()] == ["error.txt"]
     assert (store.run_dir("running") / "work" / "checkpoint.pth").exists()
     assert store.has("done") and (store.run_dir("done") / "work").exists()  # a complete run is not touched
+
+
+# ------------------------------------------------------------------ issue 25: notices, counts, error.txt, locks
+def test_notices_reach_the_terminal_once_and_the_log(tmp_path, fake_runs, capfd, monkeypatch):
+    """A `bench: ...` line a run (or the shared preparation) writes to stderr goes to its log and, once per
+    distinct line, to the terminal; other output stays in the log."""
+    install, _ = fake_runs
+
+    def noisy(spec, store):
+        print(f"bench: cache: /c/{spec.run_id}.npy: sha256 does not match; re-encoding", file=sys.stderr)
+        print("bench: dataset 'tiny': 2 items without text (policy: placeholder); first ids: 1, 2", file=sys.stderr)
+        print("not a notice", file=sys.stderr)
+
+    install(noisy)
+    monkeypatch.setattr(executors, "prepare_shared", lambda *a, **k: print(
+        "bench: cache: /c/datasets/x: dataset cache does not match; rebuilding", file=sys.stderr))
+    specs = fake_specs(2)
+    executors.run_specs(specs, ResultStore(tmp_path), tmp_path, RunOptions(progress=False))
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("bench: ")]
+    assert lines[0] == "bench: cache: /c/datasets/x: dataset cache does not match; rebuilding"
+    for spec in specs:
+        assert f"bench: cache: /c/{spec.run_id}.npy: sha256 does not match; re-encoding" in lines
+        assert f"/c/{spec.run_id}.npy" in executors.run_log_path(tmp_path, spec.run_id).read_text()
+    assert lines.count("bench: dataset 'tiny': 2 items without text (policy: placeholder); first ids: 1, 2") == 1
+    assert "not a notice" not in err
+    assert "rebuilding" in executors.run_log_path(tmp_path, "prepare").read_text()
+
+
+def test_a_run_another_process_completed_counts_as_skipped_not_done(tmp_path, monkeypatch):
+    """Two `bench run`s of one suite: the run the other process finished while this one prepared is skipped."""
+    import pandas as pd
+
+    from bench.spec import expand, load_suite
+
+    spec = expand(load_suite("smoke"))[0]
+    store = ResultStore(tmp_path)
+
+    def other_process_finishes(*args, **kwargs):
+        store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id, "spec": spec.model_dump(mode="json"),
+                                  "metrics": {"overall": {}}}, pd.DataFrame({"user": ["1"]}))
+
+    monkeypatch.setattr(executors, "prepare_shared", other_process_finishes)
+    summary = executors.run_specs([spec], store, tmp_path, RunOptions(progress=False))
+    assert summary == {"total": 1, "skipped": 1, "done": 0, "failed": {}}
+
+
+def test_error_txt_is_whole_or_absent(tmp_path, monkeypatch):
+    """A full disk while writing error.txt leaves no empty error.txt (the log says why)."""
+    import errno
+
+    spec = fake_specs(1)[0]
+
+    def boom(*args):
+        raise RuntimeError("the run failed")
+
+    def full(path, text, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(executors, "execute", boom)
+    monkeypatch.setattr(executors, "atomic_write_text", full)
+    result = executors._execute_safely(spec, str(tmp_path), str(tmp_path), RunOptions(), {})
+    assert result[0] == spec.run_id and "the run failed" in result[1] and result.ran
+    assert not (tmp_path / "runs" / spec.run_id / "error.txt").exists()
+    assert "No space left on device" in executors.run_log_path(tmp_path, spec.run_id).read_text()
+    monkeypatch.undo()
+    monkeypatch.setattr(executors, "execute", boom)
+    executors._execute_safely(spec, str(tmp_path), str(tmp_path), RunOptions(), {})
+    assert "the run failed" in (tmp_path / "runs" / spec.run_id / "error.txt").read_text()
+
+
+def test_run_results_pickle_with_their_notices():
+    import pickle
+
+    result = executors.RunResult("abc", None, ["bench: cache: x; rebuilding"], ran=False)
+    back = pickle.loads(pickle.dumps(result))
+    assert back == ("abc", None) and back.notices == ["bench: cache: x; rebuilding"] and back.ran is False
+    run_id, error = back
+    assert (run_id, error) == ("abc", None)
+
+
+def test_two_processes_needing_the_same_embeddings_encode_them_once(tmp_path):
+    import threading
+
+    import numpy as np
+    import pandas as pd
+
+    from bench.encoders import Encoder, encode_items
+
+    calls = []
+
+    class Slow(Encoder):
+        def __init__(self):
+            self.name, self.batch_size = "slow", 4
+
+        def fingerprint(self):
+            return "slow-encoder"
+
+        @property
+        def dim(self):
+            return 3
+
+        def _encode(self, texts, batch_size, progress):
+            calls.append(len(texts))
+            time.sleep(0.5)
+            return np.ones((len(texts), 3))
+
+    text = pd.Series(["a", "b"], index=["1", "2"])
+    hits = []
+    threads = [threading.Thread(target=lambda: hits.append(encode_items(Slow(), text, "{title}", tmp_path,
+                                                                        progress=False)[1]["cache_hit"]))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [2] and sorted(hits) == [False, True]
+
+
+def test_a_check_of_the_prepared_data_fails_before_any_run(tmp_path, monkeypatch):
+    """bench.runner.preflight with `data`: a method's `check_data` runs after the shared preparation and before
+    any run; its BenchError stops the suite (exit 2 in the CLI)."""
+    from bench import runner
+    from bench.data.splits import make_split, resolve_split_params
+    from bench.errors import BenchError
+    from bench.spec import expand, load_suite
+    from methods.classic import RandomInit
+    from tests.conftest import make_dataset
+
+    spec = next(s for s in expand(load_suite("smoke")) if s.method == "random")
+    dataset = make_dataset()
+    split = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    monkeypatch.setattr(runner, "_dataset", lambda spec, cache_dir: dataset)
+    monkeypatch.setattr(runner, "_split", lambda spec, data, cache_dir: split)
+
+    def check_data(self, data, cache_dir):
+        raise BenchError(f"method {self.name!r}: {len(data.item_ids)} items, too few")
+
+    monkeypatch.setattr(RandomInit, "check_data", check_data, raising=False)
+    monkeypatch.setattr(executors, "execute", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(BenchError, match="method 'random': 40 items, too few"):
+        executors.run_specs([spec], ResultStore(tmp_path), tmp_path, RunOptions(progress=False))

@@ -142,3 +142,93 @@ def test_a_method_override_reaches_every_part_that_has_the_key():
     assert any(s.method.startswith("llminit") for s in specs)  # the LLMInit part still runs, untouched
     with pytest.raises(BenchError, match="unknown method setting"):
         expand(load_suite("pte"), {"method": {"max_new_tokenz": 16}})
+
+
+# ------------------------------------------------------------------ issue 25: cards, links, bounds
+def test_a_user_card_with_text_fields_has_a_run_id(tmp_path):
+    """text_fields (a free mapping: canonical field -> source column) enters the id as its value, never as
+    'not a setting of this version'."""
+    from bench.data.cards import load_card, source_files
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in source_files(load_card("ml-100k")).values():
+        (data / path.name).symlink_to(path)
+    card = tmp_path / "card.yaml"
+    card.write_text(f"name: mine\nloader: ml-100k\npath: {data}\ntext_template: '{{title}}'\n"
+                    "text_fields: {title: movie_title}\n")
+    suite = load_suite("smoke").model_copy(update={"datasets": [str(card)]})
+    spec = expand(suite)[0]
+    assert spec.identity["dataset"]["settings"]["text_fields"] == {"title": "movie_title"}
+    card.write_text(f"name: mine\nloader: ml-100k\npath: {data}\ntext_template: '{{title}}'\n"
+                    "text_fields: {title: movie_title, year: release_year}\n")
+    assert expand(suite)[0].run_id != spec.run_id
+
+
+def test_settings_diff_keeps_unknown_keys_an_error_outside_free_mappings():
+    from bench.errors import BenchError
+    from bench.settings import settings_diff
+    from methods.backbones.cf import BACKBONES
+
+    cls = BACKBONES["lightgcn"].settings
+    with pytest.raises(BenchError, match="'bogus' is not a setting of this version; known: "):
+        settings_diff(cls, {"bogus": 1}, BACKBONES["lightgcn"].defaults)
+
+
+def test_a_dangling_link_in_a_path_setting_is_named(tmp_path):
+    from bench.errors import BenchError
+    from bench.identity import path_identity
+
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "b.txt").symlink_to(tmp_path / "gone.txt")
+    with pytest.raises(BenchError, match=r"b\.txt is a dangling symbolic link .*gone\.txt"):
+        path_identity(str(tmp_path), "dataset 'x' setting path")
+    (tmp_path / "b.txt").unlink()
+    assert path_identity(str(tmp_path), "x")["sha256"]
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(BenchError, match="a dangling symbolic link"):
+        path_identity(str(tmp_path / "link"), "x")
+
+
+def test_upper_bounds_booleans_and_finite_numbers_change_no_stored_value():
+    """The checks added in bench.settings.validate_settings (integer bounds, no true / false for a number, finite
+    numbers) accept every setting of every committed record, so no run id moves and every record stays usable."""
+    from bench.data.splits import SPLIT_SETTINGS
+    from bench.encoders import EncoderSettings
+    from bench.identity import FORMER_RUNTIME_KEYS
+    from bench.settings import validate_settings
+    from methods.backbones.cf import BACKBONES
+
+    root = Path(__file__).resolve().parent.parent / "results" / "runs"
+    records = sorted(root.glob("*/record.json"))
+    assert records
+    for path in records:
+        spec = json.loads(path.read_text())["spec"]
+        where = str(path)
+        validate_settings(SPLIT_SETTINGS[spec["split"]], spec["split_settings"], where)
+        validate_settings(BACKBONES[spec["backbone"]].settings, {
+            k: v for k, v in spec["backbone_settings"].items() if k not in FORMER_RUNTIME_KEYS["backbone"]}, where)
+        cls = METHODS.get(spec["method"]).Settings
+        validate_settings(cls, {k: v for k, v in spec["method_settings"].items()
+                                if k in cls.model_fields or k not in FORMER_RUNTIME_KEYS["method"]}, where)
+        if spec.get("encoder"):
+            validate_settings(EncoderSettings, spec["encoder_settings"], where)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"embedding_size": 100_000}, "setting embedding_size=100000: must be <= 16384"),
+    ({"epochs": True}, "setting epochs=True: a number is needed, not true / false"),
+    ({"learning_rate": float("inf")}, "setting learning_rate=inf: must be a finite number"),
+    ({"embedding_size": 64, "epochs": 10}, None),
+])
+def test_validate_settings_bounds_every_class_at_once(values, message):
+    from bench.errors import BenchError
+    from bench.settings import validate_settings
+    from methods.backbones.cf import BACKBONES
+
+    cls = BACKBONES["mf"].settings
+    if message is None:
+        assert validate_settings(cls, values, "backbone 'mf'").embedding_size == 64
+    else:
+        with pytest.raises(BenchError, match=message):
+            validate_settings(cls, values, "backbone 'mf'")

@@ -69,10 +69,14 @@ def iter_json_lines(path: Path, literal_fallback: bool = False) -> Iterator[tupl
     opener = gzip.open if gzipped else open
     line_no = 0
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for line_no, line in enumerate(tqdm(handle, desc=path.name, unit=" lines", mininterval=1.0,
-                                                disable=None), start=1):
-                line = line.strip()
+        with opener(path, "rb") as handle:  # decoded line by line: a byte that is not UTF-8 names its line
+            for line_no, raw in enumerate(tqdm(handle, desc=path.name, unit=" lines", mininterval=1.0,
+                                               disable=None), start=1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    raise DataFileError(path, f"not UTF-8 text at column {exc.start + 1} (byte "
+                                              f"0x{raw[exc.start]:02x}); save it as UTF-8", line=line_no) from None
                 if not line:
                     continue
                 try:

@@ -139,10 +139,12 @@ def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
         path = Path(name).expanduser()
         if not path.is_file():
             raise BenchError(f"dataset card file {path} not found")
+        from bench.spec import read_text_file
+
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.safe_load(read_text_file(path, "dataset card"))
         except yaml.YAMLError as exc:
-            raise BenchError(f"dataset card {path}: not valid YAML: {exc}") from exc
+            raise BenchError(f"dataset card {path}: not valid YAML: {' '.join(str(exc).split())}") from None
         if isinstance(raw, dict):
             raw.setdefault("name", path.stem)
         base = path.parent.resolve()
@@ -214,9 +216,16 @@ def read_atomic(path: Path) -> pd.DataFrame:
                                 na_values={c: [""] for c in floats}, **options)
         except ValueError:  # a non-numeric value somewhere: read text, find its line below
             frame = pd.read_csv(path, dtype=str, **options)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataFileError(path, f"not a readable tab-separated atomic file: {exc}") from exc
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataFileError(path, f"not a readable tab-separated atomic file: {' '.join(str(exc).split())}") from None
     frame.index = frame.index + 2
+    maybe = frame[frame[header[0]].astype(str) == header[0]] if len(header) else frame.iloc[:0]
+    repeated = (maybe.astype(str) == pd.Series(list(header), index=frame.columns)).all(axis=1)
+    if repeated.any():  # a second header line (files concatenated): never data
+        raise DataFileError(path, "the header line repeated (files concatenated?); remove the extra header",
+                            line=int(repeated.idxmax()))
     text = [c for c in header if c not in floats]
     frame[text] = frame[text].fillna("")
     frame = frame[(frame[text] != "").any(axis=1) | frame[floats].notna().any(axis=1)]  # drop blank lines
@@ -225,6 +234,18 @@ def read_atomic(path: Path) -> pd.DataFrame:
         name = column.partition(":")[0]
         frame[name] = parse_floats(frame[name], path, name, allow_empty=True)
     return frame
+
+
+def _not_utf8(path: Path) -> DataFileError:
+    """The error for a file that is not UTF-8: the line and column of its first byte that does not decode."""
+    with open(path, "rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return DataFileError(path, f"not UTF-8 text at column {exc.start + 1} (byte 0x{line[exc.start]:02x}); "
+                                           "save it as UTF-8", line=line_no)
+    return DataFileError(path, "not UTF-8 text; save it as UTF-8")
 
 
 def parse_floats(values: pd.Series, path: Path, column: str, allow_empty: bool = False) -> pd.Series:

@@ -548,7 +548,16 @@ def paradigm_tables(specs: list[RunSpec], store: ResultStore) -> dict[str, pd.Da
 def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
     """The table as Markdown, LaTeX or CSV; `numparse` False keeps formatted numbers (0.030) as written."""
     if fmt == "markdown":
-        return table.to_markdown(index=False, disable_numparse=not numparse)
+        # a `|` or a line break inside a cell or a header would end the cell or the row: escaped ("\\|", "<br>")
+        def cell(value):
+            if not isinstance(value, str):
+                return value
+            return value.replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
+
+        escaped = table.rename(columns=cell)
+        if any(isinstance(v, str) and ("|" in v or "\n" in v or "\r" in v) for v in table.to_numpy().ravel()):
+            escaped = escaped.apply(lambda column: column.map(cell))
+        return escaped.to_markdown(index=False, disable_numparse=not numparse)
     if fmt == "latex":  # a bare booktabs tabular; the suite's tables come from `bench.report.latex`
         from bench.report.latex import frame_grid, tabular
 

@@ -11,6 +11,7 @@ pre-trained state, t2 = tune it from scratch, t3 = one step (LoRA and mapper tog
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -53,14 +54,93 @@ class LLMMethod(LoRATuning, Method):
 
     # ------------------------------------------------------------------------------- setup and checks
     def base_dir(self, ctx: RunContext) -> Path:
+        return self._base_dir(ctx.cache_dir)
+
+    def _base_dir(self, cache_dir: Path, build: bool = True) -> Path | None:
+        """The model folder; the builtin "smollm2" is converted into the cache first (`build` False: None when
+        it is not converted yet)."""
         from bench.data import assets
 
         if self.settings.base_model == "smollm2":
-            return assets.smollm2_dir(ctx.cache_dir)
+            if not build:  # assets.smollm2_dir's folder, if an earlier run converted it
+                folder = Path(cache_dir) / "models" / "smollm2-135m-instruct"
+                return folder if folder.is_dir() else None
+            return assets.smollm2_dir(cache_dir)
         path = Path(self.settings.base_model)
         if not path.is_dir():
             raise BenchError(f"base_model {self.settings.base_model!r} is not a folder (or 'smollm2')")
         return path
+
+    # ---------------------------------------------------------------------------------------- pre-flight
+    def check_inputs(self, cache_dir: Path, build: bool = False) -> None:
+        """Before any run (bench.method.Method.check_inputs): the base model's path, the prompt templates, the
+        answer tokens (distinct single tokens of its tokenizer) and a fast tokenizer; from its tokenizer and
+        config only, the model is not loaded. The builtin model is checked once converted (`build`)."""
+        super().check_inputs(cache_dir, build)
+        with self._named():
+            for template, required in self.templates():
+                cm.parse_template(template, required)
+            self._preflight_tokenizer(cache_dir, build)
+
+    @contextlib.contextmanager
+    def _named(self):
+        """A pre-flight error names the method (the run has not started: nothing else would say which)."""
+        try:
+            yield
+        except BenchError as exc:
+            message = f"method {self.name!r}: {exc}"
+            try:
+                named = type(exc)(message)
+            except TypeError:  # an error class built from other arguments
+                named = BenchError(message)
+            raise named from None
+
+    def _preflight_tokenizer(self, cache_dir: Path, build: bool):
+        """(tokenizer, context limit) of the base model, answer tokens checked; None when not converted yet."""
+        from methods.llm.load import load_tokenizer
+
+        base = self._base_dir(cache_dir, build)
+        if base is None:
+            return None
+        if getattr(self, "_checked", None) is not None and self._checked[0] == base:
+            return self._checked[1]
+        tokenizer = load_tokenizer(base)
+        cm.answer_token_ids(tokenizer, self.settings.answer_tokens)
+        if not getattr(tokenizer, "is_fast", False):
+            raise BenchError(f"the prompt needs a fast tokenizer (character offsets); {type(tokenizer).__name__} "
+                             "is not one: point base_model at a model folder with tokenizer.json")
+        self._checked = (base, (tokenizer, self._context_limit(base)))
+        return self._checked[1]
+
+    def _context_limit(self, base: Path) -> int:
+        """The longest prompt: `max_length`, at most the model's context (its config's max_position_embeddings)."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(base), local_files_only=True)
+        return min(self.settings.max_length or 10**9, int(getattr(config, "max_position_embeddings", 10**9)))
+
+    def check_data(self, data: TrainView, cache_dir: Path) -> None:
+        """Before any run, with the prepared split: a pointwise split, and the longest prompt a scored pair can
+        have fits the model's context."""
+        if "label" not in data.split.train.columns:
+            raise BenchError(f"method {self.name!r} needs a pointwise split with labels (ctr_temporal), "
+                             f"got {data.split.name!r}")
+        self.check_prompts_fit(data, cache_dir, int(data.split.params["history_length"]))
+
+    def check_prompts_fit(self, data: TrainView, cache_dir: Path, history_length: int) -> None:
+        """The longest prompt of each template with `history_length` history titles fits the context."""
+        with self._named():
+            tokenizer, limit = self._preflight_tokenizer(cache_dir, build=True)
+            titles = self._titles(data)
+            for template, required in self.templates():
+                builder = cm.PromptBuilder(tokenizer, template, required, titles, self.target_dependent_user)
+                cm.check_longest_prompt(tokenizer, builder, titles, history_length, limit)
+
+    @staticmethod
+    def _titles(data: TrainView) -> dict:
+        items = data.catalogue.items
+        titles = items["title"] if "title" in items.columns else data.catalogue.item_text
+        return {k: str(v) for k, v in titles.items()}
 
     def templates(self) -> list[tuple[str, tuple[str, ...]]]:
         return [(self.settings.prompt, self.required)]
@@ -79,9 +159,7 @@ class LLMMethod(LoRATuning, Method):
         self.tokenizer = load_tokenizer(base)
         self.yes_no = cm.answer_token_ids(self.tokenizer, self.settings.answer_tokens)
         self.base_fingerprint = self._fingerprint(base, ctx)
-        items = self.data.catalogue.items
-        titles = items["title"] if "title" in items.columns else self.data.catalogue.item_text
-        self.titles = {k: str(v) for k, v in titles.items()}
+        self.titles = self._titles(self.data)
         self.lm = load_model(base, ctx.device, self.settings.attn_implementation, use_cache=False)
         for p in self.lm.parameters():
             p.requires_grad_(False)
@@ -107,17 +185,8 @@ class LLMMethod(LoRATuning, Method):
         """Before training, the longest prompt any scored pair can have (its `history_length` items the
         longest titles, the target the longest title) must fit the context; training pairs are checked
         exactly, scored pairs again in `score`."""
-        length = int(self.data.split.params["history_length"])
-        sizes = {item: len(self.tokenizer(title, add_special_tokens=False)["input_ids"])
-                 for item, title in self.titles.items()}
-        longest = sorted(sizes, key=lambda item: (-sizes[item], item))
-        if longest:
-            n_tokens = len(self.builder.encode(tuple(longest[:length]), longest[0]).ids)
-            if n_tokens > self.limit:
-                raise cm.ContextLengthError(
-                    f"scored pairs: the longest prompt a pair can have ({length} history items and the target, "
-                    f"all with the longest titles) has {n_tokens} tokens, more than the model's context of "
-                    f"{self.limit}; shorten history_length or the template")
+        cm.check_longest_prompt(self.tokenizer, self.builder, self.titles, int(self.data.split.params["history_length"]),
+                                self.limit)
 
     def _fingerprint(self, base: Path, ctx: RunContext) -> str:
         from bench.data.assets import files_fingerprint
@@ -450,6 +519,14 @@ class EnsembleMFCoLLM(Method):
 
     def llm_settings(self):
         return self.settings.llm
+
+    def check_inputs(self, cache_dir: Path, build: bool = False) -> None:
+        """Before any run: its LLM's checks (base model, templates, answer tokens)."""
+        super().check_inputs(cache_dir, build)
+        self.llm_cls(self.llm_settings(), name=self.name).check_inputs(cache_dir, build)
+
+    def check_data(self, data: TrainView, cache_dir: Path) -> None:
+        self.llm_cls(self.llm_settings(), name=self.name).check_data(data, cache_dir)
 
     def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
         report = self.start_fit(data)

@@ -71,6 +71,8 @@ def parse_template(template: str, required: tuple[str, ...]) -> list[str]:
 
 
 def answer_token_ids(tokenizer, words) -> list[int]:
+    """The token id of each answer word: each must be one token of the tokenizer, and the ids distinct (the same
+    token for Yes and No would score every pair alike)."""
     ids = []
     for word in words:
         pieces = tokenizer.encode(word, add_special_tokens=False)
@@ -78,7 +80,24 @@ def answer_token_ids(tokenizer, words) -> list[int]:
             raise AnswerTokenError(f"answer {word!r} is not a single token of this tokenizer (it splits into "
                                    f"{tokenizer.convert_ids_to_tokens(pieces)}); set answer_tokens")
         ids.append(pieces[0])
+    if len(set(ids)) != len(ids):
+        raise AnswerTokenError(f"answers {list(words)!r} are the same token of this tokenizer (id {ids[0]}); "
+                               "set answer_tokens to two different single tokens")
     return ids
+
+
+def check_longest_prompt(tokenizer, builder: PromptBuilder, titles: dict, length: int, limit: int) -> None:
+    """The longest prompt any scored pair can have (its `length` history items the longest titles, the target the
+    longest title) must fit the context `limit`: ContextLengthError otherwise."""
+    sizes = {item: len(tokenizer(title, add_special_tokens=False)["input_ids"]) for item, title in titles.items()}
+    longest = sorted(sizes, key=lambda item: (-sizes[item], item))
+    if longest:
+        n_tokens = len(builder.encode(tuple(longest[:length]), longest[0]).ids)
+        if n_tokens > limit:
+            raise ContextLengthError(
+                f"scored pairs: the longest prompt a pair can have ({length} history items and the target, "
+                f"all with the longest titles) has {n_tokens} tokens, more than the model's context of "
+                f"{limit}; shorten history_length or the template")
 
 
 @dataclass

@@ -110,6 +110,21 @@ class LLMReranker(Method):
     protocol = "ranking"
     llm_cls: ClassVar[type] = ICL  # a subclass names its Yes / No model (its `llm` settings are that model's)
 
+    # ----------------------------------------------------------------------------------- pre-flight
+    def check_inputs(self, cache_dir, build: bool = False) -> None:
+        """Before any run: the Yes / No model's checks (base model, templates, answer tokens; see ICL's)."""
+        super().check_inputs(cache_dir, build)
+        self.llm_cls(self.settings.llm, name=self.name).check_inputs(cache_dir, build)
+
+    def check_data(self, data: TrainView, cache_dir) -> None:
+        """Before any run, with the prepared split: a ranking split, and the longest prompt (`history_length`
+        titles) fits the model's context."""
+        if "label" in data.train.columns:
+            raise BenchError(f"method {self.name!r} reranks on a ranking split; {data.split.name!r} is pointwise "
+                             f"(use {self.llm_cls.default_name!r} there)")
+        llm = self.llm_cls(self.settings.llm, name=self.name)
+        llm.check_prompts_fit(data, cache_dir, int(self.settings.history_length))
+
     # ------------------------------------------------------------------------------------------ fit
     def fit(self, data: TrainView, ctx: RunContext) -> FitReport:
         report = self.start_fit(data)

@@ -60,6 +60,15 @@ class LLMSettings(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
 
     @model_validator(mode="after")
+    def _distinct_answers(self):
+        if any(not str(word).strip() for word in self.answer_tokens):
+            raise ValueError(f"answer_tokens {list(self.answer_tokens)!r}: an answer is empty")
+        if self.answer_tokens[0] == self.answer_tokens[1]:
+            raise ValueError(f"answer_tokens {list(self.answer_tokens)!r}: the Yes and No answers must differ (the "
+                             "same token for both scores every pair alike)")
+        return self
+
+    @model_validator(mode="after")
     def _selection_needs_validation(self):
         if not self.select_on_valid and (self.evaluations or self.patience):
             raise ValueError("evaluations and patience select on validation: they need select_on_valid: true "
