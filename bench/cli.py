@@ -346,11 +346,11 @@ def _cmd_table(args) -> int:
     specs = expand(suite)
     # every option checked before any record is read or any file written
     selection = parse_selection(specs, args.metrics, args.columns, args.latex_width)
-    check_folder(args.out or args.results, "tables", "--out" if args.out else "--results")
     if args.render:
         from bench.report.latex_render import check_tools
 
         check_tools()
+    check_folder(args.out or args.results, "tables", "--out" if args.out else "--results")
     written = write_tables(suite, specs, ResultStore(args.results), args.out or args.results,
                            correction=args.correction, latex=selection)
     if not written:
