@@ -4,7 +4,6 @@ import pickle
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from methods.backbones import recbole_compat
@@ -55,15 +54,37 @@ def test_dok_update_restored_for_lightgcn_adjacency():
     assert matrix.toarray()[0, 1] == 1.0 and matrix.toarray()[2, 0] == 2.0
 
 
-def test_trainer_reloads_pickled_checkpoint(tmp_path):
-    import recbole.trainer.trainer as trainer_module
+def test_checkpoint_holds_weights_only_and_recbole_reloads_it(tmp_path):
+    # RecBole pickled its Config into each checkpoint, which torch >= 2.6's default load (weights_only) refuses:
+    # reloading the best model raised UnpicklingError. The patched checkpoint loads weights-only, in RecBole's
+    # own evaluate(load_best_model=True) and resume_checkpoint too, and holds the model's very tensors.
     import torch
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.general_recommender import BPR
+    from recbole.trainer import Trainer
 
-    path = tmp_path / "ckpt.pth"
-    torch.save({"config": pd.DataFrame({"a": [1]}), "state_dict": {}}, path)
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)  # torch >= 2.6 default refuses pickled objects
-    assert trainer_module.torch.load(path)["config"]["a"][0] == 1
+    config = _config(tmp_path, {"topk": [1]})
+    with pytest.raises(pickle.UnpicklingError):  # what RecBole's own checkpoint content does under torch.load
+        torch.save({"config": config}, tmp_path / "pickled.pth")
+        torch.load(tmp_path / "pickled.pth")
+    dataset = create_dataset(config)
+    train, valid, _ = data_preparation(config, dataset)
+    model = BPR(config, train._dataset)
+    trainer = Trainer(config, model)
+    trainer.best_valid_score = np.float64(0.25)  # RecBole's scores are numpy floats
+    trainer._save_checkpoint(3, verbose=False)
+    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
+    assert checkpoint["config"] == {"model": "BPR"} and checkpoint["epoch"] == 3
+    assert type(checkpoint["best_valid_score"]) is float and checkpoint["best_valid_score"] == 0.25
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert checkpoint["state_dict"].keys() == state.keys()
+    assert all(torch.equal(checkpoint["state_dict"][k], state[k]) for k in state)
+    with torch.no_grad():
+        model.user_embedding.weight.zero_()
+    trainer.evaluate(valid, load_best_model=True)  # RecBole's own reload: torch.load with its defaults
+    assert torch.equal(model.user_embedding.weight, state["user_embedding.weight"])
+    trainer.resume_checkpoint(trainer.saved_model_file)
+    assert trainer.start_epoch == 4
 
 
 def test_token_seq_lengths_are_per_row(tmp_path):

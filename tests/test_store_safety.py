@@ -132,9 +132,9 @@ def test_the_data_format_cache_gives_back_exactly_the_prepared_dataset(tmp_path,
 
 PICKLE_CALLS = re.compile(r"pickle\.(load|loads|Unpickler)\b|read_pickle\s*\(|allow_pickle\s*=\s*True|"
                           r"weights_only\s*=\s*False|[\"']weights_only[\"']\s*,\s*False|joblib\.load|dill\.load")
-# RecBole's best checkpoint: written a moment before by the same run, in its own git-ignored work/ folder (a
-# Config object inside needs full unpickling); the only two left, named here so no new one goes unseen
-KNOWN_PICKLE_CALLS = {"methods/backbones/cf.py": 1, "methods/backbones/recbole_compat.py": 1}
+# none left: RecBole's best checkpoint (its Config object needed full unpickling) now holds tensors and plain
+# data only and is read with weights_only=True (methods/backbones/recbole_compat.py `_weights_only_checkpoint`)
+KNOWN_PICKLE_CALLS: dict[str, int] = {}
 
 
 def test_no_code_loads_a_pickle_from_a_cache_or_a_record():

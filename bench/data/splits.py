@@ -632,32 +632,54 @@ def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Pat
 CONTEXT_FILE = "context.tsv"  # held-out users' interactions known at inference only (cold_users)
 TRAIN_ALL_FILE = "train_all.tsv"  # all training pairs before the few-shot sample (ctr_temporal, shots > 0)
 # split.json's layout: 2 = a few-shot split saves its train_all (a few-shot split saved before is rebuilt: its
-# frames and content hash are the same, and train_all is added)
-LAYOUT = 2
+# frames and content hash are the same, and train_all is added); 3 = the files were read back and hashed to the
+# recorded content hash before the folder was published, so a load whose files match their recorded sha256
+# needs no re-hash (a layout-2 folder is still read back and re-hashed on every load, as before)
+LAYOUT = 3
+VOUCHED_LAYOUT = 3  # from this layout on, matching file digests stand for the content hash
 PART_FILES = {"train": "train.tsv", "valid": "valid.tsv", "test": "test.tsv", "user_segment": "user_segment.tsv",
               "item_segment": "item_segment.tsv"}
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(source) -> pd.DataFrame:
     # round_trip: floats read back bit for bit, so the recomputed hash matches the recorded one
-    return pd.read_csv(path, sep="\t", float_precision="round_trip",
+    return pd.read_csv(source, sep="\t", float_precision="round_trip",
                        dtype={"user": str, "item": str, "rating": float, "timestamp": float, "segment": str,
                               "history": str})
 
 
-def _read_segment(path: Path) -> pd.Series:
+def _read_segment(source) -> pd.Series:
     """A segment file as written: the index keeps the name in its header ("user" for users, none for items),
     as the in-memory series had, so the frames hash back to the recorded content hash."""
-    return pd.read_csv(path, sep="\t", dtype=str, index_col=0)["segment"]
+    return pd.read_csv(source, sep="\t", dtype=str, index_col=0)["segment"]
 
 
 class _StaleSplit(Exception):
     """A saved split that cannot be used: the message says why."""
 
 
+def _read_files(folder: Path, names: list[str]) -> tuple[dict[str, pd.DataFrame | pd.Series], dict[str, str]]:
+    """The split's frames from `names` (part files, segments, context, train_all) and each file's sha256,
+    from one read of its bytes."""
+    import io
+
+    frames: dict[str, pd.DataFrame | pd.Series] = {}
+    digests: dict[str, str] = {}
+    parts = {file: part for part, file in PART_FILES.items()} | {CONTEXT_FILE: "context",
+                                                                  TRAIN_ALL_FILE: "train_all"}
+    for file in names:
+        data = (folder / file).read_bytes()
+        digests[file] = hashlib.sha256(data).hexdigest()
+        part = parts[file]
+        frames[part] = (_read_segment if part.endswith("_segment") else _read)(io.BytesIO(data))
+    return frames, digests
+
+
 def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Split:
-    """The split saved in `folder`, verified: made from `dataset` with `params`, each file as recorded, and
-    the frames read back hash to the recorded content hash; `_StaleSplit` (why) otherwise."""
+    """The split saved in `folder`, verified: made from `dataset` with `params` and each file as recorded.
+    A layout-3 folder whose files all match their recorded sha256 is the split its content hash names (the
+    read-back was hashed once, before publishing: `_write`); an older folder, or one without recorded file
+    digests, is re-hashed from the frames read back. `_StaleSplit` (why) otherwise."""
     try:
         info = json.loads((folder / "split.json").read_text())
         if not isinstance(info, dict):
@@ -669,31 +691,38 @@ def _load_saved(folder: Path, dataset: Dataset, name: str, params: dict) -> Spli
             raise _StaleSplit("was made with other settings than its folder name says")
         if params.get("shots") and info.get("layout", 1) < 2:
             raise _StaleSplit(f"was saved before few-shot splits kept all training pairs ({TRAIN_ALL_FILE})")
-        changed = [file for file, digest in (info.get("files") or {}).items()
-                   if not (folder / file).is_file() or sha256_file(folder / file) != digest]
-        frames = {part: _read(folder / PART_FILES[part]) for part in ("train", "valid", "test")}
-        users, items = (_read_segment(folder / PART_FILES[part]) for part in ("user_segment", "item_segment"))
-        if CONTEXT_FILE in (info.get("files") or {}):
-            frames["context"] = _read(folder / CONTEXT_FILE)
-        if TRAIN_ALL_FILE in (info.get("files") or {}):
-            frames["train_all"] = _read(folder / TRAIN_ALL_FILE)
+        recorded = info.get("files") or {}
+        names = list(PART_FILES.values()) + [f for f in (CONTEXT_FILE, TRAIN_ALL_FILE) if f in recorded]
+        frames, digests = _read_files(folder, names)
+
+        def digest_of(file: str) -> str | None:  # a recorded file that is no frame (none today) is hashed too
+            if file in digests:
+                return digests[file]
+            return sha256_file(folder / file) if (folder / file).is_file() else None
+
+        changed = [file for file, digest in recorded.items() if digest_of(file) != digest]
     except _StaleSplit:
         raise
     except Exception as exc:  # a missing, truncated or garbled file
         raise _StaleSplit(f"cannot be read ({type(exc).__name__}: {exc})") from None
+    users, items = frames.pop("user_segment"), frames.pop("item_segment")
     split = Split(name=name, params=info["params"], **frames, user_segment=users, item_segment=items,
                   content_hash=info.get("content_hash"), dataset_hash=info["dataset_hash"],
                   description=info.get("description", ""), path=folder)
-    if changed or split_hash(split) != split.content_hash:
-        which = f"{', '.join(changed)} changed" if changed else "a file changed?"
-        raise _StaleSplit(f"does not match its recorded hash ({which})")
-    if split.train_all is not None and train_all_hash(split.train_all) != info.get("train_all_hash"):
+    if changed:
+        raise _StaleSplit(f"does not match its recorded hash ({', '.join(changed)} changed)")
+    vouched = info.get("layout", 1) >= VOUCHED_LAYOUT and all(file in recorded for file in names)
+    if not vouched and split_hash(split) != split.content_hash:
+        raise _StaleSplit("does not match its recorded hash (a file changed?)")
+    if split.train_all is not None and not vouched and train_all_hash(split.train_all) != info.get("train_all_hash"):
         raise _StaleSplit(f"{TRAIN_ALL_FILE} does not match its recorded hash")
     return split
 
 
 def _write(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
-    """Write the split's files and split.json (each file's sha256, the content hash) into `folder`."""
+    """Write the split's files and split.json (each file's sha256, the content hash) into `folder`, after
+    reading the files back and hashing what they hold (the one content hash of a prepared split: loads then
+    check the files' sha256 only). Files that do not hash back are a bug, raised before anything is published."""
     for part in ("train", "valid", "test"):
         getattr(split, part).to_csv(folder / PART_FILES[part], sep="\t", index=False)
     split.user_segment.to_csv(folder / PART_FILES["user_segment"], sep="\t")
@@ -707,13 +736,19 @@ def _write(split: Split, folder: Path, dataset: Dataset, params: dict) -> None:
         split.train_all.to_csv(folder / TRAIN_ALL_FILE, sep="\t", index=False)
         files.append(TRAIN_ALL_FILE)
         extra = {"train_all_hash": train_all_hash(split.train_all)}
+    frames, digests = _read_files(folder, files)
+    back = _frames_hash(_hashed_frames(frames["train"], frames["valid"], frames["test"], frames["user_segment"],
+                                       frames["item_segment"], frames.get("context", EMPTY_CONTEXT)))
+    if back != split.content_hash or ("train_all" in frames
+                                      and train_all_hash(frames["train_all"]) != extra["train_all_hash"]):
+        raise RuntimeError(f"split {split.name!r} written to {folder} does not read back to its content hash")
     info = {"name": split.name, "params": params, "content_hash": split.content_hash,
             "dataset_hash": dataset.content_hash, "description": split.description,
             "counts": {p: int(len(getattr(split, p))) for p in ("train", "valid", "test")}
             | ({"train_all": int(len(split.train_all))} if split.train_all is not None else {}),
             "segments": {"users": split.user_segment.value_counts().to_dict(),
                          "items": split.item_segment.value_counts().to_dict()},
-            "files": {file: sha256_file(folder / file) for file in files}, "layout": LAYOUT, **extra}
+            "files": digests, "layout": LAYOUT, **extra}
     (folder / "split.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
 
@@ -725,9 +760,11 @@ def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Pat
 
     params = resolve_split_params(name, params)
 
+    loaded: dict[Path, Split] = {}
+
     def problem(folder: Path) -> str | None:
         try:
-            _load_saved(folder, dataset, name, params)
+            loaded[folder] = _load_saved(folder, dataset, name, params)
         except _StaleSplit as stale:
             return f"split {stale}"
         return None
@@ -735,8 +772,10 @@ def load_or_make_split(dataset: Dataset, name: str, params: dict, cache_dir: Pat
     def build(tmp: Path) -> None:
         _write(make_split(dataset, name, params), tmp, dataset, params)
 
-    folder, _ = cached_artifact(split_dir(cache_dir, dataset, name, params), build, memo_dir=cache_dir,
-                                check=problem)
+    folder, built = cached_artifact(split_dir(cache_dir, dataset, name, params), build, memo_dir=cache_dir,
+                                    check=problem)
+    if not built and folder in loaded:  # verified just now by the check: read once, not twice
+        return loaded[folder]
     try:
         return _load_saved(folder, dataset, name, params)
     except _StaleSplit as stale:  # a bug, not bad input: the files just written do not read back

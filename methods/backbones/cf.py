@@ -186,16 +186,51 @@ def write_atomic_split(data, folder: Path, name: str = "bench") -> Path:
 
 
 def write_inter_files(target: Path, name: str, header: str, parts: dict[str, pd.DataFrame | list[str]]) -> None:
-    """`<name>.<part>.inter` for train and valid (frames or pre-formatted lines), and test = valid."""
+    """`<name>.<part>.inter` for train and valid (frames or pre-formatted lines), and test = valid. A frame is
+    written as `to_csv(sep="\t", header=False, index=False)` writes it, byte for byte (`csv_lines`)."""
     for part in ("train", "valid"):
         with open(target / f"{name}.{part}.inter", "w", encoding="utf-8") as fh:
             fh.write(header)
             rows = parts[part]
-            if isinstance(rows, pd.DataFrame):
+            lines = csv_lines(rows) if isinstance(rows, pd.DataFrame) else rows
+            if lines is None:
                 rows.to_csv(fh, sep="\t", header=False, index=False)
             else:
-                fh.writelines(rows)
+                fh.writelines(lines)
     shutil.copyfile(target / f"{name}.valid.inter", target / f"{name}.test.inter")
+
+
+_QUOTED = ("\t", '"', "\r", "\n")  # what makes the csv writer quote a field (tab-separated, minimal quoting)
+
+
+def csv_lines(rows: pd.DataFrame) -> list[str] | None:
+    """The lines `rows.to_csv(sep="\t", header=False, index=False)` writes, by plain joins (a third of its CPU
+    time: it rendered every split on every run), where the same bytes are certain: string columns without a
+    missing value or a character the csv writer would quote, float columns of whole numbers below 2**53 (which
+    numpy and Python both render "<n>.0"). None otherwise: the caller writes with to_csv."""
+    import os
+
+    if os.linesep != "\n":
+        return None
+    columns = []
+    for name in rows.columns:
+        column = rows[name]
+        if column.dtype.kind == "f":
+            values = column.to_numpy()
+            if not (np.isfinite(values).all() and (values == np.round(values)).all() and (np.abs(values) < 2**53).all()):
+                return None
+            columns.append([repr(v) for v in values.tolist()])
+        elif isinstance(column.dtype, pd.StringDtype) or column.dtype == object:
+            values = column.tolist()
+            if column.isna().any() or (column.dtype == object and not all(isinstance(v, str) for v in values)):
+                return None
+            text = "".join(values)
+            if any(c in text for c in _QUOTED):
+                return None
+            columns.append(values)
+        else:
+            return None
+    return ["\t".join(fields) + "\n" for fields in zip(*columns)]
 
 
 def write_catalogue_files(data, target: Path, name: str) -> None:
@@ -253,6 +288,7 @@ class RecBoleCF:
         from recbole.data import create_dataset, data_preparation
 
         write_atomic_split(data, self.work_dir / "data")
+        self._item_columns = None  # token ids of a new dataset
         model_cls = _model_class(self.spec)
         with self._log_to_run_dir():
             self.config = Config(model=model_cls, dataset="bench", config_dict=self.recbole_config_dict())
@@ -272,6 +308,15 @@ class RecBoleCF:
         """RecBole internal indices for raw ids (strings); -1 where RecBole never saw the id."""
         mapping = self.dataset.field2token_id[field]
         return np.array([mapping.get(str(x), -1) for x in ids], dtype=np.int64)
+
+    def item_columns(self, item_ids) -> np.ndarray:
+        """`token_index` of items, kept for the last list asked (every scoring call of a run asks the catalogue:
+        one dict lookup per item per call cost ~20 ms a batch on ml-1m)."""
+        ids = np.asarray(item_ids)
+        last = self.__dict__.get("_item_columns")
+        if last is None or last[0].shape != ids.shape or not np.array_equal(last[0], ids):
+            last = self._item_columns = (ids.copy(), self.token_index("item_id", ids))
+        return last[1]
 
     def set_embeddings(self, user_ids, user_matrix: np.ndarray | None, item_ids, item_matrix: np.ndarray | None):
         """Overwrite initial embedding rows for the given raw ids (before training)."""
@@ -308,8 +353,8 @@ class RecBoleCF:
             seconds = time.perf_counter() - start
             import torch
 
-            checkpoint = torch.load(trainer.saved_model_file, map_location=self.config["device"],
-                                    weights_only=False)  # the harness's own checkpoint, just written
+            # tensors and plain data only (recbole_compat._weights_only_checkpoint): nothing is unpickled
+            checkpoint = torch.load(trainer.saved_model_file, map_location=self.config["device"], weights_only=True)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.model.eval()
@@ -335,12 +380,14 @@ class RecBoleCF:
         users = self.token_index("user_id", user_ids)
         if (users < 0).any():
             raise BenchError(f"user {np.asarray(user_ids)[users < 0][0]!r} is unknown to the trained backbone")
-        columns = self.token_index("item_id", item_ids)
+        columns = self.item_columns(item_ids)
         with torch.no_grad():
             inter = Interaction({"user_id": torch.as_tensor(users, device=self.config["device"])})
             scores = self.model.full_sort_predict(inter).view(len(users), -1).float().cpu().numpy()
-        out = np.full((len(users), len(columns)), -np.inf, dtype=np.float32)
         known = columns >= 0
+        if known.all():  # one gather (the catalogue is what RecBole knows)
+            return np.take(scores, columns, axis=1)
+        out = np.full((len(users), len(columns)), -np.inf, dtype=np.float32)
         out[:, known] = scores[:, columns[known]]
         return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import os
 import textwrap
-import types
 
 _APPLIED = False
 _PATCHED_SOURCES: dict[tuple[type, str], str] = {}  # methods recompiled here have no file source
@@ -103,21 +102,20 @@ def _scipy_dok_update() -> None:
         cls._update = _update
 
 
-def _torch_load_trusted(trainer_module) -> None:
-    # torch 2.6 made torch.load default to weights_only=True; RecBole's checkpoints pickle the Config,
-    # so reloading the best model raises UnpicklingError. Only RecBole's trainer module gets a torch whose
-    # load allows full unpickling: it only ever loads checkpoints the harness itself wrote in the run folder.
-    import torch
-
-    shim = types.ModuleType("torch_trusted_load")
-    shim.__dict__.update({k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
-
-    def load(f, *args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return torch.load(f, *args, **kwargs)
-
-    shim.load = load
-    trainer_module.torch = shim
+def _weights_only_checkpoint(trainer_cls) -> None:
+    # torch 2.6 made torch.load default to weights_only=True; RecBole's Trainer._save_checkpoint pickles its whole
+    # Config object into the checkpoint, so reloading the best model (Trainer.evaluate(load_best_model=True),
+    # resume_checkpoint, the harness's reload in methods/backbones/cf.py) raises UnpicklingError. Rather than
+    # unpickle (code a file could carry), the checkpoint keeps only what those loaders read, as tensors and plain
+    # data: the model's name in place of the Config (resume_checkpoint compares it), the score as a float, the
+    # state dicts, in torch.save's default pickle protocol. torch.load's default (weights_only) then reads it;
+    # the weights saved are the same tensors.
+    _patch_source(trainer_cls, "_save_checkpoint", [
+        ('"config": self.config,', '"config": {"model": str(self.config["model"])},'),
+        ('"best_valid_score": self.best_valid_score,', '"best_valid_score": float(self.best_valid_score),'),
+        # protocol 4's FRAME opcode is one the weights-only unpickler does not read: torch.save's default protocol
+        ("torch.save(state, saved_model_file, pickle_protocol=4)", "torch.save(state, saved_model_file)"),
+    ])
 
 
 def _tensorboard_in_run_dir(trainer_module) -> None:
@@ -163,7 +161,7 @@ def apply() -> None:
     _pandas3_fillna(dataset_module.Dataset)
     _pandas3_agg_len(dataset_module.Dataset, sequential_module.SequentialDataset)
     _scipy_dok_update()
-    _torch_load_trusted(trainer_module)
+    _weights_only_checkpoint(trainer_module.Trainer)
     _tensorboard_in_run_dir(trainer_module)
     _anomaly_detection_off()
     _APPLIED = True
