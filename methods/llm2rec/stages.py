@@ -119,14 +119,11 @@ def _token_loss_sum(hidden, labels, head) -> tuple[float, int]:
     return float(shifted_token_loss(hidden, labels, head)) * n, n
 
 
-def csft_validator(model, tokenizer, examples: Sequence[tuple[str, str]], settings: StageSettings, device: str
-                   ) -> Callable[[], float]:
-    """The CSFT validation loss (target tokens only, token-weighted mean) of the current model on fixed
-    batches of `examples`, in eval mode without gradients (the model is left in train mode)."""
+def _token_loss_validator(model, batches: list, forward: Callable) -> Callable[[], float]:
+    """value() = the token-weighted mean shifted-token loss of the current model over fixed `batches`
+    (`forward(batch) -> (hidden, labels)`), in eval mode without gradients; the model is left in train mode."""
     import torch
 
-    batches = [csft_collate(tokenizer, [examples[i] for i in idx], settings.max_length)
-               for idx in _valid_chunks(len(examples), settings.batch_size)]
     head = model.get_output_embeddings()
 
     def value() -> float:
@@ -135,15 +132,29 @@ def csft_validator(model, tokenizer, examples: Sequence[tuple[str, str]], settin
         try:
             with torch.no_grad():
                 for batch in batches:
-                    batch = _to(batch, device)
-                    hidden = causal_forward(model, batch["input_ids"], batch["attention_mask"])
-                    loss, n = _token_loss_sum(hidden, batch["labels"], head)
+                    hidden, labels = forward(batch)
+                    loss, n = _token_loss_sum(hidden, labels, head)
                     total, count = total + loss, count + n
         finally:
             model.train()
         return total / count if count else float("nan")
 
     return value
+
+
+def csft_validator(model, tokenizer, examples: Sequence[tuple[str, str]], settings: StageSettings, device: str
+                   ) -> Callable[[], float]:
+    """The CSFT validation loss (target tokens only, token-weighted mean) of the current model on fixed
+    batches of `examples`, in eval mode without gradients (the model is left in train mode)."""
+
+    batches = [csft_collate(tokenizer, [examples[i] for i in idx], settings.max_length)
+               for idx in _valid_chunks(len(examples), settings.batch_size)]
+
+    def forward(batch):
+        batch = _to(batch, device)
+        return causal_forward(model, batch["input_ids"], batch["attention_mask"]), batch["labels"]
+
+    return _token_loss_validator(model, batches, forward)
 
 
 def mntp_validator(model, tokenizer, texts: Sequence[str], settings: StageSettings, device: str, mask_id: int,
@@ -163,22 +174,12 @@ def mntp_validator(model, tokenizer, texts: Sequence[str], settings: StageSettin
     if not any(bool((labels[:, 1:] != -100).any()) for _, labels, _ in batches):
         raise BenchError(f"llm2rec mntp: the validation masks select no token of the {len(texts)} validation "
                          "text(s); raise valid_examples or mask_probability")
-    head = model.get_output_embeddings()
 
-    def value() -> float:
-        total, count = 0.0, 0
-        model.eval()
-        try:
-            with torch.no_grad():
-                for corrupted, labels, attention in batches:
-                    hidden = bidirectional_forward(model, corrupted.to(device), attention.to(device))
-                    loss, n = _token_loss_sum(hidden, labels.to(device), head)
-                    total, count = total + loss, count + n
-        finally:
-            model.train()
-        return total / count if count else float("nan")
+    def forward(batch):
+        corrupted, labels, attention = batch
+        return bidirectional_forward(model, corrupted.to(device), attention.to(device)), labels.to(device)
 
-    return value
+    return _token_loss_validator(model, batches, forward)
 
 
 def ic_validator(model, tokenizer, titles: Sequence[str], settings: StageSettings, device: str
