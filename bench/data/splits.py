@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.eval.pointwise import MONTH_SECONDS
@@ -121,6 +121,28 @@ class ColdItemsSettings(RankingSplitSettings):
     candidates: Literal["all", "cold", "warm"] = "all"
 
 
+class GlobalTemporalSettings(RankingSplitSettings):
+    """One cut-off time for every user (LensKit's / Cornac's / WarpRec's global time split; Ji et al., TOIS 2023:
+    a per-user leave-last-out lets training see interactions later than some test ones). The newest
+    `test_fraction` of interactions by time are test, the `valid_fraction` before them valid, everything earlier
+    training: every training interaction is older than every valid one, and every valid one older than every
+    test one (interactions at a cut's exact time all go to the later part). A valid or test user needs at least
+    one earlier interaction to be scored (training for valid; training or valid for test): the rows of users
+    first seen after a cut are dropped (no method has anything to score them from; the split's description
+    counts them). Cold users arise naturally: a test user with few (or, seen only in valid, no) training
+    interactions is in the cold segment (`cold_user_threshold`)."""
+
+    valid_fraction: Float = Field(0.1, gt=0, lt=1)
+    test_fraction: Float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training(self):
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError(f"valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction:g} "
+                             "leaves no training interaction; their sum must be below 1")
+        return self
+
+
 class CtrTemporalSettings(SplitSettings):
     """CoLLM (002) on ml-1m: the last 20 months, 10 / 5 / 5; ml-100k's 7 months: set 3.5 / 1.75 / 1.75.
 
@@ -158,6 +180,7 @@ SPLIT_SETTINGS: dict[str, type[SplitSettings]] = {
     "longtail": LongtailSettings,
     "cold_items": ColdItemsSettings,
     "ctr_temporal": CtrTemporalSettings,
+    "global_temporal": GlobalTemporalSettings,
 }
 SEGMENT_KEYS = ("cold_user_threshold", "head_item_fraction")
 # the defaults as plain dicts (derived from the models): segment settings, then each split's own
@@ -182,6 +205,9 @@ SPLIT_INFO = {
     "cold_items": "item cold start: the newest cold_fraction of items by first interaction have every train and "
                   "valid interaction removed (temporal leave-one-out base); test keeps all; candidates: all, "
                   "cold or warm items",
+    "global_temporal": "one cut-off time for all users: the newest test_fraction of interactions are test, the "
+                       "valid_fraction before them valid, all earlier ones training (no training interaction is "
+                       "later than a test one); users first seen after a cut dropped",
     "ctr_temporal": "CoLLM pointwise CTR: labelled pairs (rating >= threshold), temporal month windows; "
                     "histories of earlier positives; optional few-shot training sample (TALLRec)",
 }
@@ -426,6 +452,51 @@ def cold_users(inter: pd.DataFrame, params: dict) -> tuple:
     return order[~held], valid, test, {"context": context}
 
 
+# ------------------------------------------------------------------------------------- global_temporal
+def global_cuts(inter: pd.DataFrame, params: dict) -> tuple[float, float]:
+    """(valid cut, test cut): the timestamps at which the newest valid_fraction + test_fraction and the newest
+    test_fraction of interactions begin (positions ceil(n x (1 - fraction)) of the time order). Parts are
+    `timestamp < valid cut` (train), `valid cut <= timestamp < test cut` (valid), `timestamp >= test cut`."""
+    times = np.sort(inter["timestamp"].to_numpy())
+    n = len(times)
+
+    def cut(fraction: float) -> float:
+        return float(times[min(n - 1, int(np.ceil(np.round(n * (1 - fraction), 9))))])
+
+    return cut(params["valid_fraction"] + params["test_fraction"]), cut(params["test_fraction"])
+
+
+def global_temporal(inter: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, ...]:
+    """Train / valid / test by two global cut-off times (`global_cuts`); a valid user without a training
+    interaction, or a test user without a training or valid one, is dropped."""
+    order = _ordered(inter)
+    valid_cut, test_cut = global_cuts(order, params)
+    if valid_cut == test_cut:
+        raise BenchError(f"valid_fraction={params['valid_fraction']} and test_fraction={params['test_fraction']}: "
+                         f"both cuts fall on the same time ({valid_cut:g}), so the valid part is empty; raise "
+                         f"valid_fraction (the data's timestamps are too coarse for it)")
+    train = order[order["timestamp"] < valid_cut]
+    valid = order[(order["timestamp"] >= valid_cut) & (order["timestamp"] < test_cut)]
+    test = order[order["timestamp"] >= test_cut]
+    valid = valid[valid["user"].isin(set(train["user"]))]
+    test = test[test["user"].isin(set(train["user"]) | set(valid["user"]))]
+    return train, valid, test
+
+
+def global_temporal_description(params: dict, inter: pd.DataFrame, valid: pd.DataFrame,
+                                test: pd.DataFrame) -> str:
+    """The protocol in words with its cut-off times and the users first seen after a cut that were dropped."""
+    order = _ordered(inter)
+    valid_cut, test_cut = global_cuts(order, params)
+    seen_valid = order[order["timestamp"] < valid_cut]["user"].nunique()
+    after_valid = order[(order["timestamp"] >= valid_cut) & (order["timestamp"] < test_cut)]["user"].nunique()
+    after_test = order[order["timestamp"] >= test_cut]["user"].nunique()
+    dropped = (after_valid - valid["user"].nunique()) + (after_test - test["user"].nunique())
+    return (f"{SPLIT_INFO['global_temporal']}; valid from t={valid_cut:g}, test from t={test_cut:g}; "
+            f"{seen_valid} users in training, {valid['user'].nunique()} valid and {test['user'].nunique()} test "
+            f"users; {dropped} valid / test users without an earlier interaction dropped")
+
+
 # ------------------------------------------------------------------------------------------ cold_items
 def cold_item_ids(inter: pd.DataFrame, fraction: float) -> list[str]:
     """The newest ceil(n_items x fraction) items by first interaction, oldest first (n_items: the items with an
@@ -481,6 +552,7 @@ SPLITTERS: dict[str, Callable[[pd.DataFrame, dict], tuple]] = {
     "longtail": longtail,
     "cold_items": cold_items,
     "ctr_temporal": ctr_temporal,
+    "global_temporal": global_temporal,
 }
 
 
@@ -556,6 +628,8 @@ _EMPTY_HINTS = {
                          "keep_history, or change valid_fraction / test_fraction",
     "cold_items": "leave-one-out holds out the last two interactions of each user with at least 3, then removes "
                   "every cold item from train and valid; lower cold_fraction or check the dataset's filters",
+    "global_temporal": "the part after its cut-off time has no interaction of a user seen before it; change "
+                       "valid_fraction / test_fraction",
     "ctr_temporal": "no rating falls in that part's month window; change train_months / valid_months / "
                     "test_months to fit the data's time span",
 }
@@ -618,6 +692,7 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
     description = (ctr_description(params, train, test) if name == "ctr_temporal"
                    else half_history_description(params, train, eval_users) if name == "half_history"
                    else cold_items_description(params, inter, train, test) if name == "cold_items"
+                   else global_temporal_description(params, inter, valid, test) if name == "global_temporal"
                    else SPLIT_INFO[name])
     return Split(name=name, params=dict(params), train=train, valid=valid, test=test,
                  user_segment=user_segment, item_segment=item_segment, content_hash=content_hash,
