@@ -35,6 +35,7 @@ from typing import Any
 
 from bench import runner as _runner
 from bench.options import RunOptions
+from bench.progress import ProgressWatcher, progress_path
 from bench.records import ResultStore, atomic_write_text
 from bench.runner import execute, prepare_shared
 from bench.spec import RunSpec
@@ -44,6 +45,7 @@ LIBRARY_LOGGERS = ("recbole", "transformers", "sentence_transformers", "huggingf
                    "accelerate", "datasets", "torch", "py.warnings")
 STOP_GRACE_S = 3.0  # seconds a stopped worker gets after SIGTERM before SIGKILL
 PR_SET_PDEATHSIG = 1
+WATCH_INTERVAL_S = 1.0  # how often the bar shows the runs' in-run progress (bench.progress)
 NOTICE_PREFIX = "bench: "  # a line the harness writes to stderr for the user: it also reaches the terminal
 
 
@@ -486,6 +488,15 @@ def _run_ray(pending: list[RunSpec], root: str, cache_dir: str, options: RunOpti
                 ray.shutdown()
 
 
+def _console_stream():
+    """A text stream on a duplicate of stderr's file descriptor (sys.stderr itself where it has none)."""
+    try:
+        return io.TextIOWrapper(io.FileIO(os.dup(sys.stderr.fileno()), "w"), line_buffering=True,
+                                encoding=getattr(sys.stderr, "encoding", None) or "utf-8", errors="replace")
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return sys.stderr
+
+
 def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options: RunOptions | None = None,
               workers: int = 1, requested: dict | None = None, executor: str = "local",
               ray_address: str | None = None, cpus_per_task: float = 1) -> dict[str, Any]:
@@ -516,7 +527,7 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
                 shown.add(line)
                 write(line)
 
-    with _sigterm_interrupts():
+    with _sigterm_interrupts(), contextlib.ExitStack() as stack:
         # data, splits and item embeddings shared by the runs: built once here, their output in one log, with the
         # pre-flight checks of every setting before and after (bench.runner.preflight), before any run
         prepare_log = run_log_path(root, "prepare")
@@ -528,14 +539,25 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
                 prepare_shared(pending, cache_dir, options.device, options.progress)
         finally:
             show(notices, lambda line: print(line, file=sys.stderr, flush=True))
+        # the bar writes to its own copy of the terminal's stderr: a run in this process sends fds 1 and 2 to its
+        # log (capture_run_output), and the bar's in-run progress must still reach the terminal
+        console = _console_stream()
+        if console is not sys.stderr:
+            stack.callback(console.close)
         bar = tqdm(total=len(pending), desc=str(requested.get("suite") or "runs"), unit="run",
-                   disable=not options.progress)
+                   disable=not options.progress, file=console)
+        # inside each run in flight: its epoch / step, validation score, ETA (bench.progress), on the bar
+        watcher = ProgressWatcher(root, labels, lambda line: bar.set_postfix_str(line), WATCH_INTERVAL_S)
+        for spec in pending:
+            progress_path(root, spec.run_id).unlink(missing_ok=True)  # an interrupted attempt's last state
+            watcher.start_run(spec.run_id)
 
         def on_start(run_id: str) -> None:
             bar.set_postfix_str(labels[run_id])
 
         def on_result(result) -> None:
             run_id, error = result[0], result[1]
+            watcher.end_run(run_id)
             show(getattr(result, "notices", ()), lambda line: tqdm.write(line, file=sys.stderr))
             if error is None and not getattr(result, "ran", True):
                 summary["skipped"] += 1  # completed meanwhile by another process: not run here
@@ -550,12 +572,13 @@ def run_specs(specs: list[RunSpec], store: ResultStore, cache_dir: Path, options
             bar.update()
 
         try:
-            if executor == "ray":
-                _run_ray(pending, root, cache, options, requested, ray_address, cpus_per_task, on_result)
-            elif workers <= 1:
-                _run_here(pending, root, cache, options, requested, on_start, on_result)
-            else:
-                _run_pool(pending, root, cache, options, requested, workers, on_result)
+            with watcher if options.progress else contextlib.nullcontext():
+                if executor == "ray":
+                    _run_ray(pending, root, cache, options, requested, ray_address, cpus_per_task, on_result)
+                elif workers <= 1:
+                    _run_here(pending, root, cache, options, requested, on_start, on_result)
+                else:
+                    _run_pool(pending, root, cache, options, requested, workers, on_result)
         except BaseException:  # an interrupted run leaves no half-written folder behind
             with _signals_deferred():
                 store.discard_unfinished(s.run_id for s in pending)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.options import RunOptions
+from bench.progress import RunProgress, active, progress_path
 from bench.records import PAIRS_FILE, ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
 from bench.types import RunContext, TrainView
@@ -198,10 +199,23 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
 
     method, ctx, data, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, options, run_dir,
                                                                                timings)
+    if options.progress:
+        ctx.progress = RunProgress(progress_path(store.root, run_id))
+    try:
+        with active(ctx.progress):
+            return _fit_evaluate_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info,
+                                        started, timings, method, ctx, data, options)
+    finally:
+        ctx.progress.close()
+
+
+def _fit_evaluate_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started, timings,
+                         method, ctx, data, options) -> dict[str, Any]:
     t0 = time.perf_counter()
     report = method.fit(data, ctx)
     timings["fit_total"] = time.perf_counter() - t0
     timings.update(report.timings)
+    ctx.progress.update("evaluate", 0)
 
     t0 = time.perf_counter()
     if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.options import RunOptions
+from bench.progress import NO_PROGRESS, RunProgress
 
 INTER_COLUMNS = ("user", "item", "rating", "timestamp")
 
@@ -218,3 +219,5 @@ class RunContext:
     # item text embeddings [n_items, dim] in Catalogue.item_ids order, from the on-disk cache (lazy)
     embed_items: Callable[[], np.ndarray] | None = None
     options: RunOptions = field(default_factory=RunOptions)  # how to run (batch sizes, progress): not settings
+    # where a method reports its epochs / steps / generations for the console (bench.progress); a no-op by default
+    progress: RunProgress = NO_PROGRESS

@@ -54,6 +54,7 @@ class RecBoleMethod(Method):
         else:
             backbone_cls = RecBoleCF
         self.cf = backbone_cls(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
+        self.cf.progress = ctx.progress
         start = time.perf_counter()
         self.cf.prepare(data)
         self.cf.model_cls = self.model_class(ctx, self.cf.model_cls)

@@ -219,6 +219,7 @@ def score_pairs(method, split, progress: bool = False) -> tuple[pd.DataFrame, np
 
     from tqdm.auto import tqdm
 
+    from bench.progress import current as current_progress
     from bench.types import ScoreQuery
 
     data = histories(split, "test")
@@ -228,8 +229,11 @@ def score_pairs(method, split, progress: bool = False) -> tuple[pd.DataFrame, np
     per_user_ms = []
     start_all = time.perf_counter()
     groups = test.groupby("user", sort=True).indices
-    for user, rows in tqdm(groups.items(), total=len(groups), desc="scoring test pairs", unit="user",
-                           disable=not progress):
+    reporter = current_progress()  # the run's console line (bench.progress): test users scored
+    reporter.begin("test pairs")
+    for done, (user, rows) in enumerate(tqdm(groups.items(), total=len(groups), desc="scoring test pairs",
+                                             unit="user", disable=not progress)):
+        reporter.update("test pairs", done, len(groups), unit="user")
         items = test["item"].to_numpy()[rows]
         query = ScoreQuery.of([user], items, {(user, i): pair_history[(user, i)] for i in items})
         start = time.perf_counter()

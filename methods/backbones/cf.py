@@ -8,6 +8,7 @@ trains with early stopping on validation NDCG@10, and scores users over the harn
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.progress import NO_PROGRESS
 
 
 class CommonSettings(BaseModel):
@@ -251,6 +253,7 @@ class RecBoleCF:
         self.work_dir = Path(work_dir)
         self.model = None
         self.train_info: dict[str, Any] = {}
+        self.progress = NO_PROGRESS  # the run's reporter (bench.progress), set by the method that trains this
 
     def recbole_config_dict(self) -> dict[str, Any]:
         """RecBole's config: the backbone's own settings (n_layers, learner, ...) pass through by name."""
@@ -348,8 +351,9 @@ class RecBoleCF:
         with self._log_to_run_dir():
             trainer = get_trainer(self.config["MODEL_TYPE"], self.config["model"])(self.config, self.model)
             start = time.perf_counter()
+            self.progress.begin("train")
             best_valid, best_valid_result = trainer.fit(self.train_data, self.valid_data, saved=True,
-                                                        show_progress=False)
+                                                        show_progress=False, callback_fn=self._epoch_done())
             seconds = time.perf_counter() - start
             import torch
 
@@ -370,6 +374,19 @@ class RecBoleCF:
             "train_seconds": seconds,
         }
         return self.train_info
+
+    def _epoch_done(self):
+        """RecBole's `callback_fn` (after each validation): epoch k of the cap, the validation score and the
+        best so far, to the run's progress reporter."""
+        best = [-math.inf]
+        metric = str(self.config["valid_metric"])
+
+        def report(epoch_idx: int, valid_score: float) -> None:
+            best[0] = max(best[0], float(valid_score))
+            self.progress.update("train", epoch_idx + 1, self.settings["epochs"], unit="epoch",
+                                 **{f"valid {metric}": float(valid_score), "best": best[0]})
+
+        return report
 
     def score(self, user_ids, item_ids, histories: dict | None = None) -> np.ndarray:
         """Scores [len(user_ids), len(item_ids)] via the model's full_sort_predict (raw ids in, catalogue out).

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
+from bench.progress import current as current_progress
 
 _END = object()  # what `next` returns once the batches are exhausted
 
@@ -191,6 +192,8 @@ def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, lo
 
     result = TrainResult()
     bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress)
+    reporter = current_progress()  # the run's console line (bench.progress): step k / steps, loss, last valid
+    reporter.begin(desc)
     start = time.perf_counter()
     while steps is None or result.steps < steps:
         t0 = time.perf_counter()
@@ -216,6 +219,10 @@ def train_loop(params: Iterable, make_optimizer: Callable, batches: Iterator, lo
                                                                            and result.steps in eval_steps)
             if evaluate is not None and due:
                 result.evaluations.append((result.steps, evaluate(result.steps)))
+            last = result.evaluations[-1][1] if result.evaluations else None
+            reporter.update(desc, result.steps, steps, unit="step", loss=total,
+                            valid=last if isinstance(last, (int, float)) else None)
+            if evaluate is not None and due:
                 if should_stop is not None and should_stop():
                     result.stopped_early = True
                     break

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.progress import current as current_progress
 from methods.llm.generate import Generator, Sampling
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
@@ -235,6 +236,8 @@ def run_requests(requests: list[Request], generator: Generator, prompts: PromptS
     todo.sort(key=lambda i: -len(requests[i].prompt))
     stats = GenerationStats(requested=len(requests))
     bar = tqdm(total=len(todo), desc=desc, unit="profile", disable=not progress or not todo)
+    reporter = current_progress()  # the run's console line (bench.progress): profiles generated / to generate
+    reporter.begin(desc)
     start_all = time.perf_counter()
     for start in range(0, len(todo), batch_size):
         rows = todo[start:start + batch_size]
@@ -260,6 +263,7 @@ def run_requests(requests: list[Request], generator: Generator, prompts: PromptS
         store.put_many(records)
         stats.generated += len(records)
         bar.update(len(rows))
+        reporter.update(desc, stats.generated, len(todo), unit="profile")
     bar.close()
     stats.seconds = time.perf_counter() - start_all
     for key in dict.fromkeys(keys):
