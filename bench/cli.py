@@ -142,6 +142,15 @@ def _parser() -> argparse.ArgumentParser:
     figures.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     figures.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     figures.add_argument("--out", type=Path, help="folder (default <results>/figures)")
+
+    view = sub.add_parser("view", help="write the static results site (opens from file://, no server)",
+                          description="Write a static HTML site of the stored results: suites, sortable and "
+                          "filterable tables, figures, claims, significance, and one page per run record. Open "
+                          "<out>/index.html in a browser; nothing is fetched from the network.")
+    view.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the run records and tables are")
+    view.add_argument("--out", type=Path, help="the site's folder (default <results>/site)")
+    view.add_argument("--suite", action="append", nargs="+", metavar="NAME",
+                      help="only these suites (default every builtin suite; default profiles)")
     return parser
 
 
@@ -443,6 +452,18 @@ def _cmd_figures(args) -> int:
     return 0
 
 
+def _cmd_view(args) -> int:
+    from bench.view import build_site, check_inputs
+
+    out = args.out or Path(args.results) / "site"
+    suites = [name for group in args.suite or [] for names in group for name in names.split(",") if name] or None
+    check_inputs(args.results, out, suites)  # before the site folder is created
+    check_folder(out, "site", "--out" if args.out else "--results")
+    index = build_site(args.results, out, suites)
+    print(f"site written: {index.resolve().as_uri()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -450,9 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list()
         if args.command == "run":
             return _cmd_run(args)
-        if args.command in ("compare", "claims", "figures", "verify"):
+        if args.command in ("compare", "claims", "figures", "verify", "view"):
             return {"compare": _cmd_compare, "claims": _cmd_claims, "figures": _cmd_figures,
-                    "verify": _cmd_verify}[args.command](args)
+                    "verify": _cmd_verify, "view": _cmd_view}[args.command](args)
         return _cmd_table(args)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
