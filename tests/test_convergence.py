@@ -304,8 +304,9 @@ def test_a_pointwise_seed_at_chance_is_collapsed_by_its_margin_over_half():
     from bench.report.convergence import CELL, collapsed_runs
 
     def frame(metric, values):
+        protocol = "pointwise" if metric == "auc" else "ranking"  # the method class's, as `collect` reads it
         return pd.DataFrame([{"run_id": f"r{i}", **{c: "x" for c in CELL}, "seed": i, "segment": "overall",
-                              metric: v} for i, v in enumerate(values)])
+                              "protocol": protocol, metric: v} for i, v in enumerate(values)])
 
     hit = collapsed_runs(frame("auc", [0.51, 0.69, 0.70]))
     assert hit["run_id"].tolist() == ["r0"] and hit["median"].tolist() == [0.69]
@@ -314,3 +315,28 @@ def test_a_pointwise_seed_at_chance_is_collapsed_by_its_margin_over_half():
     assert collapsed_runs(frame("auc", [0.49, 0.52, 0.53])).empty  # a cell near chance: seed noise
     assert collapsed_runs(frame("ndcg@10", [0.0167, 0.0498, 0.0496]))["run_id"].tolist() == ["r0"]
     assert collapsed_runs(frame("ndcg@10", [0.03, 0.0498, 0.0496])).empty
+
+
+def test_the_protocol_is_the_method_classes_not_a_column(tmp_path):
+    """`collect` carries each run's protocol as its method class declares it (`Method.protocol`), and the tables
+    and the collapse rule dispatch on it: ranking runs whose records also hold an AUC value stay ranking runs
+    (main table, judged on NDCG@10), pointwise runs get the AUC tables."""
+    from bench.report.labels import frame_protocol
+
+    store = ResultStore(tmp_path / "results")
+    ranking = [RunSpec(dataset="ml-100k", split="half_history", split_settings={"seed": 0}, backbone="lightgcn",
+                       backbone_settings={"epochs": 3}, method="random", seed=seed) for seed in range(3)]
+    for spec in ranking:  # NDCG@10 healthy in every seed; a stray AUC that would call seed 0 collapsed
+        _put(store, spec, 0.05)
+        record = store.load(spec.run_id)
+        record["metrics"]["overall"]["auc"] = 0.52 if spec.seed == 0 else 0.8
+        store.write(spec.run_id, record, store.per_user(spec.run_id))
+    frame = collect(ranking, store)
+    assert set(frame["protocol"]) == {"ranking"} and frame_protocol(frame) == "ranking" and "auc" in frame
+    assert collapsed_runs(frame).empty and not frame["collapsed"].any()
+    pointwise = [_ctr_spec("mf-ctr", seed) for seed in range(3)]
+    for spec in pointwise:
+        _put(store, spec, 0.51 if spec.seed == 0 else 0.7, pointwise=True)
+    frame = collect(pointwise, store)
+    assert set(frame["protocol"]) == {"pointwise"} and frame_protocol(frame) == "pointwise"
+    assert collapsed_runs(frame)["metric"].tolist() == ["auc"]

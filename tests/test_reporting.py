@@ -250,6 +250,14 @@ def test_offline_cost_table_counts_shared_profiles_once(store):
     assert row["Run"] == min((r for r in runs if r.seed == 0), key=runs.index).run_id
     examples = profile_examples(runs, store)
     assert examples["User"].tolist() == ["1", "10"] and examples["Profile"].tolist()[0] == "likes / noir"
+    # the family hooks, looked up by family (methods/<family>/report.py): tables of every format, and example
+    # rows written as Markdown only
+    from bench.report.tables import family_tables
+
+    specs = runs + [spec("random", split="cold_users")]
+    assert list(family_tables(specs, store)) == ["offline_cost"]
+    assert list(family_tables(specs, store, "examples")) == ["pte_examples"]
+    assert family_tables([spec("random", split="cold_users")], store, "examples") == {}
 
 
 def test_figures_written_as_png_and_pdf(store, tmp_path):

@@ -41,8 +41,18 @@ from typing import Any
 
 import pandas as pd
 
-CAP_MARK = "‡"
-COLLAPSE_MARK = "◊"
+from bench.report.labels import (
+    CAP_MARK,
+    COLLAPSE,
+    COLLAPSE_MARK,
+    backbone_labels,
+    escape,
+    method_labels,
+    method_protocol,
+    metric_label,
+    split_labels,
+)
+
 # a run below this fraction of its cell's median main metric is a collapsed seed
 COLLAPSE_FRACTION = 0.5
 # what a metric gives by chance: the fraction applies to the margin above it (AUC 0.5: a pointwise run at chance
@@ -177,8 +187,9 @@ def run_capped(record: dict) -> bool:
 # --- collapsed seeds --------------------------------------------------------------------------------------
 
 def main_metric(frame: pd.DataFrame) -> str:
-    """The metric a cell's collapse is judged on: AUC for pointwise runs, NDCG@10 for ranking runs."""
-    return "auc" if "auc" in frame.columns and frame["auc"].notna().all() else "ndcg@10"
+    """The metric a cell's collapse is judged on, by the protocol its method class declares (`protocol`
+    column): AUC for pointwise runs, NDCG@10 for ranking runs."""
+    return "auc" if (frame["protocol"] == "pointwise").all() else "ndcg@10"
 
 
 def collapsed_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -262,8 +273,6 @@ def collapse_note(collapsed: pd.DataFrame) -> str:
 
 def collapse_latex(collapsed: pd.DataFrame) -> str:
     r"""The list beneath a LaTeX table with collapsed seeds (LaTeX already), or ""."""
-    from bench.report.latex import COLLAPSE, escape, metric_label
-
     if collapsed.empty:
         return ""
     metrics = " / ".join(metric_label(m) for m in dict.fromkeys(collapsed["metric"]))
@@ -288,6 +297,7 @@ def side_collapsed(store, specs) -> pd.DataFrame:
         overall = store.load(spec.run_id)["metrics"]["overall"]
         rows.append({"run_id": spec.run_id, "dataset": first.dataset, "split": first.split,
                      "backbone": first.backbone, "method": first.method, "seed": spec.seed,
+                     "protocol": method_protocol(first.method),
                      **{m: float(overall[m]) if overall.get(m) is not None else float("nan")
                         for m in ("auc", "ndcg@10")}})
     return collapsed_runs(pd.DataFrame(rows))
@@ -298,10 +308,8 @@ def side_collapsed(store, specs) -> pd.DataFrame:
 def convergence_frame(specs, store, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per stored run of the specs: its cell (as the tables label it), seed, whether it stopped at a
     cap (and which components, with what says so), and whether it collapsed (metric, value, cell median).
-    `frame`: the specs' `tables.collect` frame when the caller has it."""
-    from bench.report.tables import collect
-
-    frame = collect(specs, store) if frame is None else frame
+    `frame`: the specs' `tables.collect` frame when the caller has it (else `run_frame`)."""
+    frame = run_frame(specs, store) if frame is None else frame
     columns = ["run_id", *CELL, "seed", "capped", "capped_components", "cap_detail", "unjudged_components",
                "collapsed", "metric", "value", "cell_median"]
     if frame.empty:
@@ -321,6 +329,18 @@ def convergence_frame(specs, store, frame: pd.DataFrame | None = None) -> pd.Dat
                      "value": hit["value"] if hit is not None else float("nan"),
                      "cell_median": hit["median"] if hit is not None else float("nan")})
     return pd.DataFrame(rows, columns=columns)
+
+
+def run_frame(specs, store) -> pd.DataFrame:
+    """One row per stored run of the specs with what `convergence_frame` reads of `tables.collect`'s frame: its
+    cell as the tables label it, seed, protocol and overall metrics (built here from the records, so that this
+    module, which the tables import, imports no table)."""
+    slabels, blabels, mlabels = split_labels(specs), backbone_labels(specs), method_labels(specs, store)
+    rows = [{"run_id": spec.run_id, "dataset": spec.dataset, "split": slabels[spec.run_id],
+             "backbone": blabels[spec.run_id], "method": mlabels[spec.run_id], "seed": spec.seed,
+             "protocol": method_protocol(spec.method), **store.load(spec.run_id)["metrics"]["overall"]}
+            for spec in specs if store.has(spec.run_id)]
+    return pd.DataFrame(rows)
 
 
 def convergence_counts(runs: pd.DataFrame, expected: int | None = None) -> dict[str, Any]:

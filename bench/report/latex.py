@@ -10,24 +10,44 @@ Values are ranked as printed (4 decimals; every metric here is higher-is-better)
 ranking: all rows at the maximum are bold, a row with exactly one row above it is underlined (a tie for
 best leaves no second), a block of two bolds its better row only, and a column where every row ties (or
 a block of one row) marks nothing.
+
+Each tabular is written by pandas' `Styler.to_latex` (`tabular`: column format, booktabs rules, the
+`\multicolumn` group titles of a two-level column index). Ours, each where Styler has no way to say it:
+the `\cmidrule` under a group title and the blocks of rows (`_booktabs_lines`), the best / second marks
+and the std beneath a mean (`_value`), the splitting of a grid too wide for its measure into stacked
+tabulars (`split_grid`, `MAX_VALUE_COLUMNS`) and the float around them with the notes beneath (`float_env`).
+The LaTeX of every cell (escaping, marks, stacked labels) comes from `bench.report.labels` and the grid
+builders here.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from bench.errors import BenchError, UnknownChoiceError
-from bench.eval.ranking import KS, METRICS
 from bench.report.convergence import COLLAPSE_FRACTION, COLLAPSE_MARK, collapse_latex, flagged
+from bench.report.labels import (
+    BETTER,
+    CAP,
+    COLLAPSE,
+    POINTWISE_METRICS,
+    POINTWISE_SEGMENTS,
+    RANKING_METRICS,
+    RANKING_SEGMENTS,
+    WORSE,
+    escape,
+    frame_protocol,
+    metric_label,
+    protocols,
+    segment_label,
+    segments_phrase,
+    split_labels,
+)
+from bench.report.stats import as_directions, format_seeds_needed
 
-RANKING_METRICS = tuple(f"{name}@{k}" for name in METRICS for k in KS)
-POINTWISE_METRICS = ("auc", "uauc")
-RANKING_SEGMENTS = ("overall", "user:warm", "user:cold", "item:head", "item:tail")
-POINTWISE_SEGMENTS = ("overall", "pair:warm", "pair:cold")
 WIDTHS = ("page", "column")
 # the column-wide segment table's default: the segments cold-start papers read (overall is the main
 # table's; page-wide: every segment)
@@ -35,67 +55,7 @@ COLUMN_SEGMENTS = ("user:cold", "item:tail")
 COLUMN_SEGMENTS_POINTWISE = ("pair:cold",)
 # needed by every generated table (a comment at the top of each .tex says so)
 PACKAGES = ("booktabs",)
-BETTER = r"\uparrow"  # significantly better than the baseline (corrected primary p < 0.05); base LaTeX
-WORSE = r"\downarrow"  # significantly worse
-SIG = BETTER  # the older name of the better mark
-CAP = r"\ddagger"
-COLLAPSE = r"\diamond"  # a collapsed seed in the cell (bench.report.convergence), base LaTeX: no package
-
-_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-            "<": "$<$", ">": "$>$", "|": "$|$"}
-_UNICODE = {"±": r"$\pm$", "−": "$-$", "≠": r"$\neq$", "—": "---", "–": "--", "†": r"$^{\dagger}$",
-            "↑": f"$^{{{BETTER}}}$", "↓": f"$^{{{WORSE}}}$",
-            "‡": f"$^{{{CAP}}}$", "◊": f"$^{{{COLLAPSE}}}$", "α": r"$\alpha$", "≤": r"$\leq$", "≥": r"$\geq$",
-            "×": r"$\times$", "…": r"\ldots{}", "→": r"$\rightarrow$", "·": r"$\cdot$", "’": "'", "‘": "`", "“": "``",
-            "”": "''", "\u00a0": "~"}
-_METRIC_SHORT = {"recall": "R", "ndcg": "N", "hit": "HR", "mrr": "MRR", "precision": "P"}
-_SEGMENT_NAMES = {"overall": "all", "user:warm": "warm users", "user:cold": "cold users",
-                  "item:head": "head items", "item:tail": "tail items", "pair:warm": "warm pairs",
-                  "pair:cold": "cold pairs"}
 _CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini--Hochberg", "none": "uncorrected"}
-
-
-def escape(text) -> str:
-    """Plain text as LaTeX: specials escaped, known symbols as commands, accented Latin letters kept
-    (pdflatex's utf8 input reads them), anything else reduced to ASCII."""
-    out = []
-    for char in str(text):
-        if char in _SPECIAL:
-            out.append(_SPECIAL[char])
-        elif char in _UNICODE:
-            out.append(_UNICODE[char])
-        elif ord(char) < 128 or (0xC0 <= ord(char) <= 0x17F and char not in "×÷"):
-            out.append(char)
-        else:
-            out.append(unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode() or "?")
-    return "".join(out)
-
-
-def metric_label(metric: str) -> str:
-    """recall@10 -> R@10, ndcg@20 -> N@20, auc -> AUC; unknown names escaped as they are."""
-    name, _, k = metric.partition("@")
-    if k and name in _METRIC_SHORT:
-        return f"{_METRIC_SHORT[name]}@{escape(k)}"
-    return metric.upper() if metric in POINTWISE_METRICS else escape(metric)
-
-
-def segment_label(segment: str, short: bool = False) -> str:
-    """user:cold -> cold users; short: cold (the caption says whose)."""
-    if short:
-        return "all" if segment == "overall" else escape(segment.rpartition(":")[2])
-    return _SEGMENT_NAMES.get(segment, escape(segment))
-
-
-def segments_phrase(segments) -> str:
-    """warm / cold users, head / tail items: what the short segment headers stand for."""
-    kinds: dict[str, list[str]] = {}
-    for segment in segments:
-        if segment != "overall":
-            kind, _, name = segment.rpartition(":")
-            kinds.setdefault(kind, []).append(escape(name))
-    plural = {"user": "users", "item": "items", "pair": "pairs"}
-    return ", ".join(f"{' / '.join(names)} {plural.get(kind, escape(kind))}" for kind, names in kinds.items())
 
 
 # --- what goes in: --metrics, --columns, --latex-width ------------------------------------------------
@@ -119,15 +79,12 @@ def _items(text: str, option: str, choices) -> list[str]:
 
 def suite_choices(specs) -> dict[str, tuple[str, ...]]:
     """The metrics, segments and `dataset/split` column groups a suite's tables can carry, from its
-    specs alone (no record is read): ranking or pointwise metrics by the methods' protocols."""
-    from bench.catalog import METHODS
-    from bench.report.tables import split_labels
-
-    protocols = {METHODS.get(spec.method).protocol for spec in specs}
-    metrics = (RANKING_METRICS if "ranking" in protocols else ()) + (
-        POINTWISE_METRICS if "pointwise" in protocols else ())
-    segments = tuple(dict.fromkeys((RANKING_SEGMENTS if "ranking" in protocols else ())
-                                   + (POINTWISE_SEGMENTS if "pointwise" in protocols else ())))
+    specs alone (no record is read): ranking or pointwise metrics by the protocols the methods' classes declare."""
+    declared = protocols(specs)
+    metrics = (RANKING_METRICS if "ranking" in declared else ()) + (
+        POINTWISE_METRICS if "pointwise" in declared else ())
+    segments = tuple(dict.fromkeys((RANKING_SEGMENTS if "ranking" in declared else ())
+                                   + (POINTWISE_SEGMENTS if "pointwise" in declared else ())))
     labels = split_labels(specs)
     groups = tuple(dict.fromkeys(f"{spec.dataset}/{labels[spec.run_id]}" for spec in specs))
     return {"metrics": metrics, "segments": segments, "groups": groups}
@@ -200,43 +157,75 @@ def drop_empty(grid: Grid) -> Grid:
 
 
 def tabular(grid: Grid) -> str:
-    """The grid as a booktabs tabular: a `\\multicolumn` group row with `\\cmidrule(lr)` beneath where any
-    group has a title, the sub-column headers, one block after another (a `\\midrule` between)."""
-    n_labels = len(grid.labels) + (grid.block_column is not None)
-    n_values = sum(len(subs) for _, subs in grid.groups)
-    align = grid.align or "c" * n_values
-    lines = [rf"\begin{{tabular}}{{@{{}}{'l' * n_labels}{align}@{{}}}}", r"\toprule"]
-    if any(title for title, _ in grid.groups):
-        cells, rules, col = [""] * n_labels, [], n_labels + 1
-        for title, subs in grid.groups:
-            if title:
-                cells.append(rf"\multicolumn{{{len(subs)}}}{{c}}{{{title}}}")
-                rules.append(rf"\cmidrule(lr){{{col}-{col + len(subs) - 1}}}")
-            else:
-                cells.extend([""] * len(subs))
-            col += len(subs)
-        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
+    """The grid as a booktabs tabular, written by pandas' `Styler.to_latex`: the column format, the
+    `\\toprule` / `\\midrule` / `\\bottomrule` rules (`hrules`), the group titles as `\\multicolumn` over
+    their sub-column headers (a two-level column index, `multicol_align`), one row per grid row. Ours, on
+    its output (`_booktabs_lines`), what Styler cannot write: the `\\cmidrule(lr)` under each titled group
+    and the blocks of rows (a `\\midrule` between blocks, a block's title row)."""
     heads = ([grid.block_column] if grid.block_column is not None else []) + grid.labels
-    lines += [" & ".join(heads + [s for _, subs in grid.groups for s in subs]) + r" \\", r"\midrule"]
-    for number, (title, rows) in enumerate(grid.blocks):
-        if number:
-            lines.append(r"\midrule")
-        if title and grid.block_column is None:
-            lines.append(rf"\multicolumn{{{n_labels + n_values}}}{{l}}{{\textit{{{title}}}}} \\")
+    subs = [(title, sub) for title, names in grid.groups for sub in names]
+    titled = any(title for title, _ in grid.groups)
+    # a column index with the group titles above the sub-column headers (the label columns untitled)
+    columns = (pd.MultiIndex.from_tuples([("", head) for head in heads] + subs) if titled
+               else pd.Index(heads + [sub for _, sub in subs]))
+    rows, starts = [], []
+    for title, block in grid.blocks:
+        starts.append(len(rows))
         names = [title]
         if isinstance(title, tuple):  # (name, suffix): the suffix on the block's second row, or beneath
-            names = list(title) if len(rows) > 1 else [rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{title[0]}\\[-2pt]"
-                                                       rf"{title[1]}\end{{tabular}}"]
-        for index, row in enumerate(rows):
+            names = list(title) if len(block) > 1 else [rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{title[0]}\\[-2pt]"
+                                                        rf"{title[1]}\end{{tabular}}"]
+        for index, row in enumerate(block):
             lead = [names[index] if index < len(names) else ""] if grid.block_column is not None else []
-            lines.append(" & ".join(lead + row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines)
+            # a line break inside a cell is a space to LaTeX; kept out, each row is one line of Styler's output
+            rows.append([str(cell).replace("\n", " ") for cell in lead + row])
+    align = grid.align or "c" * len(subs)
+    styler = pd.DataFrame(rows, columns=columns, dtype=object).style.hide(axis="index")
+    text = styler.to_latex(column_format=f"@{{}}{'l' * len(heads)}{align}@{{}}", hrules=True, multicol_align="c")
+    return "\n".join(_booktabs_lines(text.splitlines(), grid, len(heads), titled, starts))
+
+
+def _booktabs_lines(lines: list[str], grid: Grid, n_labels: int, titled: bool, starts: list[int]) -> list[str]:
+    """Styler's tabular lines (one per header or grid row) with what it has no option for, ours: a
+    `\\cmidrule(lr)` beneath each titled group (Styler's `clines` rule row-index groups only, with `\\cline`),
+    a `\\midrule` between blocks of rows and a block's title row where no block column names it (a single
+    `\\multicolumn` over the whole width, which no frame row can be)."""
+    body = lines.index(r"\midrule") + 1  # Styler: \begin{tabular}, \toprule, the header rows, \midrule
+    out = lines[:body]
+    if titled:  # the first header row is the group titles
+        rules, col = [], n_labels + 1
+        for title, names in _merged(grid.groups):
+            if title:
+                rules.append(rf"\cmidrule(lr){{{col}-{col + len(names) - 1}}}")
+            col += len(names)
+        out.insert(3, " ".join(rules))
+    width = n_labels + sum(len(names) for _, names in grid.groups)
+    bounds = [*starts, sum(len(block) for _, block in grid.blocks)]
+    rows, tail = lines[body:body + bounds[-1]], lines[body + bounds[-1]:]  # one line a row; \bottomrule, end
+    for number, (title, _) in enumerate(grid.blocks):
+        if number:
+            out.append(r"\midrule")
+        if title and grid.block_column is None:
+            out.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{title}}}}} \\")
+        out += rows[bounds[number]:bounds[number + 1]]
+    return out + tail
+
+
+def _merged(groups: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """The column groups as Styler's header sets them: neighbouring groups of one title under one `\\multicolumn`."""
+    out: list[tuple[str, list[str]]] = []
+    for title, names in groups:
+        if out and out[-1][0] == title:
+            out[-1] = (title, out[-1][1] + names)
+        else:
+            out.append((title, list(names)))
+    return out
 
 
 # value columns one tabular holds at most; a grid with more is set as several tabulars stacked in one float,
 # split between column groups (set in the papers' 10 pt and at footnotesize, a page-wide results tabular of
-# 12 value columns with its std beneath each mean fits 506 pt, a column-wide one of 5 means fits 241 pt)
+# 12 value columns with its std beneath each mean fits 506 pt, a column-wide one of 5 means fits 241 pt). Ours:
+# Styler writes one tabular of every column, whatever its width
 MAX_VALUE_COLUMNS = {"page": 12, "column": 5}
 # a family table's (text and longer numbers): at most this many value columns a part
 FAMILY_VALUE_COLUMNS = {"page": 8, "column": 2}
@@ -277,7 +266,9 @@ def tabulars(grid: Grid, width: str, limits: dict[str, int] = MAX_VALUE_COLUMNS)
 
 def float_env(body: str, caption: str, label: str, width: str, colsep: str = "3pt", notes: str = "") -> str:
     """`table*` (page-wide) or `table` (column-wide), \\footnotesize with `colsep` column padding, caption
-    above; `notes` (LaTeX, e.g. the collapsed seeds) set beneath the tabular, smaller."""
+    above; `notes` (LaTeX, e.g. the collapsed seeds) set beneath the tabular, smaller. Ours, not Styler's
+    `environment` / `caption` / `label`: its float holds exactly one tabular and nothing beneath it, while a
+    split grid's float holds several stacked and a table with collapsed seeds lists them under the tabular."""
     env = "table*" if width == "page" else "table"
     beneath = [rf"\par\smallskip{{\scriptsize {notes}\par}}"] if notes else []
     return "\n".join([rf"\begin{{{env}}}[t]", r"\centering", r"\footnotesize", rf"\setlength{{\tabcolsep}}{{{colsep}}}",
@@ -401,7 +392,10 @@ def block_label(text: str) -> str | tuple[str, str]:
 
 
 def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
-    """The mean (bold best, underlined second) with its marks; with a std, the std beneath (page width)."""
+    """The mean (bold best, underlined second) with its marks; with a std, the std beneath (page width).
+    Ours, not Styler's `highlight_max` / `textbf:--rwrap`: those wrap the whole cell (its marks and the std
+    beneath), best is ranked within a backbone block as printed (`rank_marks`), and Styler has no second
+    best."""
     text = f"{mean:.4f}"
     text = rf"\textbf{{{text}}}" if mark == 1 else rf"\underline{{{text}}}" if mark == 2 else text
     text += f"$^{{{sups}}}$" if sups else ""
@@ -444,8 +438,6 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
     is left out. A cell: the mean over seeds (bold / underlined), ↑ / ↓ where `significant` maps the
     (dataset, split, backbone, method) key to "better" / "worse" on `tested_metric` overall (a set: better),
     ‡ where a run stopped at its epoch cap, and with `show_std` the sample std beneath."""
-    from bench.report.stats import as_directions
-
     significant = as_directions(significant)
     order = frame[["dataset", "split"]].drop_duplicates().itertuples(index=False, name=None)
     pairs = [tuple(s.split("/", 1)) for s in splits] if splits else list(order)
@@ -521,8 +513,6 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
     and Sig.; (column) the gain, its interval, the corrected primary p and Sig., blocks by dataset / split /
     backbone. Sig.: ↑ significantly better, ↓ significantly worse (corrected primary p < 0.05), as the main
     table's marks; p below 0.001 printed as <0.001, never as a raw float."""
-    from bench.report.stats import format_seeds_needed
-
     page = width == "page"
     corr = r"$p_{\mathrm{corr}}$"
     gain_heads = [r"Gain \%", r"95\% CI"]
@@ -742,7 +732,7 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
     (`convergence.collapsed_runs`): the collapsed seeds, listed beneath every table with a cell holding one."""
     selection = selection or LatexSelection()
     _check_present(selection, frame)
-    pointwise = "auc" in frame.columns
+    pointwise = frame_protocol(frame) == "pointwise"  # the protocol the runs' method classes declare
     held = list(dict.fromkeys(frame["segment"]))
     lead, short = shorten(suite.description or suite.name), shorten(suite.description or suite.name, 110)
     head = ("% " + comment.replace("\n", "\n% ") + "\n" if comment else "") + (

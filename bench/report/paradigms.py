@@ -14,6 +14,31 @@ import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore
+from bench.report.convergence import COLLAPSE_MARK, capped_components, collapsed_runs, flagged, mark_collapsed
+from bench.report.labels import (
+    escape,
+    latency_cell,
+    latency_loaded,
+    method_protocol,
+    metric_label,
+    split_labels,
+)
+from bench.report.latex import (
+    PACKAGES,
+    Grid,
+    collapsed_notes,
+    float_env,
+    label_for,
+    narrow_note,
+    rank_marks,
+    result_caption,
+    shorten,
+    split_title,
+    stack,
+    tabular,
+    value_cell,
+)
+from bench.report.stats import as_directions, mark
 from bench.spec import RunSpec
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -61,10 +86,8 @@ def offline_llm_cost(record: dict) -> tuple[float, float]:
 def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -> pd.DataFrame:
     """One row per stored run: split, backbone, method, paradigm, seed, overall metrics, parameters,
     median per-user latency, offline LLM cost, whether a trained component stopped at its cap and whether
-    the run is a collapsed seed of its cell (`bench.report.convergence`)."""
-    from bench.report.convergence import capped_components, mark_collapsed
-    from bench.report.tables import latency_loaded, split_labels
-
+    the run is a collapsed seed of its cell (`bench.report.convergence`) and the protocol its method class
+    declares."""
     slabels = split_labels(specs)
     rows = []
     for spec in specs:
@@ -82,7 +105,7 @@ def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -
                      "frozen_offline": int(params.get("frozen_offline", 0)),
                      "latency_ms": float(record["latency"]["median_ms"]), "llm_tokens": tokens,
                      "llm_seconds": seconds, "capped": bool(capped), "capped_parts": ", ".join(c.name for c in capped),
-                     "latency_loaded": latency_loaded(record),
+                     "latency_loaded": latency_loaded(record), "protocol": method_protocol(spec.method),
                      "n_users": int(overall.get("n_users", 0)),
                      "sampled": bool((record.get("evaluation") or {}).get("test_user_sample")),
                      "unseen_items": (record.get("evaluation") or {}).get("item_cold_start")})
@@ -117,10 +140,6 @@ def paradigms_table(frame: pd.DataFrame, significant: dict[tuple, str] | set[tup
     a run stopped at its cap, ◊ where a seed collapsed (`bench.report.convergence`), — where
     the method does not run on that split; then parameters, latency and offline LLM cost (medians over
     the method's runs)."""
-    from bench.report.convergence import COLLAPSE_MARK, flagged
-    from bench.report.stats import as_directions, mark
-    from bench.report.tables import latency_cell
-
     significant = as_directions(significant)
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
     rows = []
@@ -181,18 +200,6 @@ def paradigms_grid(frame: pd.DataFrame, metrics=METRICS, significant: dict[tuple
     exists to compare paradigms with each other. `narrow` (column-wide): split names broken at their
     underscores with their settings' values only (`facts["narrow_note"]` keys them), and a row is labelled
     paradigm over backbone, without the method, where that pair names one method."""
-    from bench.report.latex import (
-        Grid,
-        escape,
-        metric_label,
-        narrow_note,
-        rank_marks,
-        split_title,
-        stack,
-        value_cell,
-    )
-    from bench.report.stats import as_directions
-
     significant = as_directions(significant)
     splits = list(dict.fromkeys(zip(frame["dataset"], frame["split"])))
     keys = _order(frame)
@@ -243,17 +250,6 @@ def paradigms_latex(suite, frame: pd.DataFrame, significant: dict[tuple, str] | 
     """`main.tex` (page-wide: R@10 and N@10 per split with their std, the cost columns) and `main_column.tex`
     (column-wide: N@10 per split, means only) of a paradigms suite, replacing the grid layout's main table;
     `--metrics` chooses others (the Markdown and CSV tables carry every metric)."""
-    from bench.report.convergence import collapsed_runs
-    from bench.report.latex import (
-        PACKAGES,
-        collapsed_notes,
-        float_env,
-        label_for,
-        result_caption,
-        shorten,
-        tabular,
-    )
-
     selection_metrics = getattr(selection, "metrics", None)
     widths = getattr(selection, "widths", None) or ("page", "column")
     head = ("% " + comment.replace("\n", "\n% ") + "\n" if comment else "") + (

@@ -5,29 +5,59 @@ each table file names the run records it was built from.
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore, atomic_write_text
 from bench.report.convergence import (
-    CAP_MARK,
-    COLLAPSE_MARK,
     capped_components,
     cell_marks,
     collapse_note,
     collapsed_cells,
     collapsed_runs,
+    convergence_frame,
+    convergence_markdown,
+    find_settings,
     flagged,
     mark_collapsed,
     run_capped,
 )
-from bench.report.latex import LatexSelection, latex_files
-from bench.selection import context_split_settings
+from bench.report.labels import (
+    CAP_MARK,
+    COLLAPSE_MARK,
+    LOAD_MARK,
+    backbone_labels,
+    frame_protocol,
+    latency_cell,
+    latency_loaded,
+    method_labels,
+    method_protocol,
+    split_labels,
+)
+from bench.report.latex import LatexSelection, frame_grid, latex_files, tabular
+from bench.report.paradigms import paradigms_frame, paradigms_latex, paradigms_table
+from bench.report.stats import (
+    BETTER_MARK,
+    WORSE_MARK,
+    as_directions,
+    compare,
+    correct,
+    decisive_p,
+    direction,
+    family_short,
+    format_gain,
+    format_p,
+    format_seeds,
+    format_seeds_needed,
+    mark,
+    mde_line,
+    method_note,
+    seeds_note,
+)
 from bench.spec import RunSpec, Suite, with_stored_seeds
 
 DEFAULT_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -35,38 +65,10 @@ SEGMENTS = ("user:warm", "user:cold", "item:head", "item:tail", "item:warm", "it
 CATALOGUE_METRICS = ("coverage@10", "coverage@20", "tail_share@10", "tail_share@20")
 
 
-def _sweep_labels(specs: list[RunSpec], group, settings, base) -> dict[str, str]:
-    """Run id -> base(spec), plus `[key=value, ...]` for the settings whose values differ among the runs
-    of its group, so swept runs are never pooled into one row."""
-    groups: dict[Any, list[RunSpec]] = {}
-    for spec in specs:
-        groups.setdefault(group(spec), []).append(spec)
-    out = {}
-    for members in groups.values():
-        keys = sorted({k for m in members for k in settings(m)
-                       if len({json.dumps(settings(o).get(k), sort_keys=True, default=str) for o in members}) > 1})
-        for spec in members:
-            values = settings(spec)
-            out[spec.run_id] = base(spec) + (" [" + ", ".join(f"{k}={values.get(k)}" for k in keys) + "]"
-                                             if keys else "")
-    return out
-
-
-def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
-    """Run id -> backbone name, plus the settings that vary among the runs of that backbone (a grid
-    suite's sweep, e.g. `lightgcn [embedding_size=256]`)."""
-    return _sweep_labels(specs, lambda s: s.backbone, lambda s: s.backbone_settings, lambda s: s.backbone)
-
-
-def split_labels(specs: list[RunSpec]) -> dict[str, str]:
-    """Run id -> split name, plus the split settings that vary among the runs of that split (`ctr_temporal
-    [shots=16]`), so runs on different splits are never pooled; per-seed settings are left out."""
-    return _sweep_labels(specs, lambda s: (s.dataset, s.split), context_split_settings, lambda s: s.split)
-
-
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
     """One row per (run, segment) with every metric; runs without a record are absent. `capped` (and
-    `capped_parts`, the components at their cap) and `collapsed` come from `bench.report.convergence`."""
+    `capped_parts`, the components at their cap) and `collapsed` come from `bench.report.convergence`;
+    `protocol` is the one the run's method class declares (`bench.method.Method.protocol`)."""
     rows = []
     labels, slabels = backbone_labels(specs), split_labels(specs)
     mlabels = method_labels(specs, store)
@@ -83,7 +85,7 @@ def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
                 **cf_model_facts(record),
                 "capped": run_capped(record),
                 "capped_parts": ", ".join(c.name for c in capped_components(record)),
-                "latency_loaded": latency_loaded(record)}
+                "latency_loaded": latency_loaded(record), "protocol": method_protocol(spec.method)}
         for segment, values in record["metrics"].items():
             rows.append({**base, "segment": segment, **values})
     return mark_collapsed(pd.DataFrame(rows))
@@ -100,23 +102,6 @@ def cf_model_facts(record: dict) -> dict:
         return {"cf_key": "", "cf_pairs": np.nan, "cf_valid_auc": np.nan, "cf_role": ""}
     return {"cf_key": str(model.get("key", "")), "cf_pairs": model.get("n_train_pairs", np.nan),
             "cf_valid_auc": float(model["best_valid_auc"]), "cf_role": role}
-
-
-LOAD_MARK = "*"
-
-
-def latency_loaded(record: dict) -> bool:
-    """Whether the record's latency probe ran while the machine's 1-minute load average exceeded its cores
-    (other jobs sharing the CPU slow the probe: its milliseconds are an upper bound); False when not recorded."""
-    latency = record.get("latency") or {}
-    load, cores = latency.get("load_1min"), latency.get("cpu_count")
-    return load is not None and cores is not None and float(load) > float(cores)
-
-
-def latency_cell(runs: pd.DataFrame, digits: int = 2) -> str:
-    """The median latency of a row's runs, marked when any of them was measured on a loaded machine."""
-    loaded = "latency_loaded" in runs and bool(runs["latency_loaded"].any())
-    return f"{runs['latency_ms'].median():.{digits}f}" + (f" {LOAD_MARK}" if loaded else "")
 
 
 def load_note(frame: pd.DataFrame) -> str:
@@ -152,31 +137,6 @@ def cap_note(frame: pd.DataFrame) -> str:
     return text
 
 
-def method_labels(specs: list[RunSpec], store: ResultStore | None = None) -> dict[str, str]:
-    """Run id -> method label, plus the method settings that vary among the runs of that method (e.g.
-    `llm2rec [train_dataset=ml-1m]` in the transfer suite). With the store, a run whose record says it
-    trained at another embedding width than its backbone setting says so (llminit-full keeps the
-    encoder's width): `llminit-full (runs at d=384)`."""
-    labels = _sweep_labels(specs, lambda s: (s.method, s.encoder), lambda s: s.method_settings, _label)
-    if store is not None:
-        for spec in specs:
-            if not store.has(spec.run_id):
-                continue
-            effective = store.load(spec.run_id).get("method_info", {}).get("effective_embedding_size")
-            if effective is not None and effective != spec.backbone_settings.get("embedding_size", effective):
-                labels[spec.run_id] += f" (runs at d={effective})"
-    return labels
-
-
-def _label(spec: RunSpec) -> str:
-    """Method name, with the encoder when the method's item table is the suite's text encoder itself
-    (`text_encoder_rows` in its registry entry: seq-text [mpnet])."""
-    from bench.catalog import METHODS
-
-    shown = spec.encoder and getattr(METHODS.get(spec.method), "text_encoder_rows", False)
-    return f"{spec.method} [{spec.encoder}]" if shown else spec.method
-
-
 def _cell(values: pd.Series) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.4f}"
@@ -198,8 +158,6 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
     """Rows (backbone, method); per (dataset, split): metric cells, gain of NDCG@10 over the baseline.
     `significant` maps (dataset, split, backbone, method) keys to "better" / "worse" (`significance_marks`; a
     set: better): that `tested_metric` cell gets ↑ / ↓."""
-    from bench.report.stats import as_directions, mark
-
     significant = as_directions(significant)
     data = frame[frame["segment"] == segment]
     # the splits in the order they first appear (the cost columns after them all); a split a row has no
@@ -271,8 +229,6 @@ def significance_results(specs: list[RunSpec], store: ResultStore, metric: str =
     bootstrap over seeds and users as the primary test, every stored seed of each side), numeric. One family:
     the primary p (`p_corr`) is corrected over the table's rows (`family_size`); `direction` is "better" /
     "worse" where that corrected p < 0.05; the secondary p (user-level Wilcoxon, Welch t over seeds) stay raw."""
-    from bench.report.stats import compare, correct, decisive_p, direction
-
     groups: dict[tuple, list[RunSpec]] = {}
     # split labels, not names: runs of one split under different settings (cold_items with candidates all /
     # cold; ctr_temporal at each shot count) are different comparisons, never pooled as extra seeds
@@ -314,8 +270,6 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
     secondary p (user-level Wilcoxon, Welch t over seeds; raw), d_z, n users (non-zero difference), seeds a
     side, the seed share of the standard error, the seeds the observed variance calls for, and the primary
     test's minimum detectable effect."""
-    from bench.report.stats import family_short, format_gain, format_p, format_seeds, format_seeds_needed
-
     table = significance_results(specs, store, metric, correction, baseline) if results is None else results
     if table.empty:
         return table
@@ -345,8 +299,6 @@ def significance_table(specs: list[RunSpec], store: ResultStore, metric: str = "
 def mde_lines(results: pd.DataFrame, metric: str = "ndcg@10", baseline: str = "random") -> list[str]:
     """One line per test set (dataset, split) of the significance results: the median MDE of the primary test
     (seeds and users) over its comparisons and its number of users."""
-    from bench.report.stats import mde_line
-
     lines = []
     if results.empty:
         return lines
@@ -363,8 +315,6 @@ def significance_note(results: pd.DataFrame, correction: str, baseline: str, met
                       what: str = "this suite's significance table") -> str:
     """The lines under a table with ↑ / ↓ marks or the significance table: what is compared, the primary test
     and its family, the secondary columns, what the seeds support."""
-    from bench.report.stats import BETTER_MARK, WORSE_MARK, method_note, seeds_note
-
     if results.empty:
         return ""
     return (f"- {BETTER_MARK} / {WORSE_MARK} on {metric}: significantly better / worse than `{baseline}` (same "
@@ -525,23 +475,31 @@ def ctr_sample_note(frame: pd.DataFrame, intervals: dict) -> str:
     return text + "."
 
 
-def paradigm_tables(specs: list[RunSpec], store: ResultStore) -> dict[str, pd.DataFrame]:
-    """The tables each method family adds for its own runs (a family package's `report.tables(specs, store)`,
-    e.g. PtE's offline cost and profile examples), by table name; empty tables left out."""
-    import importlib
+def family_report(family: str):
+    """A method family's report module (`methods/<family>/report.py`), or None where the family has none."""
+    try:
+        return importlib.import_module(f"methods.{family}.report")
+    except ModuleNotFoundError as err:
+        if err.name != f"methods.{family}.report":
+            raise
+        return None
 
+
+def family_tables(specs: list[RunSpec], store: ResultStore, hook: str = "tables") -> dict[str, pd.DataFrame]:
+    """The tables each method family adds for its own runs, by table name, empty ones left out: a family's
+    report module's `hook(specs, store) -> {name: DataFrame}` (families without the module or the hook add
+    none). `tables`: tables of their own, in every format (PtE's offline cost); `examples`: example rows a
+    reader looks at, written as Markdown only (PtE's profiles)."""
     from bench.catalog import METHODS
 
     out: dict[str, pd.DataFrame] = {}
     for family in sorted({METHODS.family(spec.method) for spec in specs}):
-        try:
-            module = importlib.import_module(f"methods.{family}.report")
-        except ModuleNotFoundError as err:
-            if err.name != f"methods.{family}.report":
-                raise
+        module = family_report(family)
+        if module is None or not hasattr(module, hook):
             continue
         family_specs = [spec for spec in specs if METHODS.family(spec.method) == family]
-        out.update({name: table for name, table in module.tables(family_specs, store).items() if not table.empty})
+        out.update({name: table for name, table in getattr(module, hook)(family_specs, store).items()
+                    if not table.empty})
     return out
 
 
@@ -559,8 +517,6 @@ def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
             escaped = escaped.apply(lambda column: column.map(cell))
         return escaped.to_markdown(index=False, disable_numparse=not numparse)
     if fmt == "latex":  # a bare booktabs tabular; the suite's tables come from `bench.report.latex`
-        from bench.report.latex import frame_grid, tabular
-
         return tabular(frame_grid(table)) + "\n"
     if fmt == "csv":
         return table.to_csv(index=False)
@@ -568,11 +524,11 @@ def render(table: pd.DataFrame, fmt: str, numparse: bool = True) -> str:
 
 
 def ranking_protocol(specs: list[RunSpec]) -> str:
-    """How the runs were evaluated, from their split settings (full ranking unless eval_negatives > 0)."""
-    from bench.catalog import METHODS
+    """How the runs were evaluated: the protocol their method classes declare, and for ranking runs their split
+    settings (full ranking unless eval_negatives > 0)."""
     from bench.data.splits import resolve_split_params
 
-    ranking = [spec for spec in specs if METHODS.get(spec.method).protocol == "ranking"]
+    ranking = [spec for spec in specs if method_protocol(spec.method) == "ranking"]
     if not ranking:
         return "pointwise: AUC / UAUC over the labelled test pairs"
     negatives = sorted({int(resolve_split_params(spec.split, spec.split_settings).get("eval_negatives", 0))
@@ -586,8 +542,6 @@ def ranking_protocol(specs: list[RunSpec]) -> str:
 def pointwise_cap_lines(specs: list[RunSpec]) -> list[str]:
     """The epoch caps of the models trained outside a backbone (the ctr suite's pointwise CF rows, CoLLM's CF
     encoder), which ‡ refers to: one line per (what, cap, patience), naming the methods."""
-    from bench.report.convergence import find_settings
-
     groups: dict[tuple, list[str]] = {}
     for spec in specs:
         settings = spec.method_settings
@@ -675,28 +629,27 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     significance = significance_table(specs, store, correction=correction, results=results, baseline=baseline)
     marks = significance_marks(results)
     intervals = {}
-    if "auc" in frame.columns:  # pointwise (CTR) suite: AUC / UAUC overall and per pair segment
+    pointwise = frame_protocol(frame) == "pointwise"  # the protocol the runs' method classes declare
+    if pointwise:  # AUC / UAUC overall and per pair segment (the CTR tables)
         intervals = ctr_intervals(frame, store)
         main, segments = ctr_table(frame, intervals), ctr_segment_table(frame)
     else:
         main, segments = main_table(frame, significant=marks, baseline=baseline), segment_table(frame)
     paradigms = None
-    if suite.table == "paradigms" and "auc" not in frame.columns:
-        from bench.report.paradigms import paradigms_frame, paradigms_table
-
+    if suite.table == "paradigms" and not pointwise:
         paradigms = paradigms_frame(specs, store)
         main = paradigms_table(paradigms, significant=marks)
-    family_tables = paradigm_tables(specs, store)
+    extra_tables = family_tables(specs, store)
     catalogue = catalogue_table(frame)
     if not catalogue.empty:
-        family_tables = {"catalogue": catalogue, **family_tables}
-    examples = family_tables.pop("pte_examples", pd.DataFrame())
+        extra_tables = {"catalogue": catalogue, **extra_tables}
+    examples = family_tables(specs, store, "examples")  # Markdown only
     used = sorted(frame["run_id"].unique())
     slabels = split_labels(specs)
     missing = [f"{s.dataset}/{slabels[s.run_id]}/{s.backbone}/{s.method}/seed{s.seed}" for s in specs
                if not store.has(s.run_id)]
     note = settings_note(suite, specs, base_seeds)
-    if "auc" in frame.columns:
+    if pointwise:
         note += "\n" + ctr_sample_note(frame, intervals)
         note += "".join(f"\n{line}" for line in cf_encoder_lines(frame))
     if not significance.empty:
@@ -713,12 +666,10 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     for fmt in formats:
         if fmt == "latex":
             comment = note + (f"\n{power}" if power else "") + f"\nSources: {sources}"
-            files = latex_files(suite, frame, results, marks, family_tables, latex, comment, correction,
+            files = latex_files(suite, frame, results, marks, extra_tables, latex, comment, correction,
                                 main_note=ctr_caption_note(frame, intervals) if intervals else "",
                                 collapsed=collapsed)
             if paradigms is not None:
-                from bench.report.paradigms import paradigms_latex
-
                 files.update(paradigms_latex(suite, paradigms, marks, latex, comment, correction,
                                              family=len(results)))
             for filename, body in files.items():
@@ -726,20 +677,18 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
                 written[filename] = target / filename
             continue
         for name, table in (("main", main), ("segments", segments), ("significance", significance),
-                            *family_tables.items()):
+                            *extra_tables.items()):
             if table.empty:
                 continue
             path = target / f"{name}.{ext[fmt]}"
             body = render(table, fmt, numparse=name != "significance")
-            marked = name == "significance" or (name == "main" and "auc" not in frame.columns)
+            marked = name == "significance" or (name == "main" and not pointwise)
             text = note + (f"\n{power}" if power and marked else "")
             if fmt == "markdown":
                 body = f"{body}\n\n{text}\n\nSources: {sources}\n"
             atomic_write_text(path, body)
             written[f"{name}.{ext[fmt]}"] = path
     if "markdown" in formats or "csv" in formats:  # runs, cap-stopped, collapsed: counted from the records
-        from bench.report.convergence import convergence_frame, convergence_markdown
-
         runs = convergence_frame(specs, store, frame)
         if "markdown" in formats:
             path = target / "convergence.md"
@@ -749,8 +698,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             path = target / "convergence.csv"
             atomic_write_text(path, runs.to_csv(index=False))
             written["convergence.csv"] = path
-    if not examples.empty and "markdown" in formats:
-        path = target / "pte_examples.md"
-        atomic_write_text(path, render(examples, "markdown") + f"\n\nSources: {sources}\n")
-        written["pte_examples.md"] = path
+    for name, table in examples.items() if "markdown" in formats else ():
+        path = target / f"{name}.md"
+        atomic_write_text(path, render(table, "markdown") + f"\n\nSources: {sources}\n")
+        written[f"{name}.md"] = path
     return written

@@ -1,18 +1,23 @@
 """PtE's own report pieces: the offline cost of its profiles and examples of the profiles it kept
-(`bench table` adds them to a suite's tables through `tables`)."""
+(`bench table` adds them to a suite's tables through the family hooks `tables` and `examples`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from bench.records import ResultStore
-from bench.report.tables import method_labels
+from bench.report.labels import method_labels
 from bench.spec import RunSpec
 
 
 def tables(specs: list[RunSpec], store: ResultStore) -> dict[str, pd.DataFrame]:
-    """`offline_cost` (a table of its own) and `pte_examples` (written as Markdown only)."""
-    return {"offline_cost": offline_cost_table(specs, store), "pte_examples": profile_examples(specs, store)}
+    """The family hook for tables of its own (every format): `offline_cost`."""
+    return {"offline_cost": offline_cost_table(specs, store)}
+
+
+def examples(specs: list[RunSpec], store: ResultStore) -> dict[str, pd.DataFrame]:
+    """The family hook for example rows (written as Markdown only): `pte_examples`, the profiles PtE kept."""
+    return {"pte_examples": profile_examples(specs, store)}
 
 
 def _first_pte_info(specs: list[RunSpec], store: ResultStore, field: str):
