@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", help="builtin suite name or a suite YAML file (comma-separated: several)")
     run.add_argument("--family", help="only this method family's runs (and their `random` base), e.g. "
                                       "llminit; tables still cover the whole suite")
-    run.add_argument("--profile", help="a profile of the suite, e.g. 'paper'")
+    run.add_argument("--profile", help="a profile of the suite, e.g. 'paper'; without --suite: cpu (default, the "
+                                       "suites' CPU-sized settings) or paper (the papers' values)")
     run.add_argument("--dataset")
     run.add_argument("--split", help="with --suite: only the suite's runs on these splits (comma-separated)")
     run.add_argument("--backbone", help="with --suite: only the suite's runs on these backbones (comma-separated)")
@@ -72,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                            "\u2191 / \u2193 significantly better / worse than the baseline, \u2021 cap-stopped, "
                            "caption and label; <name>.tex is page-wide "
                            "(table*), <name>_column.tex column-wide (table; means only). Needs booktabs.")
-    table.add_argument("--suite", required=True)
+    table.add_argument("--suite", help="the suite whose tables are written (or --runs / --last)")
+    table.add_argument("--runs", help="instead of a suite: these run ids (or unique prefixes), comma-separated: "
+                                      "one row each with key metrics, convergence and record path (printed only)")
+    table.add_argument("--last", type=int, metavar="N", help="instead of a suite: the N runs that finished last "
+                                                             "(by the finish time in their records)")
     table.add_argument("--profile")
     table.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown",
                        help="which tables to print (all formats are written)")
@@ -180,7 +185,7 @@ def _cmd_list() -> int:
 
 
 def _suite_from_args(args):
-    from bench.spec import Suite, load_suite
+    from bench.spec import load_suite
 
     if args.suite:
         if args.dataset:
@@ -199,10 +204,10 @@ def _suite_from_args(args):
                          f"--{', --'.join(missing)})")
     if args.seeds is not None:
         _check_count("--seeds", args.seeds, MAX_SEEDS)
-    return Suite(name="adhoc", description="runs given on the command line",
-                 datasets=[args.dataset], splits=[args.split], backbones=[args.backbone],
-                 methods=args.method.split(","), seeds=list(range(args.seeds or 1)),
-                 encoder=args.encoder or "minilm")
+    from bench.spec import adhoc_suite
+
+    return adhoc_suite(args.dataset, args.split, args.backbone, args.method.split(","), args.seeds or 1,
+                       args.encoder or "minilm", args.profile)
 
 
 def _check_count(flag: str, value: int | float, limit: int | None = None) -> None:
@@ -312,7 +317,15 @@ def _cmd_run(args) -> int:
             print(f"{suite.name}: no runs of method family {args.family!r}")
             return 0
     store = ResultStore(args.results)
-    requested = {"suite": suite.name, "profile": args.profile, "set": args.set, "argv": sys.argv[1:]}
+    profile = args.profile
+    if not args.suite:  # ad-hoc runs take a named profile (bench/profiles/adhoc.yaml), recorded in each run
+        from bench.spec import ADHOC_DEFAULT_PROFILE, adhoc_profiles
+
+        profile = args.profile or ADHOC_DEFAULT_PROFILE
+        other = [name for name in adhoc_profiles() if name != profile]
+        print(f"adhoc runs, profile {profile}: {adhoc_profiles()[profile]['summary']}"
+              + (f" (--profile {' | '.join(other)} for the others)" if other else ""))
+    requested = {"suite": suite.name, "profile": profile, "set": args.set, "argv": sys.argv[1:]}
     pending = [s for s in specs if not store.has(s.run_id)]
     complete = len(specs) - len(pending)
     # before any work: the folders take files, and every setting passes the checks that need files but no
@@ -334,6 +347,11 @@ def _cmd_run(args) -> int:
     summary = run_specs(specs, store, args.cache, options, args.workers, requested,
                         executor=args.executor, ray_address=args.ray_address, cpus_per_task=args.cpus_per_task)
     print(f"done {summary['done']}, skipped {summary['skipped']}, failed {len(summary['failed'])}")
+    from bench.report.run_summary import answer
+
+    shown = answer(store, [s.run_id for s in specs], args.results)
+    if shown:
+        print(shown)
     if summary["failed"]:  # each failure was printed as it happened, with its log
         print(f"failed: {', '.join(summary['failed'])}; rerun to retry them (finished runs are skipped)",
               file=sys.stderr)
@@ -346,6 +364,46 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_table(args) -> int:
+
+    chosen = [flag for flag in ("suite", "runs", "last") if getattr(args, flag) is not None]
+    if len(chosen) != 1:
+        raise BenchError("bench table: give one of --suite NAME, --runs ID[,ID...] or --last N"
+                         + (f" (got --{' and --'.join(chosen)})" if chosen else ""))
+    if args.suite is None:
+        return _runs_table(args)
+    return _suite_table(args)
+
+
+def _runs_table(args) -> int:
+    from bench.records import ResultStore
+    from bench.report.run_summary import (
+        compare_hint,
+        latest_run_ids,
+        render_runs,
+        resolve_run_ids,
+        runs_frame,
+    )
+
+    if not Path(args.results).is_dir():
+        raise BenchError(f"--results {args.results}: no such folder")
+    store = ResultStore(args.results)
+    if args.last is not None:
+        _check_count("--last", args.last, 10_000)
+        run_ids = latest_run_ids(store, args.last)
+    else:
+        run_ids = resolve_run_ids(store, [part.strip() for part in args.runs.split(",") if part.strip()])
+        if not run_ids:
+            raise BenchError("--runs: empty; give run ids (or prefixes), comma-separated")
+    if args.format == "latex":
+        raise BenchError("--format latex is for suite tables; --runs / --last print markdown or csv")
+    frame = runs_frame(store, run_ids)
+    print(render_runs(frame, args.format))
+    if args.format == "markdown":
+        print(compare_hint(frame, args.results))
+    return 0
+
+
+def _suite_table(args) -> int:
     from bench.records import ResultStore
     from bench.report.latex import parse_selection
     from bench.report.tables import write_tables

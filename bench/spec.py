@@ -240,6 +240,39 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+ADHOC_PROFILES = "adhoc.yaml"  # bench/profiles/: the profiles of runs given on the command line
+ADHOC_DEFAULT_PROFILE = "cpu"
+
+
+def adhoc_profiles() -> dict[str, dict[str, Any]]:
+    """The ad-hoc profiles (bench/profiles/adhoc.yaml): name -> summary, backbone_overrides, method_settings_from."""
+    text = (resources.files("bench.profiles") / ADHOC_PROFILES).read_text()
+    return yaml.safe_load(text)["profiles"]
+
+
+def adhoc_suite(dataset: str, split: str, backbone: str, methods: list[str], seeds: int, encoder: str,
+                profile: str | None = None) -> Suite:
+    """The suite of runs given on the command line, with the settings of an ad-hoc profile (default `cpu`: what
+    the suites run, so a suite's cell run ad hoc has the suite's run id): each backbone's caps, and each method's
+    settings from the first suite of the profile's `method_settings_from` that sets them. The profile's name is
+    the suite's `profile` (recorded in each run's `requested`)."""
+    profiles = adhoc_profiles()
+    name = profile or ADHOC_DEFAULT_PROFILE
+    if name not in profiles:
+        raise UnknownChoiceError("profile of ad-hoc runs (no --suite)", name, profiles)
+    chosen = profiles[name]
+    method_settings: dict[str, dict[str, Any]] = {}
+    for source in chosen.get("method_settings_from") or []:
+        for method, values in load_suite(source).method_settings.items():
+            if method in methods:
+                method_settings.setdefault(method, values)
+    overrides = chosen.get("backbone_overrides") or {}
+    return Suite(name="adhoc", description=f"runs given on the command line; profile {name}: {chosen['summary']}",
+                 datasets=[dataset], splits=[split], backbones=[backbone], methods=methods,
+                 seeds=list(range(seeds)), encoder=encoder, method_settings=method_settings,
+                 backbone_overrides={backbone: overrides[backbone]} if backbone in overrides else {})
+
+
 def _grid_points(suite: Suite) -> list[tuple[list[str], dict[str, dict[str, Any]]]]:
     """(methods, {layer: {key: value}}) per point of the suite's grid; methods an axis does not cover
     keep the suite's value for that setting (duplicates collapse on run id)."""
