@@ -1,4 +1,5 @@
-"""`python -m bench` / `bench`: list, run, table. Exit 2 on bad input, with the valid choices."""
+"""`python -m bench` / `bench`: list, run, table, view, verify, compare, claims, figures. Exit 2 on bad input, with
+one line naming the setting, file or value and the valid choices."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backbone", help="with --suite: only the suite's runs on these backbones (comma-separated)")
     run.add_argument("--method", help="comma-separated method names; with --suite: only the suite's runs of these "
                      "methods, in this order within each seed (tables still cover the whole suite)")
-    run.add_argument("--encoder", default=None)
+    run.add_argument("--encoder", default=None, help="text encoder of the methods that embed item text (default "
+                     "minilm; `bench list` shows the encoders)")
     run.add_argument("--seeds", type=int, default=None, help="number of seeds (0..N-1)")
     run.add_argument("--extra-seeds", type=int, default=None, metavar="N",
                      help="with --suite: N more seeds (after each cell's last) for the chosen cells only: those "
@@ -60,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", default=None,
                      help="Ray cluster address (e.g. ray://head:10001 or auto); default: start a local Ray")
     run.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per Ray task (--executor ray)")
-    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                     help="the results folder: run records under <results>/runs/, tables under <results>/<suite>/ (default results, or $BENCH_RESULTS)")
     run.add_argument("--cache", "--cache-dir", dest="cache", type=Path, default=DEFAULT_CACHE,
                      help="prepared data, splits, models, embeddings; with Ray a path every worker sees")
     run.add_argument("--no-table", action="store_true", help="do not write tables after a suite")
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "one row each with key metrics, convergence and record path (printed only)")
     table.add_argument("--last", type=int, metavar="N", help="instead of a suite: the N runs that finished last "
                                                              "(by the finish time in their records)")
-    table.add_argument("--profile")
+    table.add_argument("--profile", help="a profile of the suite (its tables go to <out>/<suite>-<profile>/)")
     table.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown",
                        help="which tables to print (all formats are written)")
     table.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="where the run records are")
@@ -106,16 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--records", action="store_true",
                         help="check every record under --results (seal, required fields, sidecars, run id of its "
                              "spec, overall metrics = per-user means); one line per bad record; exit 1 if any")
-    verify.add_argument("--profile")
+    verify.add_argument("--profile", help="a profile of --suite")
     verify.add_argument("--sample", type=int, default=3, help="how many stored runs to rerun (default 3)")
     verify.add_argument("--all", action="store_true", help="rerun every stored run of the suite")
     verify.add_argument("--seed", type=int, default=0, help="seed of the sample draw")
-    verify.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    verify.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    verify.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                        help="the results folder: run records under <results>/runs/, tables under <results>/<suite>/ (default results, or $BENCH_RESULTS)")
+    verify.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help="the cache folder: prepared data sets, splits, models, embeddings (default datasets/cache, or $BENCH_CACHE)")
     verify.add_argument("--scratch", type=Path, help="scratch results folder (default: a temporary folder)")
-    verify.add_argument("--device", default=None)
-    verify.add_argument("--threads", type=int, default=None)
-    verify.add_argument("--workers", type=int, default=1)
+    verify.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or mps for the reruns")
+    verify.add_argument("--threads", type=int, default=None, help="torch threads per rerun (default: CPU cores / "
+                                                                    "workers)")
+    verify.add_argument("--workers", type=int, default=1, help="local processes rerunning in parallel")
     verify.add_argument("--keep", action="store_true", help="keep the temporary scratch folder (default: removed "
                                                              "once compared; a --scratch folder is always kept)")
 
@@ -125,27 +131,32 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--suite", help="only runs of this suite (name or YAML file)")
     cmp.add_argument("--profile", help="profile of --suite")
     for name in ("dataset", "split", "backbone"):
-        cmp.add_argument(f"--{name}")
+        cmp.add_argument(f"--{name}", help=f"only runs on this {name}")
     cmp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                      help="spec field or LAYER.KEY setting, e.g. backbone.embedding_size=256")
     cmp.add_argument("--metric", action="append", help="metric(s) (default ndcg@10, recall@10, ndcg@20, "
                                                        "recall@20)")
     cmp.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
                      help="correction over the family of this call: every row (context x metric) it prints")
-    cmp.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    cmp.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                     help="the results folder: run records under <results>/runs/, tables under <results>/<suite>/ (default results, or $BENCH_RESULTS)")
 
     claims = sub.add_parser("claims", help="check the papers' claims against the stored runs")
     claims.add_argument("--file", type=Path, help="claims YAML (default bench/report/claims.yaml)")
     claims.add_argument("--correction", choices=["holm", "bh", "none"], default="holm",
                         help="correction over the family of the report: every comparison of the claims file")
-    claims.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    claims.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                        help="the results folder: run records under <results>/runs/, tables under <results>/<suite>/ (default results, or $BENCH_RESULTS)")
     claims.add_argument("--out", type=Path, help="also write the report here (default <results>/claims.md)")
 
     figures = sub.add_parser("figures", help="collapse curve, cold-start gains, metric by user activity")
-    figures.add_argument("--only", action="append", help="collapse, coldstart_gain, activity (default all)")
-    figures.add_argument("--metric", default="ndcg@10")
-    figures.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
-    figures.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    figures.add_argument("--only", action="append", help="collapse, coldstart_gain, activity, tradeoff (default "
+                                                         "all; repeat for several)")
+    figures.add_argument("--metric", default="ndcg@10", help="the metric the figures plot (default ndcg@10)")
+    figures.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                         help="the results folder: run records under <results>/runs/, tables under <results>/<suite>/ (default results, or $BENCH_RESULTS)")
+    figures.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                         help="the cache folder: prepared data sets, splits, models, embeddings (default datasets/cache, or $BENCH_CACHE)")
     figures.add_argument("--out", type=Path, help="folder (default <results>/figures)")
 
     view = sub.add_parser("view", help="write the static results site (opens from file://, no server)",
