@@ -261,12 +261,15 @@ def test_offline_cost_table_counts_shared_profiles_once(store):
 
 
 def test_figures_written_as_png_and_pdf(store, tmp_path):
-    from bench.report.figures import write_figures
+    """Each figure draws the runs it is given (`bench figures` gives it its suite's: tests/test_figures.py)."""
+    from bench.report.figures import coldstart_gain_figure, collapse_figure
 
     for size, level in ((64, 0.31), (256, 0.3)):
         put(store, spec("llminit-var", split="temporal_loo", size=size), level)
     out = tmp_path / "figures"
-    paths = write_figures(store, out, tmp_path / "cache", which=("collapse", "coldstart_gain"))
+    specs = stored_specs(store)
+    paths = collapse_figure(store, [s for s in specs if s.split == "temporal_loo"], out)
+    paths += coldstart_gain_figure(store, [s for s in specs if s.split == "half_history"], out)
     assert sorted(p.name for p in paths) == ["coldstart_gain.pdf", "coldstart_gain.png", "collapse.pdf",
                                              "collapse.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
