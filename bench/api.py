@@ -40,7 +40,11 @@ def _suite(suite: str | None, profile: str | None, dataset: str | None, split: s
     if missing:
         raise BenchError(f"run(): give suite=..., or all of dataset, split, backbone and methods (missing: "
                          f"{', '.join(missing)})")
-    return adhoc_suite(dataset, split, backbone, list(methods), seeds or 1, encoder or "minilm", profile)
+    from bench.data.cards import resolve_dataset
+
+    # a data folder, file or card file runs under its data set's own name (as `bench run --dataset PATH`)
+    return adhoc_suite(resolve_dataset(dataset), split, backbone, list(methods), seeds or 1, encoder or "minilm",
+                       profile)
 
 
 def run(dataset: str | None = None, split: str | None = None, backbone: str | None = None,

@@ -1,5 +1,5 @@
-"""`python -m bench` / `bench`: list, run, table, view, verify, compare, claims, figures. Exit 2 on bad input, with
-one line naming the setting, file or value and the valid choices."""
+"""`python -m bench` / `bench`: list, run, table, view, data, tune, verify, compare, claims, figures. Exit 2 on bad
+input, with one line naming the setting, file or value and the valid choices."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
                                       "llminit; tables still cover the whole suite")
     run.add_argument("--profile", help="a profile of the suite, e.g. 'paper'; without --suite: cpu (default, the "
                                        "suites' CPU-sized settings) or paper (the papers' values)")
-    run.add_argument("--dataset")
+    run.add_argument("--dataset", help="a data set: a builtin name (ml-100k, ml-1m), a card you added (bench data add; "
+                     "cards/NAME.yaml, $BENCH_CARDS), a card YAML file, or a data folder or file (RecBole .inter with "
+                     "an optional .item, CSV with named columns, Amazon 2018 / 2023 JSON lines): format detected, no "
+                     "filters, runs named by the folder's or file's name (bench data check PATH shows what it reads)")
     run.add_argument("--split", help="with --suite: only the suite's runs on these splits (comma-separated)")
     run.add_argument("--backbone", help="with --suite: only the suite's runs on these backbones (comma-separated)")
     run.add_argument("--method", help="comma-separated method names; with --suite: only the suite's runs of these "
@@ -159,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="the cache folder: prepared data sets, splits, models, embeddings (default datasets/cache, or $BENCH_CACHE)")
     figures.add_argument("--out", type=Path, help="folder (default <results>/figures)")
 
+    from bench import tuning
+
+    tuning.add_parser(sub)
+
     view = sub.add_parser("view", help="write the static results site (opens from file://, no server)",
                           description="Write a static HTML site of the stored results: suites, sortable and "
                           "filterable tables, figures, claims, significance, and one page per run record. Open "
@@ -167,19 +174,54 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--out", type=Path, help="the site's folder (default <results>/site)")
     view.add_argument("--suite", action="append", nargs="+", metavar="NAME",
                       help="only these suites (default every builtin suite; default profiles)")
+
+    data = sub.add_parser("data", help="your own data: check a data folder or file, add it as a named data set",
+                          description="Your own data: RecBole atomic files (a folder or .inter file, an optional "
+                          ".item file with the item text), a CSV / TSV file with a header naming the columns (user, "
+                          "item, optional rating and timestamp; found by common names such as user_id, userId, "
+                          "item_id, movieId, asin, rating, timestamp), or Amazon 2018 / 2023 reviews (JSON lines, "
+                          "meta_<Category> next to them for item text). Item text is optional: methods that need it "
+                          "refuse a data set without it before any work.")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    for verb, text in (("check", "print the card a data folder or file would run with, its counts before and after "
+                                 "the filters, and whether it has item text"),
+                       ("add", "check the data, then write its card NAME.yaml to the user card folder (cards/, or "
+                               "$BENCH_CARDS), so that --dataset NAME runs it")):
+        cmd = data_sub.add_parser(verb, help=text, description=text)
+        cmd.add_argument("path", metavar="PATH", help="a data folder or file (or a card file or name)")
+        cmd.add_argument("--name", required=verb == "add",
+                         help="the data set's name (runs and tables are labelled by it; default for check: the "
+                              "folder's or file's name)")
+        cmd.add_argument("--columns", metavar="ROLE=COLUMN,...",
+                         help="CSV: the columns of user, item, rating, timestamp, when their names are not the "
+                              "common ones, e.g. user=customer,item=sku")
+        cmd.add_argument("--min-rating", type=float, default=None,
+                         help="keep interactions rated at least this (default: keep all)")
+        cmd.add_argument("--kcore", type=int, default=None,
+                         help="iterative k-core: drop users and items with fewer than K interactions until none is "
+                              "left (default 0: off)")
+        if verb == "check":
+            cmd.add_argument("--card-out", metavar="FILE", help="also write the card to FILE (YAML)")
+        else:
+            cmd.add_argument("--cards", metavar="DIR", help="the user card folder (default $BENCH_CARDS or cards/ in "
+                                                            "the working folder, where --dataset NAME looks)")
+            cmd.add_argument("--force", action="store_true", help="replace a card of that name")
     return parser
 
 
 def _cmd_list() -> int:
     from bench.catalog import METHODS
-    from bench.data.cards import CARD_NAMES
+    from bench.data.cards import CARD_NAMES, user_card_dir, user_card_names
     from bench.data.splits import SPLIT_INFO
     from bench.encoders import ENCODER_NAMES
     from bench.spec import load_suite, suite_names
     from methods.backbones.cf import BACKBONES
 
     sections = {
-        "datasets": dict(CARD_NAMES),
+        "datasets": {**CARD_NAMES, **{k: f"your card ({v})" for k, v in user_card_names().items()},
+                     "PATH": "your own data, as --dataset PATH: a data folder or file (RecBole .inter [+ .item], "
+                             "CSV with named columns, Amazon JSON lines) or a card file; `bench data check PATH` "
+                             f"shows what it reads, `bench data add PATH --name NAME` adds it to {user_card_dir()}/"},
         "splits": SPLIT_INFO,
         "backbones": {k: v.info for k, v in BACKBONES.items()},
         "methods": {k: f"[{METHODS.family(k)}] {METHODS.info(k)}"
@@ -215,10 +257,11 @@ def _suite_from_args(args):
                          f"--{', --'.join(missing)})")
     if args.seeds is not None:
         _check_count("--seeds", args.seeds, MAX_SEEDS)
+    from bench.data.cards import resolve_dataset
     from bench.spec import adhoc_suite
 
-    return adhoc_suite(args.dataset, args.split, args.backbone, args.method.split(","), args.seeds or 1,
-                       args.encoder or "minilm", args.profile)
+    return adhoc_suite(resolve_dataset(args.dataset), args.split, args.backbone, args.method.split(","),
+                       args.seeds or 1, args.encoder or "minilm", args.profile)
 
 
 def _check_count(flag: str, value: int | float, limit: int | None = None) -> None:
@@ -533,13 +576,41 @@ def _cmd_view(args) -> int:
     return 0
 
 
+def _check_yaml_values(args) -> None:
+    """Every --set / --option value parses as YAML (else one line naming it, not the parser's traceback)."""
+    import yaml
+
+    for flag in ("set", "option"):
+        for pair in getattr(args, flag, None) or []:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                continue  # the command's own check names a pair without '='
+            try:
+                yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at column {mark.column + 1}" if mark is not None else ""
+                raise BenchError(f"--{flag} {key}={value!r}: not a valid value ({problem}{where}); text with "
+                                 f"[ ] {{ }} : # , or quotes is quoted: --{flag} '{key}=\"...\"'") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _check_yaml_values(args)
+        if args.command == "data":
+            from bench.data.own import cmd_add, cmd_check
+
+            return {"check": cmd_check, "add": cmd_add}[args.data_command](args)
         if args.command == "list":
             return _cmd_list()
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "tune":
+            from bench.tuning import command
+
+            return command(args)
         if args.command in ("compare", "claims", "figures", "verify", "view"):
             return {"compare": _cmd_compare, "claims": _cmd_claims, "figures": _cmd_figures,
                     "verify": _cmd_verify, "view": _cmd_view}[args.command](args)

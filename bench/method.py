@@ -5,6 +5,9 @@ A method class declares, at class level:
 - `version`: bumped when a default or what the method computes changes (part of run ids);
 - `backbones`: the backbone names it runs on (checked when a suite expands, never inside `fit`);
 - `protocol`: "ranking" (scores the catalogue) or "pointwise" (Yes/No probabilities of labelled pairs);
+- `needs_item_text`: whether it reads item text (titles in prompts, text embeddings, profiles): such a method
+  refuses a data set without item text before any work (`bench.data.own.check_item_text`, run by
+  `bench.runner.preflight`); the others run on placeholder text "item <id>";
 - `needs_encoder`: whether the run's text encoder is built for it; `resources`: what one run asks a Ray
   cluster for beyond CPUs (e.g. {"num_gpus": 1}), asked for only where the cluster has it;
 - `item_cold_start`: how it scores an item without training interactions (`COLD_ITEM_SOURCES`); where a
@@ -64,6 +67,7 @@ class Method:
     backbones: ClassVar[tuple[str, ...]] = ()
     protocol: ClassVar[Literal["ranking", "pointwise"]] = "ranking"
     needs_encoder: ClassVar[bool] = False
+    needs_item_text: ClassVar[bool] = False  # reads item text: refused up front on a data set without any
     resources: ClassVar[Mapping[str, float]] = {}
     item_cold_start: ClassVar[ColdItemSource] = "id"  # COLD_ITEM_SOURCES; a text-based item table overrides it
     default_name: ClassVar[str] = ""  # the entry name when constructed without one (tests, benchmarks)
@@ -142,6 +146,8 @@ class Method:
             problems.append("version must be an int >= 1")
         if not cls.backbones:
             problems.append("backbones is empty")
+        if not isinstance(cls.needs_item_text, bool):
+            problems.append("needs_item_text must be a bool")
         if cls.protocol not in ("ranking", "pointwise"):
             problems.append(f"protocol {cls.protocol!r}")
         if cls.item_cold_start not in COLD_ITEM_SOURCES:

@@ -44,6 +44,9 @@ class RunProgress:
         self.stage, self.stage_started = stage, self.clock()
 
     def update(self, stage: str, step: int, total: int | None = None, unit: str = "step", **values: Any) -> None:
+        observer = _OBSERVER.get()
+        if observer is not None:  # e.g. `bench tune`'s pruner, which may stop the run by raising
+            observer(stage, step, total, values)
         if self.path is None:
             return
         now = self.clock()
@@ -73,6 +76,20 @@ class RunProgress:
 
 
 NO_PROGRESS = RunProgress(None)
+# who else hears every update of the runs in this context (bench.tuning: the trial's pruner); None: nobody
+_OBSERVER: contextvars.ContextVar[Callable[[str, int, int | None, dict], None] | None] = contextvars.ContextVar(
+    "bench_progress_observer", default=None)
+
+
+@contextlib.contextmanager
+def observing(callback: Callable[[str, int, int | None, dict], None]) -> Iterator[None]:
+    """For the block, `callback(stage, step, total, values)` hears every progress update of the runs executed in
+    this context (in this thread: in-process runs only), whether or not their progress is shown."""
+    token = _OBSERVER.set(callback)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
 # the reporter of the run this code is part of (set by the runner around fit and evaluation), for code that is
 # reached without the RunContext (the shared LLM training loop, PtE's generator); NO_PROGRESS outside a run
 _CURRENT: contextvars.ContextVar[RunProgress] = contextvars.ContextVar("bench_progress", default=NO_PROGRESS)

@@ -52,6 +52,7 @@ def prepare_shared(specs: list[RunSpec], cache_dir: Path, device: str, progress:
     from bench.encoders import encode_items
 
     preflight(specs, cache_dir)
+    _text_preflight(specs, cache_dir)  # with the data sets prepared, before any split or embedding
     seen: set[str] = set()
     for spec in specs:
         key = (spec.model_dump_json(include={"dataset_settings", "split", "split_settings", "encoder",
@@ -75,13 +76,24 @@ def preflight(specs: list[RunSpec], cache_dir: Path, data: bool = False) -> None
     folder that is not a model; the LLM methods: prompt templates, answer tokens as distinct single tokens of the
     tokenizer, the context of the model's config). With `data` (after `prepare_shared`, so the data sets and
     splits are cached): the checks that read them too, each method's `check_data` (e.g. the longest prompt a
-    scored pair can have against the model's context) and the `check_inputs` a builtin model asset deferred."""
+    scored pair can have against the model's context) and the `check_inputs` a builtin model asset deferred.
+    Without `data`, a method that needs item text (`Method.needs_item_text`) on a data set without any (no item
+    file or no text column in it) is refused, naming the method and the data set (`_text_preflight`: the same once
+    the data set is prepared, when no item has text of its own)."""
     from bench.catalog import METHODS
     from bench.encoders import check_encoder_path
     from bench.method import Method
 
     cache_dir = Path(cache_dir)
     for spec in specs:
+        if getattr(METHODS.get(spec.method), "needs_item_text", False):
+            key = json.dumps(["text", spec.method, spec.dataset_settings], sort_keys=True, default=str)
+            if key not in _PREFLIGHT_DONE:
+                from bench.data.cards import DatasetCard
+                from bench.data.own import check_item_text
+
+                check_item_text(spec.method, True, DatasetCard.model_validate(spec.dataset_settings))
+                _PREFLIGHT_DONE.add(key)
         if spec.encoder is not None and spec.encoder_settings.get("path"):
             key = json.dumps(["encoder", spec.encoder, spec.encoder_settings], sort_keys=True, default=str)
             if key not in _PREFLIGHT_DONE:
@@ -103,6 +115,21 @@ def preflight(specs: list[RunSpec], cache_dir: Path, data: bool = False) -> None
             dataset = _dataset(spec, cache_dir)
             method.check_data(TrainView.of(dataset, _split(spec, dataset, cache_dir)), cache_dir)
             _PREFLIGHT_DONE.add(checked)
+
+
+def _text_preflight(specs: list[RunSpec], cache_dir: Path) -> None:
+    """A method that needs item text on a prepared data set where no item has text of its own (every text the
+    placeholder): BenchError naming both, before any split, embedding or run."""
+    from bench.catalog import METHODS
+    from bench.data.cards import DatasetCard
+    from bench.data.own import check_item_text
+
+    for spec in specs:
+        key = json.dumps(["text-data", spec.method, spec.dataset_settings], sort_keys=True, default=str)
+        if key in _PREFLIGHT_DONE or not getattr(METHODS.get(spec.method), "needs_item_text", False):
+            continue
+        check_item_text(spec.method, True, DatasetCard.model_validate(spec.dataset_settings), _dataset(spec, cache_dir))
+        _PREFLIGHT_DONE.add(key)
 
 
 def _latency(method, users: np.ndarray, histories: dict | None = None, n: int = 30) -> dict[str, float]:
@@ -199,8 +226,8 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
 
     method, ctx, data, dataset, split, encoder, embedding_info = build_context(spec, cache_dir, options, run_dir,
                                                                                timings)
-    if options.progress:
-        ctx.progress = RunProgress(progress_path(store.root, run_id))
+    # shown progress writes a file the console reads; without it, observers (bench.progress.observing) still hear
+    ctx.progress = RunProgress(progress_path(store.root, run_id) if options.progress else None)
     try:
         with active(ctx.progress):
             return _fit_evaluate_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info,

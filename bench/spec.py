@@ -171,8 +171,40 @@ def _check_preset_holds(suite: str, method: str, values: dict[str, Any]) -> None
                          f"--set), or leave {method!r} out with --method")
 
 
+TUNED_FOLDER = "tuned"  # bench/suites/tuned/<suite>.yaml: the profiles `bench tune --write-profile` writes
+
+
+def tuned_profiles_path(name_or_path: str) -> Path:
+    """Where the tuned profiles of a suite live: bench/suites/tuned/<name>.yaml for a builtin suite,
+    <folder>/tuned/<file name> beside a suite file (bench.tuning writes them; load_suite reads them)."""
+    if name_or_path in suite_names():
+        return Path(str(resources.files("bench.suites"))) / TUNED_FOLDER / f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    return path.parent / TUNED_FOLDER / path.name
+
+
+def _with_tuned_profiles(raw: dict[str, Any], name_or_path: str, source: str) -> dict[str, Any]:
+    """The suite's fields with the profiles of its tuned-profiles file added (`tuned_profiles_path`), if any."""
+    path = tuned_profiles_path(name_or_path)
+    if not path.is_file():
+        return raw
+    try:
+        tuned = yaml.safe_load(read_text_file(path, "tuned profiles file"))
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    profiles = tuned.get("profiles") if isinstance(tuned, dict) else None
+    if not isinstance(profiles, dict):
+        raise BenchError(f"{path}: expected a mapping with `profiles` (written by bench tune --write-profile)")
+    own = raw.get("profiles") or {}
+    clash = sorted(set(own) & set(profiles))
+    if clash:
+        raise BenchError(f"{path}: profile {clash[0]!r} is also defined in {source}; rename one of them")
+    return {**raw, "profiles": {**own, **profiles}}
+
+
 def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
-    """A builtin suite by name or a YAML file by path, with a named profile applied."""
+    """A builtin suite by name or a YAML file by path, with a named profile applied (its own profiles and those
+    of its tuned-profiles file, `tuned_profiles_path`)."""
     path = Path(name_or_path)
     if name_or_path not in suite_names() and (path.suffix in (".yaml", ".yml") or "/" in name_or_path
                                               or os.sep in name_or_path):
@@ -193,6 +225,7 @@ def load_suite(name_or_path: str, profile: str | None = None) -> Suite:
     if not isinstance(raw, dict):
         raise BenchError(f"{source}: invalid suite file: expected a mapping of suite fields, got "
                          f"{type(raw).__name__}")
+    raw = _with_tuned_profiles(raw, name_or_path, source)
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as exc:

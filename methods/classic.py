@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bench.errors import BenchError
 from bench.method import ColdItemSource, Method
+from bench.search import Choice, FloatRange
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES, RecBoleCF
 from methods.backbones.pointwise import CFSettings, PairHistories, predict, pretrained_cf
@@ -94,6 +95,7 @@ class SeqText(RecBoleMethod):
     Settings: ClassVar[type[BaseModel]] = SeqTextSettings
     backbones = SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
+    needs_item_text: ClassVar[bool] = True  # frozen text embeddings of the items (LLM2Rec: item titles)
     text_encoder_rows: ClassVar[bool] = True  # its item table is the suite's encoder: tables name the encoder
     item_cold_start: ClassVar[ColdItemSource] = "text"  # frozen text rows + adapter; "init" mode: text-init
 
@@ -119,6 +121,13 @@ class SeqText(RecBoleMethod):
 
 
 class CTRSettings(CFSettings):
+    # what `bench tune` searches (bench.search); dropout only where the model has one
+    search_space: ClassVar[dict] = {
+        "learning_rate": FloatRange(low=1e-4, high=1e-2, log=True),
+        "weight_decay": Choice(values=(0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)),
+        "dropout": FloatRange(low=0.0, high=0.5, when={"model": ["sasrec", "din"]}),
+    }
+
     model: Literal["mf", "lightgcn", "sasrec", "din"] = "mf"  # which pointwise CF model (entries preset it)
 
 

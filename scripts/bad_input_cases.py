@@ -292,7 +292,44 @@ def build_cases(tmp: Path) -> list[Case]:
         Case("bench verify removes its scratch folder", ["verify", "--suite", str(suites / "tiny.yaml"), "--all",
                                                          *folders("mode")], expect=0, check=None),
     ]
-    verify = cases[-1]
+    # ---- issue 27, item 4: own data (a data folder or file as --dataset, bench data check / add)
+    own = write_atomic(data / "own", "own", tiny_rows(), item_rows())
+    (own / "own.item").unlink()  # item text is optional
+    nodata = tmp / "nodata"
+    nodata.mkdir()
+    (nodata / "README.md").write_text("notes\n")
+    (data / "empty.csv").write_text("")
+    (data / "latin.csv").write_bytes("user_id,item_id,title\n1,2,Caf\xe9\n".encode("latin-1"))
+    (data / "shop.csv").write_text("customer,sku,stars\n" + "".join(f"c{u},s{i},5\n" for u in range(3) for i in range(3)))
+    own_cards = {"BENCH_CARDS": str(tmp / "cards")}
+    own_run = ["--split", "temporal_loo", "--backbone", "mf", "--set", "backbone.epochs=1", *quiet]
+    cases += [
+        Case("own data: --dataset a folder without data files", ["run", "--dataset", str(nodata), "--method", "random",
+                                                                 *own_run, *folders("own")]),
+        Case("own data: --dataset a path that does not exist", ["run", "--dataset", str(tmp / "nowhere"), "--method",
+                                                                "random", *own_run, *folders("own")]),
+        Case("own data: a folder without .item (runs, named by it)", ["run", "--dataset", str(own), "--method",
+                                                                      "random", *own_run, *folders("own")],
+             expect=0, check=lambda r: _dataset_names(tmp / "own" / "results")),
+        Case("own data: a method needing item text on data without it", ["run", "--dataset", str(own), "--method",
+                                                                          "llminit-var", *own_run, *folders("own2")]),
+        Case("--set value that is not valid YAML", ["run", "--dataset", "ml-100k", "--set", "dataset.path=[a",
+                                                    "--method", "random", *own_run, *folders("x")]),
+        Case("--set dataset.path of ml-100k at other files", ["run", "--dataset", "ml-100k", "--set",
+                                                              f"dataset.path={own}", "--method", "random", *own_run,
+                                                              *folders("x")]),
+        Case("--set dataset.loader of ml-100k", ["run", "--dataset", "ml-100k", "--set", f"dataset.path={own}",
+                                                 "--set", "dataset.loader=atomic", "--method", "random", *own_run,
+                                                 *folders("x")]),
+        Case("own data: CSV without a user column", ["data", "check", str(data / "shop.csv")]),
+        Case("own data: empty CSV file", ["data", "check", str(data / "empty.csv")]),
+        Case("own data: CSV that is not UTF-8", ["data", "check", str(data / "latin.csv")]),
+        Case("own data: data add", ["data", "add", str(own), "--name", "own"], expect=0, env=own_cards,
+             check=lambda r: "card written" if (tmp / "cards" / "own.yaml").is_file() else "NO CARD"),
+        Case("own data: data add over an existing card", ["data", "add", str(own), "--name", "own"], env=own_cards),
+        Case("own data: data add with a builtin name", ["data", "add", str(own), "--name", "ml-100k"], env=own_cards),
+    ]
+    verify = next(case for case in cases if case.name.startswith("bench verify"))
     before_scratch: list[set] = []
     verify.before = lambda: before_scratch.append(set(Path(tempfile.gettempdir()).glob("bench-verify-*")))
     verify.check = lambda r: ("scratch folder removed" if set(Path(tempfile.gettempdir()).glob("bench-verify-*"))
@@ -329,6 +366,13 @@ def _corrupt_dataset_cache(cache: Path) -> None:
 def _truncate_a_record(results: Path) -> None:
     record = sorted(results.glob("runs/*/record.json"))[0]
     record.write_text(record.read_text()[:100])
+
+
+def _dataset_names(results: Path) -> str:
+    import json
+
+    names = sorted({json.loads(p.read_text())["spec"]["dataset"] for p in results.glob("runs/*/record.json")})
+    return f"records name the data set: {', '.join(names) or 'no record'}"
 
 
 def _markdown_check(folder: Path) -> str:

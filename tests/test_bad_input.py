@@ -39,6 +39,12 @@ BAD = [
     (["--option", "eval_batch_size=true"], "run option eval_batch_size=True", "not true / false"),
     (["--set", "encoder.path=/nonexistent/model"], "encoder 'minilm' setting path='/nonexistent/model'",
      "no such file or folder"),
+    # a value that is not valid YAML (issue 27.4): one line naming it, not the YAML parser's traceback
+    (["--set", "dataset.path=[a"], "--set dataset.path='[a': not a valid value", "is quoted"),
+    (["--option", "progress={"], "--option progress='{': not a valid value", "is quoted"),
+    # the builtin card reads its own files only (issue 27.4): other data is --dataset PATH
+    (["--set", "dataset.loader=atomic", "--set", "dataset.path=/tmp"], "dataset 'ml-100k' setting loader='atomic'",
+     "--dataset PATH"),
 ]
 
 

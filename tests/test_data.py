@@ -205,8 +205,22 @@ def test_amazon_bad_json_line(tmp_path):
     with pytest.raises(DataFileError, match=r"reviews_Toys\.json\.gz, line 3: not valid JSON"):
         load_dataset(DatasetCard(name="t", loader="amazon2018", path=str(tmp_path / "reviews_Toys.json.gz")))
     (tmp_path / "meta_Toys.json.gz").unlink()
-    with pytest.raises(DataFileError, match="meta_Toys.json.gz"):
-        load_dataset(DatasetCard(name="t", loader="amazon2018", path=str(tmp_path / "reviews_Toys.json.gz")))
+    with pytest.raises(DataFileError, match=r"meta_Toys\.json\.gz: metadata file \(meta_path\) not found"):
+        load_dataset(DatasetCard(name="t", loader="amazon2018", path=str(tmp_path / "reviews_Toys.json.gz"),
+                                 meta_path=str(tmp_path / "meta_Toys.json.gz")))
+
+
+def test_amazon_metadata_is_optional(tmp_path):
+    """Without a meta_<Category> file (and no meta_path) the reviews load with placeholder item text."""
+    from bench.data.cards import item_text_source
+
+    write_jsonl(tmp_path / "reviews_Toys.json.gz",
+                [{"reviewerID": "A", "asin": "B1", "overall": 5.0, "unixReviewTime": 1}])
+    card = DatasetCard(name="t", loader="amazon2018", path=str(tmp_path / "reviews_Toys.json.gz"))
+    dataset = load_dataset(card)
+    assert dataset.item_text.to_dict() == {"B1": "item B1"}
+    source, why = item_text_source(card)
+    assert source is None and "meta_Toys.json.gz" in why
 
 
 def test_amazon2023(tmp_path):

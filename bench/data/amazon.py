@@ -6,7 +6,8 @@
 dicts, not JSON.
 2023: reviews `<Category>.jsonl(.gz)` (user_id, parent_asin, rating, timestamp in milliseconds) and metadata
 `meta_<Category>.jsonl(.gz)` (parent_asin, title, main_category, categories, store, description, features).
-Timestamps come out in seconds for both releases.
+Timestamps come out in seconds for both releases. The metadata file is optional (item text is): without one (no
+`meta_path`, none next to the reviews) every item gets the placeholder text.
 """
 
 from __future__ import annotations
@@ -44,8 +45,14 @@ def category_of(filename: str) -> str:
     return stem.removesuffix("_5")
 
 
-def locate(path: str, meta_path: str | None) -> tuple[Path, Path]:
-    """The reviews file and its metadata file (given, or `meta_<Category>.json(l)(.gz)` next to it)."""
+def meta_names(reviews: Path) -> list[str]:
+    """The metadata file names looked for next to a reviews file: `meta_<Category>.json(l)(.gz)`."""
+    return [f"meta_{category_of(reviews.name)}{suffix}" for suffix in SUFFIXES]
+
+
+def locate(path: str, meta_path: str | None) -> tuple[Path, Path | None]:
+    """The reviews file and its metadata file: `meta_path` (must exist), else `meta_<Category>.json(l)(.gz)` next
+    to the reviews, else None (item text is optional: every item gets the placeholder text)."""
     reviews = Path(path).expanduser()
     if not reviews.is_file():
         raise DataFileError(reviews, "reviews file not found")
@@ -54,12 +61,10 @@ def locate(path: str, meta_path: str | None) -> tuple[Path, Path]:
         if not meta.is_file():
             raise DataFileError(meta, "metadata file (meta_path) not found")
         return reviews, meta
-    names = [f"meta_{category_of(reviews.name)}{suffix}" for suffix in SUFFIXES]
-    for name in names:
+    for name in meta_names(reviews):
         if (reviews.parent / name).is_file():
             return reviews, reviews.parent / name
-    raise DataFileError(reviews, f"no item metadata next to it (looked for {', '.join(names)}); "
-                                 "set the card's meta_path")
+    return reviews, None
 
 
 def iter_json_lines(path: Path, literal_fallback: bool = False) -> Iterator[tuple[int, dict]]:
@@ -115,10 +120,13 @@ def read_reviews(path: Path, release: str) -> pd.DataFrame:
                          "timestamp": pd.Series(times, dtype="float64")})
 
 
-def read_meta(path: Path, release: str, needed: set[str], columns: list[str]) -> pd.DataFrame:
-    """Metadata rows (first occurrence) of the `needed` items, indexed by item id; absent keys -> None."""
+def read_meta(path: Path | None, release: str, needed: set[str], columns: list[str]) -> pd.DataFrame:
+    """Metadata rows (first occurrence) of the `needed` items, indexed by item id; absent keys -> None (no
+    metadata file, `path` None: no rows)."""
     id_key = META_ID[release]
     rows: dict[str, list] = {}
+    if path is None:
+        return pd.DataFrame([], index=pd.Index([], dtype=str), columns=columns, dtype=object)
     for line_no, obj in iter_json_lines(path, literal_fallback=True):
         item = obj.get(id_key)
         if item is None:

@@ -1,7 +1,10 @@
 """Dataset cards and loaders: one prepared `Dataset` (filtered interactions, item fields, item text) per card.
 
-A card (YAML under datasets/cards/ or a user file, validated by `DatasetCard`) names a loader and its files,
-the filters (minimum rating, then iterative k-core on users and items) and the item-text template.
+A card (YAML under datasets/cards/, a user card added by `bench data add` under the user card folder, a card file,
+or one detected from a data folder or file by `bench.data.own`; validated by `DatasetCard`) names a loader and its
+files, the filters (minimum rating, then iterative k-core on users and items) and the item-text template. Item text
+is optional for every loader but the embedded MovieLens ones: without an item file every item gets the placeholder
+text, and the methods that need text (`Method.needs_item_text`) refuse such a data set before any work.
 `load_dataset` reads the files, filters, renders the text, applies the missing-text policy, hashes the
 content and caches the result under `cache_dir/datasets/<key>/`, keyed by the card (paths excluded), the
 cache version and the source files' content hashes (memoised by each file's stat, so an unchanged file is not
@@ -60,6 +63,16 @@ EMBEDDED = {"ml-100k": ("recbole", "dataset_example/ml-100k", "ml-100k"),
 CACHE_VERSION = 2  # 2: keyed by the source files' content (1: by their path, size and mtime)
 SOURCE_MEMO = "source_hashes.json"  # under cache_dir/datasets/: source file -> stat and sha256
 PLACEHOLDER = "item {id}"
+# csv loader: role -> the column names it is found by (case-insensitive, first match in this order)
+CSV_COLUMNS = {
+    "user": ("user_id", "userId", "user", "uid", "reviewerID", "visitorid", "customer_id"),
+    "item": ("item_id", "itemId", "movieId", "movie_id", "item", "asin", "parent_asin", "product_id", "productId",
+             "iid", "book_id", "isbn"),
+    "rating": ("rating", "score", "overall", "stars"),
+    "timestamp": ("timestamp", "time", "unixReviewTime", "ts", "datetime", "date"),
+}
+CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
+DATA_SUFFIXES = (".inter", ".item", *CSV_SUFFIXES, *amazon.SUFFIXES)  # names that are meant as files
 
 
 class DatasetCard(BaseModel):
@@ -69,9 +82,14 @@ class DatasetCard(BaseModel):
     version: ClassVar[int] = 1  # the loaders' behaviour: bump when a card's prepared data would change
 
     name: str
-    loader: Literal["atomic", "ml-100k", "ml-1m", "amazon2018", "amazon2023"]
+    loader: Literal["atomic", "ml-100k", "ml-1m", "amazon2018", "amazon2023", "csv"]
     path: str | None = None  # folder or file; None = the embedded example files (ml-100k, ml-1m)
-    meta_path: str | None = None  # amazon item metadata; None = `meta_<Category>...` next to the reviews
+    # item file: amazon metadata (None = `meta_<Category>...` next to the reviews, if there); csv: an items CSV
+    # (item column and text columns; None = the interaction file's other columns)
+    meta_path: str | None = None
+    # csv loader: role (user, item, rating, timestamp) -> column name; {} or a role left out = found by its common
+    # names (CSV_COLUMNS); rating and timestamp are optional (1.0 / file order without them)
+    columns: dict[str, str] = Field(default_factory=dict)
     min_rating: float | None = None  # keep interactions with rating >= min_rating
     kcore: int = Field(0, ge=0)  # iterative k-core on users and items until stable; 0 = off
     text_template: str = "{title}"  # format string over the canonical fields and {id}
@@ -99,6 +117,12 @@ class DatasetCard(BaseModel):
     def _check(self) -> DatasetCard:
         if self.path is None and self.loader not in EMBEDDED:
             raise ValueError(f"loader {self.loader!r} needs a path")
+        if self.columns and self.loader != "csv":
+            raise ValueError(f"columns is a setting of the csv loader, not of {self.loader!r}")
+        unknown_roles = sorted(set(self.columns) - set(CSV_COLUMNS))
+        if unknown_roles:
+            raise ValueError(f"columns: unknown role {', '.join(map(repr, unknown_roles))}; roles: "
+                             f"{', '.join(CSV_COLUMNS)}")
         used = set(template_fields(self.text_template))
         fields = self.fields()
         unknown = sorted(used - set(fields) - {"id"}) if fields is not None else []
@@ -130,26 +154,95 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+USER_CARDS_ENV = "BENCH_CARDS"  # the user card folder: $BENCH_CARDS, default cards/ in the working folder
+_RESOLVED: dict[str, dict[str, Any]] = {}  # name -> card settings of a data path or card file given in this process
+
+
+def user_card_dir() -> Path:
+    """Where `bench data add` writes cards and `--dataset NAME` finds them after the builtins: $BENCH_CARDS,
+    default `cards/` in the working folder."""
+    return Path(os.environ.get(USER_CARDS_ENV) or "cards").expanduser()
+
+
+def user_card_names() -> dict[str, str]:
+    """The cards in the user card folder: name -> its file."""
+    folder = user_card_dir()
+    if not folder.is_dir():
+        return {}
+    return {p.stem: str(p) for p in sorted(folder.glob("*.yaml")) if p.is_file() and p.stem not in CARD_NAMES}
+
+
+def _user_card(name: str) -> Path | None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name.endswith((".yaml", ".yml")):
+        return None
+    path = user_card_dir() / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def _read_card_file(path: Path) -> dict[str, Any]:
+    from bench.spec import read_text_file
+
+    if path.is_dir():
+        raise BenchError(f"dataset card file {path}: a folder, not a card file")
+    try:
+        raw = yaml.safe_load(read_text_file(path, "dataset card"))
+    except yaml.YAMLError as exc:
+        raise BenchError(f"dataset card {path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if isinstance(raw, dict):
+        raw.setdefault("name", path.stem)
+    return raw
+
+
+def resolve_dataset(name_or_path: str | Path) -> str:
+    """The name a `--dataset` value runs under: a builtin or user card name as it is; a card file or a data folder
+    or file (format detected, `bench.data.own`): its card's name, the card kept for this process so that
+    `load_card(name)` finds it. BenchError when that name is a builtin's, or another card's of a different data
+    set (one line, with what to do)."""
+    name = str(name_or_path)
+    if name in CARD_NAMES or name in _RESOLVED or _user_card(name) is not None:
+        return name
+    card = load_card(name)
+    settings = card.model_dump(mode="json")
+    other = _user_card(card.name)
+    if other is not None and load_card(card.name).model_dump(mode="json") != settings:
+        raise BenchError(f"--dataset {name}: its data set name {card.name!r} is your card {other}'s, which differs "
+                         f"(files or filters); run --dataset {card.name} for that card, or add this one under another "
+                         f"name: python -m bench data add {name} --name NAME")
+    _RESOLVED[card.name] = settings  # a later --dataset of this name (in a long-lived process) replaces it
+    return card.name
+
+
 def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> DatasetCard:
-    """A builtin card by name or a user YAML card by path, with `overrides` applied and validated."""
+    """A card, with `overrides` applied and validated: a builtin by name; a user card by name
+    (`user_card_dir()/NAME.yaml`); a data set named by `resolve_dataset` in this process; a card YAML file by path;
+    or a data folder or file by path (RecBole atomic, CSV, Amazon JSON lines: the card `bench data check` prints,
+    no filters)."""
     name, base = str(name_or_path), None
     if name in CARD_NAMES:
         raw = yaml.safe_load((CARD_DIR / f"{name}.yaml").read_text("utf-8"))
-    elif name.endswith((".yaml", ".yml")) or os.sep in name or Path(name).is_file():
+    elif (card_file := _user_card(name)) is not None:
+        raw, base = _read_card_file(card_file), card_file.parent.resolve()
+    elif name in _RESOLVED:
+        raw = dict(_RESOLVED[name])
+    elif name.endswith((".yaml", ".yml")) and not Path(name).expanduser().is_dir():
         path = Path(name).expanduser()
         if not path.is_file():
             raise BenchError(f"dataset card file {path} not found")
-        from bench.spec import read_text_file
+        raw, base = _read_card_file(path), path.parent.resolve()
+    elif Path(name).expanduser().exists():
+        from bench.data.own import detect
 
-        try:
-            raw = yaml.safe_load(read_text_file(path, "dataset card"))
-        except yaml.YAMLError as exc:
-            raise BenchError(f"dataset card {path}: not valid YAML: {' '.join(str(exc).split())}") from None
-        if isinstance(raw, dict):
-            raw.setdefault("name", path.stem)
-        base = path.parent.resolve()
+        raw = detect(Path(name), (overrides or {}).get("columns"))
+    elif os.sep in name or name.startswith((".", "~")) or name.endswith(DATA_SUFFIXES):
+        raise BenchError(f"dataset {name}: no such file or folder (a data set is a builtin name: "
+                         f"{', '.join(CARD_NAMES)}; a card name from {user_card_dir()}/; a card file; or a data "
+                         "folder or file)")
     else:
-        raise UnknownChoiceError("dataset", name, CARD_NAMES)
+        error = UnknownChoiceError("dataset", name, [*CARD_NAMES, *user_card_names()])
+        error.args = (f"{error} (builtin, or your cards in {user_card_dir()}/); or a path: a data folder or file "
+                      f"(RecBole .inter [+ .item], CSV with named columns, Amazon reviews JSON lines) or a card file; "
+                      f"no file or folder {name!r} exists",)
+        raise error
     if not isinstance(raw, dict):
         raise BenchError(f"dataset card {name}: expected a mapping of settings")
     overrides = dict(overrides or {})
@@ -165,7 +258,61 @@ def load_card(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
             overrides[key] = str(Path(overrides[key]).expanduser().resolve())
     from bench.settings import validate_settings
 
-    return validate_settings(DatasetCard, {**raw, **overrides}, f"dataset card {name}")
+    card = validate_settings(DatasetCard, {**raw, **overrides}, f"dataset card {name}")
+    if name in CARD_NAMES:
+        _check_builtin(name, raw, card)
+    elif card.name in CARD_NAMES:
+        raise BenchError(f"dataset {name}: named {card.name!r}, a builtin data set's name, so its runs would be "
+                         f"labelled as the builtin's; give it another name: python -m bench data add {name} --name "
+                         f"NAME (a card file: its name:)")
+    return card
+
+
+def _check_builtin(name: str, raw: dict[str, Any], card: DatasetCard) -> None:
+    """A builtin card reads its own files only: another loader is an error, and a path (a copy of the embedded
+    files) must hold them under their names, checked now, before any work. Other data runs under its own name."""
+    advice = ("run other data as a data set of its own: --dataset PATH (format detected), or python -m bench data "
+              "add PATH --name NAME, then --dataset NAME")
+    if card.loader != raw.get("loader"):
+        raise BenchError(f"dataset {name!r} setting loader={card.loader!r}: the builtin card reads the {raw['loader']} "
+                         f"files only, and runs on other files would be labelled {name!r}; {advice}")
+    if card.path is not None:
+        try:
+            source_files(card)
+        except DataFileError as exc:
+            stem = EMBEDDED[card.loader][2]
+            raise BenchError(f"dataset {name!r} setting path={card.path!r}: {exc}; the builtin card's path takes a copy "
+                             f"of its own files ({stem}.inter, {stem}.item); {advice}") from None
+
+
+def item_text_source(card: DatasetCard) -> tuple[Path | None, str]:
+    """(the file a card's item text comes from, "") or (None, why it has none); reads file headers only."""
+    files = source_files(card)
+    inter, item = files["inter"], files["item"]
+    used = [f for f in template_fields(card.text_template) if f != "id"]
+    if not used:
+        return None, f"its text_template {card.text_template!r} uses no item field"
+    if card.loader == "csv":
+        header = [c for c in csv_header(inter)[0] if c not in csv_roles(card, inter, csv_header(inter)[0]).values()]
+        header += csv_header(item)[0] if item is not None else []
+        where = item or inter
+    elif item is None:
+        where = (f"no {inter.stem}.item file next to {inter}" if card.loader == "atomic" else
+                 f"no item metadata next to {inter} (looked for {', '.join(amazon.meta_names(inter))}; or set meta_path)")
+        return None, where
+    elif card.loader == "atomic":
+        with _open_text(item) as handle:
+            header = [c.partition(":")[0] for c in handle.readline().decode("utf-8", "replace").rstrip("\r\n").split("\t")]
+        header = [c for c in header if c != "item_id"]
+        where = item
+    else:
+        return item, ""
+    fields = card.fields() or {c: c for c in header}
+    wanted = [fields.get(f, f) for f in used]
+    if not any(c in header for c in wanted):
+        return None, (f"no {' / '.join(wanted)} column in {where} (item columns: {', '.join(header) or 'none'}; name "
+                      f"the title column in the card's text_fields, e.g. text_fields: {{title: COLUMN}})")
+    return Path(where), ""
 
 
 # ---------------------------------------------------------------- files
@@ -176,6 +323,8 @@ def source_files(card: DatasetCard) -> dict[str, Path | None]:
     if card.loader.startswith("amazon"):
         reviews, meta = amazon.locate(card.path, card.meta_path)
         return {"inter": reviews, "item": meta}
+    if card.loader == "csv":
+        return {"inter": csv_file(Path(str(card.path)).expanduser()), "item": _meta_file(card.meta_path)}
     if card.path is None:
         package, folder, stem = EMBEDDED[card.loader]
         spec = importlib.util.find_spec(package)
@@ -199,6 +348,102 @@ def source_files(card: DatasetCard) -> dict[str, Path | None]:
     if not item.is_file() and card.loader != "atomic":
         raise DataFileError(item, "item file not found")
     return {"inter": inter, "item": item if item.is_file() else None}
+
+
+def csv_file(path: Path) -> Path:
+    """The interaction CSV a csv card's path names: the file, or the one CSV / TSV file of a folder."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataFileError(path, "no such file or folder")
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(CSV_SUFFIXES))
+    if len(found) != 1:
+        raise DataFileError(path, f"a csv card's path is a CSV file or a folder holding one; this folder holds "
+                                  f"{len(found)} ({', '.join(p.name for p in found[:10]) or 'none'}): set path to "
+                                  f"the interaction file and meta_path to the item file")
+    return found[0]
+
+
+def _meta_file(meta_path: str | None) -> Path | None:
+    if meta_path is None:
+        return None
+    path = Path(meta_path).expanduser()
+    if not path.is_file():
+        raise DataFileError(path, "item file (meta_path) not found")
+    return path
+
+
+def _open_text(path: Path):
+    """A binary handle on a plain or gzip file (by its first two bytes)."""
+    import gzip
+
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def csv_header(path: Path) -> tuple[list[str], str]:
+    """(column names, separator) of a CSV / TSV file: the separator is tab for .tsv, else the most frequent of
+    `,`, tab, `;`, `|` in the header line (comma when none is). DataFileError for an empty file or a header that
+    is not UTF-8."""
+    with _open_text(path) as handle:
+        raw = handle.readline()
+    if not raw.strip():
+        raise DataFileError(path, "empty file (no header line)" if not raw else "the first line is empty; the "
+                                  "first line must name the columns")
+    try:
+        line = raw.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(path, f"not UTF-8 text at column {exc.start + 1} (byte 0x{raw[exc.start]:02x}); save it "
+                                  "as UTF-8", line=1) from None
+    if ".tsv" in path.name.lower():
+        sep = "\t"
+    else:
+        sep = max((",", "\t", ";", "|"), key=lambda c: (line.count(c), c == ","))
+        sep = sep if line.count(sep) else ","
+    return [c.strip().strip('"') for c in line.split(sep)], sep
+
+
+def csv_roles(card: DatasetCard, path: Path, header: list[str]) -> dict[str, str]:
+    """Role (user, item, rating, timestamp) -> column of `path`: the card's `columns`, else the first of the role's
+    common names present (case-insensitive); DataFileError, naming the columns found, without a user or an item
+    column, or when a column the card names is not there."""
+    lower = {c.lower(): c for c in reversed(header)}
+    roles: dict[str, str] = {}
+    for role, names in CSV_COLUMNS.items():
+        if role in card.columns:
+            if card.columns[role] not in header:
+                raise DataFileError(path, f"no column {card.columns[role]!r} (columns: {role}); columns found: "
+                                          f"{', '.join(header)}")
+            roles[role] = card.columns[role]
+            continue
+        found = next((lower[n.lower()] for n in names if n.lower() in lower), None)
+        if found is not None:
+            roles[role] = found
+    for role in ("user", "item"):
+        if role not in roles:
+            raise DataFileError(path, f"no {role} column (looked for {', '.join(CSV_COLUMNS[role])}); columns found: "
+                                      f"{', '.join(header)}; name the columns: bench data add PATH --name NAME --columns "
+                                      f"user=COLUMN,item=COLUMN (a card: columns: {{{role}: COLUMN}})")
+    if len(set(roles.values())) < len(roles):
+        raise DataFileError(path, f"one column in two roles: {roles}; set columns")
+    return roles
+
+
+def read_csv_file(path: Path) -> pd.DataFrame:
+    """A CSV / TSV file with a header line, every value as text ("" for empty), indexed by its 1-based line
+    number (the header is line 1); DataFileError naming the line for a byte that is not UTF-8."""
+    header, sep = csv_header(path)
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            skip_blank_lines=True, compression="infer")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataFileError(path, f"not a readable CSV file: {' '.join(str(exc).split())}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.index = frame.index + 2
+    return frame
 
 
 def read_atomic(path: Path) -> pd.DataFrame:
@@ -238,7 +483,7 @@ def read_atomic(path: Path) -> pd.DataFrame:
 
 def _not_utf8(path: Path) -> DataFileError:
     """The error for a file that is not UTF-8: the line and column of its first byte that does not decode."""
-    with open(path, "rb") as handle:
+    with _open_text(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             try:
                 line.decode("utf-8")
@@ -299,9 +544,77 @@ def _read_atomic_source(card: DatasetCard, files: dict[str, Path | None]):
         if absent and files["item"] is not None:
             raise DataFileError(files["item"], f"text field source column not found; columns present: "
                                                f"{', '.join(items.columns)}", column=absent[0])
+        if absent:  # no item file: item text is optional, every item gets the placeholder
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in columns}, index=pd.Index([], dtype=str))
         return items[items.index.isin(needed)]
 
     return inter, read_items
+
+
+def _read_csv_source(card: DatasetCard, files: dict[str, Path | None]):
+    path = files["inter"]
+    frame = read_csv_file(path)
+    roles = csv_roles(card, path, list(frame.columns))
+    for role in ("user", "item"):
+        empty = frame[roles[role]].str.strip() == ""
+        if empty.any():
+            raise DataFileError(path, "empty id", column=roles[role], line=int(empty.idxmax()))
+    inter = pd.DataFrame({"user": frame[roles["user"]].str.strip(), "item": frame[roles["item"]].str.strip()})
+    inter["rating"] = parse_floats(frame[roles["rating"]], path, roles["rating"]) if "rating" in roles else 1.0
+    inter["timestamp"] = (_parse_times(frame[roles["timestamp"]], path, roles["timestamp"]) if "timestamp" in roles
+                          else pd.Series(np.arange(len(frame), dtype="float64"), index=frame.index))
+    inter = inter.reset_index(drop=True)
+    # item fields: the interaction file's other columns (each item's first non-empty value), then an items CSV
+    rest = [c for c in frame.columns if c not in roles.values()]
+    items = pd.DataFrame(index=pd.Index([], dtype=str))
+    if rest:
+        values = frame[[roles["item"], *rest]].replace("", np.nan)
+        values[roles["item"]] = values[roles["item"]].str.strip()
+        items = values.groupby(roles["item"], sort=False).first().fillna("")
+        items.index = items.index.astype(str)
+    if files["item"] is not None:
+        meta = read_csv_file(files["item"])
+        item_column = _item_column(card, roles["item"], files["item"], list(meta.columns))
+        meta = meta.drop_duplicates(item_column).set_index(item_column)
+        meta.index = meta.index.astype(str).str.strip()
+        items = meta.combine_first(items) if not items.empty else meta
+        items = items.fillna("")
+
+    def read_items(needed: set[str], columns: list[str]) -> pd.DataFrame:
+        absent = [c for c in columns if c not in items.columns]
+        if absent and card.text_fields:
+            where = files["item"] or path
+            raise DataFileError(where, f"text field source column not found; columns present: "
+                                       f"{', '.join(map(str, items.columns)) or '(none)'}", column=absent[0])
+        kept = items[items.index.isin(needed)]
+        return kept.reindex(columns=[*kept.columns, *absent]) if absent else kept
+
+    return inter, read_items
+
+
+def _item_column(card: DatasetCard, name: str, path: Path, header: list[str]) -> str:
+    """The item id column of an items CSV: the interaction file's item column name, else a common item name."""
+    if name in header:
+        return name
+    lower = {c.lower(): c for c in reversed(header)}
+    found = next((lower[n.lower()] for n in CSV_COLUMNS["item"] if n.lower() in lower), None)
+    if found is None:
+        raise DataFileError(path, f"no item column (looked for {name}, {', '.join(CSV_COLUMNS['item'])}); columns "
+                                  f"found: {', '.join(header)}")
+    return found
+
+
+def _parse_times(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """Timestamps in seconds: numbers as they are, else dates / date-times (ISO 8601 and the like, as UTC)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        return numbers.astype("float64")
+    parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna()
+    if bad.any():
+        line = bad.idxmax()
+        raise DataFileError(path, f"neither a number nor a date: {values[line]!r}", column=column, line=int(line))
+    return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("float64")
 
 
 def _read_amazon_source(card: DatasetCard, files: dict[str, Path | None]):
@@ -393,8 +706,14 @@ def content_hash(inter: pd.DataFrame, item_text: pd.Series, card: DatasetCard) -
     for column in ("rating", "timestamp"):
         digest.update(inter[column].to_numpy(dtype="<f8")[order].tobytes())
     digest.update("\x1e".join(f"{i}\x1f{t}" for i, t in item_text.items()).encode())
-    digest.update(card.model_dump_json(exclude={"path", "meta_path"}).encode())
+    digest.update(card.model_dump_json(exclude=_hash_excluded(card)).encode())
     return digest.hexdigest()
+
+
+def _hash_excluded(card: DatasetCard) -> set[str]:
+    """What a card's content hash and cache key leave out: its paths (identified by content), and a setting added
+    later while at its default (`columns` empty), so the cards of before hash as they did."""
+    return {"path", "meta_path", *(["columns"] if not card.columns else [])}
 
 
 def _counts(inter: pd.DataFrame) -> dict[str, int]:
@@ -405,27 +724,35 @@ def _counts(inter: pd.DataFrame) -> dict[str, int]:
 # ---------------------------------------------------------------- entry point
 
 
-def prepare_dataset(card: DatasetCard) -> Dataset:
-    """Read the card's files, filter (min_rating, then k-core), render item text, hash; no caching."""
+def prepare_dataset(card: DatasetCard, observe=None) -> Dataset:
+    """Read the card's files, filter (min_rating, then k-core), render item text, hash; no caching. `observe`
+    (optional): called as observe(stage, interactions) after each stage (raw, min_rating, kcore,
+    missing_text_drop, final), e.g. by `bench data check` to describe each."""
     files = source_files(card)
-    reader = _read_amazon_source if card.loader.startswith("amazon") else _read_atomic_source
+    reader = (_read_amazon_source if card.loader.startswith("amazon") else
+              _read_csv_source if card.loader == "csv" else _read_atomic_source)
     inter, read_items = reader(card, files)
+    observe = observe or (lambda stage, frame: None)
     counts = {"raw": _counts(inter)}
+    observe("raw", inter)
     if card.min_rating is not None:
         inter = inter[inter["rating"] >= card.min_rating]
         counts["min_rating"] = _counts(inter)
+        observe("min_rating", inter)
     passes = 0
     if card.kcore:
         inter, passes = kcore_filter(inter, card.kcore)
         counts["kcore"] = _counts(inter)
+        observe("kcore", inter)
     if inter.empty:
         raise BenchError(f"dataset {card.name!r}: no interactions left after the filters; counts: {counts}")
     ids = sort_ids(inter["item"].unique())
     fields = card.fields()
-    if fields is None:  # atomic loader without text_fields: the item file's own columns
+    if fields is None:  # atomic / csv loader without text_fields: the item file's own columns
         fields = {c: c for c in read_items(set(), []).columns if c != "source_id"}
         unknown = set(template_fields(card.text_template)) - set(fields) - {"id"}
-        if unknown and files["item"] is not None:
+        # an item file with no column but the id is no item text (placeholders), not a template error
+        if unknown and files["item"] is not None and fields:
             raise DataFileError(files["item"], f"text_template uses {', '.join(sorted(unknown))}; columns "
                                                f"present: {', '.join(fields)}")
     items, text, missing = render_items(card, read_items(set(ids), list(fields.values())), ids, fields)
@@ -439,6 +766,7 @@ def prepare_dataset(card: DatasetCard) -> Dataset:
             inter, more = kcore_filter(inter, card.kcore)
             report["kcore_passes_after_drop"] = more
         counts["missing_text_drop"] = _counts(inter)
+        observe("missing_text_drop", inter)
         if inter.empty:
             raise BenchError(f"dataset {card.name!r}: no interactions left after dropping items without text")
         kept = set(inter["item"].unique())
@@ -447,6 +775,7 @@ def prepare_dataset(card: DatasetCard) -> Dataset:
     inter = inter.iloc[order].reset_index(drop=True)[list(INTER_COLUMNS)]
     inter = inter.astype({"user": str, "item": str, "rating": "float64", "timestamp": "float64"})
     counts["final"] = _counts(inter)
+    observe("final", inter)
     meta = {"name": card.name, "loader": card.loader, "sources": [str(p) for p in files.values() if p],
             "card": card.model_dump(mode="json"), "counts": counts, "kcore_passes": passes,
             "missing_text": report, "duplicate_pairs": int(inter.duplicated(["user", "item"]).sum())}
@@ -491,7 +820,7 @@ def cache_key(card: DatasetCard, files: dict[str, Path | None], memo_dir: Path |
     """sha256 of the cache version, the loader version, the card (paths excluded: a path is identified by what
     it holds) and the content hash of each source file (memoised in `memo_dir`, see `source_hashes`)."""
     return json_hash({"version": CACHE_VERSION, "loader_version": DatasetCard.version,
-                      "card": card.model_dump(mode="json", exclude={"path", "meta_path"}),
+                      "card": card.model_dump(mode="json", exclude=_hash_excluded(card)),
                       "files": source_hashes(files, memo_dir)})
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.progress import NO_PROGRESS
+from bench.search import Choice, FloatRange, IntRange
 
 
 class CommonSettings(BaseModel):
@@ -47,14 +48,31 @@ class CommonSettings(BaseModel):
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop")
 
 
+# weight decay 0 is the default of most backbones, and a log range has no 0: a few decades and 0 itself
+WEIGHT_DECAYS = Choice(values=(0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2))
+
+
 class RecBoleSettings(CommonSettings):
     """Settings of a backbone that RecBole's trainer trains (not the `none` backbone)."""
+
+    # what `bench tune` searches (bench.search; the `none` backbone trains nothing, hence here, not on
+    # CommonSettings); a ClassVar: no setting, no run id moves
+    search_space: ClassVar[dict] = {
+        "learning_rate": FloatRange(low=1e-4, high=1e-2, log=True),
+        "weight_decay": WEIGHT_DECAYS,
+    }
 
     # RecBole's optimizer; "adam" is RecBole's default, so the setting moves no id. LLM2Rec's code: AdamW.
     learner: Literal[LEARNERS] = "adam"
 
 
 class GraphSettings(RecBoleSettings):
+    search_space: ClassVar[dict] = {
+        **RecBoleSettings.search_space,
+        "reg_weight": FloatRange(low=1e-6, high=1e-2, log=True),
+        "n_layers": IntRange(low=1, high=3),
+    }
+
     n_layers: int = Field(2, ge=1)
     reg_weight: float = Field(1e-5, ge=0)
 
@@ -92,6 +110,11 @@ class SASRecSettings(SequentialSettings):
     # validation masked nothing, so checkpoints were selected on another protocol), and RecBole no longer
     # receives the test file, which changed the order of its item token ids
     version: ClassVar[int] = 2
+    search_space: ClassVar[dict] = {
+        **RecBoleSettings.search_space,
+        "hidden_dropout_prob": FloatRange(low=0.0, high=0.5),
+        "attn_dropout_prob": FloatRange(low=0.0, high=0.5),
+    }
 
     n_layers: int = Field(2, ge=1)
     n_heads: int = Field(2, ge=1)
@@ -106,6 +129,7 @@ class SASRecSettings(SequentialSettings):
 class GRU4RecSettings(SequentialSettings):
     # 2: as SASRecSettings (masked validation; token ids without the test file)
     version: ClassVar[int] = 2
+    search_space: ClassVar[dict] = {**RecBoleSettings.search_space, "dropout_prob": FloatRange(low=0.0, high=0.5)}
 
     num_layers: int = Field(1, ge=1)
     hidden_size: int = Field(128, ge=1)

@@ -43,6 +43,7 @@ class LLMMethod(LoRATuning, Method):
     Settings: ClassVar[type[BaseModel]] = LLMSettings
     backbones: ClassVar[tuple[str, ...]] = ("none",)
     protocol = "pointwise"
+    needs_item_text: ClassVar[bool] = True  # prompts carry item titles
     required: ClassVar[tuple[str, ...]] = (cm.HISTORY, cm.TITLE)
     target_dependent_user: bool = False
 
@@ -515,6 +516,7 @@ class EnsembleMFCoLLM(Method):
     Settings: ClassVar[type[BaseModel]] = EnsembleSettings
     backbones: ClassVar[tuple[str, ...]] = ("none",)
     protocol = "pointwise"
+    needs_item_text: ClassVar[bool] = True  # its LLM half prompts with item titles
     llm_cls: ClassVar[type] = CoLLM
 
     def llm_settings(self):

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
 from bench.method import Method
+from bench.search import Nested
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from methods.backbones.cf import BACKBONES
 from methods.collm import model as cm
@@ -66,6 +67,8 @@ class RerankSettings(BaseModel):
     """The two-stage protocol around a Yes / No LLM (`llm`: its own settings, as for the ctr rows)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # `bench tune` (bench.search): the LLM's own space (none for ICL's: it tunes nothing)
+    search_space: ClassVar[dict] = {"llm": Nested()}
 
     candidates: int = Field(50, ge=1)  # N: the retrieval backbone's top-N unseen items the LLM reorders
     negatives_per_positive: int = Field(1, ge=1)  # sampled unobserved items per observed one (train and valid)
@@ -108,6 +111,7 @@ class LLMReranker(Method):
     Settings: ClassVar[type[BaseModel]] = RerankSettings
     backbones: ClassVar[tuple[str, ...]] = RERANK_BACKBONES
     protocol = "ranking"
+    needs_item_text: ClassVar[bool] = True  # the LLM's prompts carry item titles
     llm_cls: ClassVar[type] = ICL  # a subclass names its Yes / No model (its `llm` settings are that model's)
 
     # ----------------------------------------------------------------------------------- pre-flight

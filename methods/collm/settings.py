@@ -3,10 +3,11 @@ training, and for CoLLM the CF model whose vectors are mapped into the prompt.""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bench.search import FloatRange, Nested
 from bench.settings import path_field
 from methods.backbones.pointwise import CFSettings
 from methods.collm import model as cm
@@ -76,14 +77,25 @@ class LLMSettings(BaseModel):
         return self
 
 
+# what `bench tune` searches for a LoRA-tuned LLM (bench.search): the LoRA step's learning rate and the LoRA rank
+# (LoRASettings' space). Declared on the tuned methods' classes, not on LLMSettings: ICL tunes nothing.
+LORA_TUNING_SPACE = {"learning_rate": FloatRange(low=1e-5, high=1e-3, log=True), "lora": Nested()}
+
+
 class TALLRecSettings(LLMSettings):
     """TALLRec's: the LoRA step trains the causal-LM loss on the response (its code); scored by the Yes / No
     softmax."""
+
+    search_space: ClassVar[dict] = LORA_TUNING_SPACE
 
     stage1_loss: Literal["scoring", "yes_logit", "yes_no_softmax", "lm"] = "lm"
 
 
 class CoLLMSettings(LLMSettings):
+    # + the mapper's learning rate (step 2 trains the CF -> token mapper)
+    search_space: ClassVar[dict] = {**LORA_TUNING_SPACE,
+                                    "mapper_learning_rate": FloatRange(low=1e-4, high=1e-2, log=True)}
+
     prompt: str = cm.COLLM_PROMPT
     scoring: Literal["yes_logit", "yes_no_softmax"] = "yes_logit"  # CoLLM's: BCE on the Yes logit
     stage1_prompt: str = cm.TEXT_PROMPT

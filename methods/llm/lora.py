@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.search import Choice
 from methods.llm.load import cuda_devices
 
 
@@ -21,6 +23,8 @@ class LoRASettings(BaseModel):
     """LoRA rank, scaling, dropout and the projection modules it is added to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # `bench tune` (bench.search), where the method's settings search `lora` (Nested): the rank
+    search_space: ClassVar[dict] = {"r": Choice(values=(4, 8, 16))}
 
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bench.search import Nested
 from bench.settings import path_field
 from bench.types import ParamCounts, RunContext
 from methods.classic import SeqText
@@ -29,6 +30,8 @@ from methods.llm2rec.train import STAGES, CSFTSettings, ICSettings, MNTPSettings
 
 class LLM2RecSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # `bench tune`: each stage's own space (its lr), searched only where the entry runs that stage
+    search_space: ClassVar[dict] = {stage: Nested(when={"stages": stage}) for stage in STAGES}
 
     base_model: str = path_field("smollm2")  # "smollm2" (embedded asset) or a local causal-LM folder
     # the training stages run, in order (a prefix of CSFT -> MNTP -> IC; empty = the untrained LLM)

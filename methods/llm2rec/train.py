@@ -11,11 +11,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.search import FloatRange
 from bench.settings import runtime_field
 from methods.llm.load import load_model, load_tokenizer, resolve_device
 from methods.llm2rec.model import save_model_atomic
@@ -30,6 +31,8 @@ class StageSettings(BaseModel):
     """Shared by all stages. Effective batch = batch_size * grad_accum (IC negatives: batch_size only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # what `bench tune` searches per stage (bench.search); every stage's default lr (3e-4, 5e-5, 2e-4) lies inside
+    search_space: ClassVar[dict] = {"lr": FloatRange(low=1e-5, high=1e-3, log=True)}
 
     lr: float = Field(3e-4, gt=0)
     max_steps: int = Field(1000, ge=1)  # optimizer steps

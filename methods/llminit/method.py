@@ -75,6 +75,7 @@ class LLMInit(RecBoleMethod):
     default_name = "llminit-var"
     Settings: ClassVar[type[BaseModel]] = LLMInitSettings
     needs_encoder: ClassVar[bool] = True
+    needs_item_text: ClassVar[bool] = True  # its rows are text embeddings of the items
     item_cold_start: ClassVar[ColdItemSource] = "text-init"  # a cold item keeps its text-initialised row
 
     @property

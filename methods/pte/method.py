@@ -100,6 +100,7 @@ class PtE(RecBoleMethod):
     Settings: ClassVar[type[BaseModel]] = PtESettings
     backbones = CF_BACKBONES + SEQUENTIAL_BACKBONES
     needs_encoder: ClassVar[bool] = True
+    needs_item_text: ClassVar[bool] = True  # profiles are written from item titles and text
     # sequential backbones with seq_items "adapter" (the paper's): a cold item is its raw text embedding
     # through the trained adapter; CF backbones and seq_items "init": its text-derived initial row
     item_cold_start: ClassVar[ColdItemSource] = "text"
