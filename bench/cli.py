@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
                           "item_id, movieId, asin, rating, timestamp), or Amazon 2018 / 2023 reviews (JSON lines, "
                           "meta_<Category> next to them for item text). Item text is optional: methods that need it "
                           "refuse a data set without it before any work.")
-    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_sub = data.add_subparsers(dest="data_command", required=True, help="check: what a folder or file holds; add: write its card")
     for verb, text in (("check", "print the card a data folder or file would run with, its counts before and after "
                                  "the filters, and whether it has item text"),
                        ("add", "check the data, then write its card NAME.yaml to the user card folder (cards/, or "
