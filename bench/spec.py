@@ -479,8 +479,8 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
                     uses_encoder = cls.needs_encoder
                     for encoder in encoders if uses_encoder else [None]:
                         for seed in suite.seeds:
-                            specs.append(RunSpec(
-                                dataset=dataset, dataset_settings=card.model_dump(mode="json"),
+                            specs.append(RunSpec(  # a data path or card file runs under its data set's name
+                                dataset=card.name, dataset_settings=card.model_dump(mode="json"),
                                 split=split, split_settings=split_params,
                                 backbone=backbone, backbone_settings=backbone_config,
                                 method=method, method_settings=settings.model_dump(mode="json"),
