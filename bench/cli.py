@@ -378,7 +378,7 @@ def _cmd_run(args) -> int:
         profile = args.profile or ADHOC_DEFAULT_PROFILE
         other = [name for name in adhoc_profiles() if name != profile]
         print(f"adhoc runs, profile {profile}: {adhoc_profiles()[profile]['summary']}"
-              + (f" (--profile {' | '.join(other)} for the others)" if other else ""))
+              + (f" (other profiles: --profile {' | '.join(other)})" if other else ""))
     requested = {"suite": suite.name, "profile": profile, "set": args.set, "argv": sys.argv[1:]}
     pending = [s for s in specs if not store.has(s.run_id)]
     complete = len(specs) - len(pending)

@@ -107,7 +107,10 @@ def compare_hint(frame: pd.DataFrame, results: Path | str) -> str:
         return again
     where = "".join(f" --{column} {frame[column].iloc[0]}" for column in ("dataset", "split", "backbone")
                     if frame[column].nunique() == 1)
-    return (f"compare: python -m bench compare {methods[1]} {methods[0]}{where} --results {results}\n{again}")
+    # the ID baseline (random) as side B where it is among them, as the suites' tables compare
+    b = "random" if "random" in methods else methods[0]
+    a = next(m for m in methods if m != b)
+    return f"compare: python -m bench compare {a} {b}{where} --results {results}\n{again}"
 
 
 MAX_SHOWN = 20  # rows of the answer printed after `bench run`; the rest are counted
