@@ -153,8 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     claims.add_argument("--out", type=Path, help="also write the report here (default <results>/claims.md)")
 
     figures = sub.add_parser("figures", help="collapse curve, cold-start gains, metric by user activity")
-    figures.add_argument("--only", action="append", help="collapse, coldstart_gain, activity, tradeoff (default "
-                                                         "all; repeat for several)")
+    figures.add_argument("--only", action="append", help="collapse, coldstart_gain, activity, tradeoff, tuning "
+                                                         "(the bench tune studies; default all; repeat for several)")
     figures.add_argument("--metric", default="ndcg@10", help="the metric the figures plot (default ndcg@10)")
     figures.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
                          help="the results folder: run records under <results>/runs/, tables under <results>/<suite>/ (default results, or $BENCH_RESULTS)")
@@ -559,7 +559,12 @@ def _cmd_figures(args) -> int:
             raise UnknownChoiceError("figure", name, FIGURES)
     out = args.out or Path(args.results) / "figures"
     check_folder(out, "figures", "--out" if args.out else "--results")
-    for path in write_figures(ResultStore(args.results), out, args.cache, which, args.metric):
+    written = write_figures(ResultStore(args.results), out, args.cache, which, args.metric)
+    if "tuning" in which:  # one optimisation-history figure per suite with `bench tune` studies
+        from bench.report.tuning_figures import tuning_history_figures
+
+        written += tuning_history_figures(Path(args.results), out)
+    for path in written:
         print(f"wrote {path}")
     return 0
 

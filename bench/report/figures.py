@@ -39,7 +39,9 @@ from bench.report.stats import BETTER_MARK, WORSE_MARK, family_text
 from bench.selection import pair
 from bench.spec import RunSpec
 
-FIGURES = ("collapse", "coldstart_gain", "activity", "tradeoff")
+# `tuning` (the optimisation history of `bench tune`'s studies) is drawn by bench.report.tuning_figures, which
+# builds on this module's style: `bench figures` calls it
+FIGURES = ("collapse", "coldstart_gain", "activity", "tradeoff", "tuning")
 SUITES = {"collapse": "collapse", "coldstart_gain": "coldstart", "activity": "coldstart", "tradeoff": "paradigms"}
 ACTIVITY_BINS = (1, 4, 8, 16, 32, 64, 128, 10**9)
 DPI = 150
