@@ -138,7 +138,7 @@ def test_a_ctr_run_stopped_at_its_cap_is_marked_in_the_ctr_tables(tmp_path):
     assert cap_note(frame).startswith(f"- {CAP_MARK}: 1 of 6 runs (1 cells) stopped at the epoch cap")
     grid = result_grid(frame, ("auc",), ("overall",))
     rows = {row[0]: row[1] for _, block in grid.blocks for row in block}
-    assert r"\ddagger" in rows["mf-ctr"] and r"\ddagger" not in rows["din"] and grid.facts["cap"]
+    assert r"\ddagger" in rows["MF"] and r"\ddagger" not in rows["DIN"] and grid.facts["cap"]  # display names
     # healthy AUCs: no collapsed seed (0.60 / 0.61 / 0.62 against a median of 0.61)
     assert collapsed_runs(frame).empty
 

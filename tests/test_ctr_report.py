@@ -228,3 +228,46 @@ def test_auc_comparisons_use_the_shared_test_pairs_with_the_user_as_unit(tmp_pat
     assert compare_pairs(store, pairs, "auc") is None  # not the same labelled pairs
     (store.run_dir("b1") / "pairs.csv.gz").unlink()
     assert compare_pairs(store, pairs, "auc") is None
+
+
+def test_ctr_markdown_names_shots_zero_per_row_kind_and_marks_missing_and_seeds():
+    """The ctr main table as Markdown (the page-wide LaTeX grid): shots 0 is "all pairs / zero-shot", the notes
+    say which rows trained on every pair and which answered zero-shot; a few-shot row the suite skips at shots
+    0 prints "n/a", a defined cell without a record "not run", a cell on fewer seeds than the table's says so;
+    the CSV table keeps its columns and ids."""
+    from bench.report.latex import grid_frame, main_grid, shots_note
+    from bench.report.tables import ctr_table
+
+    rows = []
+
+    def add(method, shots, seed, trainable, value):
+        rows.append({"run_id": f"{method}-{shots}-{seed}", "dataset": "ml-100k", "split": f"ctr_temporal [shots={shots}]",
+                     "backbone": "none", "method": method, "seed": seed, "trainable": trainable, "frozen": 0,
+                     "train_s": 1.0, "latency_ms": 0.1, "capped": False, "protocol": "pointwise",
+                     "segment": "overall", "auc": value, "uauc": value, "n_pairs": 10, "n_users": 5})
+
+    for seed in range(3):
+        add("mf-ctr", 0, seed, 100, 0.60 + 0.01 * seed)
+        add("mf-ctr", 16, seed, 100, 0.50)
+    add("icl", 0, 0, 0, 0.52)
+    add("tallrec", 16, 0, 10, 0.55)
+    frame = pd.DataFrame(rows)
+    defined = [("ml-100k", "ctr_temporal [shots=0]", "none", "mf-ctr"), ("ml-100k", "ctr_temporal [shots=16]", "none",
+                                                                          "mf-ctr"),
+               ("ml-100k", "ctr_temporal [shots=0]", "none", "icl"), ("ml-100k", "ctr_temporal [shots=16]", "none",
+                                                                      "tallrec"),
+               ("ml-100k", "ctr_temporal [shots=64]", "none", "tallrec")]
+    grid, metrics, _ = main_grid(frame, "page", defined=defined)
+    table = grid_frame(grid).set_index("Method")
+    assert metrics == ("auc", "uauc") and list(table.columns) == [
+        "all pairs / zero-shot: AUC", "all pairs / zero-shot: UAUC", "16 shots: AUC", "16 shots: UAUC",
+        "64 shots: AUC", "64 shots: UAUC"]
+    assert table.loc["MF", "all pairs / zero-shot: AUC"] == "0.6100 ± 0.0100"
+    assert table.loc["ICL", "all pairs / zero-shot: AUC"] == "0.5200 (1 seed)"
+    assert table.loc["TALLRec", "all pairs / zero-shot: AUC"] == "n/a"  # the suite skips it there
+    assert table.loc["TALLRec", "64 shots: AUC"] == "not run" and table.loc["MF", "64 shots: AUC"] == "n/a"
+    note = shots_note(grid.facts, latex=False)
+    assert "MF trained on every training pair" in note and "ICL asked zero-shot" in note
+    assert "own model" not in str(grid.facts["used"])  # no backbone column printed, none keyed
+    assert "shots=0 seeds" in ctr_table(frame).columns  # the CSV keeps its full width and ids
+    assert set(ctr_table(frame)["Method"]) == {"mf-ctr", "icl", "tallrec"}

@@ -265,15 +265,16 @@ def test_tables_use_the_extra_seeds_and_name_the_family_and_the_marks(tmp_path):
     significance = written["significance.md"].read_text()
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in significance.splitlines()[:4]]
     table = {row[3]: dict(zip(rows[0], row)) for row in rows[2:]}
-    assert table["llminit-var"]["Seeds"] == "5 / 3" and table["llminit-rand"]["Seeds"] == "3"
-    assert table["llminit-var"]["Significant"] == "better" and table["llminit-rand"]["Significant"] == "worse"
+    # Markdown prints display names (names.yaml; the key line under the table maps them to the ids)
+    assert table["LLMInit-var"]["Seeds"] == "5 / 3" and table["LLMInit-rand"]["Seeds"] == "3"
+    assert table["LLMInit-var"]["Significant"] == "better" and table["LLMInit-rand"]["Significant"] == "worse"
     assert "p (Holm, 2)" in rows[0]
     assert "Holm over the 2 comparisons of `tiny/significance.md` (one per row)" in significance
     assert "extra seeds (`bench run --extra-seeds`): ml-100k/half_history/lightgcn/llminit-var 3–4" in significance
     main_md = written["main.md"].read_text()
     assert "↑ / ↓ on ndcg@10: significantly better / worse than `random`" in main_md
     cells = {line.split("|")[2].strip(): line for line in main_md.splitlines()[2:4 + 1] if line.startswith("|")}
-    assert "↑" in cells["llminit-var"] and "↓" in cells["llminit-rand"]
+    assert "↑" in cells["LLMInit-var"] and "↓" in cells["LLMInit-rand"]
     for name in ("main.tex", "main_column.tex", "significance.tex"):
         tex = written[name].read_text()
         assert "\\uparrow" in tex and "\\downarrow" in tex and "over the 2 comparisons of" in tex, name

@@ -1,7 +1,8 @@
 r"""The LaTeX tables (bench.report.latex) on synthetic run records of a small suite: every row of every
-tabular has the tabular's column count (\multicolumn spans counted), bold and underline sit on the max and
-second max of their column within a backbone, --metrics / --columns select exactly what was asked and bad
-values exit 2 with one line, p-values are printed for humans, and the .tex compiles where pdflatex exists."""
+tabular has the tabular's column count (\multicolumn spans counted), bold sits on the best of its column within a
+backbone only where the best is significantly ahead of the next (a tied best bolds every tied cell), cells print
+display names, --metrics / --columns select exactly what was asked and bad values exit 2 with one line, p-values
+are printed for humans, captions are never cut, and the .tex compiles where pdflatex exists."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from bench.cli import main
 from bench.records import ResultStore
-from bench.report.latex import escape, rank_marks, shorten
+from bench.report.latex import caption_parts, escape, leaders
 from bench.report.tables import collect, significance_results, write_tables
 from bench.spec import expand, load_suite
 
@@ -188,53 +189,106 @@ def test_every_row_has_the_tabulars_column_count(tiny):
         for inner in re.findall(r"\\begin\{tabular\}\[t\]\{@\{\}[lcr]@\{\}\}(.*?)\\end\{tabular\}", body, re.S):
             assert "&" not in inner and inner.count(r"\\") == 1  # a nested cell: one column, two lines
         assert "\\label{tab:tiny-" in tex and "\\caption{Tiny synthetic suite (tests)" in tex
+        assert "% Key: Half history = half_history; New users (few-shot) = new_users_fewshot" in tex
         assert "Second sentence" not in tex.split("\\caption{")[1].split("\n")[0]  # first sentence only
         assert "% Needs \\usepackage{booktabs}" in tex and "% Sources: 36 run records" in tex
     main_tex = tiny["written"]["main.tex"].read_text()
     header = _rows(_outer_tabulars(main_tex)[0][1])[:2]
     # the label columns' empty titles under one empty \multicolumn (Styler's header)
-    assert header[0] == [r"\multicolumn{2}{c}{}", r"\multicolumn{4}{c}{half\_history}",
-                         r"\multicolumn{4}{c}{new\_users\_fewshot}"]
+    assert header[0] == [r"\multicolumn{2}{c}{}", r"\multicolumn{4}{c}{Half history}",
+                         r"\multicolumn{4}{c}{\begin{tabular}[t]{@{}c@{}}New users\\[-2pt]{\scriptsize (few-shot)}"
+                         r"\end{tabular}}"]
     assert header[1] == ["Backbone", "Method"] + ["R@10", "N@10", "R@20", "N@20"] * 2
     assert r"\cmidrule(lr){3-6} \cmidrule(lr){7-10}" in main_tex
     segments = _rows(_outer_tabulars(tiny["written"]["segments.tex"].read_text())[0][1])[:2]
     # the few-shot split has no warm users: that sub-column is left out, not printed as a column of --
-    assert segments[0][1:] == [r"\multicolumn{5}{c}{half\_history}", r"\multicolumn{4}{c}{new\_users\_fewshot}"]
+    assert segments[0][1] == r"\multicolumn{5}{c}{Half history}" and segments[0][2].startswith(r"\multicolumn{4}{c}")
     assert segments[1][2:] == ["all", "warm", "cold", "head", "tail", "all", "cold", "head", "tail"]
 
 
-def test_best_and_second_are_the_max_and_second_max_per_backbone(tiny):
+def test_bold_is_the_best_of_its_backbone_where_significantly_ahead(tiny):
+    """Bold sits on the best printed mean of its column within a backbone and the cells tied with it; no underline. A tie
+    for best (mf, half_history, R@20: random = llminit-rand = 0.30 + seed jitter, llminit-var far below) bolds
+    both tied cells, not one alone; on lightgcn the best N@10 (llminit-var at 0.40 against 0.20) is bold alone."""
     frame = collect(tiny["specs"], tiny["store"])
     overall = frame[frame["segment"] == "overall"]
-    for name, n_labels, block_rows in (("main.tex", 2, False), ("main_column.tex", 1, True)):
+    for name, n_labels in (("main.tex", 2), ("main_column.tex", 1)):
         tex = tiny["written"][name].read_text()
+        assert "\\underline" not in tex and "underlined" not in tex
         spec, body = _outer_tabulars(tex)[0]
         metrics = METRICS if name == "main.tex" else METRICS[:2]
         columns = [(s, m) for s in ("half_history", "new_users_fewshot") for m in metrics]
-        blocks = _data_blocks(body, n_labels, block_rows)
+        blocks = _data_blocks(body, n_labels, name != "main.tex")
         assert len(blocks) == 2 and [len(b) for b in blocks] == [3, 3]
-        marked = 0
         for backbone, rows in zip(("lightgcn", "mf"), blocks):
+            methods = [row[n_labels - 1] for row in rows]
+            assert methods == ["ID", "LLMInit-rand", "LLMInit-var"]  # display names, not ids
             for j, (split, metric) in enumerate(columns):
                 cells = [_mean(row[n_labels + j]) for row in rows]
-                methods = [row[n_labels - 1] for row in rows]
-                assert methods == ["random", "llminit-rand", "llminit-var"]
-                # the printed mean is the records' mean over seeds
-                for method, (value, _) in zip(methods, cells):
+                for method, (value, _) in zip(("random", "llminit-rand", "llminit-var"), cells):
                     part = overall[(overall["backbone"] == backbone) & (overall["method"] == method)
                                    & (overall["split"] == split)]
                     assert len(part) == 3 and value == pytest.approx(round(part[metric].mean(), 4), abs=1e-9)
-                values = [v for v, _ in cells]
-                best = max(values)
-                above = [sum(o > v for o in values) for v in values]
-                assert [m == "best" for _, m in cells] == [v == best for v in values], (backbone, split, metric)
-                expected_second = [a == 1 for a in above] if len(set(values)) > 1 else [False] * 3
-                assert [m == "second" for _, m in cells] == expected_second, (backbone, split, metric, cells)
-                marked += sum(m != "" for _, m in cells)
-        assert marked >= 2 * len(columns) * 2 - 1  # every column marks a best and nearly all a second
-    # the tie (mf, half_history, R@20: random = llminit-rand = 0.30 + seed jitter): both bold, nothing underlined
-    rows = _data_blocks(_outer_tabulars(tiny["written"]["main.tex"].read_text())[0][1], 2, False)[1]
-    assert [_mean(row[2 + 2]) for row in rows] == [(0.301, "best"), (0.301, "best"), (0.101, "")]
+                # bold: the best and the cells tied with it, never a cell below one that is not bold
+                bold = [v for v, mark in cells if mark == "best"]
+                plain = [v for v, mark in cells if mark != "best"]
+                assert not bold or (max(v for v, _ in cells) in bold and min(bold) >= max(plain, default=0)), (
+                    backbone, split, metric, cells)
+    rows = _data_blocks(_outer_tabulars(tiny["written"]["main.tex"].read_text())[0][1], 2, False)
+    # the tie (mf, half_history, R@20): both bold, the third not; a lone best where it is far ahead
+    assert [_mean(row[2 + 2]) for row in rows[1]] == [(0.301, "best"), (0.301, "best"), (0.101, "")]
+    assert [_mean(row[2 + 1])[1] for row in rows[0]] == ["", "", "best"]  # lightgcn N@10: llminit-var alone
+    main_tex = tiny["written"]["main.tex"].read_text()
+    assert "Bold: best per backbone where significantly ahead of the next" in main_tex
+    assert "a tie for best bolds every tied cell" in main_tex
+
+
+def test_leaders_bold_the_best_only_where_it_is_significantly_ahead():
+    """`leaders`: the best alone where it is ahead of the next; a statistical tie bolds the best and the tied
+    cells down to the first one the best is ahead of; nothing where no cell is behind the best, without a test
+    or with fewer than two values."""
+    always, never = (lambda a, b: True), (lambda a, b: False)
+    assert leaders([0.3, 0.2, 0.1], always) == {0}
+    assert leaders([0.2, 0.3, 0.1], lambda a, b: b == 2) == {0, 1}  # 0.3 not ahead of 0.2: tied, both bold
+    assert leaders([0.3, 0.29, 0.28, 0.1], lambda a, b: b == 3) == {0, 1, 2}
+    assert leaders([0.3, 0.3, 0.1], always) == {0, 1}  # equal printed values are tied whatever the test
+    assert leaders([0.3, 0.2, 0.1], never) == set()  # no cell significantly behind: no winner
+    assert leaders([0.3, 0.2], None) == set() and leaders([0.5], always) == set()
+    assert leaders([None, 0.2, float("nan"), 0.1], always) == {1}
+
+
+def test_a_tied_best_is_not_bolded_alone_in_a_synthetic_frame(tmp_path):
+    """A frame whose two best rows have the same per-user values up to noise (a statistical tie) and a third
+    far below: the LeadTest (the primary test on the per-user sidecars) bolds both tied rows, in LaTeX and in
+    the Markdown cell; with the second far below, the best alone."""
+    from bench.report.latex import grid_frame, result_grid
+    from bench.report.stats import LeadTest
+    from bench.spec import RunSpec
+
+    store = ResultStore(tmp_path / "results")
+    rows = []
+    for method, level in (("random", 0.300), ("llminit-var", 0.301), ("llminit-rand", 0.10)):
+        for seed in range(3):
+            spec = RunSpec(dataset="ml-100k", split="half_history", split_settings={"seed": 0}, backbone="lightgcn",
+                           backbone_settings={"epochs": 3}, method=method,
+                           encoder="minilm" if method != "random" else None, seed=seed)
+            rng = np.random.default_rng(seed * 7 + len(rows))
+            values = np.clip(level + rng.normal(0, 0.1, N_USERS), 0, 1)
+            per_user = pd.DataFrame({"user": [str(u) for u in range(N_USERS)], "ndcg@10": values})
+            store.write(spec.run_id, {"status": "complete", "run_id": spec.run_id, "spec": spec.model_dump(mode="json"),
+                                      "metrics": {"overall": {"ndcg@10": float(values.mean()), "n_users": N_USERS}},
+                                      "params": {"trainable": 10}, "latency": {"median_ms": 1.0},
+                                      "timings": {"train": 1.0}, "provenance": {"split_hash": "x"}}, per_user)
+            rows.append(spec)
+    frame = collect(rows, store)
+    grid = result_grid(frame, ("ndcg@10",), ("overall",), lead_test=LeadTest(store))
+    cells = [row[1] for row in grid.blocks[0][1]]
+    assert [("\\textbf" in c) for c in cells] == [True, True, False]
+    assert [plain.startswith("**") for plain in grid_frame(grid).iloc[:, -1]] == [True, True, False]
+    alone = result_grid(frame[frame["method"] != "random"], ("ndcg@10",), ("overall",), lead_test=LeadTest(store))
+    assert [("\\textbf" in row[1]) for row in alone.blocks[0][1]] == [True, False]
+    # without a test nothing is bold
+    assert not any("\\textbf" in row[1] for row in result_grid(frame, ("ndcg@10",), ("overall",)).blocks[0][1])
 
 
 def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
@@ -242,16 +296,16 @@ def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
     rows = _data_blocks(_outer_tabulars(main_tex)[0][1], 2, False)
     # lightgcn / llminit-var is far above random on N@10: ↑ on both splits' N@10 cells, and nowhere else
     lightgcn_var = rows[0][2]
-    assert lightgcn_var[1] == "llminit-var"
+    assert lightgcn_var[1] == "LLMInit-var"
     assert [("$^{\\uparrow}$" in c) for c in lightgcn_var[2:]] == [False, True, False, False] * 2
     assert "\\dagger" not in main_tex
     # the key under the table: both directions, the test and the family with its size
     results = significance_results(tiny["specs"], tiny["store"])
-    assert (r"$^{\uparrow}$ / $^{\downarrow}$ significantly better / worse than random" in main_tex
+    assert (r"$^{\uparrow}$ / $^{\downarrow}$ significantly better / worse than ID" in main_tex
             and f"Holm over the {len(results)} comparisons of the significance table" in main_tex)
     # the capped run (mf / llminit-rand / half_history): ‡ on its four half_history cells only
     mf_rand = rows[1][1]
-    assert mf_rand[1] == "llminit-rand"
+    assert mf_rand[1] == "LLMInit-rand"
     assert [("\\ddagger" in c) for c in mf_rand[2:]] == [True] * 4 + [False] * 4
     assert main_tex.count("\\ddagger") == 4 + 1  # + the caption's legend
     assert "\\pm" in lightgcn_var[3]  # std beneath the mean (page width); none in the column version
@@ -260,7 +314,7 @@ def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
     spec, body = _outer_tabulars(significance)[0]
     head = _rows(body)[1]
     # Seeds (needed) is left out where no row's seeds dominate its uncertainty (every cell here, 3 seeds)
-    assert head[:-1] == ["Backbone", "Method", "method", "random", r"Gain \%", r"95\% CI", "$p$",
+    assert head[:-1] == ["Backbone", "Method", "method", "ID", r"Gain \%", r"95\% CI", "$p$",
                          r"$p_{\mathrm{corr}}$", "Wilcoxon", "$t$ (seeds)", r"MDE \%", "Seeds"][:len(head) - 1]
     assert head[-1] == "Sig." and len(head) in (12, 13)
     assert "seeds $\\times$ users" in body and "secondary $p$" in body
@@ -279,23 +333,25 @@ def test_marks_are_latex_symbols_and_p_values_are_for_humans(tiny):
         assert not re.search(r"[^\x00-\x7f]", text), name  # every symbol escaped to LaTeX
 
 
-def test_rank_marks_competition_ranking():
-    assert rank_marks([0.3, 0.2, 0.1]) == [1, 2, 0]
-    assert rank_marks([0.3, 0.3, 0.1]) == [1, 1, 0]  # a tie for best leaves no second
-    assert rank_marks([0.3, 0.2, 0.2, 0.1]) == [1, 2, 2, 0]
-    assert rank_marks([0.2, 0.1]) == [1, 0]  # the second of two is the worst: not underlined
-    assert rank_marks([0.1, 0.1, 0.1]) == [0, 0, 0] and rank_marks([0.5]) == [0]
-    assert rank_marks([None, 0.2, float("nan"), 0.1, 0.05]) == [0, 1, 0, 2, 0]
-
-
 def test_escape_and_caption_lead():
     assert escape("half_history & 50% #1 {x} ~ ^ <0.001 ± − † —") == (
         r"half\_history \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} $<$0.001 $\pm$ $-$ "
         r"$^{\dagger}$ ---")
-    lead = shorten(load_suite("coldstart").description)
-    assert lead == ("LLMInit cold start on ml-100k: half_history and few-shot new users; LightGCN, SGL, SGCL; "
-                    "random vs LLMInit-rand/-uni/-var")
-    assert shorten("One. Two.") == "One" and len(shorten("word " * 80, 50)) <= 51
+    # a long first sentence: its first clause leads the caption, the rest goes beneath the table, whole
+    lead, detail = caption_parts(load_suite("coldstart").description)
+    assert lead == "LLMInit cold start on ml-100k"
+    assert detail.startswith("half_history (LLMInit 4.4) and few-shot new users (new_users_fewshot: held-out")
+    assert detail.endswith("LightGCN, SGL, SGCL; random vs LLMInit-rand/-uni/-var")
+    assert caption_parts("One. Two.") == ("One", "")
+    text = "word " * 80  # no clause to cut at: the whole sentence, never an ellipsis
+    assert caption_parts(text, 50) == (text.strip(), "")
+
+
+def test_captions_are_never_cut(tiny):
+    for name, path in tiny["written"].items():
+        tex = path.read_text()
+        caption = tex.split("\\caption{")[1].split("\n")[0]
+        assert "\\ldots" not in caption and "…" not in caption, name
 
 
 def test_metrics_and_columns_select_exactly_what_was_asked(tiny, capsys):
@@ -309,19 +365,20 @@ def test_metrics_and_columns_select_exactly_what_was_asked(tiny, capsys):
     for name in ("main.tex", "segments.tex"):
         spec, body = _outer_tabulars((out / "tiny" / name).read_text())[0]
         rows = _rows(body)
-        assert rows[0][1:] == [r"\multicolumn{2}{c}{new\_users\_fewshot}"]
+        assert rows[0][1:] == [r"\multicolumn{2}{c}{\begin{tabular}[t]{@{}c@{}}New users\\[-2pt]"
+                               r"{\scriptsize (few-shot)}\end{tabular}}"]
         assert "over 3 seeds, ml-100k; cold users only." in (out / "tiny" / name).read_text()
         assert rows[1] == ["Backbone", "Method", "N@20", "R@10"] and _columns(spec) == 4
         assert all(sum(_span(c) for c in r) == 4 for r in rows)
     significance = _rows(_outer_tabulars((out / "tiny" / "significance.tex").read_text())[0][1])
     assert [r[0] for r in significance[2:] if r[0].startswith(r"\multicolumn")] == [  # block title rows
-        r"\multicolumn{13}{l}{\textit{ml-100k / new\_users\_fewshot}}"]
+        r"\multicolumn{13}{l}{\textit{ml-100k / New users (few-shot)}}"]
     assert r"\begin{table*}" in printed and "half\\_history" not in printed.split("% Needs")[1]
     # a dataset/split group by its full name, segments of the main table by default (overall only)
     assert main(argv[:-6] + ["--columns", "ml-100k/half_history", "--latex-width", "column"]) == 0
     capsys.readouterr()
     rows = _rows(_outer_tabulars((out / "tiny" / "main_column.tex").read_text())[0][1])
-    assert rows[0][1:] == [r"\multicolumn{2}{c}{half\_history}"] and rows[1] == ["Method", "R@10", "N@10"]
+    assert rows[0][1:] == [r"\multicolumn{2}{c}{Half history}"] and rows[1] == ["Method", "R@10", "N@10"]
 
 
 @pytest.mark.parametrize("flag,value,named", [

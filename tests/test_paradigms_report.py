@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from bench.records import ResultStore
+from bench.report.labels import paradigm_of
 from bench.report.paradigms import (
     offline_llm_cost,
-    paradigm_of,
     paradigms_frame,
     paradigms_table,
     tradeoff_data,
 )
+from bench.report.stats import LeadTest
 from bench.spec import RunSpec
 
 N_USERS = 50
@@ -148,7 +149,8 @@ def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, 
     store, specs = runs
     files = paradigms_latex(load_suite("paradigms"), paradigms_frame(specs, store),
                             {("ml-100k", "temporal_loo", "sasrec", "pte"): "better",
-                             ("ml-100k", "temporal_loo", "sasrec", "llm2rec"): "worse"}, family=4)
+                             ("ml-100k", "temporal_loo", "sasrec", "llm2rec"): "worse"}, family=4,
+                            lead_test=LeadTest(store))
     assert sorted(files) == ["main.tex", "main_column.tex"]
     assert "\\begin{table*}" in files["main.tex"] and "\\begin{table}" in files["main_column.tex"]
     for tex in files.values():
@@ -157,24 +159,28 @@ def test_paradigms_latex_rows_fit_the_tabular_best_per_column_and_compile(runs, 
         rows = _rows(body)
         assert rows and all(sum(_span(c) for c in row) == width for row in rows), (width, rows)
     # page-wide: one label column (paradigm (backbone) over the method), then R@10, N@10 per split:
-    # temporal_loo N@10 is the 2nd value column; PtE is best
+    # temporal_loo N@10 is the 2nd value column; PtE is best, significantly ahead of the next (bold alone)
     def label(cell):
         match = re.search(r"\\begin\{tabular\}\[t\]\{@\{\}l@\{\}\}(.*?)\\\\", cell)
         return match[1] if match else cell
 
     rows = {label(r[0]): r for r in _rows(_outer_tabulars(files["main.tex"])[0][1])}
     n10 = {name: _mean(row[2]) for name, row in rows.items() if name != "Paradigm (backbone)"}
-    assert n10["PtE (sasrec)"] == (0.071, "best") and n10["ID (sasrec)"][1] == "second"
-    assert "$^{\\uparrow}$" in rows["PtE (sasrec)"][2] and "$^{\\downarrow\\ddagger}$" in rows["LLM2Rec (sasrec)"][2]
+    assert n10["PtE (SASRec)"] == (0.071, "best") and n10["ID (SASRec)"][1] == ""
+    assert "$^{\\uparrow}$" in rows["PtE (SASRec)"][2] and "$^{\\downarrow\\ddagger}$" in rows["LLM2Rec (SASRec)"][2]
     for tex in files.values():  # both marks keyed in every caption, with the test's family and its size
-        assert ("$^{\\uparrow}$ / $^{\\downarrow}$ significantly better / worse than random" in tex
+        assert ("$^{\\uparrow}$ / $^{\\downarrow}$ significantly better / worse than ID" in tex
                 and "Holm over the 4 comparisons of the significance table" in tex)
-    assert "{\\scriptsize pte}" in rows["PtE (sasrec)"][0]  # the method beneath its paradigm
+    assert "{\\scriptsize PtE}" in rows["PtE (SASRec)"][0]  # the method beneath its paradigm, display names
+    # the reranker scored a seeded sample of 20 users: its cell says so beneath, in LaTeX as in Markdown
+    assert "{\\scriptsize (n=20, 1 seed)}" in rows["TALLRec (LightGCN)"][1]
+    assert "% Key: Warm (LOO) = temporal_loo; Cold users = cold_users" in files["main.tex"]
     # column-wide: the paradigm over its backbone (each pair names one method), split names broken at their
     # underscores, a setting suffix by its value with the key in the caption
     column = {label(r[0]): r for r in _rows(_outer_tabulars(files["main_column.tex"])[0][1])}
-    assert "{\\scriptsize sasrec}" in column["PtE"][0] and "Paradigm" in column
-    assert "temporal\\\\loo" in files["main_column.tex"] and "temporal\\_loo" not in files["main_column.tex"]
+    assert "{\\scriptsize SASRec}" in column["PtE"][0] and "Paradigm" in column
+    body = files["main_column.tex"].split("\\begin{table}")[1]
+    assert "Warm\\\\(LOO)" in body and "temporal" not in body.split("\\par\\smallskip")[0]
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex is not installed")
     for name, tex in files.items():
@@ -256,3 +262,61 @@ def test_latency_probe_records_its_conditions():
     latency = _latency(Flat(), np.array(["1", "2", "3"]))
     assert latency["n_users"] == 3 and latency["threads"] >= 1 and latency["cpu_count"] >= 1
     assert latency["load_1min"] >= 0
+
+
+def test_markdown_shows_the_page_latex_columns_with_display_names_and_missing_kinds(runs):
+    """The Markdown paradigms table is the page-wide LaTeX grid as text: R@10 and N@10 per split (the CSV keeps
+    the four metrics), how a row scores unseen items (short values, keyed in the notes), the costs; display
+    names (the ids in the key); a cell the suite defines without a record is "not run", one it does not
+    define "n/a"; a cell on fewer users or seeds than its column says so."""
+    from bench.report.labels import key_line
+    from bench.report.paradigms import paradigms_markdown, paradigms_notes
+
+    store, specs = runs
+    frame = paradigms_frame(specs, store)
+    missing = spec("pte", "cold_users", "sasrec", 0)  # defined by the suite, never stored
+    defined = [(s.dataset, s.split, s.backbone, s.method) for s in [*specs, missing]]
+    table, grid = paradigms_markdown(frame, {("ml-100k", "temporal_loo", "sasrec", "pte"): "better"},
+                                     defined=defined, lead_test=LeadTest(store))
+    assert list(table.columns) == [
+        "Paradigm", "Backbone", "Method", "Warm (LOO): Recall@10", "Warm (LOO): NDCG@10", "Cold users: Recall@10",
+        "Cold users: NDCG@10", "Unseen items", "Cost: Trainable", "Cost: ms/user", "Cost: LLM tokens (offline)"]
+    rows = table.set_index("Method")
+    assert rows.loc["PtE", "Warm (LOO): NDCG@10"] == "**0.0710** ± 0.0010 ↑"  # ahead of every other row
+    assert rows.loc["PtE", "Cold users: NDCG@10"] == "not run"  # defined, no record
+    assert rows.loc["LLM2Rec", "Cold users: NDCG@10"] == "n/a"  # not a cell of the suite
+    assert rows.loc["TALLRec (rerank)", "Warm (LOO): NDCG@10"] == "0.0500 (n=20, 1 seed)"
+    assert rows.loc["PtE", "Unseen items"] == "text" and rows.loc["LLM2Rec", "Cost: LLM tokens (offline)"] == "24k"
+    assert table.iloc[0]["Unseen items"] == "random ID" and table.iloc[0]["Cost: LLM tokens (offline)"] == "n/a"
+    notes = paradigms_notes(grid, latex=False)
+    assert any(n.startswith("Unseen items: how a row scores") and "random ID = its ID embedding" in n for n in notes)
+    assert key_line(grid.facts["used"]).startswith("Key: Warm (LOO) = temporal_loo; Cold users = cold_users;")
+    assert "ID = random" in key_line(grid.facts["used"])
+
+
+def test_the_longtail_split_is_shown_by_its_tail_segments(tmp_path):
+    """longtail's overall numbers are temporal_loo's: its columns show the tail users (user:cold) and tail items
+    (item:tail), in Markdown as in LaTeX, while the CSV table keeps the overall ones."""
+    from bench.report.paradigms import paradigms_latex, paradigms_markdown
+    from bench.spec import Suite
+
+    store = ResultStore(tmp_path / "results")
+    specs = []
+    for seed in range(2):
+        run = spec("random", "longtail", "sasrec", seed)
+        put(store, run, 0.05, 2.0)
+        record = store.load(run.run_id)
+        record["metrics"]["user:cold"] = {"recall@10": 0.2, "ndcg@10": 0.1, "n_users": 30}
+        record["metrics"]["item:tail"] = {"recall@10": 0.02, "ndcg@10": 0.01, "n_users": 400}
+        store.write(run.run_id, record, store.per_user(run.run_id))
+        specs.append(run)
+    frame = paradigms_frame(specs, store)
+    table, _ = paradigms_markdown(frame)
+    row = table.iloc[0]
+    assert row["Long tail: tail users Recall@10"] == "0.2000 ± 0.0000"
+    assert row["Long tail: tail items NDCG@10"] == "0.0100 ± 0.0000"
+    assert not any(c.startswith("Long tail: Recall") for c in table.columns)
+    assert paradigms_table(frame).iloc[0]["longtail N@10"] == "0.0500 ± 0.0000"  # the CSV: overall
+    tex = paradigms_latex(Suite(name="p", datasets=["ml-100k"], splits=["longtail"], backbones=["sasrec"],
+                                methods=["random"], table="paradigms"), frame, set())["main.tex"]
+    assert "tail users" in tex and "0.2000" in tex and "0.0500" not in tex.split("\\begin{tabular}")[1]

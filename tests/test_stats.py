@@ -160,7 +160,8 @@ def test_coldstart_tables_carry_the_user_level_tests_and_power_lines(tmp_path):
     significance = written["significance.md"].read_text()
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in significance.splitlines()[:40]]
     header = rows[0]
-    row = dict(zip(header, next(r for r in rows if r[:4] == ["ml-100k", "half_history", "lightgcn", "llminit-var"])))
+    # Markdown prints display names (the key beneath maps them to the ids)
+    row = dict(zip(header, next(r for r in rows if r[:4] == ["ml-100k", "Half history", "LightGCN", "LLMInit-var"])))
     assert row["Gain % [95% CI]"] == "+14.7% [−1.4, +37.8]" and row["p"] == "0.085"
     assert row["Wilcoxon p (users)"] == "0.500" and row["Welch t p (seeds)"] == "0.114"
     assert row["Users (≠ 0)"] == "938 (79)" and row["Significant"] == "no" and row["Seeds"] == "3"
@@ -172,3 +173,4 @@ def test_coldstart_tables_carry_the_user_level_tests_and_power_lines(tmp_path):
         assert ("Minimum detectable effect at 80% power (two-sided α = 0.05, seeds and users): ±" in text
                 and "n = 938 users, ml-100k/half_history" in text)
     assert "Minimum detectable effect" not in written["segments.md"].read_text()
+    assert "Key: Half history = half_history;" in significance and "LLMInit-var = llminit-var" in significance

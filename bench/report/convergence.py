@@ -46,6 +46,7 @@ from bench.report.labels import (
     COLLAPSE,
     COLLAPSE_MARK,
     backbone_labels,
+    display_label,
     escape,
     method_labels,
     method_protocol,
@@ -276,9 +277,10 @@ def collapse_latex(collapsed: pd.DataFrame) -> str:
     if collapsed.empty:
         return ""
     metrics = " / ".join(metric_label(m) for m in dict.fromkeys(collapsed["metric"]))
-    runs = "; ".join(
-        rf"\texttt{{{escape(r['run_id'])}}} {escape(r['dataset'])}/{escape(r['split'])} / {escape(r['backbone'])} / "
-        rf"{escape(r['method'])}, seed {int(r['seed'])}: {r['value']:.4f} (cell median {r['median']:.4f})"
+    runs = "; ".join(  # display names, as the table's cells (the .tex's key maps them to the ids)
+        rf"\texttt{{{escape(r['run_id'])}}} {escape(r['dataset'])}/{escape(display_label('split', r['split']))} / "
+        rf"{escape(display_label('backbone', r['backbone']))} / {escape(display_label('method', r['method']))}, "
+        rf"seed {int(r['seed'])}: {r['value']:.4f} (cell median {r['median']:.4f})"
         for _, r in collapsed.iterrows())
     return (rf"$^{{{COLLAPSE}}}$ Collapsed seed ({metrics} below {COLLAPSE_FRACTION:g}$\times$ its cell's median "
             rf"over seeds, included in the cell): {runs}.")

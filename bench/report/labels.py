@@ -1,16 +1,20 @@
 """What every table of bench/report prints the same way, in the lowest module of the package (it imports no
 other bench/report module, so every table, the LaTeX engine and the convergence marks can share it without
-an import circle): the marks (‡ ◊ * and their LaTeX), LaTeX escaping, metric and segment labels, the row
-labels of a run (its split, backbone and method with the settings that vary among runs of that name) and the
-evaluation protocol of a run, read from its method class (`bench.method.Method.protocol`)."""
+an import circle): the marks (‡ ◊ * and their LaTeX), LaTeX escaping, the display names of splits, methods,
+backbones, metrics, segments and paradigms (`display`, from `names.yaml`) with the key line that maps them back
+to the ids, the row labels of a run (its split, backbone and method with the settings that vary among runs of
+that name) and the evaluation protocol of a run, read from its method class (`bench.method.Method.protocol`)."""
 
 from __future__ import annotations
 
 import json
 import unicodedata
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from bench.eval.ranking import KS, METRICS
 from bench.selection import context_split_settings
@@ -42,10 +46,9 @@ _UNICODE = {"±": r"$\pm$", "−": "$-$", "≠": r"$\neq$", "—": "---", "–":
             "‡": f"$^{{{CAP}}}$", "◊": f"$^{{{COLLAPSE}}}$", "α": r"$\alpha$", "≤": r"$\leq$", "≥": r"$\geq$",
             "×": r"$\times$", "…": r"\ldots{}", "→": r"$\rightarrow$", "·": r"$\cdot$", "’": "'", "‘": "`", "“": "``",
             "”": "''", "\u00a0": "~"}
-_METRIC_SHORT = {"recall": "R", "ndcg": "N", "hit": "HR", "mrr": "MRR", "precision": "P"}
-_SEGMENT_NAMES = {"overall": "all", "user:warm": "warm users", "user:cold": "cold users",
-                  "item:head": "head items", "item:tail": "tail items", "pair:warm": "warm pairs",
-                  "pair:cold": "cold pairs"}
+NA = "n/a"  # a cell that cannot exist: the suite runs no such cell, a metric or segment a run cannot have
+NOT_RUN = "not run"  # a cell the suite defines whose record is missing (LaTeX: NOT_RUN_LATEX, keyed beneath)
+NOT_RUN_LATEX = "n.r."
 
 
 def escape(text) -> str:
@@ -65,19 +68,139 @@ def escape(text) -> str:
     return "".join(out)
 
 
+# --- display names (names.yaml) ---------------------------------------------------------------------------
+
+NAMES_FILE = Path(__file__).with_name("names.yaml")
+KINDS = ("split", "method", "backbone", "metric", "metric_short", "segment", "setting", "unseen_items")
+_SECTIONS = {"split": "splits", "method": "methods", "backbone": "backbones", "segment": "segments",
+             "setting": "settings", "unseen_items": "unseen_items"}
+
+
+@lru_cache(maxsize=1)
+def names() -> dict:
+    """The parsed names file (`names.yaml`): one section per kind of id, the paradigms list."""
+    return yaml.safe_load(NAMES_FILE.read_text(encoding="utf-8")) or {}
+
+
+def display(kind: str, id: str) -> str:
+    """The name the tables print for `id` of `kind` ("split", "method", "backbone", "metric" (Markdown's
+    NDCG@10), "metric_short" (LaTeX's N@10), "segment", "setting", "unseen_items"), plain text (not escaped);
+    an id the names file does not know (a user's own method) prints as it is."""
+    if kind in ("metric", "metric_short"):
+        name, at, k = str(id).partition("@")
+        entry = names().get("metrics", {}).get(name)
+        if not entry:
+            return str(id)
+        return entry["markdown" if kind == "metric" else "latex"] + (f"@{k}" if at else "")
+    if kind not in _SECTIONS:
+        raise ValueError(f"display: unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    return str(names().get(_SECTIONS[kind], {}).get(id, id))
+
+
+def segment_name(segment: str, split: str | None = None) -> str:
+    """A segment's display name on a split (`user:cold` is "tail users" on longtail, "cold users" elsewhere)."""
+    base = str(split).split(" ")[0] if split else None
+    return str(names().get("split_segments", {}).get(base, {}).get(segment) or display("segment", segment))
+
+
+def _suffix(suffix: str) -> str:
+    """A label's setting suffix with the settings the names file knows shown by name: `[candidates=cold]` ->
+    `[cold candidates]`; anything else as it is."""
+    if not suffix.startswith("[") or not suffix.endswith("]"):
+        return suffix
+    parts = [part.strip() for part in suffix[1:-1].split(",")]
+    return "[" + ", ".join(display("setting", part) for part in parts) + "]"
+
+
+def display_label(kind: str, label: str) -> str:
+    """A row or column label (`cold_items [candidates=cold]`, `llm2rec [train_dataset=ml-1m]`,
+    `llminit-full (runs at d=384)`) with its leading id as its display name and its suffix kept (known
+    settings by name): `Cold items [cold candidates]`."""
+    name, space, suffix = str(label).partition(" ")
+    return display(kind, name) + (space + _suffix(suffix) if space else "")
+
+
+def paradigm_of(method: str) -> str:
+    """The paradigm a registry entry belongs to (`names.yaml` `paradigms`: its family's paradigm, unless an
+    entry-name prefix of that family names another); an entry of a family the file does not name: its family."""
+    from bench.catalog import METHODS
+
+    family = METHODS.family(method)
+    rows = [row for row in names().get("paradigms", []) if row.get("family") == family]
+    for row in rows:
+        if row.get("prefix") and method.startswith(row["prefix"]):
+            return row["name"]
+    return next((row["name"] for row in rows if not row.get("prefix")), family)
+
+
+def paradigm_order() -> tuple[str, ...]:
+    """The paradigms table's row order (`names.yaml`)."""
+    return tuple(dict.fromkeys(row["name"] for row in names().get("paradigms", [])))
+
+
+def key_line(used: dict[str, Any]) -> str:
+    """"Key: ID = random; LLMInit-PCA = llminit-pca, llminit-pca-seq; Warm (LOO) = temporal_loo": the display
+    names a table printed mapped back to the ids (`used`: kind -> ids, segments as (segment, split) pairs), each
+    name whose id differs from it; "" when none does."""
+    pairs: dict[str, list[str]] = {}
+    for kind, ids in used.items():
+        for item in dict.fromkeys(ids):
+            if kind == "segment":
+                segment, split = item if isinstance(item, tuple) else (item, None)
+                name, key = segment_name(segment, split), segment
+            else:
+                name, key = display(kind, item), str(item)
+            if name != key:
+                pairs.setdefault(name, [])
+                if key not in pairs[name]:
+                    pairs[name].append(key)
+    return ("Key: " + "; ".join(f"{name} = {', '.join(ids)}" for name, ids in pairs.items())) if pairs else ""
+
+
+LABEL_KINDS = {"Split": "split", "Backbone": "backbone", "Method": "method"}  # a table's label columns
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A table (rows named by `Split`, `Backbone`, `Method` columns of ids and labels) with those columns as
+    display names (`display_label`), for Markdown and LaTeX; the CSV keeps the ids."""
+    out = table.copy()
+    for column, kind in LABEL_KINDS.items():
+        if column in out.columns:
+            out[column] = out[column].map(lambda v, k=kind: display_label(k, v) if isinstance(v, str) else v)
+    return out
+
+
+def table_used(table: pd.DataFrame) -> dict[str, list[str]]:
+    """The ids of a table's label columns, by kind (for `key_line`)."""
+    return {kind: [label_ids(v) for v in table[column] if isinstance(v, str)]
+            for column, kind in LABEL_KINDS.items() if column in table.columns}
+
+
+def split_segment_note(splits) -> str:
+    """"Long tail: cold users = tail users": the segments the shown splits name otherwise (`names.yaml`
+    `split_segments`), for tables whose headers name segments generically; "" when none does."""
+    parts = [f"{display('split', split)}: {display('segment', segment)} = {name}"
+             for split in dict.fromkeys(label_ids(s) for s in splits)
+             for segment, name in names().get("split_segments", {}).get(split, {}).items()]
+    return "; ".join(parts)
+
+
+def label_ids(label: str) -> str:
+    """The id a label starts with (`cold_items [candidates=cold]` -> `cold_items`)."""
+    return str(label).split(" ")[0]
+
+
 def metric_label(metric: str) -> str:
-    """recall@10 -> R@10, ndcg@20 -> N@20, auc -> AUC; unknown names escaped as they are."""
-    name, _, k = metric.partition("@")
-    if k and name in _METRIC_SHORT:
-        return f"{_METRIC_SHORT[name]}@{escape(k)}"
-    return metric.upper() if metric in POINTWISE_METRICS else escape(metric)
+    """The LaTeX header of a metric: recall@10 -> R@10, ndcg@20 -> N@20, auc -> AUC (`names.yaml`); unknown
+    names escaped as they are."""
+    return escape(display("metric_short", metric))
 
 
 def segment_label(segment: str, short: bool = False) -> str:
     """user:cold -> cold users; short: cold (the caption says whose)."""
     if short:
         return "all" if segment == "overall" else escape(segment.rpartition(":")[2])
-    return _SEGMENT_NAMES.get(segment, escape(segment))
+    return escape(display("segment", segment))
 
 
 def segments_phrase(segments) -> str:

@@ -1,20 +1,24 @@
 r"""LaTeX tables a paper can take as they are: booktabs rules, columns grouped under
 `\multicolumn{k}{c}{dataset / split}` with a `\cmidrule` beneath and the metrics (R@10, N@10) in the
 second header row, rows (backbone, method), every text cell escaped, a caption and a label, in a
-page-wide (`table*`) and a column-wide (`table`) variant.
+page-wide (`table*`) and a column-wide (`table`) variant; the same grid, as text, is the Markdown main table
+(`Text`, `grid_frame`), so the Markdown shows what the LaTeX shows.
 
 Built from the records' frame (`tables.collect`) and the numeric significance results, never from the
-Markdown strings. Best and second best are marked per column within each backbone block: the suites
-compare methods on the same backbone (each against its baseline), so a block is the comparable set.
-Values are ranked as printed (4 decimals; every metric here is higher-is-better) with competition
-ranking: all rows at the maximum are bold, a row with exactly one row above it is underlined (a tie for
-best leaves no second), a block of two bolds its better row only, and a column where every row ties (or
-a block of one row) marks nothing.
+Markdown strings. Names are display names (`names.yaml` through `bench.report.labels.display`; the key line
+in each file's comments maps them to the ids). Bold is decided per column within each backbone block (the
+suites compare methods on the same backbone, so a block is the comparable set) by a test, not the maximum
+(`leaders`): the best printed value (4 decimals; every metric here is higher-is-better) is bold alone where the
+primary paired test (`stats.LeadTest`) says it is significantly ahead of the next, a statistical tie for best
+bolds every tied cell, and a column where no cell is significantly behind the best marks nothing. A cell the
+suite defines without a record prints "n.r." (not run), one that cannot exist "n/a", and a cell on other users
+or seeds than its column's says so beneath its value ("(n=100)", "(1 seed)"). Captions are never cut: a long
+description's first clause leads, the rest goes beneath the table (`caption_parts`).
 
 Each tabular is written by pandas' `Styler.to_latex` (`tabular`: column format, booktabs rules, the
 `\multicolumn` group titles of a two-level column index). Ours, each where Styler has no way to say it:
-the `\cmidrule` under a group title and the blocks of rows (`_booktabs_lines`), the best / second marks
-and the std beneath a mean (`_value`), the splitting of a grid too wide for its measure into stacked
+the `\cmidrule` under a group title and the blocks of rows (`_booktabs_lines`), the bold mark, the std and
+the scale note beneath a mean (`_value`), the splitting of a grid too wide for its measure into stacked
 tabulars (`split_grid`, `MAX_VALUE_COLUMNS`) and the float around them with the notes beneath (`float_env`).
 The LaTeX of every cell (escaping, marks, stacked labels) comes from `bench.report.labels` and the grid
 builders here.
@@ -32,19 +36,31 @@ from bench.report.convergence import COLLAPSE_FRACTION, COLLAPSE_MARK, collapse_
 from bench.report.labels import (
     BETTER,
     CAP,
+    CAP_MARK,
     COLLAPSE,
+    NA,
+    NOT_RUN,
+    NOT_RUN_LATEX,
     POINTWISE_METRICS,
     POINTWISE_SEGMENTS,
     RANKING_METRICS,
     RANKING_SEGMENTS,
     WORSE,
+    display,
+    display_label,
+    display_table,
     escape,
     frame_protocol,
+    key_line,
+    label_ids,
     metric_label,
     protocols,
     segment_label,
+    segment_name,
     segments_phrase,
     split_labels,
+    split_segment_note,
+    table_used,
 )
 from bench.report.stats import as_directions, format_seeds_needed
 
@@ -288,36 +304,93 @@ def label_for(suite: str, kind: str, width: str) -> str:
     return "tab:" + re.sub(r"[^A-Za-z0-9:-]+", "-", name)
 
 
-def shorten(text: str, limit: int = 160) -> str:
-    """A caption's lead: the first sentence; past `limit`, without its parentheses, then cut at the last
-    clause (`; `) or word within `limit`."""
+def caption_parts(text: str, limit: int = 160) -> tuple[str, str]:
+    """(lead, detail) of a suite's description for a caption: its first sentence, whole; where that is longer
+    than `limit`, the lead is its first clause (up to the first ": " or "; " outside parentheses) and the
+    detail the rest of the sentence, which the notes beneath the table carry. Nothing is ever cut off."""
     text = " ".join(str(text).split())
     first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".")
-    while len(first) > limit and re.search(r" ?\([^()]*\)", first):
-        first = re.sub(r" ?\([^()]*\)", "", first)
     if len(first) <= limit:
-        return first
-    head = first[:limit]
-    cut = head.rfind("; ")
-    return head[:cut] if cut > limit // 2 else head[:head.rfind(" ")].rstrip(",;:") + "…"
+        return first, ""
+    depth = 0
+    for index, char in enumerate(first):
+        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(char, 0)
+        if depth == 0 and first[index:index + 2] in (": ", "; "):
+            return first[:index], first[index + 2:]
+    return first, ""
 
 
-# --- best / second --------------------------------------------------------------------------------------
+def detail_note(detail: str) -> str:
+    """The caption's detail (`caption_parts`) as a sentence for the notes beneath a table, LaTeX."""
+    if not detail:
+        return ""
+    first = detail.split(" ", 1)[0]
+    # a sentence starts upper-case, unless with an identifier (`half_history`), which keeps its spelling
+    return escape((detail[:1].upper() + detail[1:] if first.isalpha() else detail) + ".")
 
-def rank_marks(values: list[float | None]) -> list[int]:
-    """1 (best, ties included), 2 (exactly one value above it, and at least three values) or 0, per value;
-    None / NaN are unranked; nothing is marked when fewer than two values or all values tie."""
-    present = [v for v in values if v is not None and v == v]
-    if len(present) < 2 or len(set(present)) == 1:
-        return [0] * len(values)
-    marks = []
-    for value in values:
-        if value is None or value != value:
-            marks.append(0)
-            continue
-        above = sum(other > value for other in present)
-        marks.append(1 if above == 0 else 2 if above == 1 and len(present) >= 3 else 0)
-    return marks
+
+# --- cells: one text for LaTeX and Markdown ---------------------------------------------------------------
+
+class Text(str):
+    """A cell, header or title as LaTeX (the string itself) that also carries its plain text (`plain`): a
+    table's grid is built once and set as the LaTeX tabular and as the Markdown table (`grid_frame`)."""
+
+    plain: str
+
+    def __new__(cls, latex: str, plain: str | None = None):
+        text = super().__new__(cls, latex)
+        text.plain = str(latex) if plain is None else plain
+        return text
+
+
+def plain(value) -> str:
+    """The plain text of a grid cell or title (a `Text`'s, a pair's joined, anything else as it is)."""
+    if isinstance(value, tuple):
+        return " ".join(plain(part) for part in value if plain(part))
+    return value.plain if isinstance(value, Text) else str(value)
+
+
+def missing(kind: str) -> Text:
+    """A cell without a value: "n/a" (it cannot exist) or "not run" (the suite defines it, no record yet)."""
+    return Text(NOT_RUN_LATEX, NOT_RUN) if kind == NOT_RUN else Text(NA, NA)
+
+
+def grid_frame(grid: Grid) -> pd.DataFrame:
+    """The grid as a Markdown table's frame: the block column (its title on every row of its block), the label
+    columns, then one column per value column headed `group: sub`; every cell its plain text."""
+    heads = ([plain(grid.block_column)] if grid.block_column is not None else []) + [plain(h) for h in grid.labels]
+    columns = heads + [f"{plain(title)}: {plain(sub)}" if plain(title) else plain(sub)
+                       for title, subs in grid.groups for sub in subs]
+    rows = [([plain(title)] if grid.block_column is not None else []) + [plain(cell) for cell in row]
+            for title, block in grid.blocks for row in block]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+# --- best (bold) ----------------------------------------------------------------------------------------
+
+def leaders(values: list[float | None], ahead=None) -> set[int]:
+    """The cells a column bolds: the best (highest printed value) alone where it is significantly ahead of the
+    next (`ahead(best, other)`: the primary test, `stats.LeadTest`), else with every next one down until the
+    first it is significantly ahead of (a tie for best bolds every tied cell); nothing where no cell is
+    significantly behind the best, fewer than two values, or no test (`ahead` None). None / NaN are unranked."""
+    present = sorted((i for i, v in enumerate(values) if v is not None and v == v), key=lambda i: -values[i])
+    if ahead is None or len(present) < 2 or values[present[0]] == values[present[-1]]:
+        return set()
+    best, group = present[0], {present[0]}
+    for index in present[1:]:
+        if values[index] != values[best] and ahead(best, index):
+            break
+        group.add(index)
+    return set() if len(group) == len(present) else group
+
+
+def column_leaders(cells: list[pd.DataFrame | None], printed: list[float | None], metric: str, segment: str,
+                   lead_test=None) -> set[int]:
+    """`leaders` of one column of cells (frames of runs; None where no value), tested by `lead_test`
+    (`stats.LeadTest`) on the metric of the segment."""
+    if lead_test is None:
+        return set()
+    return leaders(printed, lambda a, b: lead_test(cells[a], cells[b], metric, segment))
 
 
 def stack(top: str, bottom: str, align: str = "c") -> str:
@@ -326,11 +399,17 @@ def stack(top: str, bottom: str, align: str = "c") -> str:
     return rf"\begin{{tabular}}[t]{{@{{}}{align}@{{}}}}{top}\\[-2pt]{{\scriptsize {bottom}}}\end{{tabular}}"
 
 
+def _label_parts(text: str) -> tuple[str, str] | None:
+    """`LightGCN [embedding_size=64]` -> (`LightGCN`, `[embedding_size=64]`): a label's sweep or width suffix
+    (from its first bracket or parenthesis after a space) apart from its name; None for a label without one."""
+    match = re.fullmatch(r"(.+?) ((?:\[[^\]]*\]|\([^)]*\)).*)", str(text))
+    return (match[1], match[2]) if match else None
+
+
 def _split_label(text: str) -> tuple[str, str] | None:
-    """`lightgcn [embedding_size=64]` -> (`lightgcn`, `[embedding\\_size=64]`), escaped: a label's sweep or
-    width suffix apart from its name; None for a label without one."""
-    match = re.fullmatch(r"(\S+) ((?:\[[^\]]*\]|\([^)]*\)).*)", str(text))
-    return (escape(match[1]), escape(match[2])) if match else None
+    """`_label_parts`, escaped."""
+    parts = _label_parts(text)
+    return (escape(parts[0]), escape(parts[1])) if parts else None
 
 
 def _lines(parts, align: str = "c") -> str:
@@ -344,7 +423,7 @@ def _lines(parts, align: str = "c") -> str:
 def _name_and_settings(text: str) -> tuple[str, list[tuple[str, str]]]:
     """`cold_items [candidates=cold]` -> (`cold_items`, [(`candidates`, `cold`)]), unescaped; a suffix
     part without `=` keeps an empty key."""
-    name, _, suffix = str(text).partition(" ")
+    name, _, suffix = str(text).partition(" [")
     pairs = []
     for part in suffix.strip("[]() ").split(",") if suffix else []:
         key, _, value = part.rpartition("=")
@@ -353,17 +432,18 @@ def _name_and_settings(text: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def split_title(text: str, narrow: bool = False) -> str:
-    """A column group's title; a setting suffix (`cold_items [candidates=cold]`) goes beneath the name,
+    """A column group's title; a setting suffix (`Cold items [cold candidates]`) goes beneath the name,
     smaller, so a long label does not widen its group. `narrow` (a column-wide table of many groups): the
-    name is broken at its underscores, one part a line, and the suffix keeps its values only (`[cold]`;
-    `narrow_note` names the settings for the caption)."""
+    name is broken at its spaces and underscores, one part a line, and the suffix keeps its values only
+    (`[cold]`; `narrow_note` names the settings for the caption)."""
     if not narrow:
         parts = _split_label(text)
         return stack(*parts) if parts else escape(text)
     name, settings = _name_and_settings(text)
-    lines = [escape(part) for part in name.split("_") if part]
-    if settings:  # its own line, set closer (`\\[-2pt]` once joined)
-        lines.append(rf"[-2pt]{{\scriptsize [{escape(', '.join(value for _, value in settings))}]}}")
+    lines = [escape(part) for part in re.split(r"[_ ]", name) if part]
+    if settings:  # smaller, set closer (`\\[-2pt]` once joined), a setting's words one a line
+        words = f"[{', '.join(value for _, value in settings)}]".split(" ")
+        lines += [rf"[-2pt]{{\scriptsize {escape(word)}}}" for word in words]
     return _lines(lines)
 
 
@@ -378,83 +458,182 @@ def narrow_note(texts) -> str:
                      for key, values in keys.items())
 
 
-def row_label(text: str) -> str:
-    """A row label; a sweep or width suffix (`lightgcn [embedding_size=64]`, `llminit-full (runs at d=384)`)
-    goes beneath the name, smaller, so long labels do not widen the table."""
+def row_label(text: str) -> Text:
+    """A row label (plain text: a display name), escaped; a sweep or width suffix (`LightGCN
+    [embedding_size=64]`, `LLMInit-full (runs at d=384)`) goes beneath the name, smaller, so long labels do
+    not widen the table."""
     parts = _split_label(text)
-    return stack(*parts, "l") if parts else escape(text)
+    return Text(stack(*parts, "l") if parts else escape(text), str(text))
 
 
-def block_label(text: str) -> str | tuple[str, str]:
+def block_label(text: str) -> Text | tuple[Text, Text]:
     """A block's name for the block column: (name, smaller suffix) set on its first two rows, or the name."""
-    parts = _split_label(text)
-    return (parts[0], rf"{{\scriptsize {parts[1]}}}") if parts else escape(text)
+    parts = _label_parts(text)
+    if not parts:
+        return Text(escape(text), str(text))
+    return Text(escape(parts[0]), parts[0]), Text(rf"{{\scriptsize {escape(parts[1])}}}", parts[1])
 
 
-def _value(mean: float, std: float | None, mark: int, sups: str) -> str:
-    """The mean (bold best, underlined second) with its marks; with a std, the std beneath (page width).
-    Ours, not Styler's `highlight_max` / `textbf:--rwrap`: those wrap the whole cell (its marks and the std
-    beneath), best is ranked within a backbone block as printed (`rank_marks`), and Styler has no second
-    best."""
+def title_text(label: str, narrow: bool = False) -> Text:
+    """A column group's title from a display label (`Cold items [cold candidates]`)."""
+    return Text(split_title(label, narrow), label)
+
+
+def _value(mean: float, std: float | None, bold: bool, sups: str, note: str = "") -> str:
+    """The mean (bold where it leads its column) with its marks; beneath it, smaller, the std (page width)
+    and a note of the users / seeds it rests on where they differ from the table's. Ours, not Styler's
+    `highlight_max` / `textbf:--rwrap`: those wrap the whole cell (its marks and the std beneath), and bold
+    here is decided by a significance test (`leaders`), not by the maximum."""
     text = f"{mean:.4f}"
-    text = rf"\textbf{{{text}}}" if mark == 1 else rf"\underline{{{text}}}" if mark == 2 else text
+    text = rf"\textbf{{{text}}}" if bold else text
     text += f"$^{{{sups}}}$" if sups else ""
+    beneath = []
     if std is not None and std == std:
-        return stack(text, rf"$\pm${f'{std:.4f}'.removeprefix('0')}")
-    return text
+        beneath.append(rf"$\pm${f'{std:.4f}'.removeprefix('0')}")
+    if note:
+        beneath.append(escape(note))
+    if not beneath:
+        return text
+    return rf"\begin{{tabular}}[t]{{@{{}}c@{{}}}}{text}" + "".join(
+        rf"\\[-2pt]{{\scriptsize {line}}}" for line in beneath) + r"\end{tabular}"
 
 
-def value_cell(cell: pd.DataFrame, metric: str, mark: int, significant: str | bool, show_std: bool,
-               facts: dict) -> str:
-    """One result cell from its runs (a row per seed): the mean with its best / second mark, ↑ when
+def table_scale(cells) -> tuple[int | None, dict]:
+    """The table's seeds (the most common seed count of its cells) and users per column key (the most common
+    `n_users` of the cells of each key) from (key, cell frame) pairs: a cell that differs says so
+    (`cell_note`)."""
+    seeds: dict[int, int] = {}
+    users: dict[tuple, dict[int, int]] = {}
+    for key, cell in cells:
+        count = int(cell["seed"].nunique())
+        seeds[count] = seeds.get(count, 0) + 1
+        n = _users(cell)
+        if n:
+            users.setdefault(key, {})[n] = users.setdefault(key, {}).get(n, 0) + 1
+    return _mode(seeds), {key: _mode(counts) for key, counts in users.items()}
+
+
+def _mode(counts: dict[int, int]) -> int | None:
+    """The most common value (the larger of equally common ones); None for none."""
+    return max(counts, key=lambda v: (counts[v], v)) if counts else None
+
+
+def _users(cell: pd.DataFrame) -> int:
+    if "n_users" not in cell.columns:
+        return 0
+    values = pd.to_numeric(cell["n_users"], errors="coerce").dropna()
+    return int(values.max()) if len(values) else 0
+
+
+def cell_note(cell: pd.DataFrame, seeds: int | None, users: int | None) -> str:
+    """"(n=100)", "(1 seed)", "(n=100, 1 seed)": the users and seeds a cell rests on where they differ from its
+    table's (`table_scale`); "" where they do not."""
+    parts = []
+    n = _users(cell)
+    if users and n and n != users:
+        parts.append(f"n={n}")
+    count = int(cell["seed"].nunique())
+    if seeds and count != seeds:
+        parts.append(f"{count} seed" + ("" if count == 1 else "s"))
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def value_cell(cell: pd.DataFrame, metric: str, bold: bool, significant: str | bool, show_std: bool,
+               facts: dict, note: str = "") -> Text:
+    """One result cell from its runs (a row per seed): the mean, bold where it leads its column, ↑ when
     `significant` is "better" (or True), ↓ when "worse", ‡ when a run stopped at its cap, ◊ when a seed
-    collapsed, the std beneath with `show_std`; records in `facts` what the caption must explain (marks used,
-    seed counts, whether a std is shown, the collapsed runs shown)."""
-    sups = ""
+    collapsed, the std with `show_std` (beneath it in LaTeX) and `note` (its users / seeds); records in `facts`
+    what the caption must explain (marks used, seed counts, whether a std is shown, the collapsed runs shown)."""
+    sups, marks = "", ""
     verdict = "better" if significant is True else significant or ""
     if verdict in ("better", "worse"):
-        sups = BETTER if verdict == "better" else WORSE
+        sups, marks = (BETTER, " ↑") if verdict == "better" else (WORSE, " ↓")
         facts["sig"] = True
         facts.setdefault("directions", set()).add(verdict)
     if flagged(cell, "capped"):
-        sups, facts["cap"] = sups + CAP, True
+        sups, marks, facts["cap"] = sups + CAP, marks + f" {CAP_MARK}", True
     if flagged(cell, "collapsed"):
-        sups = sups + COLLAPSE
+        sups, marks = sups + COLLAPSE, marks + f" {COLLAPSE_MARK}"
         facts.setdefault("collapsed", set()).update(cell.loc[cell["collapsed"].fillna(False).astype(bool), "run_id"])
     facts["seeds"].add(int(cell["seed"].nunique()))
+    facts["bolded"] = facts.get("bolded", False) or bold
+    facts["noted"] = facts.get("noted", False) or bool(note)
     std = cell[metric].std(ddof=1) if show_std and len(cell) > 1 else None
     facts["std"] |= std is not None
-    return _value(cell[metric].mean(), std, mark, sups)
+    mean = cell[metric].mean()
+    text = f"**{mean:.4f}**" if bold else f"{mean:.4f}"
+    text += (f" ± {std:.4f}" if std is not None and std == std else "") + marks + (f" {note}" if note else "")
+    return Text(_value(mean, std, bold, sups, note), text)
+
+
+def missing_cell(kind: str, facts: dict) -> Text:
+    """A cell without a value, recorded in `facts` for the notes (`missing_note`)."""
+    facts.setdefault("missing", set()).add(kind)
+    return missing(kind)
+
+
+def missing_note(facts: dict, latex: bool = True) -> str:
+    """What n/a and not run (n.r.) mean, for the cells the table printed."""
+    kinds = facts.get("missing") or set()
+    parts = []
+    if NA in kinds:
+        parts.append(f"{NA}: no such cell (the suite does not run this method there, or the metric or segment "
+                     "does not exist for it)")
+    if NOT_RUN in kinds:
+        parts.append(f"{NOT_RUN_LATEX if latex else NOT_RUN}: a run the suite defines whose record is not stored "
+                     "yet (listed under Not run yet)")
+    text = "; ".join(parts)
+    return (escape(text) + ".") if latex and text else text
 
 
 # --- the tables ---------------------------------------------------------------------------------------
 
 def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant=None,
-                tested_metric: str = "ndcg@10", show_std: bool = True, block_column: bool = True) -> Grid:
+                tested_metric: str = "ndcg@10", show_std: bool = True, block_column: bool = True,
+                defined=None, lead_test=None) -> Grid:
     """Rows (backbone, method) in record order, blocks by backbone; column groups `dataset / split` (the
     split alone when one dataset, the sweep value alone when one split is swept; a lone segment other
     than `overall` is named in the caption),
     sub-columns metric, segment, or both; a sub-column no row of its group has (a segment the split lacks)
-    is left out. A cell: the mean over seeds (bold / underlined), ↑ / ↓ where `significant` maps the
-    (dataset, split, backbone, method) key to "better" / "worse" on `tested_metric` overall (a set: better),
-    ‡ where a run stopped at its epoch cap, and with `show_std` the sample std beneath."""
+    is left out. A cell: the mean over seeds, bold where it leads its column within its backbone
+    (`leaders`, tested by `lead_test`), ↑ / ↓ where `significant` maps the (dataset, split, backbone, method)
+    key to "better" / "worse" on `tested_metric` overall (a set: better), ‡ where a run stopped at its epoch
+    cap, with `show_std` the sample std (beneath it in LaTeX), and the users / seeds it rests on where they
+    differ from the table's. `defined`: the (dataset, split, backbone, method) cells the suite defines, in
+    order: one without a record prints "not run" (its row and split shown even with no record at all), a cell
+    outside them "n/a". Names are display names (`names.yaml`)."""
     significant = as_directions(significant)
-    order = frame[["dataset", "split"]].drop_duplicates().itertuples(index=False, name=None)
-    pairs = [tuple(s.split("/", 1)) for s in splits] if splits else list(order)
+    defined = list(dict.fromkeys(defined or ()))
+    order = list(frame[["dataset", "split"]].drop_duplicates().itertuples(index=False, name=None))
+    order += [key for key in dict.fromkeys(k[:2] for k in defined) if key not in order]
+    pairs = [tuple(s.split("/", 1)) for s in splits] if splits else order
     data = frame[frame["segment"].isin(segments)]
     cells = dict(iter(data.groupby(["backbone", "method", "dataset", "split", "segment"], sort=False)))
-    backbones = list(dict.fromkeys(frame["backbone"]))
-    methods = {b: list(dict.fromkeys(frame.loc[frame["backbone"] == b, "method"])) for b in backbones}
+    stored = set(frame[["backbone", "method", "dataset", "split"]].itertuples(index=False, name=None))
+    shown = [k for k in defined if k[:2] in pairs]
+    expected = {(b, m, d, s) for d, s, b, m in shown}
+    backbones = list(dict.fromkeys([*frame["backbone"], *(k[2] for k in shown)]))
+    methods = {b: list(dict.fromkeys([*frame.loc[frame["backbone"] == b, "method"], *(k[3] for k in shown
+                                                                                     if k[2] == b)]))
+               for b in backbones}
 
     def held(column) -> bool:
         dataset, split, segment, metric = column
-        return any(key[2:] == (dataset, split, segment) and metric in cell and cell[metric].notna().any()
-                   for key, cell in cells.items())
+        if any(key[2:] == (dataset, split, segment) and metric in cell and cell[metric].notna().any()
+               for key, cell in cells.items()):
+            return True
+        # a split the suite defines with no record stored yet: its columns show "not run"
+        return not any(k[2:] == (dataset, split) for k in stored) and any(k[2:] == (dataset, split)
+                                                                           for k in expected)
 
-    def sub(segment, metric):
+    def sub(segment, metric, split):
+        name = segment_name(segment, split)
         if len(segments) > 1 and len(metrics) > 1:
-            return f"{segment_label(segment, short=True)} {metric_label(metric)}"
-        return segment_label(segment, short=True) if len(segments) > 1 else metric_label(metric)
+            return Text(f"{segment_label(segment, short=True)} {metric_label(metric)}",
+                        f"{name} {display('metric', metric)}")
+        if len(segments) > 1:
+            return Text(segment_label(segment, short=True), name)
+        return Text(metric_label(metric), display("metric", metric))
 
     lone = segments[0] if len(segments) == 1 and segments[0] != "overall" else None
     one_dataset = len({d for d, _ in pairs}) == 1  # then the caption names it and the groups the splits
@@ -465,33 +644,80 @@ def result_grid(frame: pd.DataFrame, metrics, segments, splits=None, significant
     for dataset, split in pairs:
         mine = [c for c in ((dataset, split, seg, m) for seg in segments for m in metrics) if held(c)]
         if mine:
-            title = (escape(split.split(" [", 1)[1].removesuffix("]")) if swept else escape(split) if one_dataset
-                     else f"{escape(dataset)} / {escape(split)}")
-            groups.append((title, [sub(c[2], c[3]) for c in mine]))
+            name = display_label("split", split)
+            if swept:
+                title = sweep_title(split)
+            else:
+                title = title_text(name if one_dataset else f"{dataset} / {name}")
+            groups.append((title, [sub(c[2], c[3], split) for c in mine]))
             columns += mine
     titled = backbones != ["none"]  # the CTR suite's own models carry no backbone
-    facts = {"sig": False, "cap": False, "seeds": set(), "std": False, "segments": segments,
-             "dataset": pairs[0][0] if one_dataset and pairs else None, "split": bases.pop() if swept else None, "lone": lone}
+    seeds, users = table_scale(((k[2:], c) for k, c in cells.items()))
+    facts = {"sig": False, "cap": False, "seeds": set(), "std": False, "segments": segments, "table_seeds": seeds,
+             "dataset": pairs[0][0] if one_dataset and pairs else None, "split": bases.pop() if swept else None,
+             "lone": lone, "bold": lead_test is not None,
+             "used": {"split": [label_ids(s) for _, s in pairs], "backbone": [label_ids(b) for b in backbones],
+                      "method": [label_ids(m) for ms in methods.values() for m in ms],
+                      "segment": [(seg, s) for _, s in pairs for seg in segments if seg != "overall"]}}
     blocks = []
     for backbone in backbones:
         rows_cells = [[cells.get((backbone, m, *c[:3])) for c in columns] for m in methods[backbone]]
         printed = [[None if cell is None or cell[c[3]].isna().all() else float(f"{cell[c[3]].mean():.4f}")
                     for cell, c in zip(row, columns)] for row in rows_cells]
-        by_column = [rank_marks(list(column)) for column in zip(*printed)]
+        bold = [column_leaders([row[j] for row in rows_cells], [row[j] for row in printed], c[3], c[2], lead_test)
+                for j, c in enumerate(columns)]
         rows = []
         for r, (method, row) in enumerate(zip(methods[backbone], rows_cells)):
-            out = [row_label(method)]
+            out = [row_label(display_label("method", method))]
             for j, (cell, (dataset, split, segment, metric)) in enumerate(zip(row, columns)):
                 if printed[r][j] is None:
-                    out.append("--")
+                    absent = (backbone, method, dataset, split) in expected and (
+                        backbone, method, dataset, split) not in stored
+                    out.append(missing_cell(NOT_RUN if absent else NA, facts))
                     continue
                 marked = (significant.get((dataset, split, backbone, method), "")
                           if metric == tested_metric and segment == "overall" else "")
-                out.append(value_cell(cell, metric, by_column[j][r], marked, show_std, facts))
+                note = cell_note(cell, seeds, users.get((dataset, split, segment)))
+                out.append(value_cell(cell, metric, r in bold[j], marked, show_std, facts, note))
             rows.append(out)
-        title = "" if not titled else block_label(backbone) if block_column else escape(backbone)
+        name = display_label("backbone", backbone)
+        title = "" if not titled else block_label(name) if block_column else Text(escape(name), name)
         blocks.append((title, rows))
+    if not titled:  # no backbone printed: none to key
+        facts["used"].pop("backbone")
+    if swept and any(split.endswith("[shots=0]") for _, split in pairs):
+        # what shots 0 is, per row: a trained row learns from every training pair, an untrained one answers zero-shot
+        facts["shots0"] = {display_label("method", key[1]): "zero-shot" if cell["trainable"].max() == 0 else "all pairs"
+                           for key, cell in cells.items() if key[3].endswith("[shots=0]") and "trainable" in cell}
     return Grid(["Method"], groups, blocks, "Backbone" if titled and block_column else None, facts=facts)
+
+
+def shots_note(facts: dict, latex: bool = True) -> str:
+    """What the shots-0 column holds, per row kind (`result_grid`'s `shots0`): the rows trained on every
+    training pair, those asked zero-shot; "" without that column."""
+    kinds = facts.get("shots0") or {}
+    if not kinds:
+        return ""
+    trained = [m for m, kind in kinds.items() if kind == "all pairs"]
+    zero = [m for m, kind in kinds.items() if kind == "zero-shot"]
+    parts = ([f"{', '.join(trained)} trained on every training pair"] if trained else []) + (
+        [f"{', '.join(zero)} asked zero-shot (no training pair)"] if zero else [])
+    text = (f"All pairs / zero-shot (shots = 0): {'; '.join(parts)}; the few-shot rows do not run there "
+            f"({NA})")
+    return escape(text) + "." if latex else text
+
+
+def sweep_title(split: str) -> Text:
+    """A swept split's group title: its setting value (`ctr_temporal [shots=16]` -> "16 shots"; shots 0, what
+    CF rows train on every pair at and ICL answers zero-shot at: "all pairs / zero-shot")."""
+    setting = split.split(" [", 1)[1].removesuffix("]")
+    key, _, value = setting.partition("=")
+    if key == "shots":
+        if value == "0":  # on two lines: the title of one or two value columns
+            return Text(_lines(["all pairs /", "zero-shot"]), "all pairs / zero-shot")
+        return Text(f"{escape(value)} shots", f"{value} shots")
+    name = display("setting", setting)
+    return Text(escape(name), name)
 
 
 def _p(p) -> str:
@@ -517,11 +743,11 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
     corr = r"$p_{\mathrm{corr}}$"
     gain_heads = [r"Gain \%", r"95\% CI"]
     if page:
-        groups = [(metric_label(metric), ["method", escape(baseline), *gain_heads]),
+        groups = [(metric_label(metric), ["method", escape(display("method", baseline)), *gain_heads]),
                   ("seeds $\\times$ users", ["$p$", corr]), ("secondary $p$", ["Wilcoxon", "$t$ (seeds)"]),
                   ("", [r"MDE \%", "Seeds", "Sig."])]
     else:  # the metric values are the main table's; the gain, its interval and the verdict
-        groups = [(f"{metric_label(metric)} vs.\\ {escape(baseline)}", gain_heads),
+        groups = [(f"{metric_label(metric)} vs.\\ {escape(display('method', baseline))}", gain_heads),
                   ("seeds $\\times$ users", [corr, "Sig."])]
     blocks: dict[str, list[list[str]]] = {}
     last: dict[str, str] = {}
@@ -539,12 +765,13 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
         verdict = r.get("direction", "") or ""
         directions |= {verdict} if verdict else set()
         sig = f"${BETTER}$" if verdict == "better" else f"${WORSE}$" if verdict == "worse" else ""
-        block = f"{escape(r['Dataset'])} / {escape(r['Split'])}"
+        block = f"{escape(r['Dataset'])} / {escape(display_label('split', r['Split']))}"
         if not page:  # column-wide: the backbone joins the block title, one label column is left
-            block += f" / {escape(r['Backbone'])}"
+            block += f" / {escape(display_label('backbone', r['Backbone']))}"
         rows = blocks.setdefault(block, [])
         repeated, last[block] = last.get(block) == r["Backbone"], r["Backbone"]  # a backbone named once
-        row = ([] if not page else ["" if repeated else row_label(r["Backbone"])]) + [row_label(r["Method"])]
+        row = ([] if not page else ["" if repeated else row_label(display_label("backbone", r["Backbone"]))]) + [
+            row_label(display_label("method", r["Method"]))]
         sup = f"$^{{{COLLAPSE}}}$"
         if page:
             row += [f"{r['mean_a']:.4f}" + sup * side_a, f"{r['mean_b']:.4f}" + sup * side_b]
@@ -560,8 +787,11 @@ def significance_grid(results: pd.DataFrame, metric: str = "ndcg@10", baseline: 
             row += [_p(r["p_corr"]), sig]
         rows.append(row)
     align = "rrrrrrrrrrc" if page else "rrrc"
+    used = {"split": [label_ids(v) for v in results["Split"]], "backbone": [label_ids(v) for v in results["Backbone"]],
+            "method": [baseline, *(label_ids(v) for v in results["Method"])]}
     return drop_empty(Grid(["Backbone", "Method"] if page else ["Method"], groups, list(blocks.items()), None, align,
-                           facts={"sig": bool(directions), "directions": directions, "collapsed": shown}))
+                           facts={"sig": bool(directions), "directions": directions, "collapsed": shown,
+                                  "used": used}))
 
 
 IDENTITY_COLUMNS = ("Dataset", "Split", "Backbone", "Encoder")
@@ -599,12 +829,19 @@ def compact_family_table(table: pd.DataFrame, page: bool) -> tuple[pd.DataFrame,
 
 def _record_head(values: list[str]) -> str:
     """A transposed family table's column head: its record's key values one a line (the last of two
-    smaller); a lone value with a setting suffix has the suffix beneath it."""
+    smaller); a value's setting suffix (`PtE-init [user_embedding=add]`) beneath it, smaller, so that it does
+    not widen the column."""
     if len(values) == 1:
         return split_title(values[0])
-    if len(values) == 2:
-        return stack(escape(values[0]), escape(values[1]), "r")
-    return _lines(map(escape, values), "r")
+    lines = []
+    for index, value in enumerate(values):
+        parts = _label_parts(value)
+        small = len(values) == 2 and index == 1
+        name = escape(parts[0] if parts else value)
+        lines.append(rf"{{\scriptsize {name}}}" if small else name)
+        if parts:  # a setting's value on a line of its own (`[user_embedding=` over `none]`)
+            lines += [rf"{{\scriptsize {escape(piece)}}}" for piece in re.split(r"(?<==)", parts[1]) if piece]
+    return _lines(lines, "r")
 
 
 def frame_grid(table: pd.DataFrame) -> Grid:
@@ -634,7 +871,15 @@ def frame_grid(table: pd.DataFrame) -> Grid:
     values = [c for c in table.columns if c not in keys]
 
     def label(row) -> str:
-        return stack(cell(row[-1]), ", ".join(cell(v) for v in row[:-1]), "l") if len(row) > 1 else cell(row[0])
+        # a setting suffix of the last key (`PtE [heldout_users=none]`) joins the smaller line beneath
+        parts = _label_parts(row[-1]) if isinstance(row[-1], str) else None
+        top, rest = (cell(parts[0]), [cell(parts[1])]) if parts else (cell(row[-1]), [])
+        rest += [cell(v) for v in row[:-1]]
+        # a suffix, or keys too long for one small line: each a smaller line of its own, so the label stays narrow
+        if len(rest) > 1 and (parts or sum(len(str(v)) for v in row[:-1]) > 28):
+            return rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{top}" + "".join(
+                rf"\\[-2pt]{{\scriptsize {part}}}" for part in rest) + r"\end{tabular}"
+        return stack(top, ", ".join(rest), "l") if rest else top
 
     rows = [[label(row[:len(keys)])] + [cell(v) for v in row[len(keys):]]
             for row in table[keys + values].itertuples(index=False)]
@@ -662,28 +907,37 @@ def _family(correction: str, family: int, what: str) -> str:
 def sig_key(baseline: str, correction: str, family: int, tested_metric: str = "ndcg@10",
             what: str = "the significance table") -> str:
     """The key of the ↑ / ↓ marks under a LaTeX table."""
-    return (rf"$^{{{BETTER}}}$ / $^{{{WORSE}}}$ significantly better / worse than {escape(baseline)} "
+    return (rf"$^{{{BETTER}}}$ / $^{{{WORSE}}}$ significantly better / worse than {escape(display('method', baseline))} "
             rf"({metric_label(tested_metric)}; two-level bootstrap over seeds and users, "
             rf"{_family(correction, family, what)}, corrected $p<0.05$)")
 
 
+def bold_key(scope: str) -> str:
+    """What bold means (`leaders`), for a caption."""
+    return (f"Bold: best {scope} where significantly ahead of the next (two-level bootstrap over seeds and users, "
+            r"$p<0.05$); a tie for best bolds every tied cell.")
+
+
 def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, correction: str,
                    tested_metric: str = "ndcg@10", family: int = 0) -> str:
-    """The lead (the suite's description, shortened), what a cell is, what bold / underline and each mark
-    mean, tersely."""
-    seeds = _seeds(grid.facts)
+    """The lead (the suite's description's first sentence or clause, whole: `caption_parts`), what a cell is,
+    what bold and each mark mean, tersely."""
+    count = grid.facts.get("table_seeds")
+    seeds = _seeds(grid.facts) if not count else "one seed" if count == 1 else f"{count} seeds"
     what = "One seed" if seeds == "one seed" else (
         "Mean" + (r" $\pm$ std" if grid.facts["std"] else "") + f" over {seeds}")
     if len(segments) > 1:
         what = (f"{metric_label(metrics[0])} " if len(metrics) == 1 else "") + (
             f"per segment ({segments_phrase(segments)}), " + what[0].lower() + what[1:])
     if grid.facts.get("dataset") and (grid.facts["dataset"] not in lead or grid.facts.get("split")):
-        what += f", {escape(grid.facts['dataset'])}" + (f" / {escape(grid.facts['split'])}" if grid.facts.get("split")
-                                                        else "")
+        split = grid.facts.get("split")
+        what += f", {escape(grid.facts['dataset'])}" + (f" / {escape(display('split', split))}" if split else "")
     if grid.facts.get("lone"):  # one segment other than overall: said once here, not in every group title
         what += f"; {segment_label(grid.facts['lone'])} only"
+    if grid.facts.get("noted"):
+        what += "; a cell on other users or seeds says so"
     scope = "per backbone" if grid.block_column or any(t for t, _ in grid.blocks) else "per column"
-    parts = [escape(lead) + ".", what + ".", f"Bold: best {scope}; underlined: second."]
+    parts = [escape(lead) + ".", what + "."] + ([bold_key(scope)] if grid.facts.get("bold") else [])
     marks = []
     if grid.facts["sig"]:
         marks.append(sig_key(baseline, correction, family, tested_metric))
@@ -697,9 +951,9 @@ def result_caption(lead: str, grid: Grid, metrics, segments, baseline: str, corr
 
 def significance_caption(lead: str, metric: str, baseline: str, correction: str, width: str,
                          family: int = 0) -> str:
-    text = (f"{escape(lead)}. {metric_label(metric)} vs.\\ {escape(baseline)} (same split and backbone); gain in "
-            r"\% [95\% CI] and $p$: paired two-level bootstrap (each side's seeds, then the users, resampled); "
-            rf"$p_{{\mathrm{{corr}}}}$: {_family(correction, family, 'this table')}; "
+    text = (f"{escape(lead)}. {metric_label(metric)} vs.\\ {escape(display('method', baseline))} (same split and "
+            r"backbone); gain in \% [95\% CI] and $p$: paired two-level bootstrap (each side's seeds, then the users, "
+            rf"resampled); $p_{{\mathrm{{corr}}}}$: {_family(correction, family, 'this table')}; "
             rf"Sig.: ${BETTER}$ better, ${WORSE}$ worse (corrected $p<0.05$)")
     return text + ("; secondary, raw: Wilcoxon signed-rank over users (seed means; exact, Pratt), Welch $t$ over "
                    "seed means; MDE: minimum detectable effect (80\\% power, seeds and users); Seeds: seeds per "
@@ -719,49 +973,83 @@ def _check_present(selection: LatexSelection, frame: pd.DataFrame) -> None:
                              f"{', '.join(segments)}")
 
 
+def tex_head(comment: str, used: dict | None = None) -> str:
+    """The comment lines atop a .tex: the suite's notes and sources (`comment`), the key from the display names
+    the table prints to the ids (`key_line`), the packages it needs."""
+    key = key_line(used or {})
+    text = "\n".join(part for part in (comment, key) if part)
+    return ("% " + text.replace("\n", "\n% ") + "\n" if text else "") + f"% Needs \\usepackage{{{','.join(PACKAGES)}}}\n"
+
+
+def joined_notes(*parts: str) -> str:
+    """Notes beneath a table (LaTeX), the non-empty parts one after another."""
+    return " ".join(part for part in parts if part)
+
+
+def main_grid(frame: pd.DataFrame, width: str, selection: LatexSelection | None = None, significant=None,
+              tested_metric: str = "ndcg@10", default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20"),
+              defined=None, lead_test=None) -> tuple[Grid, tuple, tuple]:
+    """(grid, metrics, segments) of a suite's main result table at a width: overall, the default metrics
+    (ranking: the four page-wide, two column-wide; pointwise: AUC and UAUC page-wide, AUC column-wide) unless
+    `selection` names others. The Markdown main table is the page-wide grid with the defaults (`grid_frame`)."""
+    selection = selection or LatexSelection()
+    page = width == "page"
+    if frame_protocol(frame) == "pointwise":
+        metrics = POINTWISE_METRICS if page else POINTWISE_METRICS[:1]
+    else:
+        metrics = default_metrics if page else default_metrics[:2]
+    metrics, segments = tuple(selection.metrics or metrics), tuple(selection.segments or ("overall",))
+    grid = result_grid(frame, metrics, segments, selection.splits, significant, tested_metric, show_std=page,
+                       block_column=page, defined=defined, lead_test=lead_test)
+    return grid, metrics, segments
+
+
 def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: dict[tuple, str] | set[tuple],
                 family_tables: dict[str, pd.DataFrame], selection: LatexSelection | None = None,
                 comment: str = "", correction: str = "holm", tested_metric: str = "ndcg@10",
                 default_metrics=("recall@10", "ndcg@10", "recall@20", "ndcg@20"),
-                main_note: str = "", collapsed: pd.DataFrame | None = None) -> dict[str, str]:
+                main_note: str = "", collapsed: pd.DataFrame | None = None, defined=None,
+                lead_test=None) -> dict[str, str]:
     """File name -> text of every LaTeX table of a suite: main, segments, significance and the family
     tables, each `<name>.tex` (page-wide, `table*`) and / or `<name>_column.tex` (column-wide, `table`:
     means only, fewer metrics and segments by default, backbones as block rows). `selection` overrides the
     defaults: its metrics and segments go into both result tables, its splits into every table. `main_note`
     (plain text, e.g. the AUC intervals of a pointwise suite) ends the main table's caption. `collapsed`
-    (`convergence.collapsed_runs`): the collapsed seeds, listed beneath every table with a cell holding one."""
+    (`convergence.collapsed_runs`): the collapsed seeds, listed beneath every table with a cell holding one.
+    `defined` (the suite's cells, `result_grid`) tells "not run" from "n/a"; `lead_test` (`stats.LeadTest`)
+    decides bold. Captions are never cut: a long description's detail goes beneath the table."""
     selection = selection or LatexSelection()
     _check_present(selection, frame)
     pointwise = frame_protocol(frame) == "pointwise"  # the protocol the runs' method classes declare
     held = list(dict.fromkeys(frame["segment"]))
-    lead, short = shorten(suite.description or suite.name), shorten(suite.description or suite.name, 110)
-    head = ("% " + comment.replace("\n", "\n% ") + "\n" if comment else "") + (
-        f"% Needs \\usepackage{{{','.join(PACKAGES)}}}\n")
     files = {}
     for width in selection.widths:
         page = width == "page"
         suffix = "" if page else "_column"
-        # main: overall, the default metrics (two column-wide); segments: one metric per segment, every
-        # segment page-wide, the cold / tail ones column-wide
+        lead, detail = caption_parts(suite.description or suite.name, 160 if page else 110)
+        # segments: one metric per segment, every segment page-wide, the cold / tail ones column-wide
         if pointwise:
-            main_metrics, segment_metrics = POINTWISE_METRICS if page else POINTWISE_METRICS[:1], ("auc",)
-            segment_choice = POINTWISE_SEGMENTS if page else COLUMN_SEGMENTS_POINTWISE
+            segment_metrics, segment_choice = ("auc",), POINTWISE_SEGMENTS if page else COLUMN_SEGMENTS_POINTWISE
         else:
-            main_metrics, segment_metrics = default_metrics if page else default_metrics[:2], (tested_metric,)
-            segment_choice = RANKING_SEGMENTS if page else COLUMN_SEGMENTS
-        tables = [("main", selection.metrics or main_metrics, selection.segments or ("overall",)),
-                  ("segments", selection.metrics or segment_metrics,
-                   selection.segments or tuple(s for s in segment_choice if s in held))]
-        for name, metrics, segments in tables:
-            grid = result_grid(frame, metrics, segments, selection.splits, significant, tested_metric,
-                               show_std=page, block_column=page)
-            caption = result_caption(lead if page else short, grid, metrics, segments, suite.baseline,
-                                     correction, tested_metric, family=len(results))
+            segment_metrics, segment_choice = (tested_metric,), RANKING_SEGMENTS if page else COLUMN_SEGMENTS
+        segment_metrics = tuple(selection.metrics or segment_metrics)
+        segments = tuple(selection.segments or tuple(s for s in segment_choice if s in held))
+        tables = [("main", *main_grid(frame, width, selection, significant, tested_metric, default_metrics, defined,
+                                      lead_test)),
+                  ("segments", result_grid(frame, segment_metrics, segments, selection.splits, significant,
+                                           tested_metric, show_std=page, block_column=page, defined=defined,
+                                           lead_test=lead_test), segment_metrics, segments)]
+        for name, grid, metrics, chosen in tables:
+            caption = result_caption(lead, grid, metrics, chosen, suite.baseline, correction, tested_metric,
+                                     family=len(results))
             if main_note and name == "main":
                 caption += " " + escape(main_note)
-            files[f"{name}{suffix}.tex"] = head + float_env(tabulars(grid, width), caption,
-                                                            label_for(suite.name, name, width), width,
-                                                            notes=collapsed_notes(grid, collapsed))
+            renamed = split_segment_note(grid.facts["used"]["split"]) if name == "segments" else ""
+            notes = joined_notes(detail_note(detail), shots_note(grid.facts), missing_note(grid.facts),
+                                 escape(f"Segments named otherwise: {renamed}.") if renamed else "",
+                                 collapsed_notes(grid, collapsed))
+            files[f"{name}{suffix}.tex"] = tex_head(comment, grid.facts.get("used")) + float_env(
+                tabulars(grid, width), caption, label_for(suite.name, name, width), width, notes=notes)
         if not results.empty:
             chosen = results
             if selection.splits:  # the significance rows name the split without its sweep suffix
@@ -769,8 +1057,8 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                 chosen = results[[k in keys for k in zip(results["Dataset"], results["Split"])]]
             if not chosen.empty:
                 grid = significance_grid(chosen, tested_metric, suite.baseline, width)
-                caption = significance_caption(lead if page else short, tested_metric, suite.baseline, correction,
-                                               width, family=len(results))
+                caption = significance_caption(lead, tested_metric, suite.baseline, correction, width,
+                                               family=len(results))
                 if grid.facts.get("collapsed"):
                     caption += (rf" $^{{{COLLAPSE}}}$: that side's cell holds a collapsed seed (below "
                                 rf"{COLLAPSE_FRACTION:g}$\times$ its cell's median; listed beneath).")
@@ -779,18 +1067,19 @@ def latex_files(suite, frame: pd.DataFrame, results: pd.DataFrame, significant: 
                     cells = grid.facts["collapsed"]
                     notes = collapse_latex(collapsed[[k in cells for k in zip(
                         collapsed["dataset"], collapsed["split"], collapsed["backbone"], collapsed["method"])]])
-                files[f"significance{suffix}.tex"] = head + float_env(  # page: 13 columns, 2 pt padding
+                files[f"significance{suffix}.tex"] = tex_head(comment, grid.facts.get("used")) + float_env(
                     tabular(grid), caption, label_for(suite.name, "significance", width), width,
-                    colsep="2pt" if page else "3pt", notes=notes)
-        for name, table in family_tables.items():
+                    colsep="2pt" if page else "3pt", notes=joined_notes(detail_note(detail), notes))
+        for name, table in family_tables.items():  # page: 13 columns, 2 pt padding (significance)
             notes = family_collapsed_notes(table, collapsed)
-            table, constants = compact_family_table(table, page)
-            caption = f"{escape(lead if page else short)}: {escape(name.replace('_', ' '))}"
+            used = table_used(table)
+            table, constants = compact_family_table(display_table(table), page)
+            caption = f"{escape(lead)}: {escape(name.replace('_', ' '))}"
             caption += f" ({escape(', '.join(constants))})." if constants else "."
             if notes:
                 caption += (rf" $^{{{COLLAPSE}}}$ a collapsed seed (below {COLLAPSE_FRACTION:g}$\times$ its cell's "
                             "median; listed beneath).")
-            files[f"{name}{suffix}.tex"] = head + float_env(tabulars(frame_grid(table), width, FAMILY_VALUE_COLUMNS),
-                                                            caption, label_for(suite.name, name, width), width,
-                                                            colsep="3pt" if page else "2pt", notes=notes)
+            files[f"{name}{suffix}.tex"] = tex_head(comment, used) + float_env(
+                tabulars(frame_grid(table), width, FAMILY_VALUE_COLUMNS), caption, label_for(suite.name, name, width),
+                width, colsep="3pt" if page else "2pt", notes=joined_notes(detail_note(detail), notes))
     return files

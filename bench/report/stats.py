@@ -86,19 +86,38 @@ def stored(store: ResultStore, runs: list[RunSpec]) -> list[RunSpec]:
     return sorted(seen.values(), key=lambda s: s.seed)
 
 
+def _segment_values(frame: pd.DataFrame, metric: str, segment: str) -> pd.Series | None:
+    """A per-user sidecar's values of `metric` on `segment`: overall, the users of a user segment
+    (`user:cold`: its `user_segment` column), or a user's value on the items of an item segment (`item:tail`:
+    its `tail:<metric>` column, NaN where the user has no such test item); None where the sidecar cannot tell."""
+    if segment == "overall":
+        column = metric
+    elif segment.startswith("item:"):
+        column = f"{segment.partition(':')[2]}:{metric}"
+    elif segment.startswith("user:") and "user_segment" in frame.columns:
+        column = metric
+        frame = frame[frame["user_segment"].astype(str) == segment.partition(":")[2]]
+    else:
+        return None
+    if column not in frame.columns:
+        return None
+    return frame.set_index("user")[column]
+
+
 def side_matrices(store: ResultStore, runs_a: list[RunSpec], runs_b: list[RunSpec],
-                  metric: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """Users (those with a value in every run of both sides, same order) x runs of `metric`, one frame per
-    side; None when a run has no per-user `metric` (a record-level metric) or a side has no stored run."""
+                  metric: str, segment: str = "overall") -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Users (those with a value in every run of both sides, same order) x runs of `metric` (on `segment`:
+    `_segment_values`), one frame per side; None when a run has no per-user `metric` (a record-level metric)
+    or a side has no stored run."""
     runs_a, runs_b = stored(store, runs_a), stored(store, runs_b)
     if not runs_a or not runs_b:
         return None
     columns = []
     for spec in runs_a + runs_b:
-        frame = store.per_user(spec.run_id)
-        if metric not in frame.columns:
+        values = _segment_values(store.per_user(spec.run_id), metric, segment)
+        if values is None:
             return None
-        columns.append(frame.set_index("user")[metric])
+        columns.append(values)
     both = pd.concat(columns, axis=1, keys=range(len(columns))).dropna()
     k = len(runs_a)
     return both.iloc[:, :k].set_axis([s.seed for s in runs_a], axis=1), \
@@ -357,6 +376,58 @@ def compare(store: ResultStore, runs_a: list[RunSpec], runs_b: list[RunSpec], me
             "n_seeds": min(len(seeds_a), len(seeds_b)), "n_seeds_a": len(seeds_a), "n_seeds_b": len(seeds_b)}
 
 
+def primary_p(store: ResultStore, runs_a, runs_b, metric: str, segment: str = "overall",
+              seed: int = SEED) -> float:
+    """The p of the primary test of A vs B on `metric` of `segment` alone (no secondary column): the two-level
+    bootstrap on the per-user values, on the shared test pairs for AUC, else Welch's t over the seeds' record
+    values; NaN where neither side can be tested. Runs: objects with `run_id` and `seed`."""
+    a, b = stored(store, runs_a), stored(store, runs_b)
+    if not a or not b:
+        return float("nan")
+    sides = side_matrices(store, a, b, metric, segment)
+    if sides is not None:
+        if sides[0].empty:
+            return float("nan")
+        return two_level_bootstrap(sides[0].to_numpy(float), sides[1].to_numpy(float), seed)["bootstrap_p"]
+    paired = compare_pairs(store, seed_pairs(store, a, b), metric, seed, runs=(a, b), segment=segment)
+    if paired is not None:
+        return paired["bootstrap_p"]
+    return compare_seeds(store, a, b, metric, segment).get("ttest_p", float("nan"))
+
+
+class LeadTest:
+    """Whether one table cell is significantly ahead of another (the tables' bold): the primary test's p
+    (`primary_p`, uncorrected: one question per column, is the best ahead of the next) below `alpha` and the
+    first cell's mean above the second's. Cells are frames of runs (`run_id`, `seed` columns, one row per run
+    or per run and segment); results are cached by the runs, metric and segment, so the page- and column-wide
+    tables and the Markdown ask each question once."""
+
+    def __init__(self, store: ResultStore, alpha: float = ALPHA):
+        self.store, self.alpha = store, alpha
+        self._p: dict[tuple, float] = {}
+
+    @staticmethod
+    def _runs(cell: pd.DataFrame) -> list:
+        from types import SimpleNamespace
+
+        runs = cell.drop_duplicates("run_id")
+        return [SimpleNamespace(run_id=r, seed=int(s)) for r, s in zip(runs["run_id"], runs["seed"])]
+
+    def p(self, cell_a: pd.DataFrame, cell_b: pd.DataFrame, metric: str, segment: str = "overall") -> float:
+        """The primary p of cell A vs cell B (cached)."""
+        key = (tuple(sorted(set(cell_a["run_id"]))), tuple(sorted(set(cell_b["run_id"]))), metric, segment)
+        if key not in self._p:
+            self._p[key] = primary_p(self.store, self._runs(cell_a), self._runs(cell_b), metric, segment)
+        return self._p[key]
+
+    def __call__(self, cell_a: pd.DataFrame, cell_b: pd.DataFrame, metric: str, segment: str = "overall") -> bool:
+        """True when cell A's mean is above cell B's and the primary p < alpha."""
+        if cell_a[metric].mean() <= cell_b[metric].mean():
+            return False
+        p = self.p(cell_a, cell_b, metric, segment)
+        return p == p and p < self.alpha
+
+
 PAIRED_METRICS = ("auc",)  # record-level metrics recomputable from the pairs sidecar of pointwise runs
 
 
@@ -377,14 +448,16 @@ def _auc_per_run(user_code: np.ndarray, n_users: int, labels: np.ndarray, runs: 
 
 
 def compare_pairs(store: ResultStore, pairs: list[tuple[RunSpec, RunSpec]], metric: str,
-                  seed: int = SEED, runs: tuple[list[RunSpec], list[RunSpec]] | None = None) -> dict | None:
+                  seed: int = SEED, runs: tuple[list[RunSpec], list[RunSpec]] | None = None,
+                  segment: str = "overall") -> dict | None:
     """AUC of pointwise runs that scored the same labelled test pairs (their `pairs.csv.gz`), by the primary
     two-level bootstrap: per resample each side's runs (seeds) drawn with replacement independently, the test
     users drawn once for both sides (each user with all its pairs), every drawn run's exact AUC on those pairs;
     the 95% interval of the relative gain of the mean AUCs and the p of no difference (`bootstrap_p`, `unit` =
     "users-bootstrap"); Welch's t over seed AUCs beside it. `runs`: every run of each side (default: the sides
-    of `pairs`). None when the metric is not one of `PAIRED_METRICS`, a run has no sidecar, or the runs did
-    not score the same pairs (then only the seed-level t applies)."""
+    of `pairs`). `segment` (`pair:warm`): the pairs of that segment only. None when the metric is not one of
+    `PAIRED_METRICS`, a run has no sidecar, or the runs did not score the same pairs (then only the seed-level t
+    applies)."""
     from bench.eval.pointwise import WINS_LIMIT, auc
 
     side_a, side_b = runs if runs is not None else ([a for a, _ in pairs], [b for _, b in pairs])
@@ -394,11 +467,19 @@ def compare_pairs(store: ResultStore, pairs: list[tuple[RunSpec, RunSpec]], metr
     loaded = [store.pairs(s.run_id) for s in side_a + side_b]
     if any(frame is None for frame in loaded):
         return None
+    if segment.startswith("pair:"):
+        if any("segment" not in frame.columns for frame in loaded):
+            return None
+        loaded = [frame[frame["segment"].astype(str) == segment.partition(":")[2]] for frame in loaded]
+    elif segment != "overall":
+        return None
     frames = [f.sort_values(keys, kind="stable").reset_index(drop=True) for f in loaded]
     shared = frames[0][keys]
     if not all(frame[keys].equals(shared) for frame in frames):
         return None
     labels = shared["label"].to_numpy().astype(bool)
+    if not labels.any() or labels.all():
+        return None
     if int(labels.sum()) * int((~labels).sum()) > WINS_LIMIT:
         raise ValueError(f"{int(labels.sum())} x {int((~labels).sum())} positive x negative comparisons exceed "
                          f"WINS_LIMIT ({WINS_LIMIT}): too many test pairs for the paired AUC bootstrap")
@@ -425,11 +506,12 @@ def compare_pairs(store: ResultStore, pairs: list[tuple[RunSpec, RunSpec]], metr
             "n_seeds": min(k, len(side_b)), "n_seeds_a": k, "n_seeds_b": len(side_b)}
 
 
-def compare_seeds(store: ResultStore, runs_a: list[RunSpec], runs_b: list[RunSpec], metric: str) -> dict:
-    """Record-level fallback (a metric without per-user values): Welch's t over each side's seed values only;
-    `unit` = "seeds", every user-level field NaN."""
+def compare_seeds(store: ResultStore, runs_a: list[RunSpec], runs_b: list[RunSpec], metric: str,
+                  segment: str = "overall") -> dict:
+    """Record-level fallback (a metric without per-user values): Welch's t over each side's seed values only
+    (of `segment`); `unit` = "seeds", every user-level field NaN."""
     def values(runs):
-        out = [store.load(s.run_id)["metrics"].get("overall", {}).get(metric) for s in runs]
+        out = [store.load(s.run_id)["metrics"].get(segment, {}).get(metric) for s in runs]
         return np.array([v for v in out if v is not None], dtype=float)
 
     a, b = values(runs_a), values(runs_b)

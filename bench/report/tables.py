@@ -30,19 +30,42 @@ from bench.report.labels import (
     CAP_MARK,
     COLLAPSE_MARK,
     LOAD_MARK,
+    NA,
+    NOT_RUN,
     backbone_labels,
+    display,
+    display_table,
     frame_protocol,
+    key_line,
     latency_cell,
     latency_loaded,
     method_labels,
     method_protocol,
     split_labels,
+    split_segment_note,
+    table_used,
 )
-from bench.report.latex import LatexSelection, frame_grid, latex_files, tabular
-from bench.report.paradigms import paradigms_frame, paradigms_latex, paradigms_table
+from bench.report.latex import (
+    LatexSelection,
+    frame_grid,
+    grid_frame,
+    latex_files,
+    main_grid,
+    missing_note,
+    shots_note,
+    tabular,
+)
+from bench.report.paradigms import (
+    paradigms_frame,
+    paradigms_latex,
+    paradigms_markdown,
+    paradigms_notes,
+    paradigms_table,
+)
 from bench.report.stats import (
     BETTER_MARK,
     WORSE_MARK,
+    LeadTest,
     as_directions,
     compare,
     correct,
@@ -190,8 +213,10 @@ def main_table(frame: pd.DataFrame, metrics=DEFAULT_METRICS, segment: str = "ove
     return pd.DataFrame(out_rows)
 
 
-def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
-    """Rows (dataset, split, backbone, method); columns: the metric per segment."""
+def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10", names: bool = False) -> pd.DataFrame:
+    """Rows (dataset, split, backbone, method); columns: the metric per segment. `names` (Markdown): display
+    names in the label columns and headers, and a segment a row's runs do not have (empty by construction,
+    e.g. warm users of held-out-user splits) as "n/a" instead of "—"."""
     rows = []
     held = set(frame["segment"])  # item:warm / item:cold exist in records from the cold-item change on
     for key, group in frame.groupby(["dataset", "split", "backbone", "method"], sort=False):
@@ -200,9 +225,11 @@ def segment_table(frame: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
             cell = group[group["segment"] == segment]
             n_users = int(cell["n_users"].iloc[0]) if len(cell) else 0
             capped = cell_marks(cell)
-            row[f"{segment} {metric}"] = _cell(cell[metric]) + f" (n={n_users}){capped}" if len(cell) else "—"
+            head = f"{display('segment', segment)} {display('metric', metric)}" if names else f"{segment} {metric}"
+            row[head] = _cell(cell[metric]) + f" (n={n_users}){capped}" if len(cell) else NA if names else "—"
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return display_table(table) if names and not table.empty else table
 
 
 def catalogue_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -435,8 +462,10 @@ def cf_encoder_lines(frame: pd.DataFrame) -> list[str]:
             "CoLLM's pre-trained encoder, which it maps and keeps frozen)"] + [f"  - {line}" for line in lines]
 
 
-def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pointwise suites: AUC / UAUC on the warm and cold pairs (CoLLM's segments) per split or sweep point."""
+def ctr_segment_table(frame: pd.DataFrame, absent=None) -> pd.DataFrame:
+    """Pointwise suites: AUC / UAUC on the warm and cold pairs (CoLLM's segments) per split or sweep point.
+    `absent(dataset, split, backbone, method)` (Markdown): what a cell without runs prints ("n/a" / "not run";
+    default "—")."""
     prefixes = _ctr_prefixes(frame)
     rows = []
     for (backbone, method), _, cells in _row_cells(frame, prefixes):
@@ -447,9 +476,10 @@ def ctr_segment_table(frame: pd.DataFrame) -> pd.DataFrame:
                 part = cell[cell["segment"] == segment]
                 name = segment.split(":")[-1]
                 n = f" (n={int(part['n_pairs'].iloc[0])})" if len(part) else ""
+                empty = absent(*key, backbone, method) if absent is not None and cell.empty else NA if absent else "—"
                 for metric in ("auc", "uauc"):
                     row[f"{prefix} {name} {metric.upper()}"] = _cell(part[metric]) + n + cell_marks(part) if len(
-                        part) else "—"
+                        part) else empty
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -468,7 +498,7 @@ def ctr_sample_note(frame: pd.DataFrame, intervals: dict) -> str:
     pairs = sorted({int(v) for v in overall["n_pairs"]})
     widths = [(high - low) / 2 for low, high in intervals.values()]
     text = (f"- Test pairs per run: {', '.join(map(str, pairs))} (one fixed sample, the same for every row). "
-            "AUC [95% CI]: percentile bootstrap over test users (each user's pairs resampled together; with "
+            "AUC [95% CI] (in main.csv): percentile bootstrap over test users (each user's pairs resampled together; with "
             "several seeds, of the mean of their AUCs)")
     if widths:
         text += f"; half-widths {min(widths):.3f}–{max(widths):.3f}"
@@ -601,12 +631,55 @@ def _extra_seed_cells(specs: list[RunSpec], seeds: set[int]) -> str:
         f"{cell} {min(v)}–{max(v)}" if len(v) > 1 else f"{cell} {v[0]}" for cell, v in extra.items())
 
 
+def defined_cells(specs: list[RunSpec], store: ResultStore, labels: bool = True) -> list[tuple]:
+    """The (dataset, split, backbone, method) cells the specs define, in spec order: as `collect` labels them
+    (`labels`), or with the backbone and method ids (`paradigms_frame`'s rows). A table prints "not run" where
+    one has no record, "n/a" where a cell is not one of them."""
+    slabels = split_labels(specs)
+    if not labels:
+        return list(dict.fromkeys((s.dataset, slabels[s.run_id], s.backbone, s.method) for s in specs))
+    blabels, mlabels = backbone_labels(specs), method_labels(specs, store)
+    return list(dict.fromkeys((s.dataset, slabels[s.run_id], blabels[s.run_id], mlabels[s.run_id]) for s in specs))
+
+
+def bold_note(scope: str) -> str:
+    """What bold means in a Markdown table (`latex.leaders`)."""
+    return (f"- **Bold**: the best {scope}, where it is significantly ahead of the next (primary test: the two-level "
+            "bootstrap over seeds and users, p < 0.05, uncorrected: one question per column); a tie for best bolds "
+            "every tied cell, down to the first cell the best is significantly ahead of; nothing is bold where no "
+            "cell is significantly behind the best")
+
+
+def scale_note() -> str:
+    """What a cell's "(n=100)" / "(1 seed)" says."""
+    return ("- (n=…) / (k seeds): a cell on other test users or seeds than most of its column (e.g. a reranker "
+            "scoring a seeded sample of users, a cell with runs still to do)")
+
+
+def segment_name_note(splits) -> str:
+    """A segment a shown split names otherwise (longtail's cold users are its tail users), for the segments
+    tables' headers, which name segments generically."""
+    text = split_segment_note(splits)
+    return f"- Segments named otherwise on a split: {text}" if text else ""
+
+
+def _markdown_significance(table: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
+    """The significance table with display names in its label columns and the metric / baseline headers."""
+    out = display_table(table)
+    return out.rename(columns={f"{metric} method": f"{display('metric', metric)} method",
+                               f"{metric} {baseline}": f"{display('metric', metric)} {display('method', baseline)}"})
+
+
 def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir: Path,
                  formats=("markdown", "latex", "csv"), correction: str = "holm",
                  latex: LatexSelection | None = None) -> dict[str, Path]:
-    """Render the suite's tables from its records into out_dir/<suite>/; returns written paths. Markdown and
-    CSV carry every metric and column; the LaTeX tables (`bench.report.latex`) carry what `latex` selects,
-    page-wide (`<name>.tex`) and / or column-wide (`<name>_column.tex`)."""
+    """Render the suite's tables from its records into out_dir/<suite>/; returns written paths. The Markdown
+    main table shows what the page-wide LaTeX shows (per split the metrics a paper prints, the paradigms
+    table's longtail by its tail segments) with display names (`names.yaml`, keyed back to the ids under it);
+    the CSV carries every metric and column, with the ids. The LaTeX tables (`bench.report.latex`) carry what
+    `latex` selects, page-wide (`<name>.tex`) and / or column-wide (`<name>_column.tex`). Bold: the best where
+    it is significantly ahead (`stats.LeadTest`); "not run" (a defined cell without a record) and "n/a" (no
+    such cell) differ."""
     base_seeds = sorted({spec.seed for spec in specs})
     specs = with_stored_seeds(specs, store.has)  # seeds `bench run --extra-seeds` added to some cells
     for spec in specs:  # a record that exists but is not complete is named and skipped, never a crash
@@ -619,6 +692,8 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     target = Path(out_dir) / suite.name
     baseline = suite.baseline
     collapsed = collapsed_runs(frame)
+    lead_test = LeadTest(store)
+    defined = defined_cells(specs, store)
     results = significance_results(specs, store, correction=correction, baseline=baseline)
     if not results.empty:  # a side whose cell holds a collapsed seed: marked in the significance tables
         hit = collapsed_cells(frame)
@@ -630,15 +705,36 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     marks = significance_marks(results)
     intervals = {}
     pointwise = frame_protocol(frame) == "pointwise"  # the protocol the runs' method classes declare
+    expected = set(defined)
+
+    def absent(dataset, split, backbone, method) -> str:
+        return NOT_RUN if (dataset, split, backbone, method) in expected else NA
+
     if pointwise:  # AUC / UAUC overall and per pair segment (the CTR tables)
         intervals = ctr_intervals(frame, store)
         main, segments = ctr_table(frame, intervals), ctr_segment_table(frame)
+        md_segments = display_table(ctr_segment_table(frame, absent))
     else:
         main, segments = main_table(frame, significant=marks, baseline=baseline), segment_table(frame)
+        md_segments = segment_table(frame, names=True)
+    # the Markdown main table: the page-wide LaTeX main table's grid (its default metrics), as text
+    grid, _, _ = main_grid(frame, "page", None, marks, defined=defined, lead_test=lead_test)
+    md_main = grid_frame(grid)
+    main_lines = [shots_note(grid.facts, latex=False), missing_note(grid.facts, latex=False)]
+    scope = "per backbone" if grid.block_column else "per column"
     paradigms = None
+    paradigm_defined = defined_cells(specs, store, labels=False)
     if suite.table == "paradigms" and not pointwise:
         paradigms = paradigms_frame(specs, store)
         main = paradigms_table(paradigms, significant=marks)
+        md_main, grid = paradigms_markdown(paradigms, marks, defined=paradigm_defined, lead_test=lead_test)
+        main_lines = [*paradigms_notes(grid, latex=False), missing_note(grid.facts, latex=False)]
+        scope = "per column"
+    main_lines = [f"- {line}" for line in main_lines if line]
+    if grid.facts.get("bolded"):
+        main_lines.append(bold_note(scope))
+    if grid.facts.get("noted"):
+        main_lines.append(scale_note())
     extra_tables = family_tables(specs, store)
     catalogue = catalogue_table(frame)
     if not catalogue.empty:
@@ -661,6 +757,14 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             note += f"\n{extra}"
     sources = (f"{len(used)} run records (results/runs/<run_id>/record.json): " + ", ".join(used)
                + (f"\nNot run yet ({len(missing)}): " + ", ".join(missing) if missing else ""))
+    # Markdown: display names, the lines each table needs, and the key from its names to the ids
+    markdown = {"main": (md_main, main_lines + ["- Every metric, the gain over the baseline, seeds and costs: "
+                                                "`main.csv` (ids, full width)"], grid.facts.get("used", {})),
+                "segments": (md_segments, [segment_name_note(frame["split"])], table_used(segments)),
+                "significance": (_markdown_significance(significance, "ndcg@10", baseline), [],
+                                 {**table_used(significance), "method": [baseline, *table_used(significance).get(
+                                     "method", [])]} if not significance.empty else {})}
+    markdown |= {name: (display_table(table), [], table_used(table)) for name, table in extra_tables.items()}
     written = {}
     ext = {"markdown": "md", "latex": "tex", "csv": "csv"}
     for fmt in formats:
@@ -668,10 +772,10 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             comment = note + (f"\n{power}" if power else "") + f"\nSources: {sources}"
             files = latex_files(suite, frame, results, marks, extra_tables, latex, comment, correction,
                                 main_note=ctr_caption_note(frame, intervals) if intervals else "",
-                                collapsed=collapsed)
+                                collapsed=collapsed, defined=defined, lead_test=lead_test)
             if paradigms is not None:
                 files.update(paradigms_latex(suite, paradigms, marks, latex, comment, correction,
-                                             family=len(results)))
+                                             family=len(results), defined=paradigm_defined, lead_test=lead_test))
             for filename, body in files.items():
                 atomic_write_text(target / filename, body)
                 written[filename] = target / filename
@@ -681,11 +785,17 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
             if table.empty:
                 continue
             path = target / f"{name}.{ext[fmt]}"
-            body = render(table, fmt, numparse=name != "significance")
             marked = name == "significance" or (name == "main" and not pointwise)
             text = note + (f"\n{power}" if power and marked else "")
             if fmt == "markdown":
-                body = f"{body}\n\n{text}\n\nSources: {sources}\n"
+                shown, lines, keyed = markdown[name]
+                # a table built from a grid keeps its cells as written (0.0500, not 0.05)
+                body = render(shown, fmt, numparse=name not in ("main", "significance"))
+                text += "".join(f"\n{line}" for line in lines if line)
+                key = key_line(keyed)
+                body = f"{body}\n\n{text}" + (f"\n\n{key}" if key else "") + f"\n\nSources: {sources}\n"
+            else:
+                body = render(table, fmt, numparse=name != "significance")
             atomic_write_text(path, body)
             written[f"{name}.{ext[fmt]}"] = path
     if "markdown" in formats or "csv" in formats:  # runs, cap-stopped, collapsed: counted from the records
