@@ -371,3 +371,30 @@ def test_the_pruner_hears_runs_whose_progress_is_not_shown():
         NO_PROGRESS.update("train", 2, 3, unit="epoch")
     NO_PROGRESS.update("train", 3, 3, unit="epoch")
     assert heard == [("train", 1, 3, {"valid NDCG@10": 0.1}), ("train", 2, 3, {})]
+
+
+def test_tables_say_whether_rows_are_tuned_and_mark_unequal_budgets(monkeypatch):
+    """Every table's notes state tuned or default; a tuned profile's lists each cell's budget, and cells tuned with
+    different trial counts are marked as no equal-budget comparison."""
+    from bench.report.tables import tuning_lines
+
+    assert tuning_lines("warm")[0].startswith("- tuning: none; every row runs at the suite's settings")
+    cells = {"ml-100k/temporal_loo/sasrec/random": {"trials": 20, "cpu_minutes": 31.5, "pruner": "median",
+                                                   "best_value": 0.09, "default_value": 0.08},
+             "ml-100k/temporal_loo/sasrec/llminit-pca-seq": {"trials": 20, "cpu_minutes": 40.0, "pruner": "median",
+                                                            "best_value": 0.1, "default_value": 0.1},
+             "ml-100k/temporal_loo/sasrec/icl": {"tuned": False, "reason": "no search space declared"}}
+    seen = {}
+
+    def provenance(suite, profile):
+        seen["asked"] = (suite, profile)
+        return cells
+
+    monkeypatch.setattr(tuning, "tuned_provenance", provenance)
+    lines = tuning_lines("paradigms-tuned")
+    assert seen["asked"] == ("paradigms", "tuned")
+    assert "ml-100k/temporal_loo/sasrec/random 20 trials, 31.5 CPU-min, valid 0.09 (defaults 0.08)" in lines[0]
+    assert lines[1] == "- not tuned: ml-100k/temporal_loo/sasrec/icl (no search space declared)"
+    assert not any("UNEQUAL" in line for line in lines)
+    cells["ml-100k/temporal_loo/sasrec/random"]["trials"] = 10
+    assert "UNEQUAL TUNING BUDGETS" in tuning_lines("paradigms-tuned")[-1]

@@ -610,12 +610,39 @@ def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | No
     seeds = base_seeds or sorted({spec.seed for spec in specs}) or suite.seeds  # parts may add seeds (ctr)
     extra = _extra_seed_cells(specs, set(seeds))
     lines.append(f"- encoder: {suite.encoder}; seeds: {seeds}{extra}; {ranking_protocol(specs)}")
+    lines += tuning_lines(suite.name)
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
     if suite.reference:
         lines.append(f"\nPublished reference values (context only, never rows of this table: other models, splits "
                      f"and test samples): {suite.reference.strip()}")
     return "\n".join(lines)
+
+
+def tuning_lines(suite_name: str) -> list[str]:
+    """Whether the rows are tuned, and each tuned cell's budget (issue 28): a `tuned` profile's table (suite name
+    `<suite>-tuned[-<profile>]`) lists every cell's trials and CPU-minutes from the profile's provenance and marks
+    unequal budgets (rows tuned with different trial counts or pruners are not an equal-budget comparison); any
+    other table says its rows run at their suite's settings, untuned."""
+    base, _, profile = suite_name.partition("-tuned")
+    if not _:
+        return [f"- tuning: none; every row runs at the suite's settings (`bench tune --suite {suite_name}` tunes "
+                f"each cell with an equal budget, `--profile tuned` reruns the result)"]
+    from bench.tuning import tuned_provenance
+
+    provenance = tuned_provenance(base, "tuned" + profile)
+    tuned = {cell: facts for cell, facts in sorted(provenance.items()) if facts.get("tuned", True)}
+    lines = ["- tuning: `bench tune` (validation only), per cell: " + "; ".join(
+        f"{cell} {facts.get('trials')} trials, {float(facts.get('cpu_minutes') or 0):.1f} CPU-min, valid "
+        f"{facts.get('best_value')} (defaults {facts.get('default_value')})" for cell, facts in tuned.items())]
+    lines += [f"- not tuned: {cell} ({facts.get('reason', 'nothing to tune')})"
+              for cell, facts in sorted(provenance.items()) if not facts.get("tuned", True)]
+    budgets = {(facts.get("trials"), facts.get("pruner")) for facts in tuned.values()}
+    if len(budgets) > 1:
+        lines.append("- UNEQUAL TUNING BUDGETS: " + ", ".join(
+            f"{cell} {facts.get('trials')} trials / pruner {facts.get('pruner')}" for cell, facts in tuned.items())
+            + "; these rows are not an equal-budget comparison")
+    return lines
 
 
 def _extra_seed_cells(specs: list[RunSpec], seeds: set[int]) -> str:
