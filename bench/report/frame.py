@@ -1,6 +1,7 @@
-"""The one results frame: verified run records -> one tidy, typed `pandas.DataFrame` that every view reads
-(the static site of `bench view`; the tables' wide rows come from `bench.report.tables.collect`, which this
-frame melts), in the manner of Inspect's `evals_df`.
+"""The one results frame: verified run records -> one tidy, typed `pandas.DataFrame` that every view reads, in
+the manner of Inspect's `evals_df`: `results_frame` is the only code that reads records for the tables (through
+`wide_frame`, one row per run and segment: `bench.report.tables.collect`), the figures and the static site of
+`bench view`.
 
 One row per (run, segment, metric). Columns, in order, with their dtypes:
 
@@ -22,6 +23,9 @@ One row per (run, segment, metric). Columns, in order, with their dtypes:
   the record's `fit.converged`; `capped` (bool): a trained component stopped at its
   epoch cap (`bench.report.convergence`); `collapsed` (bool): a seed far below its cell's median;
   `latency_loaded` (bool): latency timed on a loaded machine (an upper bound)
+- run facts the tables print: `frozen` (int64: frozen parameters used online), `train_s`, `epochs` (float64),
+  `capped_parts` (str: the components at their cap), the pointwise CF model's `cf_key`, `cf_pairs`,
+  `cf_valid_auc`, `cf_role` (ctr), and the counts `n_pairs`, `n_candidates` (Int64)
 
 Rows are in the specs' order, then the record's segment order, then metric name order. Runs without a
 complete record are absent.
@@ -29,10 +33,13 @@ complete record are absent.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from bench.records import ResultStore
-from bench.report.tables import collect
+from bench.report.convergence import capped_components, mark_collapsed, run_capped
+from bench.report.labels import backbone_labels, latency_loaded, method_labels, split_labels
+from bench.report.labels import method_protocol as _declared_protocol
 from bench.spec import RunSpec, expand, load_suite, with_stored_seeds
 
 COUNT_KEYS = ("n_users", "n_pairs", "n_candidates")
@@ -42,14 +49,19 @@ COLUMNS = {
     "protocol": "str", "segment": "str", "metric": "str", "value": "float64", "n_users": "Int64",
     "trainable": "int64", "latency_ms": "float64", "converged": "boolean", "capped": "bool", "collapsed": "bool",
     "latency_loaded": "bool",
+    # run facts the tables print (cost columns, the ctr table's CF model column, the cap note)
+    "frozen": "int64", "train_s": "float64", "epochs": "float64", "capped_parts": "str", "cf_key": "str",
+    "cf_pairs": "float64", "cf_valid_auc": "float64", "cf_role": "str", "n_pairs": "Int64", "n_candidates": "Int64",
 }
+# the run-level columns of the tables' wide view (`wide_frame`), in the order the tables have always read them
+WIDE_RUN_COLUMNS = ("run_id", "dataset", "split", "backbone", "method", "seed", "trainable", "latency_ms", "frozen",
+                    "train_s", "epochs", "cf_key", "cf_pairs", "cf_valid_auc", "cf_role", "capped", "capped_parts",
+                    "latency_loaded", "protocol")
 
 
 def method_protocol(method: str) -> str:
     """The protocol a registry entry's class declares ("ranking" or "pointwise")."""
-    from bench.catalog import METHODS
-
-    return METHODS.get(method).protocol
+    return _declared_protocol(method)
 
 
 def empty_frame(extra: dict[str, str] | None = None) -> pd.DataFrame:
@@ -58,36 +70,80 @@ def empty_frame(extra: dict[str, str] | None = None) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
 
 
+def cf_model_facts(record: dict) -> dict:
+    """The pointwise CF model a run trained or mapped (ctr suites): a CF row's own model (`training`) or CoLLM's
+    pre-trained CF encoder (`cf`): its cache key, the training pairs it learnt from and its best validation AUC
+    (NaN / empty where the run has none)."""
+    info = record.get("method_info", {})
+    role = "mapped" if "cf" in info else "trained"
+    model = info.get("cf") or info.get("training") or {}
+    if "best_valid_auc" not in model:
+        return {"cf_key": "", "cf_pairs": np.nan, "cf_valid_auc": np.nan, "cf_role": ""}
+    return {"cf_key": str(model.get("key", "")), "cf_pairs": model.get("n_train_pairs", np.nan),
+            "cf_valid_auc": float(model["best_valid_auc"]), "cf_role": role}
+
+
+def _run_facts(spec: RunSpec, record: dict, labels: tuple[dict, dict, dict]) -> dict:
+    backbones, splits, methods = labels
+    return {"run_id": spec.run_id, "dataset": spec.dataset, "split": spec.split, "split_label": splits[spec.run_id],
+            "backbone": spec.backbone, "backbone_label": backbones[spec.run_id], "method": spec.method,
+            "method_label": methods[spec.run_id], "encoder": spec.encoder, "seed": spec.seed,
+            "protocol": method_protocol(spec.method), "trainable": record["params"]["trainable"],
+            "latency_ms": record["latency"]["median_ms"], "converged": (record.get("fit") or {}).get("converged"),
+            "capped": run_capped(record), "latency_loaded": latency_loaded(record),
+            "frozen": record["params"].get("frozen_online", 0), "train_s": record["timings"].get("train", np.nan),
+            "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan),
+            "capped_parts": ", ".join(c.name for c in capped_components(record)), **cf_model_facts(record)}
+
+
 def results_frame(store: ResultStore, specs: list[RunSpec]) -> pd.DataFrame:
-    """The tidy results frame of `specs`' stored runs (columns and dtypes in the module docstring)."""
-    wide = collect(specs, store)
-    if wide.empty:
+    """The tidy results frame of `specs`' stored runs (columns and dtypes in the module docstring): the one loader
+    of verified records every view reads (the tables through `wide_frame`). `attrs["metric_order"]`: the metrics
+    in the order the records first list them (the wide view's column order)."""
+    labels = (backbone_labels(specs), split_labels(specs), method_labels(specs, store))
+    rows, appearance = [], {}
+    for spec in specs:
+        if not store.has(spec.run_id):
+            continue
+        record = store.load(spec.run_id)  # verified: seal and content (bench.records)
+        run = _run_facts(spec, record, labels)
+        for segment, values in record["metrics"].items():
+            counts = {key: values.get(key) for key in COUNT_KEYS}
+            for metric in values:
+                appearance.setdefault(metric, len(appearance))
+            for metric in sorted(m for m in values if m not in COUNT_KEYS):
+                rows.append({**run, "segment": segment, **counts, "metric": metric, "value": values[metric]})
+    if not rows:
         return empty_frame()
-    by_id = {spec.run_id: spec for spec in specs}
-    runs = wide.drop_duplicates("run_id")["run_id"]
-    records = {run_id: store.load(run_id) for run_id in runs}
-    converged = {run_id: r.get("fit", {}).get("converged") for run_id, r in records.items()}
-    metrics = sorted({key for r in records.values() for values in r["metrics"].values() for key in values}
-                     - set(COUNT_KEYS))
-    protocols = {name: method_protocol(name) for name in {by_id[r].method for r in runs}}
-    wide = wide.rename(columns={"split": "split_label", "backbone": "backbone_label", "method": "method_label"})
-    wide["split"] = [by_id[r].split for r in wide["run_id"]]
-    wide["backbone"] = [by_id[r].backbone for r in wide["run_id"]]
-    wide["method"] = [by_id[r].method for r in wide["run_id"]]
-    wide["encoder"] = [by_id[r].encoder for r in wide["run_id"]]
-    wide["protocol"] = [protocols[m] for m in wide["method"]]
-    wide["converged"] = wide["run_id"].map(converged)
-    if "n_users" not in wide.columns:
-        wide["n_users"] = pd.NA
-    for flag in ("capped", "collapsed", "latency_loaded"):
-        wide[flag] = wide[flag].fillna(False).astype(bool) if flag in wide.columns else False
-    run_columns = [c for c in COLUMNS if c not in ("metric", "value")]
-    wide = wide.assign(_row=range(len(wide)))
-    tidy = wide.melt(id_vars=run_columns + ["_row"], value_vars=metrics, var_name="metric", value_name="value")
-    # a metric a segment does not hold is NaN in the wide frame (its union of columns); no record stores NaN
-    tidy = tidy.dropna(subset=["value"]).sort_values(["_row", "metric"], kind="stable")
-    tidy = tidy[list(COLUMNS)].reset_index(drop=True)
-    return tidy.astype(COLUMNS)
+    frame = pd.DataFrame(rows)
+    frame["collapsed"] = False
+    frame.attrs["metric_order"] = list(appearance)
+    collapsed = set(mark_collapsed(wide_frame(frame, mark=False)).query("collapsed")["run_id"])
+    frame["collapsed"] = frame["run_id"].isin(collapsed)
+    typed = frame[list(COLUMNS)].astype(COLUMNS)
+    typed.attrs["metric_order"] = list(appearance)
+    return typed
+
+
+def wide_frame(frame: pd.DataFrame, mark: bool = True) -> pd.DataFrame:
+    """The tables' view of the results frame: one row per (run, segment) in the records' order, the labels as
+    `split` / `backbone` / `method`, the run facts, every metric and count as a column (in the order the records
+    list them); `collapsed` marked (bench.report.convergence) unless `mark` is False."""
+    if frame.empty:
+        return pd.DataFrame()
+    key = ["run_id", "segment"]
+    first = frame.drop_duplicates(key).set_index(key)
+    order = {name: i for i, name in enumerate(frame.attrs.get("metric_order") or [])}
+    values = frame.pivot(index=key, columns="metric", values="value").reindex(first.index)
+    counts = [c for c in COUNT_KEYS if first[c].notna().any()]
+    measured = sorted([*values.columns, *counts], key=lambda name: order.get(name, len(order)))
+    wide = first.rename(columns={"split": "_split", "backbone": "_backbone", "method": "_method",
+                                 "split_label": "split", "backbone_label": "backbone", "method_label": "method"})
+    wide = pd.concat([wide, values], axis=1).reset_index()
+    for count in counts:
+        wide[count] = wide[count].astype(object).where(wide[count].notna(), np.nan)
+    wide = wide[[*WIDE_RUN_COLUMNS, "segment", *measured]]
+    return mark_collapsed(wide) if mark else wide
 
 
 def suite_frame(name: str, profile: str | None, store: ResultStore) -> pd.DataFrame:

@@ -14,7 +14,6 @@ import pandas as pd
 
 from bench.records import ResultStore, atomic_write_text
 from bench.report.convergence import (
-    capped_components,
     cell_marks,
     collapse_note,
     collapsed_cells,
@@ -23,9 +22,8 @@ from bench.report.convergence import (
     convergence_markdown,
     find_settings,
     flagged,
-    mark_collapsed,
-    run_capped,
 )
+from bench.report.frame import cf_model_facts, results_frame, wide_frame  # noqa: F401 - cf_model_facts re-exported
 from bench.report.labels import (
     CAP_MARK,
     COLLAPSE_MARK,
@@ -38,7 +36,7 @@ from bench.report.labels import (
     frame_protocol,
     key_line,
     latency_cell,
-    latency_loaded,
+    latency_loaded,  # noqa: F401 - re-exported (the tables' loaded-latency mark)
     method_labels,
     method_protocol,
     split_labels,
@@ -89,42 +87,11 @@ CATALOGUE_METRICS = ("coverage@10", "coverage@20", "tail_share@10", "tail_share@
 
 
 def collect(specs: list[RunSpec], store: ResultStore) -> pd.DataFrame:
-    """One row per (run, segment) with every metric; runs without a record are absent. `capped` (and
-    `capped_parts`, the components at their cap) and `collapsed` come from `bench.report.convergence`;
-    `protocol` is the one the run's method class declares (`bench.method.Method.protocol`)."""
-    rows = []
-    labels, slabels = backbone_labels(specs), split_labels(specs)
-    mlabels = method_labels(specs, store)
-    for spec in specs:
-        if not store.has(spec.run_id):
-            continue
-        record = store.load(spec.run_id)
-        base = {"run_id": spec.run_id, "dataset": spec.dataset, "split": slabels[spec.run_id],
-                "backbone": labels[spec.run_id], "method": mlabels[spec.run_id], "seed": spec.seed,
-                "trainable": record["params"]["trainable"], "latency_ms": record["latency"]["median_ms"],
-                "frozen": record["params"].get("frozen_online", 0),
-                "train_s": record["timings"].get("train", np.nan),
-                "epochs": record.get("method_info", {}).get("training", {}).get("epochs_run", np.nan),
-                **cf_model_facts(record),
-                "capped": run_capped(record),
-                "capped_parts": ", ".join(c.name for c in capped_components(record)),
-                "latency_loaded": latency_loaded(record), "protocol": method_protocol(spec.method)}
-        for segment, values in record["metrics"].items():
-            rows.append({**base, "segment": segment, **values})
-    return mark_collapsed(pd.DataFrame(rows))
-
-
-def cf_model_facts(record: dict) -> dict:
-    """The pointwise CF model a run trained or mapped (ctr suites): a CF row's own model (`training`) or CoLLM's
-    pre-trained CF encoder (`cf`): its cache key, the training pairs it learnt from and its best validation AUC
-    (NaN / empty where the run has none)."""
-    info = record.get("method_info", {})
-    role = "mapped" if "cf" in info else "trained"
-    model = info.get("cf") or info.get("training") or {}
-    if "best_valid_auc" not in model:
-        return {"cf_key": "", "cf_pairs": np.nan, "cf_valid_auc": np.nan, "cf_role": ""}
-    return {"cf_key": str(model.get("key", "")), "cf_pairs": model.get("n_train_pairs", np.nan),
-            "cf_valid_auc": float(model["best_valid_auc"]), "cf_role": role}
+    """One row per (run, segment) with every metric (runs without a record are absent): the wide view
+    (`bench.report.frame.wide_frame`) of the one results frame, which every table builder reads. `capped` (and
+    `capped_parts`, the components at their cap) and `collapsed` come from `bench.report.convergence`; `protocol`
+    is the one the run's method class declares (`bench.method.Method.protocol`)."""
+    return wide_frame(results_frame(store, specs))
 
 
 def load_note(frame: pd.DataFrame) -> str:
