@@ -29,6 +29,7 @@ Pre-flight (before any run of a suite starts, once per distinct setting; a probl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -125,6 +126,27 @@ class Method:
     def check_data(self, data: TrainView, cache_dir: Path) -> None:
         """Pre-flight with the prepared data set and split (after the shared preparation, before any run): a
         method overrides it for checks that read the data (the longest prompt against the model's context)."""
+
+    @classmethod
+    def training_components(cls, record: dict) -> list:
+        """The trained components of one of this class's runs, from its record, and whether each stopped at its cap
+        (`bench.components.Component`; the convergence marks of every table). By default the run's own model; a
+        family with more trained parts (a CF encoder, LLM stages, a retrieval stage) adds them."""
+        from bench.components import model_training
+
+        return model_training(record)
+
+    @classmethod
+    def recorded_offline_cost(cls, record: dict) -> tuple[float, float]:
+        """(tokens, seconds) one of this class's runs spent building its LLM stages offline, the first time they
+        were built (a cached stage reports what building it cost), from its record; NaN where no LLM ran. By default
+        an `offline_cost` ({tokens, seconds}) among the record's method facts (a Yes / No model's LoRA training)."""
+        info = record.get("method_info") or {}
+        for value in (info, *info.values()):
+            if isinstance(value, dict) and isinstance(value.get("offline_cost"), dict):
+                cost = value["offline_cost"]
+                return float(cost.get("tokens", math.nan)), float(cost.get("seconds", math.nan))
+        return math.nan, math.nan
 
     def cold_item_source(self, backbone: str | None = None) -> ColdItemSource:
         """How this instance scores an item without training interactions (a key of COLD_ITEM_SOURCES): the

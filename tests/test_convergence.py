@@ -65,7 +65,8 @@ def test_components_read_from_the_records_as_stored():
         "training": True}
     # CoLLM: the CF encoder against the method's cf.epochs (nested under llm for a reranker), the LLM steps by
     # their selection: best at the last of several evaluations = at the cap; one evaluation = not judged
-    collm = {"spec": {"backbone": "none", "method_settings": {"epochs": 1, "cf": {"epochs": 30, "patience": 3}}},
+    collm = {"spec": {"method": "collm-mf", "backbone": "none",
+                      "method_settings": {"epochs": 1, "cf": {"epochs": 30, "patience": 3}}},
              "fit": {"converged": None, "curve": []},
              "method_info": {"cf": {"epochs_run": 30}, "stage1": {"selection": {
                  "best_step": 32, "early_stopped": False, "curve": [{"step": 16}, {"step": 32}]}},
@@ -76,11 +77,14 @@ def test_components_read_from_the_records_as_stored():
     collm["method_info"]["stage1"]["selection"].update(best_step=16, early_stopped=True)
     assert _components(collm) == {"CF encoder": False, "LLM step 1": False, "LLM step 2": None}
     assert not run_capped(collm)  # nothing at its cap; step 2 cannot tell, so it is not marked
-    rerank = {"spec": {"backbone": "lightgcn", "backbone_settings": {"epochs": 50},
+    rerank = {"spec": {"method": "collm-mf-rerank", "backbone": "lightgcn", "backbone_settings": {"epochs": 50},
                        "method_settings": {"llm": {"cf": {"epochs": 30}}}},
               "method_info": {"cf": {"epochs_run": 30}, "rerank": {"retrieval": {"converged": True}}}}
     assert _components(rerank) == {"CF encoder": True, "retrieval backbone": False}
     assert not run_capped({"fit": {"converged": None}, "method_info": {}})  # nothing trained on validation
+    # the components are the family's to declare (Method.training_components): the same record keys under a
+    # method of another family are not read as a CF encoder or LLM steps
+    assert _components({**collm, "spec": {**collm["spec"], "method": "mf-ctr"}}) == {}
 
 
 def _put(store: ResultStore, spec: RunSpec, level: float, record_extra: dict | None = None,

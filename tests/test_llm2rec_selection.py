@@ -290,7 +290,7 @@ def test_method_records_the_selection_and_convergence_reads_it(tiny_dataset, tin
     assert [c["step"] for c in selection["curve"]] == [2, 3] and selection["n_examples"] == 8
     assert not {"key_parts", "step_tokens", "step_seconds"} & set(outputs["csft"])
     assert outputs["training_data"]["validation"]["stages"] == ["csft"]
-    record = {"method_info": json.loads(json.dumps(call.extra)), "fit": {}, "spec": {}}
+    record = {"method_info": json.loads(json.dumps(call.extra)), "fit": {}, "spec": {"method": "llm2rec"}}
     parts = {c.name: c for c in training_components(record)}
     assert parts["LLM CSFT"].capped is (not selection["early_stopped"])
 
@@ -301,7 +301,7 @@ def test_convergence_judges_llm2rec_stages_that_selected():
     def record(**stages):
         return {"method_info": {"llm2rec": {"stage_outputs": {
             stage: {"steps": 40, **({"selection": selection} if selection else {})}
-            for stage, selection in stages.items()}}}, "fit": {}, "spec": {}}
+            for stage, selection in stages.items()}}}, "fit": {}, "spec": {"method": "llm2rec"}}
 
     curve = [{"step": 20, "value": 2.0}, {"step": 40, "value": 1.5}]
     parts = {c.name: c for c in training_components(record(
@@ -311,3 +311,6 @@ def test_convergence_judges_llm2rec_stages_that_selected():
     assert parts["LLM CSFT"].capped is True and parts["LLM MNTP"].capped is None
     assert parts["LLM IC"].capped is False and "step 20 of 40" in parts["LLM IC"].detail
     assert training_components(record(csft=None)) == []  # no evaluations: nothing to judge
+    # the stages are LLM2Rec's to declare (its class hook): another family's record with the same keys has none
+    assert [c.name for c in training_components({**record(csft={"curve": curve, "best_step": 40,
+                                                               "early_stopped": False}), "spec": {"method": "random"}})] == []

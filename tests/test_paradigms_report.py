@@ -71,13 +71,19 @@ def runs(tmp_path):
 def test_paradigm_labels_and_offline_cost():
     assert [paradigm_of(m) for m in ("random", "llminit-var", "llm2rec", "pte-init", "tallrec", "collm-mf")] == [
         "ID", "LLMInit", "LLM2Rec", "PtE", "TALLRec", "CoLLM"]
-    assert offline_llm_cost({"method_info": {"llm2rec": {"llm_tokens_seen": 5, "llm_train_seconds": 2.0}}}) == (5, 2)
+    def run(method: str, info: dict) -> dict:
+        return {"spec": {"method": method}, "method_info": info}
+
+    assert offline_llm_cost(run("llm2rec", {"llm2rec": {"llm_tokens_seen": 5, "llm_train_seconds": 2.0}})) == (5, 2)
     # PtE: what building the profiles cost the first time, not the (free) cache read of this run
-    assert offline_llm_cost({"method_info": {"pte": {"offline_cost": {"first_tokens": 9, "first_seconds": 3.0,
-                                                                       "tokens": 0, "seconds": 0.0}}}}) == (9, 3)
+    assert offline_llm_cost(run("pte", {"pte": {"offline_cost": {"first_tokens": 9, "first_seconds": 3.0,
+                                                                   "tokens": 0, "seconds": 0.0}}})) == (9, 3)
     # a Yes/No model (TALLRec, CoLLM, their rerankers): its LoRA / mapper training, at the top of its facts
-    assert offline_llm_cost({"method_info": {"offline_cost": {"tokens": 7, "seconds": 1.5, "steps": ["stage1"]},
-                                             "stage1": {"tokens": 7}}}) == (7, 1.5)
+    assert offline_llm_cost(run("tallrec", {"offline_cost": {"tokens": 7, "seconds": 1.5, "steps": ["stage1"]},
+                                            "stage1": {"tokens": 7}})) == (7, 1.5)
+    # each family reads its own record parts (Method.recorded_offline_cost): LLM2Rec's keys mean nothing to PtE
+    tokens, seconds = offline_llm_cost(run("pte", {"llm2rec": {"llm_tokens_seen": 5, "llm_train_seconds": 2.0}}))
+    assert tokens != tokens and seconds != seconds
     tokens, seconds = offline_llm_cost({"method_info": {}})
     assert tokens != tokens and seconds != seconds
 

@@ -3,7 +3,8 @@ the run stopped at its cap, and which seeds of a table cell collapsed. Every tab
 paradigms, significance, LaTeX) and the claims report take their marks from here.
 
 ‡ (`CAP_MARK`) a trained component stopped at its cap instead of early on validation (not converged: read
-  the cell as a lower bound). Components, as the record holds them:
+  the cell as a lower bound). Each method family declares its components and how its records say it
+  (`Method.training_components`, built from `bench.components`; this module names no family). They are:
   - `training`: the method's main training, `fit.converged` (False: at the cap); else the backbone's
     `method_info.training.early_stopped`; else (pointwise CF models of records written before they recorded
     it: mf-ctr, lightgcn-ctr, sasrec-ctr, din) `epochs_run` (or the curve's length) >= the epoch cap, which
@@ -35,12 +36,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.components import Component, model_training
 from bench.report.labels import (
     CAP_MARK,
     COLLAPSE,
@@ -66,107 +67,20 @@ CELL = ("dataset", "split", "backbone", "method")
 # the components whose cap-stop marks a run (every trained component that records a stopping rule)
 COMPONENTS = ("training", "CF encoder", "retrieval backbone", "LLM step 1", "LLM step 2", "LLM CSFT", "LLM MNTP",
               "LLM IC")
-# LLM2Rec's stages (method_info.llm2rec.stage_outputs.<stage>.selection) and their component names
-LLM2REC_STAGES = {"csft": "LLM CSFT", "mntp": "LLM MNTP", "ic": "LLM IC"}
-
-
-@dataclass(frozen=True)
-class Component:
-    """One trained component of a run: whether it stopped at its cap, and what says so."""
-
-    name: str
-    capped: bool | None  # None: trained, but its record cannot tell (one validation evaluation)
-    detail: str
-
-
-def _epoch_cap(settings: dict | None) -> int | None:
-    value = (settings or {}).get("epochs")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def find_settings(settings: dict | None, key: str) -> dict | None:
-    """The nested settings dict `key` (CoLLM's `cf`; a reranker's `llm.cf`), depth first."""
-    if not isinstance(settings, dict):
-        return None
-    if isinstance(settings.get(key), dict):
-        return settings[key]
-    for value in settings.values():
-        found = find_settings(value, key)
-        if found is not None:
-            return found
-    return None
-
-
-def _by_epochs(name: str, info: dict, cap: int | None, curve: list | None = None) -> Component | None:
-    """`early_stopped` when the component recorded it, else epochs run (or curve length) >= its cap."""
-    if info.get("early_stopped") is not None:
-        stopped = bool(info["early_stopped"])
-        return Component(name, not stopped, "stopped early on validation" if stopped else "ran to its epoch cap")
-    epochs = info.get("epochs_run")
-    if epochs is None:
-        epochs = len(info.get("curve") or curve or []) or None
-    if epochs is None or cap is None:
-        return None
-    return Component(name, int(epochs) >= cap, f"{int(epochs)} of {cap} epochs")
-
-
-def _by_selection(name: str, selection: dict | None) -> Component | None:
-    """A fixed-budget LLM component that kept its best validation state (`selection`: curve, best step,
-    `early_stopped`): at the cap when, of two or more evaluations, the best is the last; not judged after one."""
-    if not isinstance(selection, dict) or selection.get("early_stopped") is None:
-        return None
-    early = bool(selection["early_stopped"])
-    curve = selection.get("curve") or []
-    last = curve[-1].get("step") if curve and isinstance(curve[-1], dict) else None
-    if not early and len(curve) < 2:
-        return Component(name, None, f"one validation evaluation (step {last}): no stopping evidence")
-    detail = (f"best validation at step {selection.get('best_step')} of {last}" if early else
-              f"best validation at the last of {len(curve)} evaluations (step {last})")
-    return Component(name, not early, detail)
 
 
 def training_components(record: dict) -> list[Component]:
-    """Every trained component of the run whose stopping the record tells (see the module's docstring)."""
-    spec = record.get("spec") or {}
-    info = record.get("method_info") or {}
-    fit = record.get("fit") or {}
-    out: list[Component] = []
-    training = info.get("training") if isinstance(info.get("training"), dict) else {}
-    if fit.get("converged") is not None:
-        converged = bool(fit["converged"])
-        out.append(Component("training", not converged,
-                             "stopped early on validation" if converged else "ran to its epoch cap"))
-    elif training:
-        settings = spec.get("method_settings") if spec.get("backbone") == "none" else spec.get("backbone_settings")
-        part = _by_epochs("training", training, _epoch_cap(settings), fit.get("curve"))
-        if part:
-            out.append(part)
-    if isinstance(info.get("cf"), dict):
-        part = _by_epochs("CF encoder", info["cf"], _epoch_cap(find_settings(spec.get("method_settings"), "cf")))
-        if part:
-            out.append(part)
-    retrieval = (info.get("rerank") or {}).get("retrieval") if isinstance(info.get("rerank"), dict) else None
-    if isinstance(retrieval, dict):
-        converged = retrieval.get("converged")
-        if converged is None:
-            converged = (retrieval.get("training") or {}).get("early_stopped")
-        if converged is not None:
-            out.append(Component("retrieval backbone", not converged,
-                                 "stopped early on validation" if converged else "ran to its epoch cap"))
-    for step in (1, 2):
-        selection = (info.get(f"stage{step}") or {}).get("selection") if isinstance(info.get(f"stage{step}"), dict) \
-            else None
-        part = _by_selection(f"LLM step {step}", selection)
-        if part:
-            out.append(part)
-    llm2rec = info.get("llm2rec") if isinstance(info.get("llm2rec"), dict) else {}
-    stages = llm2rec.get("stage_outputs") if isinstance(llm2rec.get("stage_outputs"), dict) else {}
-    for stage, name in LLM2REC_STAGES.items():
-        selection = stages[stage].get("selection") if isinstance(stages.get(stage), dict) else None
-        part = _by_selection(name, selection)
-        if part:
-            out.append(part)
-    return [c for c in out if c.name in COMPONENTS]
+    """Every trained component of the run whose stopping the record tells, as its method family declares them
+    (`Method.training_components`, built from bench.components; the run's own model for a method this harness
+    does not know)."""
+    from bench.catalog import METHODS
+
+    method = (record.get("spec") or {}).get("method")
+    try:
+        hook = METHODS.get(method).training_components
+    except Exception:  # an unknown entry (a record of a method since removed): its own model only
+        hook = model_training
+    return [c for c in hook(record) if c is not None and c.name in COMPONENTS]
 
 
 def capped_components(record: dict) -> list[Component]:

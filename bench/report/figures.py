@@ -10,7 +10,7 @@ a value or a mark its table does not:
   (mean over seeds / the baseline's mean − 1, from the results frame), the baseline's mean beneath its
   backbone; the 95% two-level bootstrap interval and the ↑ / ↓ of `significance_results` (the table's
   significance family and marks); ‡ / ◊ where the table marks a cap-stopped / collapsed cell.
-- `activity` (the `coldstart` table's LightGCN rows, random vs llminit-var): the metric by user-activity
+- `activity` (the `coldstart` table's rows that names.yaml's `figures.activity` names): the metric by user-activity
   bucket (training interactions of the test user, from the split the record names, recomputed from the
   cache and checked against the record's split hash), from each run's per-user values.
 - `tradeoff` (the `paradigms` table): the metric (mean ± std over seeds, the table's cell) against the
@@ -34,7 +34,7 @@ import pandas as pd
 from bench.records import ResultStore
 from bench.report.convergence import cell_marks
 from bench.report.frame import results_frame
-from bench.report.labels import CAP_MARK, COLLAPSE_MARK, LOAD_MARK, latency_cell
+from bench.report.labels import CAP_MARK, COLLAPSE_MARK, LOAD_MARK, latency_cell, names
 from bench.report.stats import BETTER_MARK, WORSE_MARK, family_text
 from bench.selection import pair
 from bench.spec import RunSpec
@@ -104,13 +104,19 @@ def _overall(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # --- collapse -------------------------------------------------------------------------------------------
 
-COLLAPSE_STYLES = {"random": ("o", "tab:gray"), "llminit-var": ("s", "tab:blue"), "llminit-full": ("*", "tab:red")}
+def _figure_config(name: str) -> dict:
+    """The figure's part of `figures` in bench/report/names.yaml (which rows it draws, their styles)."""
+    return dict((names().get("figures") or {}).get(name) or {})
+
+
+COLLAPSE_STYLES = {method: tuple(style) for method, style in _figure_config("collapse_styles").items()}
 
 
 def collapse_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@10") -> pd.DataFrame:
     """Rows (dataset, split, backbone, method, label, encoder, size, seed, value, run_id): the overall `metric`
     of each run of `specs` in the results frame (the collapse table's cells), `size` the embedding width the
-    run trained at (llminit-full: its encoder's dimension, as the table's `runs at d=` says). Only the first
+    run trained at (its record's `effective_embedding_size`: a full-width text table trains at its encoder's
+    dimension, as the table's `runs at d=` says). Only the first
     (dataset, split, backbone) of the frame: a sweep is one context."""
     frame = _overall(results_frame(store, specs), metric)
     if frame.empty:
@@ -127,7 +133,7 @@ def collapse_data(store: ResultStore, specs: list[RunSpec], metric: str = "ndcg@
         spec = by_id[row.run_id]
         size = spec.backbone_settings["embedding_size"]
         info = store.load(row.run_id).get("method_info", {})
-        effective = info.get("effective_embedding_size", (info.get("llminit") or {}).get("k"))
+        effective = info.get("effective_embedding_size")  # every method records the width it trained at
         rows.append({"dataset": row.dataset, "split": row.split_label, "backbone": row.backbone,
                      "method": row.method, "label": row.method_label, "encoder": row.encoder,
                      "size": int(effective if effective is not None else size), "seed": int(row.seed),
@@ -178,7 +184,7 @@ def collapse_plot(data: pd.DataFrame, metric: str = "ndcg@10"):
 
 def collapse_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, metric: str = "ndcg@10") -> list[Path]:
     data = collapse_data(store, specs, metric)
-    if data.empty or data[data["method"] == "random"]["size"].nunique() < 2:
+    if data.empty or data.groupby("method")["size"].nunique().max() < 2:  # a sweep: some method at 2+ sizes
         print("figures: collapse skipped: no embedding-size sweep of LightGCN stored "
               "(python -m bench run --suite collapse)")
         return []
@@ -335,10 +341,14 @@ def _train_counts(spec: RunSpec, record: dict, cache_dir: Path) -> pd.Series | N
 
 
 def activity_data(store: ResultStore, specs: list[RunSpec], cache_dir: Path, metric: str = "ndcg@10",
-                  backbone: str = "lightgcn", splits=("half_history", "new_users_fewshot"),
-                  methods=("random", "llminit-var")) -> pd.DataFrame:
+                  backbone: str | None = None, splits=None, methods=None) -> pd.DataFrame:
     """Per (split, method, seed, activity bucket): the mean per-user `metric` of the runs the results frame of
-    `specs` holds (the table's runs), from their per-user sidecars."""
+    `specs` holds (the table's runs), from their per-user sidecars; which backbone, splits and methods: the
+    arguments, else names.yaml's `figures.activity`."""
+    chosen = _figure_config("activity")
+    backbone = backbone or chosen.get("backbone")
+    splits = tuple(splits or chosen.get("splits") or ())
+    methods = tuple(methods or chosen.get("methods") or ())
     stored = set(results_frame(store, specs)["run_id"])
     specs = [spec for spec in specs if spec.run_id in stored]
     rows = []
@@ -377,7 +387,8 @@ def activity_plot(data: pd.DataFrame, metric: str = "ndcg@10"):
         buckets = part.drop_duplicates("bucket").sort_values("lo")
         labels = [f"{b}\n(n={n})" for b, n in zip(buckets["bucket"], part[part["seed"] == part["seed"].min()]
                   .drop_duplicates("bucket").set_index("bucket").reindex(buckets["bucket"])["n_users"])]
-        methods = sorted(set(part["method"]), key=lambda m: (m != "random", m))
+        order = list(_figure_config("activity").get("methods") or [])  # names.yaml's order: the baseline first
+        methods = sorted(set(part["method"]), key=lambda m: (order.index(m) if m in order else len(order), m))
         width = 0.8 / len(methods)
         for j, method in enumerate(methods):
             stats = (part[part["method"] == method].groupby("bucket")["value"].agg(["mean", "std"])
@@ -400,8 +411,9 @@ def activity_figure(store: ResultStore, specs: list[RunSpec], out_dir: Path, cac
                     metric: str = "ndcg@10") -> list[Path]:
     data = activity_data(store, specs, cache_dir, metric)
     if data.empty:
-        print("figures: activity skipped: no LightGCN random vs llminit-var runs on half_history/new_users_fewshot "
-              "with a rebuildable split")
+        chosen = _figure_config("activity")
+        print(f"figures: activity skipped: no {chosen.get('backbone')} runs of {', '.join(chosen.get('methods', []))} "
+              f"on {', '.join(chosen.get('splits', []))} with a rebuildable split")
         return []
     with style():
         return _save(activity_plot(data, metric), out_dir, "activity")

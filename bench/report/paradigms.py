@@ -77,23 +77,17 @@ PARADIGM_ORDER = paradigm_order()
 
 
 def offline_llm_cost(record: dict) -> tuple[float, float]:
-    """(tokens, seconds) the run's LLM stages cost offline, the first time they were built (cached stages
-    report what building them cost, not the cache read): LLM2Rec's stage training, PtE's profile
-    generation, a Yes/No model's LoRA training (`offline_cost` in its facts); NaN where no LLM ran."""
-    info = record.get("method_info") or {}
-    if "llm2rec" in info:
-        stage = info["llm2rec"]
-        return float(stage.get("llm_tokens_seen") or 0), float(stage.get("llm_train_seconds") or 0)
-    cost = (info.get("pte") or {}).get("offline_cost")
-    if cost:
-        tokens = cost.get("first_tokens") or cost.get("tokens") or 0
-        seconds = cost.get("first_seconds") or cost.get("seconds") or 0
-        return float(tokens), float(seconds)
-    for value in (info, *info.values()):
-        if isinstance(value, dict) and isinstance(value.get("offline_cost"), dict):
-            cost = value["offline_cost"]
-            return float(cost.get("tokens", math.nan)), float(cost.get("seconds", math.nan))
-    return math.nan, math.nan
+    """(tokens, seconds) the run's LLM stages cost offline, the first time they were built (cached stages report
+    what building them cost, not the cache read), as its method family reads its record
+    (`Method.recorded_offline_cost`: LLM2Rec's stage training, PtE's profile generation, a Yes / No model's LoRA
+    training); NaN where no LLM ran or the method is unknown."""
+    from bench.catalog import METHODS
+
+    try:
+        cls = METHODS.get((record.get("spec") or {}).get("method"))
+    except Exception:  # a record of a method since removed
+        return math.nan, math.nan
+    return cls.recorded_offline_cost(record)
 
 
 def paradigms_frame(specs: list[RunSpec], store: ResultStore, metrics=METRICS) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.components import find_settings
 from bench.records import ResultStore, atomic_write_text
 from bench.report.convergence import (
     cell_marks,
@@ -20,7 +21,6 @@ from bench.report.convergence import (
     collapsed_runs,
     convergence_frame,
     convergence_markdown,
-    find_settings,
     flagged,
 )
 from bench.report.frame import cf_model_facts, results_frame, wide_frame  # noqa: F401 - cf_model_facts re-exported

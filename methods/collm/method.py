@@ -28,7 +28,7 @@ from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainVie
 from methods.backbones.pointwise import CFSettings, Index, PairHistories, build_model, pretrained_cf
 from methods.classic import CTRModel, CTRSettings
 from methods.collm import model as cm
-from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings
+from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings, collm_components
 from methods.collm.tuning import LoRATuning
 
 
@@ -38,6 +38,12 @@ def _file_hash(obj) -> str:
 
 class LLMMethod(LoRATuning, Method):
     """ICL: the untuned LLM. Subclasses tune it (`train`) and add ID vectors (`vectors`)."""
+
+    @classmethod
+    def training_components(cls, record: dict) -> list:
+        """The run's model, CF encoder, retrieval stage and LLM steps (methods.collm.settings.collm_components)."""
+        return collm_components(record)
+
 
     default_name = "icl"
     Settings: ClassVar[type[BaseModel]] = LLMSettings
@@ -508,6 +514,12 @@ class EnsembleSettings(BaseModel):
 
 class EnsembleMFCoLLM(Method):
     """Ensemble averaging (paper Table III): mean of MF's and CoLLM-MF's probabilities."""
+
+    @classmethod
+    def training_components(cls, record: dict) -> list:
+        """The run's model, CF encoder, retrieval stage and LLM steps (methods.collm.settings.collm_components)."""
+        return collm_components(record)
+
 
     default_name = "ensemble-mf-collm"
     # 2: its LLM's LoRA initialised from the run seed; 3: its LLM's version 3 (see CoLLM / TALLRec); 4: CoLLM's

@@ -39,7 +39,7 @@ from methods.backbones.cf import BACKBONES
 from methods.collm import model as cm
 from methods.collm import rerank_data as rd
 from methods.collm.method import ICL, CoLLM, TALLRec
-from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings
+from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings, collm_components
 
 RERANK_BACKBONES = tuple(k for k, v in BACKBONES.items() if v.recbole)  # as `random`: CF and sequential
 
@@ -105,6 +105,12 @@ class RankedUser:
 
 class LLMReranker(Method):
     """Retrieval backbone -> top-N candidates -> reordered by a Yes / No LLM's P(Yes) (see the module doc)."""
+
+    @classmethod
+    def training_components(cls, record: dict) -> list:
+        """The run's model, CF encoder, retrieval stage and LLM steps (methods.collm.settings.collm_components)."""
+        return collm_components(record)
+
 
     default_name = "tallrec-rerank"
     version = 1

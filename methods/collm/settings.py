@@ -109,3 +109,26 @@ class CoLLMSettings(LLMSettings):
     mapper_learning_rate: float = Field(1e-3, gt=0)
     mapper_hidden_factor: int = Field(10, ge=1)
     cf: CFSettings = Field(default_factory=CFSettings)
+
+
+def collm_components(record: dict) -> list:
+    """The trained components of a CoLLM-family run (TALLRec, CoLLM-*, the ensembles, the rerankers): the run's own
+    model, the CF encoder (`method_info.cf`, its epochs against the `cf` settings' cap), the reranker's retrieval
+    backbone (`rerank.retrieval`), and the LLM steps that kept their best validation state (`stage1`, `stage2`)."""
+    from bench.components import by_epochs, by_flag, by_selection, epoch_cap, find_settings, model_training
+
+    spec = record.get("spec") or {}
+    info = record.get("method_info") or {}
+    out = model_training(record)
+    if isinstance(info.get("cf"), dict):
+        out.append(by_epochs("CF encoder", info["cf"], epoch_cap(find_settings(spec.get("method_settings"), "cf"))))
+    retrieval = (info.get("rerank") or {}).get("retrieval") if isinstance(info.get("rerank"), dict) else None
+    if isinstance(retrieval, dict):
+        converged = retrieval.get("converged")
+        if converged is None:
+            converged = (retrieval.get("training") or {}).get("early_stopped")
+        out.append(by_flag("retrieval backbone", converged))
+    for step in (1, 2):
+        stage = info.get(f"stage{step}")
+        out.append(by_selection(f"LLM step {step}", stage.get("selection") if isinstance(stage, dict) else None))
+    return [part for part in out if part is not None]

@@ -91,6 +91,31 @@ def item_titles(dataset) -> pd.Series:
 class LLM2Rec(SeqText):
     """LLM2Rec's item encoder (the stages a setting; entries preset them) feeding SASRec / GRU4Rec."""
 
+    @classmethod
+    def recorded_offline_cost(cls, record: dict) -> tuple[float, float]:
+        """The stages' training: tokens seen and seconds (what building them cost, also when read from the cache)."""
+        stage = (record.get("method_info") or {}).get("llm2rec")
+        if not isinstance(stage, dict):
+            return super().recorded_offline_cost(record)
+        return float(stage.get("llm_tokens_seen") or 0), float(stage.get("llm_train_seconds") or 0)
+
+    @classmethod
+    def training_components(cls, record: dict) -> list:
+        """The run's backbone, and each LLM stage that kept its best validation state
+        (`method_info.llm2rec.stage_outputs.<stage>.selection`)."""
+        from bench.components import by_selection, model_training
+
+        out = model_training(record)
+        info = (record.get("method_info") or {}).get("llm2rec")
+        stages = info.get("stage_outputs") if isinstance(info, dict) else None
+        for stage in STAGES:
+            output = stages.get(stage) if isinstance(stages, dict) else None
+            part = by_selection(f"LLM {stage.upper()}", output.get("selection") if isinstance(output, dict) else None)
+            if part:
+                out.append(part)
+        return out
+
+
     default_name = "llm2rec"
     Settings: ClassVar[type[BaseModel]] = LLM2RecSettings
     needs_encoder: ClassVar[bool] = False  # the method builds its own encoder from the LLM

@@ -92,6 +92,17 @@ def user_table(cf, user_ids, matrix: np.ndarray) -> np.ndarray:
 class PtE(RecBoleMethod):
     """PtE on SASRec / GRU4Rec (profile embeddings replace the ID tables) and CF backbones (init)."""
 
+    @classmethod
+    def recorded_offline_cost(cls, record: dict) -> tuple[float, float]:
+        """The profile stage: tokens generated and seconds, the first time each profile was written."""
+        cost = ((record.get("method_info") or {}).get("pte") or {}).get("offline_cost")
+        if not cost:
+            return super().recorded_offline_cost(record)
+        tokens = cost.get("first_tokens") or cost.get("tokens") or 0
+        seconds = cost.get("first_seconds") or cost.get("seconds") or 0
+        return float(tokens), float(seconds)
+
+
     default_name = "pte"
     # 2: users absent from training (cold_users' held-out users) are profiled from the history the protocol
     # gives at inference (valid users' context at fit, test users' at score) instead of a zero user term
