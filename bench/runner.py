@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.errors import BenchError
 from bench.options import RunOptions
 from bench.progress import RunProgress, active, progress_path
 from bench.records import PAIRS_FILE, ResultStore, git_state, machine, package_versions
@@ -207,6 +208,16 @@ def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | No
     return method, ctx, TrainView.of(dataset, split), dataset, split, encoder, embedding_info
 
 
+def check_protocol(spec: RunSpec, method, split) -> None:
+    """The method's declared protocol (`Method.protocol`) decides how it is evaluated; a split whose test part
+    does not fit it (labelled pairs for a pointwise method, interactions for a ranking one) is a BenchError."""
+    pointwise = method.protocol == "pointwise"
+    if pointwise != ("label" in split.test.columns):
+        raise BenchError(f"method {spec.method!r} ({method.protocol} protocol) cannot be evaluated on split "
+                         f"{spec.split!r}, whose test part is " + ("labelled pairs (a pointwise split)" if not pointwise
+                                                                    else "unlabelled interactions (a ranking split)"))
+
+
 def _as_options(options: RunOptions | str | None) -> RunOptions:
     if isinstance(options, RunOptions):
         return options
@@ -238,6 +249,7 @@ def _execute_locked(spec: RunSpec, store: ResultStore, cache_dir: Path, options:
 
 def _fit_evaluate_record(spec, store, requested, run_id, dataset, split, encoder, embedding_info, started, timings,
                          method, ctx, data, options) -> dict[str, Any]:
+    check_protocol(spec, method, split)  # before any training
     t0 = time.perf_counter()
     report = method.fit(data, ctx)
     timings["fit_total"] = time.perf_counter() - t0
@@ -245,7 +257,7 @@ def _fit_evaluate_record(spec, store, requested, run_id, dataset, split, encoder
     ctx.progress.update("evaluate", 0)
 
     t0 = time.perf_counter()
-    if "label" in split.test.columns:  # pointwise (CTR) split: AUC / UAUC over labelled test pairs
+    if method.protocol == "pointwise":  # AUC / UAUC over the split's labelled test pairs (checked above)
         from bench.eval.pointwise import evaluate_method
 
         summary, per_user, latency, evaluation, pairs = evaluate_method(method, split, progress=options.progress)

@@ -121,3 +121,21 @@ def test_a_run_ends_with_its_answer_on_screen(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith(f"| {spec.run_id}"))
     assert f"{record['metrics']['overall']['ndcg@10']:.4f}" in row and "record.json" in row
     assert f"python -m bench table --runs {spec.run_id} --results {tmp_path}" in out
+
+
+def test_the_evaluation_follows_the_methods_declared_protocol(tiny_dataset):
+    """bench.runner evaluates by `Method.protocol`; a split that does not fit it is refused before any training."""
+    from types import SimpleNamespace
+
+    from bench.data.splits import make_split, resolve_split_params
+    from bench.errors import BenchError
+    from bench.runner import check_protocol
+
+    ranking_split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
+    spec = SimpleNamespace(method="m", split="temporal_loo")
+    check_protocol(spec, SimpleNamespace(protocol="ranking"), ranking_split)
+    with pytest.raises(BenchError, match="pointwise protocol\\) cannot be evaluated on split 'temporal_loo'"):
+        check_protocol(spec, SimpleNamespace(protocol="pointwise"), ranking_split)
+    labelled = SimpleNamespace(test=ranking_split.test.assign(label=1))
+    with pytest.raises(BenchError, match="whose test part is labelled pairs"):
+        check_protocol(spec, SimpleNamespace(protocol="ranking"), labelled)
