@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-if ! "$VPY" -c "import bench, recbole, sentence_transformers, ray, statsmodels, peft, selenium" >/dev/null 2>&1 || [ "${FORCE_SETUP:-0}" = 1 ]; then
+if ! "$VPY" -c "import bench, recbole, sentence_transformers, ray, statsmodels, peft, selenium, optuna" >/dev/null 2>&1 || [ "${FORCE_SETUP:-0}" = 1 ]; then
   "$VPY" -m pip install -q --upgrade pip
   # The CPU wheel, pinned here (not in pyproject: a loose torch requirement pulls GBs of CUDA packages).
   "$VPY" -m pip install -q "torch==2.13.0"
