@@ -38,8 +38,7 @@ import pandas as pd
 
 from bench.records import ResultStore
 from bench.report.convergence import capped_components, mark_collapsed, run_capped
-from bench.report.labels import backbone_labels, latency_loaded, method_labels, split_labels
-from bench.report.labels import method_protocol as _declared_protocol
+from bench.report.labels import backbone_labels, latency_loaded, method_labels, method_protocol, split_labels
 from bench.spec import RunSpec, expand, load_suite, with_stored_seeds
 
 COUNT_KEYS = ("n_users", "n_pairs", "n_candidates")
@@ -57,11 +56,6 @@ COLUMNS = {
 WIDE_RUN_COLUMNS = ("run_id", "dataset", "split", "backbone", "method", "seed", "trainable", "latency_ms", "frozen",
                     "train_s", "epochs", "cf_key", "cf_pairs", "cf_valid_auc", "cf_role", "capped", "capped_parts",
                     "latency_loaded", "protocol")
-
-
-def method_protocol(method: str) -> str:
-    """The protocol a registry entry's class declares ("ranking" or "pointwise")."""
-    return _declared_protocol(method)
 
 
 def empty_frame(extra: dict[str, str] | None = None) -> pd.DataFrame:
@@ -116,7 +110,6 @@ def results_frame(store: ResultStore, specs: list[RunSpec]) -> pd.DataFrame:
     if not rows:
         return empty_frame()
     frame = pd.DataFrame(rows)
-    frame["collapsed"] = False
     frame.attrs["metric_order"] = list(appearance)
     collapsed = set(mark_collapsed(wide_frame(frame, mark=False)).query("collapsed")["run_id"])
     frame["collapsed"] = frame["run_id"].isin(collapsed)

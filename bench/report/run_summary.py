@@ -18,12 +18,13 @@ POINTWISE_KEYS = ("auc", "uauc")
 
 
 def _converged_cell(record: dict) -> str:
-    from bench.report.convergence import capped_components, unjudged_components
+    from bench.report.convergence import training_components
 
-    capped = capped_components(record)
+    components = training_components(record)  # read once: capped (True), not judged (None), converged (False)
+    capped = [c for c in components if c.capped is True]
     if capped:
         return f"{CAP_MARK} cap: {', '.join(c.name for c in capped)}"
-    return "?" if unjudged_components(record) else "yes"
+    return "?" if any(c.capped is None for c in components) else "yes"
 
 
 def run_row(store: ResultStore, run_id: str) -> dict:
