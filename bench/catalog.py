@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bench.registry import Registry
 
-METHODS = Registry("method")
+METHODS = Registry("method", base="bench.method:Method")
 M = METHODS.register
 
 # classic rows (methods/classic.py)

@@ -210,12 +210,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list() -> int:
+    from bench.backbones import BACKBONES
     from bench.catalog import METHODS
     from bench.data.cards import CARD_NAMES, user_card_dir, user_card_names
     from bench.data.splits import SPLIT_INFO
     from bench.encoders import ENCODER_NAMES
     from bench.spec import load_suite, suite_names
-    from methods.backbones.cf import BACKBONES
 
     sections = {
         "datasets": {**CARD_NAMES, **{k: f"your card ({v})" for k, v in user_card_names().items()},

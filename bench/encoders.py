@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -18,6 +17,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.hashing import json_hash, sha256_hex
+from bench.options import check_device
 from bench.records import atomic_write
 
 ENCODER_NAMES: dict[str, str] = {
@@ -30,11 +31,15 @@ ENCODER_NAMES: dict[str, str] = {
 DEFAULT_BATCH_SIZE = 64
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+def with_pad_token(tokenizer, where: str):
+    """`tokenizer`, given a pad token where it has none: its eos, else its unk token (padded positions are
+    masked everywhere, so any id will do); BenchError naming `where` when it has neither."""
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise BenchError(f"{where}: tokenizer has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    return tokenizer
 
 
 def no_hub_kernels() -> dict[str, Any]:
@@ -84,7 +89,7 @@ class Encoder:
     @property
     def model(self) -> Any:
         if self._model is None:
-            _check_device(self.device)
+            check_device(self.device)
             self._load()
         return self._model
 
@@ -109,7 +114,7 @@ class Encoder:
 
             parts = {"files": files_fingerprint(self.path, self.cache_dir), "class": type(self).__name__,
                      "settings": self.settings()}
-            self._fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+            self._fingerprint = json_hash(parts, compact=False)
         return self._fingerprint
 
     def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = True) -> np.ndarray:
@@ -196,12 +201,8 @@ class DecoderMeanPoolEncoder(TransformersEncoder):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        if tokenizer.pad_token is None:
-            fallback = tokenizer.eos_token or tokenizer.unk_token
-            if fallback is None:
-                raise BenchError(f"encoder {self.name!r}: tokenizer has no pad, eos or unk token to pad with")
-            tokenizer.pad_token = fallback  # masked out in the pooling, so any id will do
+        tokenizer = with_pad_token(AutoTokenizer.from_pretrained(self.path, local_files_only=True),
+                                   f"encoder {self.name!r}")
         tokenizer.padding_side = "right"  # keeps real tokens at positions 0..n-1
         model = AutoModel.from_pretrained(self.path, local_files_only=True, dtype=torch.float32, **no_hub_kernels())
         self._tokenizer, self._model = tokenizer, model.to(self.device).eval()
@@ -295,9 +296,9 @@ def get_encoder(name: str, settings: dict[str, Any] | EncoderSettings | None, de
 
 def embedding_key(encoder: Encoder, template: str, ids: list[str], texts: list[str]) -> tuple[str, dict]:
     """Cache key (sha256) of encoder fingerprint, text template and the item ids + texts; and its parts."""
-    items = hashlib.sha256(json.dumps([ids, texts], ensure_ascii=False).encode()).hexdigest()
+    items = json_hash([ids, texts], compact=False, ensure_ascii=False)
     parts = {"encoder": encoder.fingerprint(), "template": template, "items": items}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest(), parts
+    return json_hash(parts, compact=False), parts
 
 
 def _load_cached(path: Path, meta_path: Path, ids: list[str], key: str) -> tuple[np.ndarray | None, dict, str]:
@@ -325,7 +326,7 @@ def _load_cached(path: Path, meta_path: Path, ids: list[str], key: str) -> tuple
         data = path.read_bytes()
     except OSError as err:
         return None, {}, f"unreadable ({err})"
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_hex(data)
     if "sha256" in meta and meta["sha256"] != digest:
         return None, {}, "sha256 does not match its JSON"
     try:
@@ -407,7 +408,7 @@ def _encode_and_store(encoder: Encoder, texts: list[str], ids: list[str], key: s
     np.save(buffer, matrix, allow_pickle=False)
     data = buffer.getvalue()
     meta = {"key": key, "parts": parts, "encoder": encoder.name, "shape": list(matrix.shape),
-            "dtype": str(matrix.dtype), "sha256": hashlib.sha256(data).hexdigest(),
+            "dtype": str(matrix.dtype), "sha256": sha256_hex(data),
             "encode_seconds": time.perf_counter() - start, "item_ids": ids}
     atomic_write(path, lambda f: f.write(data))
     atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))

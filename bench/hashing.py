@@ -30,10 +30,24 @@ MANIFEST_MISSING = "no manifest"  # what verify_manifest says of a folder writte
 CACHE_PREFIX = "bench: cache: "
 
 
-def json_hash(obj: Any, length: int | None = None) -> str:
-    """sha256 of the canonical JSON of `obj` (sorted keys, compact separators)."""
-    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode())
-    return digest.hexdigest()[:length] if length else digest.hexdigest()
+def sha256_hex(data: str | bytes, length: int | None = None) -> str:
+    """sha256 of `data` (a str as UTF-8) in hex, its first `length` digits where given."""
+    digest = hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+    return digest[:length] if length else digest
+
+
+def json_hash(obj: Any, length: int | None = None, compact: bool = True, ensure_ascii: bool = True) -> str:
+    """sha256 of the JSON of `obj` with sorted keys: compact separators (False: json's default ", " and ": ",
+    what some cache keys were first written with), non-ASCII escaped unless `ensure_ascii` is False."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":") if compact else None, ensure_ascii=ensure_ascii,
+                      default=str)
+    return sha256_hex(text, length)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 32-bit seed from names (LensKit `make_seed` style; stable across runs, batchings and processes): the
+    first 8 hex digits of the sha256 of the parts joined by "|"."""
+    return int(sha256_hex("|".join(str(p) for p in parts), 8), 16)
 
 
 def sha256_file(path: Path) -> str:

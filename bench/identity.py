@@ -148,7 +148,7 @@ def split_layer(spec) -> dict[str, Any]:
 
 
 def backbone_layer(spec) -> dict[str, Any]:
-    from methods.backbones.cf import BACKBONES
+    from bench.backbones import BACKBONES
 
     cls = BACKBONES[spec.backbone].settings
     return _layer(spec.backbone, cls.version, cls, spec.backbone_settings, BACKBONES[spec.backbone].defaults,
@@ -188,11 +188,11 @@ def run_id(spec) -> str:
 def defaults_snapshot() -> dict[str, dict[str, Any]]:
     """Every settings class's version and defaults, per layer entry (tests/golden/settings_defaults.json
     pins it: a default that changes without a version bump fails tests/test_identity.py)."""
+    from bench.backbones import BACKBONES
     from bench.catalog import METHODS
     from bench.data.cards import CARD_NAMES, DatasetCard, load_card
     from bench.data.splits import SPLIT_SETTINGS
     from bench.encoders import EncoderSettings
-    from methods.backbones.cf import BACKBONES
 
     out: dict[str, dict[str, Any]] = {}
     for name in CARD_NAMES:

@@ -10,9 +10,12 @@ A method class declares, at class level:
   `bench.runner.preflight`); the others run on placeholder text "item <id>";
 - `needs_encoder`: whether the run's text encoder is built for it; `resources`: what one run asks a Ray
   cluster for beyond CPUs (e.g. {"num_gpus": 1}), asked for only where the cluster has it;
+- `trains_nothing`: it has no trainable parameter (the untuned LLM), so `parameter_counts().trainable` is 0;
 - `item_cold_start`: how it scores an item without training interactions (`COLD_ITEM_SOURCES`); where a
   setting or the backbone changes that, `cold_item_source` says so per instance (recorded in every ranking
   run's `evaluation.item_cold_start`).
+These are also the capabilities the contract tests read (tests/contract.py). `bench.registry` checks a class
+(`contract_problems`) when its entry is first resolved: a class that breaks the contract is never run.
 The constructor is this one: settings (validated, preset applied: `bench.catalog.METHODS.create`) and the
 registry entry's name. Instances implement:
 - `fit(data: TrainView, ctx: RunContext) -> FitReport`: `data` holds the catalogue, train and valid, never
@@ -37,6 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from bench.backbones import BACKBONES
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 
 ColdItemSource = Literal["text", "text-init", "id"]
@@ -69,6 +73,7 @@ class Method:
     protocol: ClassVar[Literal["ranking", "pointwise"]] = "ranking"
     needs_encoder: ClassVar[bool] = False
     needs_item_text: ClassVar[bool] = False  # reads item text: refused up front on a data set without any
+    trains_nothing: ClassVar[bool] = False  # no trainable parameter (parameter_counts().trainable == 0)
     resources: ClassVar[Mapping[str, float]] = {}
     item_cold_start: ClassVar[ColdItemSource] = "id"  # COLD_ITEM_SOURCES; a text-based item table overrides it
     default_name: ClassVar[str] = ""  # the entry name when constructed without one (tests, benchmarks)
@@ -156,22 +161,29 @@ class Method:
 
     @classmethod
     def contract_problems(cls) -> list[str]:
-        """What of the class-level contract a class gets wrong (empty: nothing)."""
-        problems = []
+        """What of the class-level contract a class gets wrong or lacks, in words (empty: nothing)."""
+        problems = [f"{name}() is not implemented" for name in ("fit", "score", "parameter_counts")
+                    if getattr(cls, name) is getattr(Method, name)]
         if not (isinstance(cls.Settings, type) and issubclass(cls.Settings, BaseModel)):
             problems.append("Settings is not a pydantic model")
         else:
             config: dict[str, Any] = dict(cls.Settings.model_config)
             if config.get("extra") != "forbid" or not config.get("frozen"):
                 problems.append("Settings must be frozen with extra='forbid'")
-        if not isinstance(cls.version, int) or cls.version < 1:
+        if not isinstance(cls.version, int) or isinstance(cls.version, bool) or cls.version < 1:
             problems.append("version must be an int >= 1")
-        if not cls.backbones:
-            problems.append("backbones is empty")
-        if not isinstance(cls.needs_item_text, bool):
-            problems.append("needs_item_text must be a bool")
+        unknown = [b for b in cls.backbones if b not in BACKBONES]
+        if not cls.backbones or unknown:
+            problems.append(f"backbones {tuple(cls.backbones)!r}: the names of the backbones it runs on are needed "
+                            f"(known: {', '.join(BACKBONES)})")
+        elif cls.protocol == "pointwise" and tuple(cls.backbones) != ("none",):
+            problems.append("a pointwise method runs on backbone 'none' only (it trains its own models)")
+        problems += [f"{flag} must be a bool" for flag in ("needs_encoder", "needs_item_text", "trains_nothing")
+                     if not isinstance(getattr(cls, flag), bool)]
+        if not isinstance(cls.resources, Mapping):
+            problems.append("resources must be a mapping")
         if cls.protocol not in ("ranking", "pointwise"):
-            problems.append(f"protocol {cls.protocol!r}")
+            problems.append(f"protocol {cls.protocol!r} (valid: ranking, pointwise)")
         if cls.item_cold_start not in COLD_ITEM_SOURCES:
             problems.append(f"item_cold_start {cls.item_cold_start!r} (valid: {', '.join(COLD_ITEM_SOURCES)})")
         return problems

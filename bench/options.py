@@ -43,6 +43,29 @@ class RunOptions(BaseModel):
         return self.threads or max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def check_device(device: str) -> None:
+    """BenchError (one line) for a CUDA device torch cannot see."""
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The device a run uses, resolved once (`bench.runner` puts it in `RunContext.device`): 'auto' -> 'cuda'
+    when torch sees a GPU, else 'cpu'; an explicit CUDA device must exist. Under `accelerate launch` with
+    several processes, 'auto' / 'cuda' name this process's own GPU (cuda:LOCAL_RANK)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        check_device(device)
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 OPTION_NAMES = tuple(RunOptions.model_fields)
 
 

@@ -19,7 +19,6 @@ and store) until `scripts/seal_records.py` checks and seals it in place.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import platform
@@ -35,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from bench import SCHEMA_VERSION
-from bench.hashing import json_hash, sha256_file
+from bench.hashing import json_hash, sha256_file, sha256_hex
 
 PAIRS_FILE = "pairs.csv.gz"  # a pointwise run's scored test pairs, saved beside per_user.csv.gz
 PER_USER_FILE = "per_user.csv.gz"  # every run's per-user metrics
@@ -241,7 +240,7 @@ def inspect_record(path: Path, run_id: str) -> tuple[dict[str, Any] | None, str 
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"unreadable record ({type(exc).__name__})", False
     digests = sidecar_digests(path.parent)
-    key = (str(path), run_id, hashlib.sha256(data).hexdigest(), tuple(sorted(digests.items())))
+    key = (str(path), run_id, sha256_hex(data), tuple(sorted(digests.items())))
     found = _CHECKED.get(key)
     if found is None:
         found = (check_record(record, path.parent, run_id, digests), is_sealed(record))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.options import RunOptions
+from bench.options import RunOptions, resolve_device
 from bench.progress import RunProgress, active, progress_path
 from bench.records import PAIRS_FILE, ResultStore, git_state, machine, package_versions
 from bench.spec import RunSpec
@@ -196,11 +196,13 @@ def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | No
                   timings: dict[str, float]):
     """The method instance, its RunContext and TrainView for one spec (data, split, encoder prepared or cached):
     what a run fits, and what tools that run one stage of a method (scripts/pte_profiles.py) use."""
+    from bench.backbones import backbone_settings
     from bench.catalog import METHODS
     from bench.encoders import encode_items
+    from bench.identity import FORMER_RUNTIME_KEYS
 
     options = _as_options(options)
-    device = options.device
+    device = resolve_device(options.device)  # once for the run: the method reads ctx.device
     t0 = time.perf_counter()
     dataset = _dataset(spec, cache_dir)
     split = _split(spec, dataset, cache_dir)
@@ -220,8 +222,9 @@ def build_context(spec: RunSpec, cache_dir: Path, options: RunOptions | str | No
 
     method = METHODS.create(spec.method, spec.method_settings)
     ctx = RunContext(seed=spec.seed, device=device, run_dir=run_dir, cache_dir=Path(cache_dir),
-                     backbone=spec.backbone, backbone_config=dict(spec.backbone_settings), encoder=encoder,
-                     embed_items=embed_items if encoder is not None else None, options=options)
+                     backbone=spec.backbone, backbone_settings=backbone_settings(spec.backbone, {
+                         k: v for k, v in spec.backbone_settings.items() if k not in FORMER_RUNTIME_KEYS["backbone"]}),
+                     encoder=encoder, embed_items=embed_items if encoder is not None else None, options=options)
     return method, ctx, TrainView.of(dataset, split), dataset, split, encoder, embedding_info
 
 

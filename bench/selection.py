@@ -36,9 +36,9 @@ def current_settings(spec: RunSpec) -> RunSpec:
     is 0 in a record that predates it). Without this, an old and a new record of one context differ in
     their resolved settings and are never paired (claims, `bench compare`). A spec that no longer resolves
     (a setting since removed) is returned as stored."""
+    from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
     from bench.data.splits import resolve_split_params
-    from methods.backbones.cf import resolve_backbone_config
 
     try:
         filled = spec.model_copy(update={

@@ -378,8 +378,8 @@ def _check_method_overrides(suite: Suite, methods: list[str], overrides: dict | 
 def _check_unseen_users(suite: str, split: str, backbone: str) -> None:
     """A split whose test users are absent from training (cold_users) runs only on backbones that fold a
     user in from its sequence (the sequential ones): an ID table has no row learnt for such a user."""
+    from bench.backbones import BACKBONES
     from bench.data.splits import SPLIT_SETTINGS
-    from methods.backbones.cf import BACKBONES
 
     if getattr(SPLIT_SETTINGS[split], "unseen_users", False) and not BACKBONES[backbone].sequential:
         sequential = ", ".join(name for name, b in BACKBONES.items() if b.sequential)
@@ -427,12 +427,12 @@ def expand(suite: Suite, overrides: dict[str, dict[str, Any]] | None = None,
             for spec in expand(sub, merged, _method_keys_checked):
                 specs.setdefault(spec.run_id, spec)
         return list(specs.values())
+    from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
     from bench.data.cards import load_card
     from bench.data.splits import resolve_split_params
     from bench.encoders import ENCODER_NAMES, EncoderSettings
     from bench.settings import validate_settings
-    from methods.backbones.cf import resolve_backbone_config
 
     overrides = overrides or {}
     encoders = [suite.encoder] if isinstance(suite.encoder, str) else list(suite.encoder)

@@ -80,8 +80,8 @@ class Cell:
 def cell_space(spec: RunSpec) -> dict[str, Range]:
     """What a cell searches: its backbone's settings' space and its method's (less the entry's preset: what
     defines `llminit-var` is never tuned away), for its resolved settings (a `when` may leave entries out)."""
+    from bench.backbones import BACKBONES
     from bench.catalog import METHODS
-    from methods.backbones.cf import BACKBONES
 
     space = {f"backbone.{name}": param for name, param in
              space_of(BACKBONES[spec.backbone].settings, spec.backbone_settings).items()}
@@ -137,8 +137,8 @@ def suite_cells(suite: Suite, choose: Mapping[str, list[str] | None] | None = No
 def trial_spec(base: RunSpec, values: Mapping[str, Any]) -> RunSpec:
     """The cell's run with the sampled `values` ("backbone.learning_rate", "method.csft.lr", ...) set in its
     settings (nested ones in place, the rest of the suite's settings kept), validated as any run's."""
+    from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
-    from methods.backbones.cf import resolve_backbone_config
 
     layers = {"backbone": dict(base.backbone_settings), "method": dict(base.method_settings)}
     for name, value in values.items():
@@ -269,8 +269,16 @@ def study_path(results: Path, suite: str) -> Path:
     return Path(results) / STUDY_FOLDER / f"{suite}.db"
 
 
-def _storage(path: Path) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
+def _storage(path: Path):
+    """The study database as Optuna storage. Several `bench tune` processes may share one file: the schema is
+    created under a file lock (two processes creating it at once: "table ... already exists"), and a writer
+    waits up to a minute for another's transaction instead of failing with "database is locked"."""
+    from filelock import FileLock
+    from optuna.storages import RDBStorage
+
+    path = Path(path).resolve()
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        return RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 def _quiet_optuna():
@@ -585,10 +593,35 @@ def tuning_summary(results: Path, suite: str) -> list[dict[str, Any]]:
             "best_value": best.value if best else None, "metric": best.user_attrs.get("metric") if best else None,
             "best_trial": best.number if best else None, "best_run_id": best.user_attrs.get("run_id") if best else None,
             "best_params": dict(best.params) if best else {}, "best_settings": _layered(best.params) if best else {},
+            "at_edge": at_edge(best.params, best.distributions) if best else [],
             "default_value": default.value if default else None, "pruner": attrs.get("pruner"),
             "sampler": attrs.get("sampler"), "sampler_seed": attrs.get("sampler_seed"),
             "optuna": attrs.get("optuna")})
     return rows
+
+
+EDGE_FRACTION = 0.05  # a best value within 5% of its range's width (log scale for log ranges) of an end
+
+
+def at_edge(params: Mapping[str, Any], distributions: Mapping[str, Any]) -> list[str]:
+    """The parameters whose best value lies at an end of its searched range (within EDGE_FRACTION of the
+    width, on the range's scale): the optimum may lie outside what was searched, so the tuned row may still be
+    below its best. Categorical parameters have no ends."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    out = []
+    for name, value in params.items():
+        dist = distributions.get(name)
+        if not isinstance(dist, (FloatDistribution, IntDistribution)) or dist.high <= dist.low:
+            continue
+        low, high, value = (math.log(dist.low), math.log(dist.high), math.log(value)) if dist.log else (
+            dist.low, dist.high, value)
+        if isinstance(dist, IntDistribution) and not dist.log:  # an integer range: its end values themselves
+            if value in (low, high):
+                out.append(name)
+        elif min(value - low, high - value) <= EDGE_FRACTION * (high - low):
+            out.append(name)
+    return out
 
 
 def check_equal_budget(rows: list[dict[str, Any]]) -> None:
@@ -620,11 +653,11 @@ def _diff(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, A
 
 def _part(spec: RunSpec) -> dict[str, Any]:
     """A suite `parts` entry that runs exactly this cell with these settings (every layer's non-default values)."""
+    from bench.backbones import BACKBONES
     from bench.catalog import METHODS
     from bench.data.cards import load_card
     from bench.data.splits import resolve_split_params
     from bench.encoders import EncoderSettings
-    from methods.backbones.cf import BACKBONES
 
     part = {"datasets": [spec.dataset], "splits": [spec.split], "backbones": [spec.backbone],
             "methods": [spec.method],
@@ -684,7 +717,8 @@ def write_tuned_profile(suite: str, results: Path, profile: str | None = None, o
             "pruned": row["pruned"], "failed": row["failed"], "cpu_minutes": round(row["cpu_minutes"], 3),
             "wall_minutes": round(row["wall_minutes"], 3), "metric": f"valid {row['metric']}",
             "best_value": row["best_value"], "default_value": row["default_value"], "best_trial": row["best_trial"],
-            "best_run_id": row["best_run_id"], "settings": row["best_params"], "pruner": row["pruner"],
+            "best_run_id": row["best_run_id"], "settings": row["best_params"], "at_edge": row["at_edge"],
+            "pruner": row["pruner"],
             "sampler": row["sampler"], "sampler_seed": row["sampler_seed"], "optuna": row["optuna"]}
     tuned_keys = {cell_key for cell_key in provenance}
     for cell in cells.values():  # rows with nothing to tune stay in the table, at their settings
@@ -811,7 +845,8 @@ def command(args) -> int:
     table = [[f"{r['dataset']}/{r['split']}/{r['backbone']}/{r['method']}", r["trials"], r["pruned"], r["failed"],
               f"{r['cpu_minutes']:.1f}", r["metric"] or "",
               "" if r["default_value"] is None else f"{r['default_value']:.4f}",
-              "" if r["best_value"] is None else f"{r['best_value']:.4f}", _settings_text(r["best_params"])]
+              "" if r["best_value"] is None else f"{r['best_value']:.4f}", _settings_text(r["best_params"])
+              + (f" (at the edge of its range: {', '.join(r['at_edge'])})" if r["at_edge"] else "")]
              for r in rows]
     print(tabulate(table, headers=["cell", "trials", "pruned", "failed", "CPU-min", "valid metric", "default",
                                    "best", "best settings"]))

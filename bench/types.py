@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from bench.options import RunOptions
 from bench.progress import NO_PROGRESS, RunProgress
+
+if TYPE_CHECKING:
+    from bench.backbones import CommonSettings
 
 INTER_COLUMNS = ("user", "item", "rating", "timestamp")
 
@@ -207,17 +210,27 @@ class FitReport:
 
 @dataclass
 class RunContext:
-    """How a method runs (never what it learns from): seed, device, its run folder, shared services."""
+    """How a method runs (never what it learns from): seed, the run's device, its run folder, its backbone and
+    that backbone's typed settings, shared services."""
 
     seed: int
-    device: str
+    device: str  # the run's one device, resolved once (bench.options.resolve_device); `options.device` agrees
     run_dir: Path
     cache_dir: Path
-    backbone: str | None = None
-    backbone_config: dict[str, Any] = field(default_factory=dict)
+    backbone: str | None = None  # the backbone's name (bench.backbones.BACKBONES)
+    # its settings, validated (bench.backbones.backbone_settings); None: the default settings of `backbone`
+    backbone_settings: CommonSettings | None = None
     encoder: Any = None  # bench.encoders.Encoder or None
     # item text embeddings [n_items, dim] in Catalogue.item_ids order, from the on-disk cache (lazy)
     embed_items: Callable[[], np.ndarray] | None = None
     options: RunOptions = field(default_factory=RunOptions)  # how to run (batch sizes, progress): not settings
     # where a method reports its epochs / steps / generations for the console (bench.progress); a no-op by default
     progress: RunProgress = NO_PROGRESS
+
+    def __post_init__(self):
+        if self.backbone is not None and self.backbone_settings is None:
+            from bench.backbones import backbone_settings
+
+            self.backbone_settings = backbone_settings(self.backbone)
+        if self.options.device != self.device:  # one device: the options say the one the run uses
+            self.options = self.options.model_copy(update={"device": self.device})

@@ -42,7 +42,7 @@ def test_profile_generation_vs_plain_generate(benchmark, tmp_path, bench_cache, 
 
     dataset = load_dataset(load_card("ml-100k"), bench_cache)
     split = load_or_make_split(dataset, "longtail", resolve_split_params("longtail", None), bench_cache)
-    settings = PtESettings(item_noun="movies").stage_settings()
+    settings = PtESettings(item_noun="movies")
     prompts = PromptSet(noun="movies")
     generator = ChatGenerator(assets.smollm2_dir(bench_cache), cache_dir=bench_cache)
     stage = ProfileStage(split.train.astype({"user": str, "item": str}), item_titles(dataset), dataset.item_text,

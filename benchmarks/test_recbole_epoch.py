@@ -35,10 +35,10 @@ SETTINGS = {"train_batch_size": 512, "embedding_size": 64, "max_len": 50, "train
 
 def sequential_trainer(backbone: str, work: Path, cache: Path, settings: dict | None = None):
     """(RecBoleSeq, RecBole Trainer) for `backbone` on ml-100k temporal_loo, model built, nothing trained."""
+    from bench.backbones import backbone_settings
     from bench.data.cards import load_card, load_dataset
     from bench.data.splits import load_or_make_split, resolve_split_params
     from bench.types import TrainView
-    from methods.backbones.cf import resolve_backbone_config
     from methods.backbones.sequential import RecBoleSeq
 
     dataset = load_dataset(load_card("ml-100k"), cache)
@@ -46,7 +46,7 @@ def sequential_trainer(backbone: str, work: Path, cache: Path, settings: dict | 
     overrides = dict(settings or SETTINGS)
     if backbone == "gru4rec":
         overrides["hidden_size"] = overrides["embedding_size"]
-    seq = RecBoleSeq(backbone, resolve_backbone_config(backbone, overrides), 0, "cpu", work)
+    seq = RecBoleSeq(backbone, backbone_settings(backbone, overrides), 0, "cpu", work)
     seq.prepare(TrainView.of(dataset, split))
     seq.build_model()
     from recbole.utils import get_trainer

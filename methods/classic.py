@@ -10,11 +10,12 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from bench.backbones import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
 from bench.method import ColdItemSource, Method
 from bench.search import Choice, FloatRange
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
-from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES, RecBoleCF
+from methods.backbones.cf import RecBoleCF
 from methods.backbones.pointwise import CFSettings, PairHistories, predict, pretrained_cf
 
 
@@ -26,7 +27,7 @@ class RecBoleMethod(Method):
 
     def embedding_size(self, ctx: RunContext) -> int:
         """CF embedding size; LLMInit-Full overrides it with the encoder's dimension."""
-        return int(ctx.backbone_config["embedding_size"])
+        return ctx.backbone_settings.embedding_size
 
     def initial_embeddings(self, ctx: RunContext, cf: RecBoleCF) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(user matrix over self.data.catalogue.user_ids, item matrix over self.data.catalogue.item_ids) or Nones."""
@@ -47,14 +48,14 @@ class RecBoleMethod(Method):
         if ctx.backbone not in self.backbones:
             raise BenchError(f"method {self.name!r} does not run on backbone {ctx.backbone!r}; valid "
                              f"backbones: {', '.join(self.backbones)}")
-        config = dict(ctx.backbone_config, embedding_size=self.embedding_size(ctx),
-                      eval_batch_size=ctx.options.eval_batch_size)
-        self.report.facts["effective_embedding_size"] = config["embedding_size"]
+        settings = ctx.backbone_settings.model_copy(update={"embedding_size": self.embedding_size(ctx)})
+        self.report.facts["effective_embedding_size"] = settings.embedding_size
         if BACKBONES[ctx.backbone].sequential:
             from methods.backbones.sequential import RecBoleSeq as backbone_cls
         else:
             backbone_cls = RecBoleCF
-        self.cf = backbone_cls(ctx.backbone, config, ctx.seed, ctx.device, ctx.run_dir / "work")
+        self.cf = backbone_cls(ctx.backbone, settings, ctx.seed, ctx.device, ctx.run_dir / "work",
+                               eval_batch_size=ctx.options.eval_batch_size)
         self.cf.progress = ctx.progress
         start = time.perf_counter()
         self.cf.prepare(data)

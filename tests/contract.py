@@ -9,7 +9,10 @@ Every registered entry of `bench.catalog.METHODS` must, on tiny synthetic data a
    `bench.runner` does) holds one of the user's own training or validation items; pointwise entries: AUC by
    `bench.eval.pointwise` in [0, 1], scores that are not all equal, and P(Yes) in (0, 1) for the LLM (Yes/No) ones;
 4. give identical scores when fitted twice with the same seed;
-5. report non-negative int parameter counts, trainable > 0 unless the entry trains nothing.
+5. report non-negative int parameter counts, trainable > 0 unless the class `trains_nothing` (then 0).
+What an entry is checked for comes from its class's capabilities (`bench.method.Method`): `protocol`
+(ranking or pointwise checks), `needs_encoder` (gets the hashing encoder), `trains_nothing`; no list here
+names an entry.
 
 Usage: subclass `MethodContract` in a test module (`class TestMine(MethodContract): entries = ("mine",)`);
 with `entries = None` (the default) every registered entry is covered, so a new method gets the tests by
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,11 +35,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from bench.catalog import METHODS
 from bench.errors import BenchError
+from bench.method import Method
 from bench.options import RunOptions
+from bench.registry import Registry
 from bench.types import Dataset, FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
 from tests.conftest import ctr_dataset, make_dataset
 
@@ -104,41 +108,12 @@ def uses_llm(settings_cls: type[BaseModel]) -> bool:
     return False
 
 
-def tiny_backbone_config(backbone: str) -> dict[str, Any]:
-    if backbone == "none":
-        return {}
-    from methods.backbones.cf import BACKBONES, resolve_backbone_config
+def tiny_backbone_settings(backbone: str):
+    """The backbone's settings, shrunk to fit tiny data (the `none` backbone: its defaults)."""
+    from bench.backbones import BACKBONES, backbone_settings
 
     fields = BACKBONES[backbone].settings.model_fields
-    return resolve_backbone_config(backbone, {k: v for k, v in TINY_BACKBONE.items() if k in fields})
-
-
-# ----------------------------------------------------------------------------- the registry's API
-def preset(name: str) -> dict[str, Any]:
-    """The entry's preset settings ({} before the registry had presets)."""
-    return dict(METHODS.preset(name)) if hasattr(METHODS, "preset") else {}
-
-
-def create(name: str, settings: dict[str, Any] | None = None):
-    """An instance of the entry: preset + `settings`, validated (as `bench.runner` builds it)."""
-    if hasattr(METHODS, "create"):
-        return METHODS.create(name, settings)
-    cls = METHODS.get(name)
-    return cls(cls.Settings.model_validate(settings or {}))
-
-
-def bad_settings_error() -> tuple[type[BaseException], ...]:
-    """What an unknown setting raises: BenchError from `METHODS.create`; before it, pydantic's error."""
-    return (BenchError,) if hasattr(METHODS, "create") else (ValidationError,)
-
-
-def protocol(cls: type) -> str:
-    """"ranking" or "pointwise" (the Yes/No CTR methods: ctr_temporal split with labels, backbone none)."""
-    value = getattr(cls, "protocol", None)
-    if value is None:  # before classes declared it
-        value = "pointwise" if tuple(cls.backbones) == ("none",) else "ranking"
-    assert value in ("ranking", "pointwise"), f"{cls.__name__}.protocol {value!r}"
-    return value
+    return backbone_settings(backbone, {k: v for k, v in TINY_BACKBONE.items() if k in fields and backbone != "none"})
 
 
 def choose_backbone(cls: type, override: str | None = None) -> str:
@@ -146,8 +121,7 @@ def choose_backbone(cls: type, override: str | None = None) -> str:
     if override is not None:
         assert override in backbones, f"{cls.__name__} does not run on {override!r} (runs on {backbones})"
         return override
-    if protocol(cls) == "pointwise":
-        assert backbones == ("none",), f"pointwise {cls.__name__} must run on backbone none, not {backbones}"
+    if cls.protocol == "pointwise":  # runs on `none` only (Method.contract_problems)
         return "none"
     for name in BACKBONE_PREFERENCE:
         if name in backbones:
@@ -162,6 +136,7 @@ class Case:
     name: str
     backbone: str
     device: str = "cpu"
+    registry: Registry = field(default=METHODS, compare=False, repr=False)  # where `name` is an entry
 
     @property
     def id(self) -> str:
@@ -169,11 +144,11 @@ class Case:
 
     @property
     def cls(self) -> type:
-        return METHODS.get(self.name)
+        return self.registry.get(self.name)
 
     @property
     def protocol(self) -> str:
-        return protocol(self.cls)
+        return self.cls.protocol
 
 
 # ------------------------------------------------------------------------------ tiny data and models
@@ -283,10 +258,10 @@ def fit(case: Case, art: Artifacts, settings: dict[str, Any], seed: int, run_dir
     text = art.item_text(kind)
     encoder = HashEncoder() if cls.needs_encoder else None
     ctx = RunContext(seed=seed, device=case.device, run_dir=run_dir, cache_dir=cache_dir or art.cache_dir, backbone=case.backbone,
-                     backbone_config=tiny_backbone_config(case.backbone), encoder=encoder,
+                     backbone_settings=tiny_backbone_settings(case.backbone), encoder=encoder,
                      embed_items=(lambda: text.copy()) if encoder is not None else None,
                      options=RunOptions(device=case.device, progress=False, threads=1))
-    method = create(case.name, settings)
+    method = case.registry.create(case.name, settings)
     report = method.fit(TrainView.of(art.dataset(kind), art.splits[kind]), ctx)
     return Fit(method, ctx, report)
 
@@ -321,7 +296,7 @@ class Fitted:
 
 
 def fit_twice(case: Case, art: Artifacts, root: Path, seed: int = 0) -> Fitted:
-    skip = tuple(preset(case.name))
+    skip = tuple(case.registry.preset(case.name))
     settings = tiny_settings(case.cls.Settings, art.lm_dir, skip)
     # the first fit uses the shared cache (LoRA adapters, LLM2Rec stages, PtE profiles, embeddings: trained by
     # whichever entry needed them first), the second an empty one, so it trains everything itself: equal
@@ -355,12 +330,13 @@ class MethodContract:
     device: ClassVar[str] = "cpu"
     entries: ClassVar[tuple[str, ...] | None] = None  # None: every registered entry
     backbone_overrides: ClassVar[dict[str, str]] = {}  # entry -> backbone (default: the cheapest it runs on)
-    trains_nothing: ClassVar[frozenset[str]] = frozenset({"icl"})  # entries whose trainable count must be 0
+    registry: ClassVar[Registry] = METHODS  # whose entries (a test may pass a registry of its own)
 
     @classmethod
     def cases(cls) -> list[Case]:
-        names = METHODS.names() if cls.entries is None else list(cls.entries)
-        return [Case(n, choose_backbone(METHODS.get(n), cls.backbone_overrides.get(n)), cls.device) for n in names]
+        names = cls.registry.names() if cls.entries is None else list(cls.entries)
+        return [Case(n, choose_backbone(cls.registry.get(n), cls.backbone_overrides.get(n)), cls.device, cls.registry)
+                for n in names]
 
     def pytest_generate_tests(self, metafunc):
         if "case" in metafunc.fixturenames:
@@ -375,7 +351,7 @@ class MethodContract:
         its sequential models are imported, which made each tiny SASRec epoch ~4x slower (a debugging mode:
         results do not change). Both are restored afterwards."""
         torch = pytest.importorskip("torch")
-        from methods.backbones import recbole_compat
+        from bench import recbole_compat
 
         threads, anomaly = torch.get_num_threads(), torch.is_anomaly_enabled()
         recbole_compat.apply()
@@ -400,31 +376,23 @@ class MethodContract:
         settings = fitted.a.method.settings
         settings_cls = type(fitted.a.method).Settings
         assert isinstance(settings, settings_cls)
-        if hasattr(METHODS, "create"):  # the instance carries its entry's name (records, tables, logs)
-            assert fitted.a.method.name == fitted.case.name
+        assert fitted.a.method.name == fitted.case.name  # the entry's name (records, tables, logs)
         assert settings_cls.model_validate(settings.model_dump(mode="json")) == settings
         dumped = settings.model_dump(mode="json")
-        for key, value in preset(fitted.case.name).items():
+        for key, value in fitted.case.registry.preset(fitted.case.name).items():
             assert key in dumped, f"preset key {key!r} is not a setting"
             assert _subset_equal(value, dumped[key]), f"{key}: preset {value!r}, settings {dumped[key]!r}"
         for key, value in fitted.settings.items():  # what we asked for is what the method runs with
             assert _subset_equal(value, dumped[key]), f"{key}: asked {value!r}, settings {dumped[key]!r}"
 
     def test_class_declarations(self, case: Case):
-        """What the harness reads off the class before any fit (run ids, suite expansion, Ray resources)."""
-        cls = case.cls
-        config = dict(cls.Settings.model_config)
-        assert issubclass(cls.Settings, BaseModel) and config.get("extra") == "forbid" and config.get("frozen")
-        assert isinstance(cls.version, int) and not isinstance(cls.version, bool) and cls.version >= 1
-        assert isinstance(cls.needs_encoder, bool)
-        assert tuple(cls.backbones) and all(isinstance(b, str) for b in cls.backbones)
-        assert isinstance(getattr(cls, "resources", {}), Mapping)
-        if hasattr(cls, "contract_problems"):
-            assert cls.contract_problems() == []
+        """What the harness reads off the class before any fit (run ids, suite expansion, Ray resources): the
+        registry refuses a class that breaks it (`Method.contract_problems`), so resolving it is the check."""
+        assert isinstance(case.cls, type) and issubclass(case.cls, Method) and case.cls.contract_problems() == []
 
     def test_unknown_setting_rejected(self, case: Case):
-        with pytest.raises(bad_settings_error(), match="no_such_setting"):
-            create(case.name, {"no_such_setting": 1})
+        with pytest.raises(BenchError, match="no_such_setting"):
+            case.registry.create(case.name, {"no_such_setting": 1})
 
     # ---- 2. scores ------------------------------------------------------------------------------------
     def test_scores_shape_finite_and_columns(self, fitted: Fitted):
@@ -500,11 +468,11 @@ class MethodContract:
             value = getattr(counts, key)
             assert isinstance(value, (int, np.integer)) and not isinstance(value, bool), f"{key}: {value!r}"
             assert value >= 0, f"{key}: {value}"
-        if fitted.case.name in self.trains_nothing:
+        cls = fitted.case.cls
+        if cls.trains_nothing:
             assert counts.trainable == 0, f"{fitted.case.name} trains nothing but reports {counts.trainable}"
         else:
-            assert counts.trainable > 0
-        cls = fitted.case.cls
+            assert counts.trainable > 0, f"{fitted.case.name} trains nothing: declare trains_nothing = True"
         if cls.needs_encoder:  # the run's text encoder is a frozen offline part
             assert counts.frozen_offline >= HashEncoder.PARAMS
         if uses_llm(cls.Settings):  # the LLM is frozen (online: scoring; offline: item / profile encoding)

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.backbones import backbone_settings
 from bench.data.splits import make_split, resolve_split_params
 from bench.types import TrainView
-from methods.backbones.cf import RecBoleCF, resolve_backbone_config
+from methods.backbones.cf import RecBoleCF
 from methods.backbones.sequential import RecBoleSeq, user_sequences
 
 KS = (10, 20)
@@ -59,7 +60,7 @@ def _trained(backbone: str, dataset, split, tmp_path):
     overrides = {"epochs": 3, "embedding_size": 16, "train_batch_size": 64, "stopping_step": 3}
     if backbone == "gru4rec":
         overrides.update(hidden_size=16, learning_rate=1e-2)
-    config = resolve_backbone_config(backbone, overrides)
+    config = backbone_settings(backbone, overrides)
     cls = RecBoleSeq if backbone in ("sasrec", "gru4rec") else RecBoleCF
     cf = cls(backbone, config, 0, "cpu", tmp_path / backbone)
     cf.prepare(TrainView.of(dataset, split))
@@ -94,7 +95,7 @@ def test_sequential_mask_is_each_users_training_items(tiny_dataset, tmp_path):
     """The loader's history index holds, per valid row, exactly the user's training items (never the target),
     including items older than the capped training rows reach."""
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": 8, "max_len": 3,
+    config = backbone_settings("sasrec", {"epochs": 1, "embedding_size": 8, "max_len": 3,
                                                 "train_targets_per_user": 1})
     cf = RecBoleSeq("sasrec", config, 0, "cpu", tmp_path)
     cf.prepare(TrainView.of(tiny_dataset, split))
@@ -169,10 +170,10 @@ def recbole_run(spec, work: Path, out: Path, options, run_recbole) -> dict:
     harness gave RecBole (same seed), checkpoints and RecBole's ./log under `out`."""
     import os
 
-    from methods.backbones.cf import BACKBONES
+    from bench.backbones import BACKBONES
 
-    config = dict(spec.backbone_settings, eval_batch_size=options.eval_batch_size)
-    cfg = RecBoleCF(spec.backbone, config, spec.seed, options.device, work).recbole_config_dict()
+    cfg = RecBoleCF(spec.backbone, backbone_settings(spec.backbone, spec.backbone_settings), spec.seed, options.device,
+                    work, eval_batch_size=options.eval_batch_size).recbole_config_dict()
     cfg["checkpoint_dir"] = str(out / "checkpoints")
     out.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()

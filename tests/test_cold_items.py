@@ -260,17 +260,17 @@ def test_every_entry_declares_a_known_capability():
 
 
 def test_recbole_backbone_scores_cold_items_from_their_rows(tiny_dataset, tmp_path):
+    from bench.backbones import backbone_settings
     from bench.catalog import METHODS
-    from methods.backbones.cf import resolve_backbone_config
     from tests.conftest import FitCall, score
 
     split = cold_split(tiny_dataset)
     cold = set(cold_item_ids(tiny_dataset.interactions, 0.2))
-    config = resolve_backbone_config("lightgcn", {"epochs": 1, "embedding_size": 8, "train_batch_size": 64,
+    config = backbone_settings("lightgcn", {"epochs": 1, "embedding_size": 8, "train_batch_size": 64,
                                                   "stopping_step": 1})
     method = METHODS.create("random")
     FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
-            cache_dir=tmp_path, backbone="lightgcn", backbone_config=config).run(method)
+            cache_dir=tmp_path, backbone="lightgcn", backbone_settings=config).run(method)
     data = tmp_path / "run" / "work" / "data" / "bench"
     written = pd.concat([pd.read_csv(data / f"bench.{part}.inter", sep="\t", dtype=str)
                          for part in ("train", "valid", "test")])

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import hashing
 from bench.data import assets
 from bench.encoders import (
     ENCODER_NAMES,
@@ -184,8 +185,8 @@ def test_files_fingerprint_memo(tmp_path, monkeypatch):
     first = assets.files_fingerprint(folder, cache)
     assert (cache / assets.FINGERPRINT_MEMO).exists() and first == assets.files_fingerprint(folder)
     hashed: list[str] = []
-    original = assets._sha256_file
-    monkeypatch.setattr(assets, "_sha256_file", lambda p: hashed.append(p.name) or original(p))
+    original = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: hashed.append(p.name) or original(p))
     assert assets.files_fingerprint(folder, cache) == first and hashed == []
     (folder / "a.bin").write_bytes(b"other weights")
     assert assets.files_fingerprint(folder, cache) != first and hashed == ["a.bin"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.backbones import backbone_settings
 from bench.catalog import METHODS
 from bench.data.splits import make_split, resolve_split_params
-from methods.backbones.cf import resolve_backbone_config
 from methods.llm2rec.method import item_titles, training_sequences
 from tests.conftest import FitCall, score
 from tests.test_llm2rec_stages import tiny_dir as tiny_decoder  # noqa: F401  (fixture)
@@ -17,9 +17,9 @@ TINY = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "warmup_steps": 0, "ma
 
 def _ctx(dataset, tmp_path, cache):
     split = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
+    config = backbone_settings("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
     return FitCall(dataset=dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=cache,
-                      backbone="sasrec", backbone_config=config)
+                      backbone="sasrec", backbone_settings=config)
 
 
 def test_csft_sequences_come_from_training_only(tiny_dataset):

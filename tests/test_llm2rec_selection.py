@@ -233,14 +233,14 @@ def test_csft_valid_examples_follow_the_known_titles():
 
 
 def _fit_call(dataset, split_name, tmp_path, **split_settings):
+    from bench.backbones import backbone_settings
     from bench.data.splits import make_split, resolve_split_params
-    from methods.backbones.cf import resolve_backbone_config
     from tests.conftest import FitCall
 
     split = make_split(dataset, split_name, resolve_split_params(split_name, split_settings))
-    config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
+    config = backbone_settings("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
     return FitCall(dataset=dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path / "cache",
-                   backbone="sasrec", backbone_config=config)
+                   backbone="sasrec", backbone_settings=config)
 
 
 def test_validation_data_is_the_valid_part_never_test(tiny_dataset, tmp_path):

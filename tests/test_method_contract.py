@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from bench.backbones import backbone_settings
 from bench.catalog import METHODS
 from bench.data.splits import make_split, resolve_split_params
 from bench.eval.ranking import rank_users
-from methods.backbones.cf import resolve_backbone_config
 from tests.conftest import FitCall, score
 
 
@@ -29,13 +29,13 @@ class FakeEncoder:
 
 def _fit(method_name, backbone, dataset, tmp_path, seed=0):
     split = make_split(dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
+    config = backbone_settings(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
     method = METHODS.create(method_name)
     rng = np.random.default_rng(7)
     text = rng.normal(size=(len(dataset.item_ids), FakeEncoder.dim)).astype(np.float32)
     ctx = FitCall(dataset=dataset, split=split, seed=seed, device="cpu", run_dir=tmp_path / method_name,
-                     cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=FakeEncoder(),
+                     cache_dir=tmp_path, backbone=backbone, backbone_settings=config, encoder=FakeEncoder(),
                      embed_items=lambda: text)
     ctx.run(method)
     return method, split, ctx
@@ -77,11 +77,11 @@ def test_llminit_init_reaches_the_model(tiny_dataset, tmp_path):
     from bench.catalog import METHODS
 
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config("mf", {"epochs": 1, "embedding_size": 16})
+    config = backbone_settings("mf", {"epochs": 1, "embedding_size": 16})
     text = np.random.default_rng(1).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
     method = METHODS.create("llminit-uni")
     ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
-                     backbone="mf", backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
+                     backbone="mf", backbone_settings=config, encoder=FakeEncoder(), embed_items=lambda: text)
     from methods.backbones.cf import RecBoleCF
 
     cf = RecBoleCF("mf", config, 0, "cpu", tmp_path / "work")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from bench.backbones import BACKBONES
 from bench.catalog import METHODS
 from bench.data.splits import SPLITTERS
 from bench.report.labels import (
@@ -23,7 +24,6 @@ from bench.report.labels import (
     paradigm_order,
     segment_name,
 )
-from methods.backbones.cf import BACKBONES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -70,17 +70,17 @@ def test_current_is_the_active_runs_reporter():
 
 
 def test_a_recbole_backbone_reports_each_epoch_with_its_validation_score(tiny_dataset, tmp_path):
+    from bench.backbones import backbone_settings
     from bench.catalog import METHODS
     from bench.data.splits import make_split, resolve_split_params
-    from methods.backbones.cf import resolve_backbone_config
     from tests.conftest import FitCall
 
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config("lightgcn", {"epochs": 3, "embedding_size": 8, "train_batch_size": 64,
+    config = backbone_settings("lightgcn", {"epochs": 3, "embedding_size": 8, "train_batch_size": 64,
                                                   "stopping_step": 10})
     reporter = Recording()
     call = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
-                   cache_dir=tmp_path, backbone="lightgcn", backbone_config=config, progress=reporter)
+                   cache_dir=tmp_path, backbone="lightgcn", backbone_settings=config, progress=reporter)
     method = METHODS.create("random")
     call.run(method)
     epochs = [u for u in reporter.updates if u[0] == "train"]

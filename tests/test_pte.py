@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.backbones import backbone_settings
 from bench.catalog import METHODS, method_families
 from bench.data.splits import make_split, resolve_split_params
 from bench.errors import BenchError
-from methods.backbones.cf import resolve_backbone_config
 from methods.pte.generate import ProfileStore, PromptSet, Sampling
+from methods.pte.method import PtESettings
 from methods.pte.stage import (
     ProfileStage,
-    StageSettings,
     collab_reward,
     dist_reward,
     overlap_neighbours,
@@ -75,7 +75,7 @@ class HashEncoder:
 def _stage(dataset, store_dir, generator, **settings):
     defaults = {"batch_size": 8, "max_rounds": 1, "item_candidates": 2, "last_round_items": True}  # paper-like
     return ProfileStage(dataset.interactions, dataset.items["title"], dataset.item_text, generator, PromptSet(),
-                        ProfileStore(store_dir), hash_encode, StageSettings(**{**defaults, **settings}),
+                        ProfileStore(store_dir), hash_encode, PtESettings(**{**defaults, **settings}),
                         progress=False)
 
 
@@ -130,12 +130,12 @@ def test_convergence_stops_when_profiles_do_not_change(tiny_dataset, tmp_path):
 
 
 def test_cpu_defaults_end_on_the_user_pass_and_select_users_only(tiny_dataset, tmp_path):
-    defaults = StageSettings()
+    defaults = PtESettings()
     assert defaults.item_candidates == 1 and not defaults.last_round_items
     gen = FakeGenerator()
     result = ProfileStage(tiny_dataset.interactions, tiny_dataset.items["title"], tiny_dataset.item_text, gen,
                           PromptSet(), ProfileStore(tmp_path / "s"), hash_encode,
-                          StageSettings(batch_size=8, convergence_threshold=0.0), progress=False).run(_raw(tiny_dataset))
+                          PtESettings(batch_size=8, convergence_threshold=0.0), progress=False).run(_raw(tiny_dataset))
     assert [p["pass"] for p in result.info["passes"]] == ["U0", "I0", "U1", "U-cand1"]
     assert set(result.info["distances"][0]) == {"round", "user"}  # no item pass in the last round
     assert result.user_rewards and not result.item_rewards
@@ -248,12 +248,12 @@ def test_end_to_end_with_fake_generator(tiny_dataset, tmp_path, monkeypatch, met
     monkeypatch.setattr(PtE, "_generator", lambda self, ctx: generator)
     name = "cold_users" if backbone == "sasrec" else "new_users_fewshot"  # an ID table needs the users trained
     split = make_split(tiny_dataset, name, resolve_split_params(name, {"valid_fraction": 0.2, "test_fraction": 0.2}))
-    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
+    config = backbone_settings(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
     method = METHODS.create(method_name, {"batch_size": 16})
     encoder = HashEncoder()
     ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
-                     cache_dir=tmp_path, backbone=backbone, backbone_config=config, encoder=encoder,
+                     cache_dir=tmp_path, backbone=backbone, backbone_settings=config, encoder=encoder,
                      embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
     generator.load = lambda: (type("M", (), {"parameters": lambda self: iter(())})(), None)
     generator.model_dir = "fake"
@@ -360,11 +360,11 @@ def test_pte_init_puts_pca_of_profiles_in_the_trainable_item_table(tiny_dataset,
                                                                                        "test_fraction": 0.2}))
 
     def fit(size):
-        config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": size, "train_batch_size": 64,
+        config = backbone_settings("sasrec", {"epochs": 1, "embedding_size": size, "train_batch_size": 64,
                                                     "stopping_step": 1})
         method = METHODS.create("pte-init", {"batch_size": 16})
         ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / f"r{size}",
-                         cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
+                         cache_dir=tmp_path, backbone="sasrec", backbone_settings=config, encoder=HashEncoder(),
                          embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
         ctx.run(method)
         return method, ctx
@@ -422,7 +422,7 @@ def test_grpo_tunes_one_lora_on_user_and_item_groups(tiny_dataset, tmp_path):
     base = ChatGenerator(lm, "cpu", tmp_path / "cache")
     stage = ProfileStage(tiny_dataset.interactions, tiny_dataset.items["title"], tiny_dataset.item_text, base,
                          PromptSet(), ProfileStore(tmp_path / "store"), hash_encode,
-                         StageSettings(batch_size=8, max_new_tokens=4, grpo_items=True), progress=False)
+                         PtESettings(batch_size=8, max_new_tokens=4, grpo_items=True), progress=False)
     grpo = GRPOFineTune(steps=2, users_per_step=2, group_size=2, learning_rate=1e-2, lora_r=2, lora_alpha=4, seed=0)
     stage.grpo = grpo
     result = stage.run(_raw(tiny_dataset))
@@ -459,11 +459,11 @@ def test_held_out_users_get_a_user_term_from_their_context_only(tiny_dataset, tm
                         lambda self, histories, raw: calls.append(dict(histories)) or real(self, histories, raw))
     split = make_split(tiny_dataset, "cold_users",
                        resolve_split_params("cold_users", {"valid_fraction": 0.2, "test_fraction": 0.2}))
-    config = resolve_backbone_config("sasrec", {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
+    config = backbone_settings("sasrec", {"epochs": 2, "embedding_size": 16, "train_batch_size": 64,
                                                 "stopping_step": 1})
     method = METHODS.create(method_name, {"batch_size": 16})
     ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run",
-                  cache_dir=tmp_path, backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
+                  cache_dir=tmp_path, backbone="sasrec", backbone_settings=config, encoder=HashEncoder(),
                   embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist()))
     ctx.run(method)
     users = np.sort(split.test["user"].unique())
@@ -497,10 +497,10 @@ def test_heldout_users_none_is_the_zero_user_term_of_version_1(tiny_dataset, tmp
     generator.model_dir = "fake"
     split = make_split(tiny_dataset, "cold_users",
                        resolve_split_params("cold_users", {"valid_fraction": 0.2, "test_fraction": 0.2}))
-    config = resolve_backbone_config("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
+    config = backbone_settings("sasrec", {"epochs": 1, "embedding_size": 16, "train_batch_size": 64})
     method = METHODS.create("pte", {"batch_size": 16, "heldout_users": "none"})
     FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path / "run", cache_dir=tmp_path,
-            backbone="sasrec", backbone_config=config, encoder=HashEncoder(),
+            backbone="sasrec", backbone_settings=config, encoder=HashEncoder(),
             embed_items=lambda: hash_encode(tiny_dataset.item_text.tolist())).run(method)
     users = np.sort(split.test["user"].unique())
     score_test_users(method, split, users)
@@ -516,7 +516,7 @@ def test_after_grpo_held_out_users_get_stage_passes_from_the_untuned_generator(t
     base, tuned = FakeGenerator(), FakeGenerator()
     stage = ProfileStage(tiny_dataset.interactions, tiny_dataset.items["title"], tiny_dataset.item_text, base,
                          PromptSet(), ProfileStore(tmp_path / "store"), hash_encode,
-                         StageSettings(batch_size=8, max_rounds=1), progress=False,
+                         PtESettings(batch_size=8, max_rounds=1), progress=False,
                          grpo=lambda stage, groups: tuned)
     stage.run(_raw(tiny_dataset))
     stage_rows, tuned_rows = base.rows, tuned.rows

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from methods.backbones import recbole_compat
+from bench import recbole_compat
 
 recbole_compat.apply()
 
@@ -118,15 +118,15 @@ def test_anomaly_detection_is_off_and_changes_no_number(tiny_dataset, tmp_path, 
     off (the harness)."""
     import torch
 
+    from bench.backbones import backbone_settings
     from bench.data.splits import make_split, resolve_split_params
     from bench.types import TrainView
-    from methods.backbones.cf import resolve_backbone_config
     from methods.backbones.sequential import RecBoleSeq
     from tests.test_backbone_protocol import recbole_valid
 
     assert "recbole.model.sequential_recommender.sine" in sys.modules and not torch.is_anomaly_enabled()
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
+    config = backbone_settings(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
 
     def train(anomaly: bool):
         torch.autograd.set_detect_anomaly(anomaly)

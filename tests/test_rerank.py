@@ -24,7 +24,7 @@ from bench.options import RunOptions  # noqa: E402
 from bench.types import RunContext, ScoreQuery, TrainView  # noqa: E402
 from methods.collm import rerank_data as rd  # noqa: E402
 from tests.conftest import ctr_dataset, make_dataset, score_test_users  # noqa: E402
-from tests.contract import make_tiny_lm, tiny_backbone_config, tiny_settings  # noqa: E402
+from tests.contract import make_tiny_lm, tiny_backbone_settings, tiny_settings  # noqa: E402
 
 N = 8  # candidates: fewer than the ~28 unseen items of a tiny user, so the "rest" part is not empty
 ENTRIES = ("tallrec-rerank", "collm-mf-rerank", "icl-rerank")
@@ -65,7 +65,7 @@ def fit(lm_dir, dataset, split, root, name="tallrec-rerank", backbone="mf", seed
         **over):
     settings = tiny_settings(METHODS.get(name).Settings, lm_dir) | {"candidates": N} | over
     ctx = RunContext(seed=seed, device="cpu", run_dir=root / f"run-{name}-{seed}-{cache}", cache_dir=root / cache,
-                     backbone=backbone, backbone_config=tiny_backbone_config(backbone),
+                     backbone=backbone, backbone_settings=tiny_backbone_settings(backbone),
                      options=RunOptions(progress=False, threads=1, **(options or {})))
     method = METHODS.create(name, settings)
     method.fit(TrainView.of(dataset, split), ctx)
@@ -134,7 +134,7 @@ def test_candidates_are_the_unseen_top_n_of_the_random_row(fitted, data, tmp_pat
     baseline = RandomInit(name="random")
     baseline.fit(TrainView.of(dataset, split), RunContext(
         seed=ctx.seed, device="cpu", run_dir=tmp_path / "random", cache_dir=tmp_path / "cache", backbone=ctx.backbone,
-        backbone_config=ctx.backbone_config, options=ctx.options))
+        backbone_settings=ctx.backbone_settings, options=ctx.options))
     users = np.sort(split.test["user"].unique())
     expected = baseline.score(ScoreQuery.of(users))
     np.testing.assert_array_equal(np.stack([method.retrieval.user_scores(u, None, dataset.item_ids) for u in users]),
@@ -251,7 +251,7 @@ def test_prefix_cached_scores_equal_per_pair_full_prompts(lm_dir, data, tmp_path
 
 # ------------------------------------------------------------------------------------------ the rest
 def test_entries_registered_on_every_recbole_backbone():
-    from methods.backbones.cf import BACKBONES
+    from bench.backbones import BACKBONES
 
     for name in ENTRIES:
         cls = METHODS.get(name)

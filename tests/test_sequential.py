@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.backbones import backbone_settings
 from bench.catalog import METHODS
 from bench.data.splits import make_split, resolve_split_params
 from bench.eval.ranking import rank_users
 from bench.types import TrainView
-from methods.backbones.cf import resolve_backbone_config
 from methods.backbones.sequential import user_sequences, write_sequence_split
 from tests.conftest import FitCall, score
 from tests.test_method_contract import FakeEncoder
@@ -52,12 +52,12 @@ def test_train_targets_per_user_keeps_each_users_last_positions(tiny_dataset, tm
                                                   ("seq-text", "sasrec")])
 def test_sequential_contract(tiny_dataset, tmp_path, method_name, backbone):
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
-    config = resolve_backbone_config(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
+    config = backbone_settings(backbone, {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
     cls = METHODS.get(method_name)
     method = cls(cls.Settings())
     text = np.random.default_rng(3).normal(size=(len(tiny_dataset.item_ids), 48)).astype(np.float32)
     ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
-                     backbone=backbone, backbone_config=config, encoder=FakeEncoder(), embed_items=lambda: text)
+                     backbone=backbone, backbone_settings=config, encoder=FakeEncoder(), embed_items=lambda: text)
     ctx.run(method)
     users = np.sort(split.test["user"].unique())
     scores = score(method, users)
@@ -81,7 +81,7 @@ def test_cf_method_rejects_sequential_backbone(tiny_dataset, tmp_path):
     split = make_split(tiny_dataset, "temporal_loo", resolve_split_params("temporal_loo", {}))
     cls = METHODS.get("llminit-var")
     ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
-                     backbone="sasrec", backbone_config=resolve_backbone_config("sasrec", {}))
+                     backbone="sasrec", backbone_settings=backbone_settings("sasrec", {}))
     with pytest.raises(BenchError, match="valid backbones: mf, lightgcn, sgl, sgcl"):
         ctx.run(cls(cls.Settings()))
 
@@ -94,10 +94,10 @@ def test_cold_users_are_scored_from_their_context_sequence(tiny_dataset, tmp_pat
 
     split = make_split(tiny_dataset, "cold_users", resolve_split_params("cold_users", {"valid_fraction": 0.2,
                                                                                        "test_fraction": 0.2}))
-    config = resolve_backbone_config("sasrec", {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
+    config = backbone_settings("sasrec", {"epochs": 2, "embedding_size": 16, "train_batch_size": 64})
     method = METHODS.create("random")
     ctx = FitCall(dataset=tiny_dataset, split=split, seed=0, device="cpu", run_dir=tmp_path, cache_dir=tmp_path,
-                  backbone="sasrec", backbone_config=config)
+                  backbone="sasrec", backbone_settings=config)
     ctx.run(method)
     valid_file = pd.read_csv(tmp_path / "work" / "data" / "bench" / "bench.valid.inter", sep="\t", dtype=str)
     assert set(valid_file["user_id:token"]) == set(split.valid["user"])  # every held-out valid user validated

@@ -133,7 +133,7 @@ def test_the_data_format_cache_gives_back_exactly_the_prepared_dataset(tmp_path,
 PICKLE_CALLS = re.compile(r"pickle\.(load|loads|Unpickler)\b|read_pickle\s*\(|allow_pickle\s*=\s*True|"
                           r"weights_only\s*=\s*False|[\"']weights_only[\"']\s*,\s*False|joblib\.load|dill\.load")
 # none left: RecBole's best checkpoint (its Config object needed full unpickling) now holds tensors and plain
-# data only and is read with weights_only=True (methods/backbones/recbole_compat.py `_weights_only_checkpoint`)
+# data only and is read with weights_only=True (bench/recbole_compat.py `_weights_only_checkpoint`)
 KNOWN_PICKLE_CALLS: dict[str, int] = {}
 
 

@@ -398,3 +398,36 @@ def test_tables_say_whether_rows_are_tuned_and_mark_unequal_budgets(monkeypatch)
     assert not any("UNEQUAL" in line for line in lines)
     cells["ml-100k/temporal_loo/sasrec/random"]["trials"] = 10
     assert "UNEQUAL TUNING BUDGETS" in tuning_lines("paradigms-tuned")[-1]
+
+
+def _create_study_after(barrier, path, name):
+    barrier.wait()  # every process opens the fresh database at once
+    tuning._quiet_optuna().create_study(study_name=name, storage=tuning._storage(path), direction="maximize")
+
+
+def test_processes_opening_a_fresh_study_database_at_once_all_succeed(tmp_path):
+    """Two `bench tune` processes started together on a new results folder: both create the schema (without the
+    lock the second fails with "table ... already exists")."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, path = context.Barrier(4), tmp_path / "tuning" / "suite.db"
+    path.parent.mkdir()
+    workers = [context.Process(target=_create_study_after, args=(barrier, path, f"s:{i}")) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0] * 4
+    names = sorted(s.study_name for s in tuning._quiet_optuna().get_all_study_summaries(tuning._storage(path)))
+    assert names == [f"s:{i}" for i in range(4)]
+
+
+def test_a_best_value_at_the_end_of_its_range_is_named():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dists = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "p": FloatDistribution(0.0, 0.5),
+             "layers": IntDistribution(1, 3), "wd": CategoricalDistribution([0.0, 1e-2])}
+    assert tuning.at_edge({"lr": 9.9e-3, "p": 0.25, "layers": 2, "wd": 1e-2}, dists) == ["lr"]  # log scale
+    assert tuning.at_edge({"lr": 1.1e-4, "p": 0.49, "layers": 1, "wd": 0.0}, dists) == ["lr", "p", "layers"]
+    assert tuning.at_edge({"lr": 1e-3, "p": 0.1, "layers": 2, "wd": 0.0}, dists) == []

@@ -76,6 +76,23 @@ def mpnet_dir(cache_dir: Path) -> Path:
     return cached_artifact(Path(cache_dir) / "models" / "all-mpnet-base-v2", unpack, memo_dir=cache_dir)[0]
 
 
+SMOLLM2_DIR = "smollm2-135m-instruct"  # its folder under the cache's models/
+
+
+def model_folder(value: str, cache_dir: Path, where: str, build: bool = True) -> Path | None:
+    """The model folder a method's model setting (`base_model`, `generator`) names: the builtin "smollm2"
+    converted into the cache (`build` False: its folder if an earlier run converted it, else None), or the
+    local folder itself; BenchError naming `where` when that is no folder."""
+    if value == "smollm2":
+        if not build:
+            folder = Path(cache_dir) / "models" / SMOLLM2_DIR
+            return folder if folder.is_dir() else None
+        return smollm2_dir(cache_dir)
+    if not Path(value).is_dir():
+        raise BenchError(f"{where} {value!r} is not a folder (or 'smollm2')")
+    return Path(value)
+
+
 def smollm2_dir(cache_dir: Path) -> Path:
     """SmolLM2-135M-Instruct: the Q4_1 GGUF dequantised to float32 and saved once as a plain HF folder."""
     gguf = asset_file(*SMOLLM2_GGUF)
@@ -100,13 +117,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return cached_artifact(Path(cache_dir) / "models" / "smollm2-135m-instruct", convert, memo_dir=cache_dir)[0]
-
-
-def _sha256_file(path: Path) -> str:
-    from bench.hashing import sha256_file
-
-    return sha256_file(path)
+    return cached_artifact(Path(cache_dir) / "models" / SMOLLM2_DIR, convert, memo_dir=cache_dir)[0]
 
 
 def files_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
@@ -118,4 +129,4 @@ def files_fingerprint(folder: Path, cache_dir: Path | None = None) -> str:
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise BenchError(f"model folder {folder} does not exist")
-    return content_hash(folder, cache_dir, ignore=(MANIFEST_NAME,), hash_file=lambda path: _sha256_file(path))
+    return content_hash(folder, cache_dir, ignore=(MANIFEST_NAME,))

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.data import amazon
 from bench.errors import BenchError, DataFileError, UnknownChoiceError
-from bench.hashing import cache_warning, json_hash, sha256_file
+from bench.hashing import cache_warning, json_hash, sha256_file, sha256_hex
 from bench.records import atomic_write_text
 from bench.types import INTER_COLUMNS, Dataset
 
@@ -860,7 +860,7 @@ def _write_cached(folder: Path, dataset: Dataset) -> None:
     info = {"layout": LAYOUT, "name": dataset.name, "content_hash": dataset.content_hash, "meta": dataset.meta,
             "item_index": dataset.items.index.name, "text_name": dataset.item_text.name,
             "text_index": dataset.item_text.index.name,
-            "files": {FRAME_FILES[part]: hashlib.sha256(data).hexdigest() for part, data in payload.items()}}
+            "files": {FRAME_FILES[part]: sha256_hex(data) for part, data in payload.items()}}
     (folder / DATASET_FILE).write_text(json.dumps(info, indent=1, sort_keys=True, default=str), encoding="utf-8")
 
 
@@ -880,7 +880,7 @@ def _load_cached(folder: Path, card: DatasetCard) -> Dataset:
             data = (folder / name).read_bytes()
         except OSError as exc:
             raise _StaleCache(f"{name} cannot be read ({type(exc).__name__})") from None
-        if hashlib.sha256(data).hexdigest() != info["files"].get(name):
+        if sha256_hex(data) != info["files"].get(name):
             raise _StaleCache(f"{name} does not match its recorded sha256")
         try:
             frames[part] = _read_csv(data, ("rating", "timestamp") if part == "interactions" else ())

@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from bench.errors import BenchError, UnknownChoiceError
 from bench.eval.pointwise import MONTH_SECONDS
-from bench.hashing import sha256_file
+from bench.hashing import derive_seed, json_hash, sha256_file, sha256_hex
 from bench.settings import runtime_field, validate_settings
 from bench.types import INTER_COLUMNS, Dataset, Split
 
@@ -389,8 +389,7 @@ def sampled_negative_exclusion(split: Split, item_ids: np.ndarray, positives: di
     for user in sorted(positives):
         seen = np.union1d(exclude.get(user, np.array([], dtype=np.int64)), positives[user])
         pool = np.setdiff1d(np.arange(n_items), seen)
-        digest = hashlib.sha256(f"{split.params.get('seed', 0)}|negatives|{user}".encode()).hexdigest()
-        rng = np.random.default_rng(int(digest[:8], 16))
+        rng = np.random.default_rng(derive_seed(split.params.get('seed', 0), "negatives", user))
         keep = np.union1d(positives[user], rng.choice(pool, min(n_negatives, len(pool)), replace=False))
         out[user] = np.setdiff1d(np.arange(n_items), keep)
     return out
@@ -700,7 +699,7 @@ def make_split(dataset: Dataset, name: str, params: dict) -> Split:
 
 
 def split_dir(cache_dir: Path, dataset: Dataset, name: str, params: dict) -> Path:
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    key = json_hash(params, 12, compact=False)
     return Path(cache_dir) / "splits" / dataset.content_hash[:16] / f"{name}-{key}"
 
 
@@ -744,7 +743,7 @@ def _read_files(folder: Path, names: list[str]) -> tuple[dict[str, pd.DataFrame 
                                                                   TRAIN_ALL_FILE: "train_all"}
     for file in names:
         data = (folder / file).read_bytes()
-        digests[file] = hashlib.sha256(data).hexdigest()
+        digests[file] = sha256_hex(data)
         part = parts[file]
         frames[part] = (_read_segment if part.endswith("_segment") else _read)(io.BytesIO(data))
     return frames, digests

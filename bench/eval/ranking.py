@@ -19,9 +19,9 @@ METRICS = ("recall", "ndcg", "hit", "mrr")
 
 
 def _metric_objects():
-    from methods.backbones import recbole_compat
+    from bench.recbole_compat import apply
 
-    recbole_compat.apply()
+    apply()
     from recbole.evaluator.metrics import MRR, NDCG, Hit, Recall
 
     config = {"topk": list(KS), "metric_decimal_place": 6}
@@ -264,9 +264,9 @@ def sample_test_users(users: np.ndarray, size: int, split_hash: str) -> np.ndarr
     not smaller than their number."""
     if size <= 0 or size >= len(users):
         return users
-    import hashlib
+    from bench.hashing import derive_seed
 
-    seed = int(hashlib.sha256(f"{split_hash}|test-users|{size}".encode()).hexdigest()[:8], 16)
+    seed = derive_seed(split_hash, "test-users", size)
     chosen = np.random.default_rng(seed).choice(len(users), size, replace=False)
     return users[np.sort(chosen)]
 

@@ -601,7 +601,9 @@ def tuning_lines(suite_name: str) -> list[str]:
     tuned = {cell: facts for cell, facts in sorted(provenance.items()) if facts.get("tuned", True)}
     lines = ["- tuning: `bench tune` (validation only), per cell: " + "; ".join(
         f"{cell} {facts.get('trials')} trials, {float(facts.get('cpu_minutes') or 0):.1f} CPU-min, valid "
-        f"{facts.get('best_value')} (defaults {facts.get('default_value')})" for cell, facts in tuned.items())]
+        f"{facts.get('best_value')} (defaults {facts.get('default_value')})"
+        + (f", best {', '.join(facts['at_edge'])} at the edge of its searched range" if facts.get("at_edge") else "")
+        for cell, facts in tuned.items())]
     lines += [f"- not tuned: {cell} ({facts.get('reason', 'nothing to tune')})"
               for cell, facts in sorted(provenance.items()) if not facts.get("tuned", True)]
     budgets = {(facts.get("trials"), facts.get("pruner")) for facts in tuned.values()}

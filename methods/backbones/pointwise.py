@@ -23,9 +23,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.eval.pointwise import PairData, auc, histories
+from bench.hashing import json_hash
 from bench.types import RunContext, ScoreQuery, TrainView
-
-CF_MODELS = ("mf", "lightgcn", "sasrec", "din")
 
 
 class CFSettings(BaseModel):
@@ -290,11 +289,10 @@ def _cache_key(kind: str, s: CFSettings, data: TrainView, ctx: RunContext, train
     it learns from and the validation pairs it stops on (not the split's hash: a few-shot split's CoLLM
     encoder, trained on all training pairs, is the very model of the CF baseline on all of them), history
     length, seed."""
-    text = json.dumps({"kind": kind, "settings": s.model_dump(), "catalogue": data.catalogue.content_hash,
-                       "train": _pairs_hash(train), "valid": _pairs_hash(valid),
-                       "history_length": int(data.split.params["history_length"]), "seed": ctx.seed,
-                       "version": CACHE_VERSION}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_hash({"kind": kind, "settings": s.model_dump(), "catalogue": data.catalogue.content_hash,
+                      "train": _pairs_hash(train), "valid": _pairs_hash(valid),
+                      "history_length": int(data.split.params["history_length"]), "seed": ctx.seed,
+                      "version": CACHE_VERSION}, 16, compact=False)
 
 
 def pretrained_cf(kind: str, s: CFSettings, data: TrainView, ctx: RunContext,

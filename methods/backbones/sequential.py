@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.recbole_compat import apply as apply_recbole_compat
 from methods.backbones.cf import RecBoleCF, write_catalogue_files, write_inter_files
 
 
@@ -137,26 +138,24 @@ class RecBoleSeq(RecBoleCF):
         cfg.pop("max_len", None)
         cfg.pop("train_targets_per_user", None)
         cfg.update({
-            "MAX_ITEM_LIST_LENGTH": s["max_len"], "ITEM_LIST_LENGTH_FIELD": "item_length",
+            "MAX_ITEM_LIST_LENGTH": s.max_len, "ITEM_LIST_LENGTH_FIELD": "item_length",
             "LIST_SUFFIX": "_list", "load_col": {"inter": ["user_id", "item_id_list", "item_id"], "user": ["user_id"], "item": ["item_id"]},
             # one vocabulary for history lists and targets (RecBole remaps each field separately otherwise)
             "alias_of_item_id": ["item_id_list"],
-            "TIME_FIELD": None, "valid_metric": s["valid_metric"], "train_neg_sample_args": None,
-            "hidden_size": cfg.get("hidden_size", s["embedding_size"]),
+            "TIME_FIELD": None, "valid_metric": s.valid_metric, "train_neg_sample_args": None,
+            "hidden_size": cfg.get("hidden_size", s.embedding_size),
         })
         return cfg
 
     def prepare(self, data) -> None:
-        from methods.backbones import recbole_compat
-
-        recbole_compat.apply()
+        apply_recbole_compat()
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
 
         from methods.backbones.cf import _model_class
 
-        write_sequence_split(data, self.work_dir / "data", self.settings["max_len"],
-                             train_targets_per_user=self.settings["train_targets_per_user"])
+        write_sequence_split(data, self.work_dir / "data", self.settings.max_len,
+                             train_targets_per_user=self.settings.train_targets_per_user)
         self.model_cls = _model_class(self.spec)
         with self._log_to_run_dir():
             self.config = Config(model=self.model_cls, dataset="bench", config_dict=self.recbole_config_dict())
@@ -204,7 +203,7 @@ class RecBoleSeq(RecBoleCF):
         import torch
         from recbole.data.interaction import Interaction
 
-        max_len = self.settings["max_len"]
+        max_len = self.settings.max_len
         seqs = np.zeros((len(user_ids), max_len), dtype=np.int64)
         lengths = np.zeros(len(user_ids), dtype=np.int64)
         for row, user in enumerate(user_ids):

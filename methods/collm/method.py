@@ -12,8 +12,6 @@ pre-trained state, t2 = tune it from scratch, t3 = one step (LoRA and mapper tog
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.errors import BenchError
 from bench.eval.pointwise import histories
+from bench.hashing import json_hash
 from bench.method import Method
 from bench.options import RunOptions
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
@@ -30,10 +29,6 @@ from methods.classic import CTRModel, CTRSettings
 from methods.collm import model as cm
 from methods.collm.settings import CoLLMSettings, LLMSettings, TALLRecSettings, collm_components
 from methods.collm.tuning import LoRATuning
-
-
-def _file_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class LLMMethod(LoRATuning, Method):
@@ -64,19 +59,11 @@ class LLMMethod(LoRATuning, Method):
         return self._base_dir(ctx.cache_dir)
 
     def _base_dir(self, cache_dir: Path, build: bool = True) -> Path | None:
-        """The model folder; the builtin "smollm2" is converted into the cache first (`build` False: None when
-        it is not converted yet)."""
+        """The model folder (`bench.data.assets.model_folder`; `build` False: None while the builtin "smollm2"
+        is not converted yet)."""
         from bench.data import assets
 
-        if self.settings.base_model == "smollm2":
-            if not build:  # assets.smollm2_dir's folder, if an earlier run converted it
-                folder = Path(cache_dir) / "models" / "smollm2-135m-instruct"
-                return folder if folder.is_dir() else None
-            return assets.smollm2_dir(cache_dir)
-        path = Path(self.settings.base_model)
-        if not path.is_dir():
-            raise BenchError(f"base_model {self.settings.base_model!r} is not a folder (or 'smollm2')")
-        return path
+        return assets.model_folder(self.settings.base_model, cache_dir, "base_model", build)
 
     # ---------------------------------------------------------------------------------------- pre-flight
     def check_inputs(self, cache_dir: Path, build: bool = False) -> None:
@@ -318,12 +305,12 @@ class LLMMethod(LoRATuning, Method):
             selection["valid_scoring"] = s.scoring
         if s.precision != "fp32":
             selection["precision"] = s.precision
-        key = _file_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
-                          "data": _file_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
-                                              data.histories, self.data.split.content_hash]),
-                          "lora": s.lora.model_dump(), "lr": s.learning_rate, "wd": s.weight_decay,
-                          "epochs": s.epochs, "batch": s.batch_size, "loss": loss,
-                          "seed": ctx.seed, "version": 2, **selection})  # 2: LoRA init seeded
+        key = json_hash({"base": self.base_fingerprint, "template": template, "answers": s.answer_tokens,
+                         "data": json_hash([data.frame[["user", "item", "label"]].to_csv(index=False),
+                                            data.histories, self.data.split.content_hash], 16, compact=False),
+                         "lora": s.lora.model_dump(), "lr": s.learning_rate, "wd": s.weight_decay,
+                         "epochs": s.epochs, "batch": s.batch_size, "loss": loss,
+                         "seed": ctx.seed, "version": 2, **selection}, 16, compact=False)  # 2: LoRA init seeded
         folder = Path(ctx.cache_dir) / "collm" / f"lora-{key}"
         self.trainable_counts["lora"] = sum(p.numel() for p in lora_params)
 
@@ -349,6 +336,7 @@ class ICL(LLMMethod):
 
     default_name = "icl"
     version = 2  # 2: the prompt tokenised as one string, BOS first (was segment by segment)
+    trains_nothing = True
 
 
 class TALLRec(LLMMethod):

@@ -31,11 +31,11 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.backbones import BACKBONES
 from bench.errors import BenchError
 from bench.method import Method
 from bench.search import Nested
 from bench.types import FitReport, ParamCounts, RunContext, ScoreQuery, TrainView
-from methods.backbones.cf import BACKBONES
 from methods.collm import model as cm
 from methods.collm import rerank_data as rd
 from methods.collm.method import ICL, CoLLM, TALLRec

@@ -94,11 +94,11 @@ class Retrieval:
 
 
 def retrieval_key(data: TrainView, ctx: RunContext) -> str:
-    from methods.backbones.cf import BACKBONES
+    from bench.backbones import BACKBONES
     from methods.classic import RandomInit
 
     return json_hash({"catalogue": data.catalogue.content_hash, "split": data.split.content_hash,
-                      "backbone": ctx.backbone, "settings": ctx.backbone_config,
+                      "backbone": ctx.backbone, "settings": ctx.backbone_settings.model_dump(mode="json"),
                       "backbone_version": BACKBONES[ctx.backbone].settings.version,
                       "method_version": RandomInit.version, "seed": ctx.seed, "version": RETRIEVAL_VERSION}, 16)
 

@@ -8,30 +8,11 @@ to a plain folder once); either way every method loads them here.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bench.errors import BenchError, UnknownChoiceError
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # flash-attention kernels ignore the float masks LLM2Rec passes
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; an explicit CUDA device must exist.
-
-    Under `accelerate launch` with several processes, 'auto' / 'cuda' name this process's own GPU
-    (cuda:LOCAL_RANK), so each process trains on its device."""
-    import torch
-
-    from bench.encoders import _check_device
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    else:
-        _check_device(device)
-    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
 
 
 def cuda_devices(device: str) -> list[int]:
@@ -50,14 +31,12 @@ def load_tokenizer(model_dir: Path | str, padding_side: str = "right", require_e
     `require_chat_template`: the prompts are chats (an instruct model)."""
     from transformers import AutoTokenizer
 
+    from bench.encoders import with_pad_token
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     if require_chat_template and not tokenizer.chat_template:
         raise BenchError(f"{model_dir}: tokenizer has no chat template (an instruct model is needed)")
-    if tokenizer.pad_token is None:
-        fallback = tokenizer.eos_token or tokenizer.unk_token
-        if fallback is None:
-            raise BenchError(f"{model_dir}: tokenizer has no pad, eos or unk token to pad with")
-        tokenizer.pad_token = fallback  # padded positions are masked everywhere, so any id will do
+    with_pad_token(tokenizer, str(model_dir))
     if require_eos and tokenizer.eos_token_id is None:
         raise BenchError(f"{model_dir}: tokenizer has no EOS token (targets are ended with one)")
     tokenizer.padding_side = padding_side

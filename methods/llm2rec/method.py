@@ -25,6 +25,7 @@ from bench.search import Nested
 from bench.settings import path_field
 from bench.types import ParamCounts, RunContext
 from methods.classic import SeqText
+from methods.llm.load import cuda_devices
 from methods.llm2rec.train import STAGES, CSFTSettings, ICSettings, MNTPSettings
 
 
@@ -126,9 +127,7 @@ class LLM2Rec(SeqText):
     def _base_dir(self, ctx: RunContext) -> Path:
         from bench.data import assets
 
-        if self.settings.base_model == "smollm2":
-            return assets.smollm2_dir(ctx.cache_dir)
-        return Path(self.settings.base_model)
+        return assets.model_folder(self.settings.base_model, ctx.cache_dir, "base_model")
 
     def _training_data(self, ctx: RunContext) -> tuple[list[list[str]], list[str], dict, list]:
         """(training title sequences, item titles, the source's facts, validation sequences): the split's train
@@ -162,18 +161,16 @@ class LLM2Rec(SeqText):
         start = time.perf_counter()
         if self.settings.stages:
             sequences, titles, source, valid = self._training_data(ctx)
-            # the stages run on the run's device, with its progress option (runtime fields: no cache key)
-            runtime = {"device": ctx.device, "progress": ctx.options.progress}
-            settings = {stage: getattr(self.settings, stage).model_copy(update=runtime) for stage in STAGES}
             stages = self.settings.stages
+            settings = {stage: getattr(self.settings, stage) for stage in stages}
             # stage training seeds itself; fork_rng keeps it from advancing the run's random state, so the
             # SASRec / GRU4Rec adapter built next is the same whether the stages came from the cache or not
             import torch
 
-            devices = [torch.device(ctx.device).index or 0] if str(ctx.device).startswith("cuda") else []
-            with torch.random.fork_rng(devices=devices):
-                folders = pipeline(base, sequences, titles, {k: settings[k] for k in stages}, ctx.cache_dir,
-                                   stages, valid_sequences=valid)
+            with torch.random.fork_rng(devices=cuda_devices(ctx.device)):
+                # on the run's device, with its progress option (runtime fields: no cache key)
+                folders = pipeline(base, sequences, titles, settings, ctx.cache_dir, stages, valid_sequences=valid,
+                                   device=ctx.device, progress=ctx.options.progress)
             folder = folders[self.settings.stages[-1]]
             stage_info = {stage: {k: v for k, v in read_stage(path).items() if k not in ("loss_curve", "key_parts",
                                                                                         "step_tokens", "step_seconds")}

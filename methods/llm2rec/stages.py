@@ -27,14 +27,15 @@ this one (stages, cache, pipeline, throughput). The public names of the first th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.hashing import json_hash
+from methods.llm.load import cuda_devices
 from methods.llm2rec.data import (
     build_csft_examples,
     build_csft_valid_examples,
@@ -194,7 +195,7 @@ def ic_validator(model, tokenizer, titles: Sequence[str], settings: StageSetting
     for idx in _valid_chunks(len(titles), settings.batch_size):
         ids = tokenizer([titles[i] for i in idx], truncation=True, max_length=settings.max_length)["input_ids"]
         batches.append(pad_batch(ids, tokenizer.pad_token_id))
-    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    devices = cuda_devices(device)
 
     def value() -> float:
         total = 0.0
@@ -322,13 +323,9 @@ STAGE_FUNCTIONS: dict[str, Callable] = {"csft": csft, "mntp": mntp, "ic": item_c
 # ---------------------------------------------------------------- cache and pipeline
 
 
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def data_hash(value: Any) -> str:
     """sha256 of a JSON-able training input (examples, texts, titles)."""
-    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    return json_hash(value, ensure_ascii=False)
 
 
 def stage_key(stage: str, base_fingerprint: str, data: str, settings: StageSettings,
@@ -346,7 +343,7 @@ def stage_key(stage: str, base_fingerprint: str, data: str, settings: StageSetti
             raise BenchError(f"llm2rec {stage}: evaluations={settings.evaluations} needs validation data "
                              "(its hash enters the stage's cache key)")
         parts["valid"] = valid
-    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16], parts
+    return json_hash(parts, 16, ensure_ascii=False), parts
 
 
 def run_stage(stage_name: str, base_dir: Path | str, data_hash: str, settings: dict | StageSettings | None,
@@ -433,18 +430,22 @@ def validation_inputs(valid_sequences: Sequence[tuple[Sequence[str], Sequence[st
 
 
 def pipeline(base_dir: Path | str, train_sequences: list[list[str]], titles: Sequence[str],
-             settings: dict | None, cache_dir: Path | str, stages: Sequence[str] = STAGES,
-             valid_sequences: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None) -> dict[str, Path]:
+             settings: Mapping[str, dict | StageSettings] | None, cache_dir: Path | str,
+             stages: Sequence[str] = STAGES, valid_sequences: Sequence[tuple[Sequence[str], Sequence[str]]] | None = None,
+             device: str | None = None, progress: bool | None = None) -> dict[str, Path]:
     """Run `stages` (an ordered subset of csft, mntp, ic), each from the previous one's output folder.
 
-    `settings` = {"csft": {...}, "mntp": {...}, "ic": {...}} (omitted sections: defaults);
+    `settings` = {"csft": {...}, "mntp": {...}, "ic": {...}} (typed or as dicts; omitted sections: defaults);
+    `device` (a run's resolved device) and `progress` set the stages' runtime fields (no cache key), None keeps
+    the settings' own;
     `train_sequences` = each user's chronological *training* titles; `titles` = the item titles;
     `valid_sequences` = per user with validation interactions, (the titles the validation items follow:
     training interactions, or a held-out user's validation context; the validation titles), both in time
     order: the validation data of the stages with `evaluations` > 0 (None: none; such a stage is an error).
     Never pass test interactions. Returns {stage: output folder}; cached stages are not recomputed.
     """
-    resolved = _resolve_pipeline(settings, stages)
+    runtime = {k: v for k, v in (("device", device), ("progress", progress)) if v is not None}
+    resolved = {stage: value.model_copy(update=runtime) for stage, value in _resolve_pipeline(settings, stages).items()}
     examples = build_csft_examples(train_sequences, resolved["csft"].max_history)
     data = {"csft": examples, "mntp": mntp_texts(resolved["mntp"].texts, titles, examples), "ic": list(titles)}
     selecting = [stage for stage in stages if resolved[stage].evaluations]

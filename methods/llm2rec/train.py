@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.errors import BenchError, UnknownChoiceError
+from bench.options import resolve_device
 from bench.search import FloatRange
 from bench.settings import runtime_field
-from methods.llm.load import load_model, load_tokenizer, resolve_device
+from methods.llm.load import cuda_devices, load_model, load_tokenizer
 from methods.llm2rec.model import save_model_atomic
 
 STAGES = ("csft", "mntp", "ic")
@@ -175,7 +176,7 @@ def run_steps(model, settings: StageSettings, n: int, step_fn: Callable, desc: s
     if settings.evaluations:
         if validate is None:
             raise BenchError(f"{desc}: evaluations={settings.evaluations} needs validation data")
-        devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+        devices = cuda_devices(device)
         valid_seconds = [0.0]
 
         def value() -> float:

@@ -13,10 +13,10 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.backbones import SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
 from bench.method import ColdItemSource
 from bench.types import FitReport, ParamCounts, RunContext, TrainView
-from methods.backbones.cf import SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
 
 
@@ -85,7 +85,7 @@ class LLMInit(RecBoleMethod):
     def embedding_size(self, ctx: RunContext) -> int:
         if self.selection == "full":
             return int(ctx.encoder.dim)
-        return int(ctx.backbone_config["embedding_size"])
+        return ctx.backbone_settings.embedding_size
 
     def initial_embeddings(self, ctx: RunContext, cf) -> tuple[np.ndarray, np.ndarray]:
         text = ctx.embed_items()  # [n_items, N] in self.data.catalogue.item_ids order, cached on disk

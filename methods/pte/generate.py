@@ -9,7 +9,6 @@ without regenerating finished profiles and concurrent processes never corrupt ea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -20,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.hashing import json_hash, sha256_hex
 from bench.progress import current as current_progress
 from methods.llm.generate import Generator, Sampling
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 PROMPT_NAMES = ("system", "user_init", "item", "user_refine", "item_raw")
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class PromptSet:
@@ -44,8 +40,8 @@ class PromptSet:
                 raise BenchError(f"PtE prompt file {path} is missing (needs {', '.join(PROMPT_NAMES)})")
             self.templates[name] = path.read_text(encoding="utf-8").strip()
         self.system = self.templates["system"].format(noun=noun)
-        self.hashes = {name: _sha(text)[:16] for name, text in self.templates.items()}
-        self.hashes["system"] = _sha(self.system)[:16]  # the rendered system prompt (noun included)
+        self.hashes = {name: sha256_hex(text, 16) for name, text in self.templates.items()}
+        self.hashes["system"] = sha256_hex(self.system, 16)  # the rendered system prompt (noun included)
 
     def render(self, name: str, **fields: str) -> str:
         return self.templates[name].format(noun=self.noun, **fields)
@@ -57,7 +53,7 @@ CHUNK_VERSION = 1
 
 
 def _record_checksum(record: dict) -> str:
-    return _sha(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+    return json_hash(record, ensure_ascii=False)
 
 
 def read_chunk(path: Path) -> tuple[list[dict], str | None]:
@@ -192,7 +188,7 @@ def request_key(model_hash: str, prompt_hash: str, system_hash: str, request: Re
     parts = {"model": model_hash, "template": request.template, "template_hash": prompt_hash,
              "system_hash": system_hash, "prompt": request.prompt, "seed": request.seed,
              "sampling": request.sampling.as_dict()}
-    return _sha(json.dumps(parts, sort_keys=True, ensure_ascii=False))
+    return json_hash(parts, compact=False, ensure_ascii=False)
 
 
 @dataclass

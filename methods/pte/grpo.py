@@ -13,12 +13,12 @@ generator then samples the user and the item candidates.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from bench.hashing import derive_seed, sha256_hex
 from methods.llm.generate import ChatGenerator, Sampling
 from methods.pte.generate import Request
 
@@ -76,7 +76,7 @@ class LoRAChatGenerator(ChatGenerator):
 
     def __init__(self, base: ChatGenerator, model, tokenizer, tag: str):
         super().__init__(base.model_dir, base.device, base.cache_dir, model=model, tokenizer=tokenizer)
-        self._fingerprint = hashlib.sha256(f"{base.fingerprint()}|{tag}".encode()).hexdigest()
+        self._fingerprint = sha256_hex(f"{base.fingerprint()}|{tag}")
 
 
 @dataclass
@@ -108,7 +108,7 @@ class GRPOFineTune:
 
         from methods.llm.lora import add_lora, lora_config, lora_digest
         from methods.llm.train import train_loop
-        from methods.pte.stage import collab_reward, derive_seed, dist_reward, total_reward
+        from methods.pte.stage import collab_reward, dist_reward, total_reward
 
         base: ChatGenerator = stage.generator
         model, tokenizer = base.load()

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.backbones import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from bench.errors import BenchError
 from bench.method import ColdItemSource
 from bench.settings import path_field
 from bench.types import ParamCounts, RunContext
-from methods.backbones.cf import BACKBONES, CF_BACKBONES, SEQUENTIAL_BACKBONES
 from methods.classic import RecBoleMethod
 
 
@@ -71,12 +71,6 @@ class PtESettings(BaseModel):
     # "init" = PCA of the profile embeddings to embedding_size initialises the trainable ID table (pte-init)
     seq_items: Literal["adapter", "init"] = "adapter"
     cf_projection: Literal["pca"] = "pca"  # CF backbones: profile embeddings -> embedding_size
-
-    def stage_settings(self):
-        from methods.pte.stage import StageSettings
-
-        keys = StageSettings.__dataclass_fields__
-        return StageSettings(**{k: v for k, v in self.model_dump().items() if k in keys})
 
 
 def user_table(cf, user_ids, matrix: np.ndarray) -> np.ndarray:
@@ -131,11 +125,8 @@ class PtE(RecBoleMethod):
         from bench.data import assets
         from methods.llm.generate import ChatGenerator
 
-        folder = assets.smollm2_dir(ctx.cache_dir) if self.settings.generator == "smollm2" else Path(
-            self.settings.generator)
-        if not Path(folder).is_dir():
-            raise BenchError(f"PtE generator folder {folder} does not exist")
-        return ChatGenerator(folder, ctx.device, ctx.cache_dir)
+        return ChatGenerator(assets.model_folder(self.settings.generator, ctx.cache_dir, "generator"), ctx.device,
+                             ctx.cache_dir)
 
     def profile_embeddings(self, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
         """(users [n_users, d] over self.data.catalogue.user_ids, items [n_items, d] over self.data.catalogue.item_ids)."""
@@ -174,7 +165,7 @@ class PtE(RecBoleMethod):
             prompts = PromptSet(s.prompt_dir or PROMPT_DIR, s.item_noun)
             store = ProfileStore(Path(ctx.cache_dir) / "pte" / "store")
             stage = ProfileStage(train, item_titles(self.data.catalogue), self.data.catalogue.item_text, generator, prompts, store,
-                                 encode, s.stage_settings(), progress=ctx.options.progress, grpo=grpo)
+                                 encode, s, progress=ctx.options.progress, grpo=grpo)
             result = stage.run(raw_of)
             self._stage = stage
             self._generator_params = int(sum(p.numel() for p in generator.load()[0].parameters()))
@@ -276,7 +267,7 @@ class PtE(RecBoleMethod):
         from sklearn.decomposition import PCA
 
         users, items = self.profile_embeddings(ctx)
-        k = int(ctx.backbone_config["embedding_size"])
+        k = ctx.backbone_settings.embedding_size
         stacked = np.vstack([users, items])
         if k > stacked.shape[1]:
             raise BenchError(f"{self.name}: embedding_size {k} exceeds the encoder's {stacked.shape[1]} dims")
@@ -292,7 +283,7 @@ class PtE(RecBoleMethod):
         if mode == "init":
             from sklearn.decomposition import PCA
 
-            k = int(ctx.backbone_config["embedding_size"])
+            k = ctx.backbone_settings.embedding_size
             if k > items.shape[1]:
                 raise BenchError(f"{self.name}: seq_items 'init' needs embedding_size <= the encoder's "
                                  f"{items.shape[1]} dims, got {k}; use seq_items 'adapter'")

@@ -11,15 +11,15 @@ from the same final prompt by temperature and per-profile seed); R = lc R_collab
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from bench.hashing import derive_seed
 from methods.pte.generate import (
     GenerationStats,
     Generator,
@@ -30,13 +30,10 @@ from methods.pte.generate import (
     run_requests,
 )
 
+if TYPE_CHECKING:
+    from methods.pte.method import PtESettings
+
 Encode = Callable[[list[str], str], np.ndarray]  # (texts, tag) -> unit-norm vectors [n, d]
-
-
-def derive_seed(base: int, *parts: Any) -> int:
-    """A per-profile seed from names (LensKit make_seed style): stable across runs and batchings."""
-    text = "|".join(str(p) for p in (base, *parts))
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
 def overlap_neighbours(groups: dict[str, set], k: int, queries: dict[str, set] | None = None) -> dict[str, list[str]]:
@@ -103,34 +100,6 @@ def select_best(rewards: np.ndarray) -> int:
 
 
 @dataclass
-class StageSettings:
-    """What the profile stage depends on (the method's settings, minus everything downstream)."""
-
-    profile_users: bool = True
-    profile_items: bool = True
-    max_rounds: int = 1
-    convergence_threshold: float = 0.05
-    neighbours: int = 3
-    neighbour_items: int = 5
-    user_items: int = 10
-    item_users: int = 2
-    refine_items: int = 2
-    candidates: int = 2
-    item_candidates: int = 1  # K on the item side (1: items keep the profile-stage output, no item rewards)
-    last_round_items: bool = False  # the last round also regenerates items (U0 I0 U1 I1 vs U0 I0 U1)
-    selection: str = "reward"  # "reward" (argmax of Eq. 9) | "none" (the profile-stage output as is)
-    lambda_collab: float = 1.0
-    lambda_dist: float = 1.0
-    max_new_tokens: int = 32
-    repetition_penalty: float = 1.2
-    temperature: float = 0.8
-    top_p: float = 0.95
-    batch_size: int = 32
-    profile_seed: int = 0
-    grpo_items: bool = False  # GRPO also tunes the generator on item groups (needs grpo_steps > 0)
-
-
-@dataclass
 class StageResult:
     user_text: dict[str, str] = field(default_factory=dict)  # selected profile per user (profile_users)
     item_text: dict[str, str] = field(default_factory=dict)  # selected profile per item (profile_items)
@@ -144,7 +113,7 @@ class ProfileStage:
     """Runs the profile stage and the reward selection on one split's training interactions."""
 
     def __init__(self, train: pd.DataFrame, titles: pd.Series, item_text: pd.Series, generator: Generator,
-                 prompts: PromptSet, store: ProfileStore, encode: Encode, settings: StageSettings,
+                 prompts: PromptSet, store: ProfileStore, encode: Encode, settings: PtESettings,
                  progress: bool = True, grpo: Callable | None = None):
         self.s = settings
         self.generator, self.prompts, self.store, self.encode = generator, prompts, store, encode
