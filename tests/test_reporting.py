@@ -438,3 +438,17 @@ def test_records_written_before_a_setting_existed_pair_with_newer_ones(tmp_path)
     assert all(s.split_settings == full for s in specs)
     pairings = pair(specs, {}, {"method": "llminit-var"}, {"method": "random"})
     assert len(pairings) == 1 and len(pairings[0].runs_a) == len(pairings[0].runs_b) == 2
+
+
+def test_backbone_labels_name_a_setting_only_where_a_cell_sweeps_it():
+    """A grid sweeps a setting within one cell (its runs stay apart); a tuned profile gives each row its own
+    settings (its rows are still one backbone, compared with each other)."""
+    from bench.report.labels import backbone_labels
+
+    swept = [spec("random", size=64), spec("random", size=128), spec("llminit-var", size=64)]
+    labels = backbone_labels(swept)
+    assert labels[swept[0].run_id] == "lightgcn [embedding_size=64]"
+    assert labels[swept[1].run_id] == "lightgcn [embedding_size=128]"
+    assert labels[swept[2].run_id] == "lightgcn [embedding_size=64]"
+    tuned = [spec("random", size=64, seed=0), spec("random", size=64, seed=1), spec("llminit-var", size=128)]
+    assert set(backbone_labels(tuned).values()) == {"lightgcn"}

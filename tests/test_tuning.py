@@ -431,3 +431,34 @@ def test_a_best_value_at_the_end_of_its_range_is_named():
     assert tuning.at_edge({"lr": 9.9e-3, "p": 0.25, "layers": 2, "wd": 1e-2}, dists) == ["lr"]  # log scale
     assert tuning.at_edge({"lr": 1.1e-4, "p": 0.49, "layers": 1, "wd": 0.0}, dists) == ["lr", "p", "layers"]
     assert tuning.at_edge({"lr": 1e-3, "p": 0.1, "layers": 2, "wd": 0.0}, dists) == []
+
+
+def test_tuned_vs_default_reads_each_untuned_verdict_from_the_untuned_table():
+    """The committed paradigms studies: the tuned table's `default` gain of each row is the untuned suite's own
+    (its significance family, as results/paradigms/significance.csv prints it), the tuned gain this table's."""
+    import pandas as pd
+
+    from bench.records import ResultStore
+    from bench.report.tables import significance_results, tuned_vs_default
+
+    store = ResultStore("results")
+    suite = load_suite("paradigms", "tuned")
+    specs = expand(suite)
+    if not all(store.has(s.run_id) for s in specs):
+        pytest.skip("the tuned paradigms runs are not all stored")
+    tuned = significance_results(specs, store)
+    table = tuned_vs_default(suite, specs, store, tuned).set_index(["Backbone", "Method"])
+    default = pd.read_csv("results/paradigms/significance.csv", dtype=str).set_index(
+        ["Split", "Backbone", "Method"]).loc["temporal_loo"]
+    for (backbone, method), row in table.iterrows():
+        assert row["Seeds (default / tuned)"] == "3 / 3"
+        if method == "random":
+            assert row["Gain vs baseline, default"] == row["Verdict"] == ""
+            continue
+        printed = default.loc[(backbone, method)]
+        gain = float(printed["Gain % [95% CI]"].split("%")[0].replace("−", "-"))
+        assert row["Gain vs baseline, default"].startswith(f"{gain:+.1f}%")
+        assert f"(p {float(printed['p (Holm, 19)']):.3f})" in row["Gain vs baseline, default"]
+        assert row["Significant, default"] == (printed["Significant"] if printed["Significant"] != "no" else "no")
+        mine = tuned.set_index(["Backbone", "Method"]).loc[(backbone, method)]
+        assert row["Gain vs baseline, tuned"] == f"{mine['relative']:+.1%} (p {mine['p_corr']:.3f})"

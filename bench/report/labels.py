@@ -255,9 +255,21 @@ def _sweep_labels(specs: list[RunSpec], group, settings, base) -> dict[str, str]
 
 
 def backbone_labels(specs: list[RunSpec]) -> dict[str, str]:
-    """Run id -> backbone name, plus the settings that vary among the runs of that backbone (a grid
-    suite's sweep, e.g. `lightgcn [embedding_size=256]`)."""
-    return _sweep_labels(specs, lambda s: s.backbone, lambda s: s.backbone_settings, lambda s: s.backbone)
+    """Run id -> backbone name, plus the settings swept within a cell: those whose values differ among the runs
+    of one (dataset, split, backbone, method) (a grid suite's sweep, e.g. `lightgcn [embedding_size=256]`).
+    Settings that differ only between cells are each row's own, not a sweep: a tuned profile gives every row its
+    own learning rate, and its rows are still compared on one backbone."""
+    cells: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        cells.setdefault((spec.dataset, spec.split, spec.backbone, spec.method, spec.encoder), []).append(spec)
+    swept: dict[str, set[str]] = {}
+    for (_, _, backbone, _, _), members in cells.items():
+        swept.setdefault(backbone, set()).update(
+            k for m in members for k in m.backbone_settings
+            if len({json.dumps(o.backbone_settings.get(k), sort_keys=True, default=str) for o in members}) > 1)
+    return _sweep_labels(specs, lambda s: s.backbone,
+                         lambda s: {k: v for k, v in s.backbone_settings.items() if k in swept[s.backbone]},
+                         lambda s: s.backbone)
 
 
 def split_labels(specs: list[RunSpec]) -> dict[str, str]:

@@ -555,18 +555,24 @@ def pointwise_cap_lines(specs: list[RunSpec]) -> list[str]:
 def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | None = None) -> str:
     """What a reader must know to interpret the numbers: caps, early stopping, encoder, splits."""
     lines = [f"Suite `{suite.name}`: {suite.description}".rstrip()]
-    seen = set()
+    by_backbone: dict[str, list[dict]] = {}
     for spec in specs:
-        if spec.backbone in seen or spec.backbone == "none":  # `none`: the ctr suite's own models
-            continue
-        seen.add(spec.backbone)
-        s = spec.backbone_settings
-        line = (f"- {spec.backbone}: epochs cap {s['epochs']}, early stop after {s['stopping_step']} "
-                f"evaluations without validation {s.get('valid_metric', 'NDCG@10')} gain, batch "
-                f"{s['train_batch_size']}, lr {s['learning_rate']}, embedding {s['embedding_size']}")
+        if spec.backbone != "none":  # `none`: the ctr suite's own models
+            by_backbone.setdefault(spec.backbone, []).append(spec.backbone_settings)
+    for backbone, settings in by_backbone.items():
+        def value(key: str, default=None, settings=settings) -> str:
+            # a setting that differs between rows (a grid, a tuned profile) shows every value, never the first
+            shown = list(dict.fromkeys(str(s.get(key, default)) for s in settings))
+            return shown[0] if len(shown) == 1 else f"by row {' / '.join(shown)}"
+
+        s = settings[0]
+        line = (f"- {backbone}: epochs cap {value('epochs')}, early stop after {value('stopping_step')} "
+                f"evaluations without validation {value('valid_metric', 'NDCG@10')} gain, batch "
+                f"{value('train_batch_size')}, lr {value('learning_rate')}, embedding {value('embedding_size')}")
         if "max_len" in s:
-            line += (f", history {s['max_len']}, training targets per user "
-                     f"{s['train_targets_per_user'] or 'all'}")
+            targets = list(dict.fromkeys(str(x.get("train_targets_per_user") or "all") for x in settings))
+            line += (f", history {value('max_len')}, training targets per user "
+                     f"{targets[0] if len(targets) == 1 else 'by row ' + ' / '.join(targets)}")
         lines.append(line)
     lines += pointwise_cap_lines(specs)
     for key, axis in suite.grid.items():
@@ -612,6 +618,74 @@ def tuning_lines(suite_name: str) -> list[str]:
             f"{cell} {facts.get('trials')} trials / pruner {facts.get('pruner')}" for cell, facts in tuned.items())
             + "; these rows are not an equal-budget comparison")
     return lines
+
+
+def tuned_vs_default(suite: Suite, specs: list[RunSpec], store: ResultStore, tuned: pd.DataFrame,
+                     correction: str = "holm", metric: str = "ndcg@10") -> pd.DataFrame:
+    """A tuned profile's table (suite `<base>-tuned[-<profile>]`): per tuned row, its budget, validation score and
+    test metric at the suite's settings and tuned, and its gain over the baseline in each, so every verdict of the
+    untuned table can be read again after equal tuning (issue 28). The untuned gains come from the untuned suite's
+    own significance family (its p as its tables print them); the tuned ones from this table's (`tuned`)."""
+    base, found, profile = suite.name.partition("-tuned")
+    if not found:
+        return pd.DataFrame()
+    from bench.spec import expand, load_suite
+    from bench.tuning import tuned_provenance
+
+    default_suite = load_suite(base, profile.lstrip("-") or None)
+    default_specs = expand(default_suite)
+    provenance = tuned_provenance(base, "tuned" + profile)
+    default = significance_results(default_specs, store, metric, correction, suite.baseline)
+    slabels, blabels, mlabels = split_labels(specs), backbone_labels(specs), method_labels(specs, store)
+    cells: dict[tuple, dict[str, list[RunSpec]]] = {}
+    for spec in specs:
+        key = (spec.dataset, slabels[spec.run_id], blabels[spec.run_id], mlabels[spec.run_id])
+        cells.setdefault(key, {"tuned": [], "default": []})["tuned"].append(spec)
+    dlabels = (split_labels(default_specs), backbone_labels(default_specs), method_labels(default_specs, store))
+    for spec in default_specs:
+        key = (spec.dataset, dlabels[0][spec.run_id], dlabels[1][spec.run_id], dlabels[2][spec.run_id])
+        if key in cells:
+            cells[key]["default"].append(spec)
+
+    def values(runs: list[RunSpec]) -> np.ndarray:
+        return np.array([store.load(s.run_id)["metrics"]["overall"][metric] for s in runs if store.has(s.run_id)])
+
+    def gain(table: pd.DataFrame, key: tuple) -> tuple[str, str]:
+        if table.empty:
+            return "", ""
+        hit = table[(table["Dataset"] == key[0]) & (table["Split"] == key[1]) & (table["Backbone"] == key[2])
+                    & (table["Method"] == key[3])]
+        if hit.empty:
+            return "", ""
+        row = hit.iloc[0]
+        return f"{row['relative']:+.1%} (p {row['p_corr']:.3f})", row["direction"] or "no"
+
+    rows = []
+    for key, runs in sorted(cells.items()):
+        spec = runs["tuned"][0]
+        facts = provenance.get(f"{spec.dataset}/{spec.split}/{spec.backbone}/{spec.method}", {})
+        tuned_values, default_values = values(runs["tuned"]), values(runs["default"])
+        d_gain, d_dir = gain(default, key)
+        t_gain, t_dir = gain(tuned, key)
+        verdict = "" if key[3] == suite.baseline or not (d_dir and t_dir) else (
+            "unchanged" if d_dir == t_dir else f"{d_dir} -> {t_dir}")  # better / worse / no (not significant)
+        rows.append({
+            "Dataset": key[0], "Split": key[1], "Backbone": key[2], "Method": key[3],
+            "Trials (pruned)": f"{facts.get('trials', '')} ({facts.get('pruned', '')})" if facts else "not tuned",
+            "CPU-min": f"{float(facts['cpu_minutes']):.1f}" if facts.get("cpu_minutes") is not None else "",
+            "Valid default": facts.get("default_value", ""), "Valid tuned": facts.get("best_value", ""),
+            f"{metric} default": _mean_std(default_values), f"{metric} tuned": _mean_std(tuned_values),
+            "Seeds (default / tuned)": f"{len(default_values)} / {len(tuned_values)}",
+            "Gain vs baseline, default": d_gain, "Significant, default": d_dir,
+            "Gain vs baseline, tuned": t_gain, "Significant, tuned": t_dir, "Verdict": verdict,
+            "At range edge": ", ".join(facts.get("at_edge") or [])})
+    return pd.DataFrame(rows)
+
+
+def _mean_std(values: np.ndarray) -> str:
+    if not len(values):
+        return NOT_RUN
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}" if len(values) > 1 else f"{values.mean():.4f}"
 
 
 def _extra_seed_cells(specs: list[RunSpec], seeds: set[int]) -> str:
@@ -732,6 +806,9 @@ def write_tables(suite: Suite, specs: list[RunSpec], store: ResultStore, out_dir
     if grid.facts.get("noted"):
         main_lines.append(scale_note())
     extra_tables = family_tables(specs, store)
+    tuning = tuned_vs_default(suite, specs, store, results, correction) if not pointwise else pd.DataFrame()
+    if not tuning.empty:
+        extra_tables = {"tuned_vs_default": tuning, **extra_tables}
     catalogue = catalogue_table(frame)
     if not catalogue.empty:
         extra_tables = {"catalogue": catalogue, **extra_tables}
