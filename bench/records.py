@@ -122,6 +122,14 @@ def git_state() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
+    """The installed versions of PACKAGES (a fresh dict: callers may change it)."""
+    return dict(_package_versions())
+
+
+@lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str | None]:
+    # once per process (~17 ms of metadata parsing per run otherwise): the code a process runs is the code it
+    # imported, whatever is installed while it runs
     out = {}
     for name in PACKAGES:
         try:
