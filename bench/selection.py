@@ -33,15 +33,17 @@ METHOD_SIDE = ("method", "method_settings", "encoder", "encoder_settings")
 def current_settings(spec: RunSpec) -> RunSpec:
     """The stored spec with the settings added since its record was written filled in at their defaults
     (a new setting's default keeps the old behaviour, so the run id does not move: `split.eval_negatives`
-    is 0 in a record that predates it). Without this, an old and a new record of one context differ in
+    is 0 in a record that predates it, a card's `columns` {}). Without this, an old and a new record of one context differ in
     their resolved settings and are never paired (claims, `bench compare`). A spec that no longer resolves
     (a setting since removed) is returned as stored."""
     from bench.backbones import resolve_backbone_config
     from bench.catalog import METHODS
+    from bench.data.cards import load_card
     from bench.data.splits import resolve_split_params
 
     try:
         filled = spec.model_copy(update={
+            "dataset_settings": load_card(spec.dataset, spec.dataset_settings).model_dump(mode="json"),
             "split_settings": resolve_split_params(spec.split, spec.split_settings),
             "backbone_settings": (resolve_backbone_config(spec.backbone, spec.backbone_settings)
                                   if spec.backbone != "none" else spec.backbone_settings),

@@ -155,3 +155,20 @@ def test_builtin_claims_name_one_variant_in_the_committed_records():
             unpaired.append(claim.id)
     assert not problems, "\n".join(problems)
     assert not unpaired, "\n".join(unpaired)
+
+
+def test_a_record_written_before_a_setting_existed_shares_its_context_with_a_newer_one():
+    """A dataset setting added since (`columns`, default {}) moves no run id; an older record without it and a
+    newer one with its default are one context, so claims and `bench compare` pair their seeds."""
+    from bench.data.cards import load_card
+    from bench.selection import context_key, current_settings
+
+    card = load_card("ml-100k").model_dump(mode="json")
+    older = {k: v for k, v in card.items() if k != "columns"}
+    specs = [RunSpec(dataset="ml-100k", dataset_settings=settings, split="temporal_loo", backbone="lightgcn",
+                     method="random", seed=seed) for seed, settings in ((0, older), (1, card))]
+    assert specs[0].dataset_settings != specs[1].dataset_settings
+    assert context_key(specs[0]) != context_key(specs[1])  # as stored: two contexts
+    filled = [current_settings(s) for s in specs]
+    assert [s.run_id for s in filled] == [s.run_id for s in specs]
+    assert context_key(filled[0]) == context_key(filled[1])
