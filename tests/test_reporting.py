@@ -452,3 +452,16 @@ def test_backbone_labels_name_a_setting_only_where_a_cell_sweeps_it():
     assert labels[swept[2].run_id] == "lightgcn [embedding_size=64]"
     tuned = [spec("random", size=64, seed=0), spec("random", size=64, seed=1), spec("llminit-var", size=128)]
     assert set(backbone_labels(tuned).values()) == {"lightgcn"}
+
+
+def test_the_settings_note_shows_every_value_of_a_setting_that_differs_between_rows():
+    from bench.report.tables import settings_note
+    from bench.spec import load_suite
+
+    suite = load_suite("smoke")
+    runs = [spec("random", size=128), spec("llminit-var", size=64), spec("random", size=64, seed=1)]
+    runs = [s.model_copy(update={"backbone_settings": {**s.backbone_settings, "stopping_step": 3,
+                                                       "train_batch_size": 2048, "learning_rate": 1e-3}})
+            for s in runs]
+    note = settings_note(suite, runs)
+    assert "lr 0.001, embedding by row 64 / 128" in note

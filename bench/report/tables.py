@@ -562,7 +562,10 @@ def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | No
     for backbone, settings in by_backbone.items():
         def value(key: str, default=None, settings=settings) -> str:
             # a setting that differs between rows (a grid, a tuned profile) shows every value, never the first
-            shown = list(dict.fromkeys(str(s.get(key, default)) for s in settings))
+            raw = list(dict.fromkeys(s.get(key, default) for s in settings))
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+                raw = sorted(raw)
+            shown = [str(v) for v in raw]
             return shown[0] if len(shown) == 1 else f"by row {' / '.join(shown)}"
 
         s = settings[0]
