@@ -462,3 +462,15 @@ def test_tuned_vs_default_reads_each_untuned_verdict_from_the_untuned_table():
         assert row["Significant, default"] == (printed["Significant"] if printed["Significant"] != "no" else "no")
         mine = tuned.set_index(["Backbone", "Method"]).loc[(backbone, method)]
         assert row["Gain vs baseline, tuned"] == f"{mine['relative']:+.1%} (p {mine['p_corr']:.3f})"
+
+
+def test_an_untuned_table_points_at_its_tuned_rows(monkeypatch):
+    from bench.report.tables import tuning_lines
+
+    monkeypatch.setattr(tuning, "tuned_provenance", lambda suite, profile: {
+        "ml-100k/temporal_loo/sasrec/random": {"trials": 20}, "ml-100k/x/sasrec/icl": {"tuned": False}}
+        if (suite, profile) == ("paradigms", "tuned") else {})
+    (line,) = tuning_lines("paradigms")
+    assert line.startswith("- tuning: none;") and "1 of its cells are tuned" in line
+    assert "ml-100k/temporal_loo/sasrec/random" in line and "paradigms-tuned/tuned_vs_default.md" in line
+    assert "tuned with" not in tuning_lines("warm")[0]

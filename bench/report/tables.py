@@ -601,10 +601,16 @@ def tuning_lines(suite_name: str) -> list[str]:
     unequal budgets (rows tuned with different trial counts or pruners are not an equal-budget comparison); any
     other table says its rows run at their suite's settings, untuned."""
     base, _, profile = suite_name.partition("-tuned")
-    if not _:
-        return [f"- tuning: none; every row runs at the suite's settings (`bench tune --suite {suite_name}` tunes "
-                f"each cell with an equal budget, `--profile tuned` reruns the result)"]
     from bench.tuning import tuned_provenance
+
+    if not _:
+        line = (f"- tuning: none; every row runs at the suite's settings (`bench tune --suite {suite_name}` tunes "
+                f"each cell with an equal budget, `--profile tuned` reruns the result)")
+        tuned = sorted(cell for cell, facts in tuned_provenance(suite_name, "tuned").items() if facts.get("tuned", True))
+        if tuned:  # the same rows tuned: where their verdicts are read again
+            line += (f"; {len(tuned)} of its cells are tuned with an equal budget ({', '.join(tuned)}): "
+                     f"`{suite_name}-tuned/tuned_vs_default.md` compares each with its row here")
+        return [line]
 
     provenance = tuned_provenance(base, "tuned" + profile)
     tuned = {cell: facts for cell, facts in sorted(provenance.items()) if facts.get("tuned", True)}
