@@ -5,6 +5,7 @@ each table file names the run records it was built from.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -560,22 +561,13 @@ def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | No
         if spec.backbone != "none":  # `none`: the ctr suite's own models
             by_backbone.setdefault(spec.backbone, []).append(spec.backbone_settings)
     for backbone, settings in by_backbone.items():
-        def value(key: str, default=None, settings=settings) -> str:
-            # a setting that differs between rows (a grid, a tuned profile) shows every value, never the first
-            raw = list(dict.fromkeys(s.get(key, default) for s in settings))
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
-                raw = sorted(raw)
-            shown = [str(v) for v in raw]
-            return shown[0] if len(shown) == 1 else f"by row {' / '.join(shown)}"
-
-        s = settings[0]
+        value = functools.partial(_by_row, settings)
         line = (f"- {backbone}: epochs cap {value('epochs')}, early stop after {value('stopping_step')} "
                 f"evaluations without validation {value('valid_metric', 'NDCG@10')} gain, batch "
                 f"{value('train_batch_size')}, lr {value('learning_rate')}, embedding {value('embedding_size')}")
-        if "max_len" in s:
-            targets = list(dict.fromkeys(str(x.get("train_targets_per_user") or "all") for x in settings))
+        if "max_len" in settings[0]:
             line += (f", history {value('max_len')}, training targets per user "
-                     f"{targets[0] if len(targets) == 1 else 'by row ' + ' / '.join(targets)}")
+                     f"{value('train_targets_per_user', shown_for_none='all')}")
         lines.append(line)
     lines += pointwise_cap_lines(specs)
     for key, axis in suite.grid.items():
@@ -593,6 +585,16 @@ def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | No
         lines.append(f"\nPublished reference values (context only, never rows of this table: other models, splits "
                      f"and test samples): {suite.reference.strip()}")
     return "\n".join(lines)
+
+
+def _by_row(settings: list[dict], key: str, default=None, shown_for_none: str = "None") -> str:
+    """One setting across rows: its value, or "by row v1 / v2 ..." (numbers sorted) where rows differ (a grid, a
+    tuned profile), never only the first row's."""
+    values = list(dict.fromkeys(s.get(key, default) for s in settings))
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        values = sorted(values)
+    shown = list(dict.fromkeys(shown_for_none if v is None else str(v) for v in values))
+    return shown[0] if len(shown) == 1 else f"by row {' / '.join(shown)}"
 
 
 def tuning_lines(suite_name: str) -> list[str]:
