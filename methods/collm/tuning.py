@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from methods.collm import model as cm
+from methods.llm.train import BestState
 
 
 class LoRATuning:
@@ -133,8 +134,9 @@ def adapter_problem(folder: Path) -> str | None:
     return None
 
 
-class ValidSelection:
-    """Keeps the best state (by validation AUC) of the parameters a training step tunes.
+class ValidSelection(BestState):
+    """Keeps the best state (by validation AUC) of the parameters a training step tunes: `BestState` (mode
+    "max", the settings' `patience`) over the AUC of validation pairs.
 
     The validation pairs are the split's valid part with their saved histories (`valid_pairs` > 0: a sample
     drawn with the run seed), scored with the step's own prompt, vectors and scoring."""
@@ -142,7 +144,8 @@ class ValidSelection:
     def __init__(self, method, params, builder, scoring: str, vectors=None):
         from bench.eval.pointwise import histories
 
-        self.method, self.params, self.builder, self.scoring = method, list(params), builder, scoring
+        super().__init__(params, self.auc, mode="max", patience=int(method.settings.patience), metric="valid_auc")
+        self.method, self.builder, self.scoring = method, builder, scoring
         self.vectors = vectors or (lambda *a: (None, None))
         data = histories(method.data.split, "valid")
         n = int(method.settings.valid_pairs)
@@ -152,10 +155,6 @@ class ValidSelection:
         self.frame = data.frame.iloc[rows].reset_index(drop=True)
         self.hists = [data.histories[r] for r in rows]
         self.encoded = [builder.encode(h, i) for h, i in zip(self.hists, self.frame["item"])]
-        self.curve: list[dict] = []
-        self.best_auc, self.best_step, self.best_state = -1.0, 0, None
-        self.since_best = 0  # evaluations after the best one (patience)
-        self.stopped_early = False
 
     def auc(self) -> float:
         import torch
@@ -175,36 +174,13 @@ class ValidSelection:
         value = auc(self.frame["label"].to_numpy(), np.concatenate(scores) if scores else np.zeros(0))
         return float(value) if value == value else 0.5  # one class only: uninformative
 
-    def evaluate(self, step: int) -> None:
-        value = self.auc()
-        self.curve.append({"step": int(step), "valid_auc": value})
-        if value > self.best_auc:
-            self.best_auc, self.best_step = value, int(step)
-            self.best_state = [p.detach().clone() for p in self.params]
-            self.since_best = 0
-        else:
-            self.since_best += 1
-
-    def should_stop(self) -> bool:
-        """The patience rule: `patience` evaluations in a row without a validation-AUC gain."""
-        return self.since_best >= int(self.method.settings.patience)
-
-    def finish(self, steps: int, stopped_early: bool = False) -> None:
-        """Evaluate the last step if the schedule did not, then load the best state."""
-        import torch
-
-        self.stopped_early = bool(stopped_early)
-        if not self.curve or self.curve[-1]["step"] != steps:
-            self.evaluate(steps)
-        with torch.no_grad():
-            for p, best in zip(self.params, self.best_state):
-                p.copy_(best)
-
     def summary(self) -> dict:
         """The selection as recorded: the curve (step, valid_auc), the best step and its AUC, `evaluations` (how
         many ran), `early_stopped` (the best state is not the last step's: what bench/report/convergence.py reads
         as converged) and `stopped_early` (the patience rule ended the stage before its last step)."""
+        base = super().summary()
         return {"metric": "valid_auc", "n_pairs": int(len(self.frame)), "best_step": self.best_step,
-                "best_valid_auc": self.best_auc, "curve": self.curve, "evaluations": len(self.curve),
-                "early_stopped": self.best_step < (self.curve[-1]["step"] if self.curve else 0),
+                "best_valid_auc": self.best_value,
+                "curve": [{"step": c["step"], "valid_auc": c["value"]} for c in self.curve],
+                "evaluations": base["evaluations"], "early_stopped": base["early_stopped"],
                 "stopped_early": self.stopped_early}
