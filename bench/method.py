@@ -160,6 +160,13 @@ class Method:
         return self.item_cold_start
 
     @classmethod
+    def seed_shared(cls, settings: BaseModel) -> str | None:
+        """What of the method is trained once and shared by every run seed (its own seed a setting, so a cache
+        serves all seeds), in words with that seed, e.g. "LLM stages CSFT (seed 0)"; None: the run seed trains
+        everything. Table notes name it: an interval over seeds leaves that part's training variance out."""
+        return None
+
+    @classmethod
     def contract_problems(cls) -> list[str]:
         """What of the class-level contract a class gets wrong or lacks, in words (empty: nothing)."""
         problems = [f"{name}() is not implemented" for name in ("fit", "score", "parameter_counts")

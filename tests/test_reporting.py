@@ -465,3 +465,21 @@ def test_the_settings_note_shows_every_value_of_a_setting_that_differs_between_r
             for s in runs]
     note = settings_note(suite, runs)
     assert "lr 0.001, embedding by row 64 / 128" in note
+
+
+def test_the_settings_note_names_what_every_seed_shares():
+    """PtE's profiles and LLM2Rec's LLM stages are seeded by settings, not the run seed: the note says which rows
+    share them (with those seeds), and says nothing for rows the run seed trains whole."""
+    from bench.report.tables import seed_shared_lines
+
+    specs = [s for s in expand(load_suite("pte")) if s.method in ("pte", "pte-grpo", "pte-noprofile", "random")]
+    specs += [s for s in expand(load_suite("sequential")) if s.method == "llm2rec-csft"]
+    pte = next(s for s in specs if s.method == "pte")
+    specs.append(pte.model_copy(update={"method_settings": {**pte.method_settings, "profile_seed": 7}}))
+    [line] = seed_shared_lines(specs)
+    assert "pte: user profiles, item profiles (profile_seed 0)" in line
+    assert "pte-grpo: user profiles, item profiles, GRPO adapter (profile_seed 0)" in line
+    assert "llm2rec-csft: LLM stages CSFT (seed 0)" in line and "MNTP" not in line
+    assert "pte: user profiles, item profiles (profile_seed 7)" in line
+    assert "noprofile" not in line and "random" not in line
+    assert seed_shared_lines([s for s in specs if s.method in ("random", "pte-noprofile")]) == []

@@ -578,6 +578,7 @@ def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | No
     seeds = base_seeds or sorted({spec.seed for spec in specs}) or suite.seeds  # parts may add seeds (ctr)
     extra = _extra_seed_cells(specs, set(seeds))
     lines.append(f"- encoder: {suite.encoder}; seeds: {seeds}{extra}; {ranking_protocol(specs)}")
+    lines += seed_shared_lines(specs)
     lines += tuning_lines(suite.name)
     if suite.notes:
         lines.append(f"- {suite.notes.strip()}")
@@ -585,6 +586,24 @@ def settings_note(suite: Suite, specs: list[RunSpec], base_seeds: list[int] | No
         lines.append(f"\nPublished reference values (context only, never rows of this table: other models, splits "
                      f"and test samples): {suite.reference.strip()}")
     return "\n".join(lines)
+
+
+def seed_shared_lines(specs: list[RunSpec]) -> list[str]:
+    """One line naming what each method trains once for all run seeds (`Method.seed_shared`): the seeds of
+    those rows retrain the rest only, so their intervals leave that part's training variance out."""
+    from bench.catalog import METHODS
+
+    shared: dict[str, list[str]] = {}
+    for spec in specs:
+        cls = METHODS.get(spec.method)
+        text = cls.seed_shared(cls.Settings.model_validate(spec.method_settings))
+        if text and spec.method not in shared.setdefault(text, []):
+            shared[text].append(spec.method)
+    if not shared:
+        return []
+    parts = "; ".join(f"{', '.join(methods)}: {text}" for text, methods in shared.items())
+    return [f"- trained once and shared by every seed (the run seed retrains the rest; intervals over seeds leave "
+            f"this part's training variance out): {parts}"]
 
 
 def _by_row(settings: list[dict], key: str, default=None, shown_for_none: str = "None") -> str:

@@ -116,6 +116,13 @@ class LLM2Rec(SeqText):
                 out.append(part)
         return out
 
+    @classmethod
+    def seed_shared(cls, settings: BaseModel) -> str | None:
+        """The LLM stages seed themselves (`<stage>.seed`) and are cached for every run seed."""
+        if not settings.stages:
+            return None
+        return "LLM stages " + ", ".join(f"{stage.upper()} (seed {getattr(settings, stage).seed})"
+                                         for stage in settings.stages)
 
     default_name = "llm2rec"
     Settings: ClassVar[type[BaseModel]] = LLM2RecSettings

@@ -96,6 +96,16 @@ class PtE(RecBoleMethod):
         seconds = cost.get("first_seconds") or cost.get("seconds") or 0
         return float(tokens), float(seconds)
 
+    @classmethod
+    def seed_shared(cls, settings: BaseModel) -> str | None:
+        """Profiles (and the GRPO adapter) come from `profile_seed`, the same for every run seed."""
+        parts = [name for name, on in (("user profiles", settings.profile_users),
+                                       ("item profiles", settings.profile_items)) if on]
+        if not parts:
+            return None
+        if settings.grpo_steps:
+            parts.append("GRPO adapter")
+        return f"{', '.join(parts)} (profile_seed {settings.profile_seed})"
 
     default_name = "pte"
     # 2: users absent from training (cold_users' held-out users) are profiled from the history the protocol
